@@ -1,0 +1,1 @@
+"""Command-line tools: jit (people), jit-server (service admin), jit-hooks (host admin)."""

@@ -1,0 +1,22 @@
+"""Exception hierarchy shared by every part of jit-hooks (stdlib only)."""
+
+from __future__ import annotations
+
+
+class JitError(Exception):
+    """Root of every error jit-hooks raises on purpose."""
+
+
+class ConfigError(JitError):
+    """Raised when a config file is missing, unreadable or invalid.
+
+    ``path`` names the file and ``key`` the offending setting (or None).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, key: str | None = None):
+        self.path = path
+        self.key = key
+        where = path or "config"
+        if key:
+            where = f"{where}: {key}"
+        super().__init__(f"{where}: {message}")

@@ -1,0 +1,134 @@
+"""Wire contract between host hooks, CLIs and the approval service (stdlib only).
+
+Imported by the hot path: keep it free of anything but the stdlib and cheap to
+import. The service builds its pydantic schemas to match these shapes; the host
+hooks validate what they receive against them and drop anything else.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal, TypedDict
+
+API_PREFIX = "/api/v1"
+
+# Hook endpoints, authenticated with the host token (Authorization: Bearer ...).
+HOOK_AUTHORIZED_KEYS = f"{API_PREFIX}/hook/authorized-keys"
+HOOK_ACCOUNT = f"{API_PREFIX}/hook/account"
+HOOK_SESSION = f"{API_PREFIX}/hook/session"
+HOOK_BREAK_GLASS = f"{API_PREFIX}/hook/break-glass"
+HOOK_PING = f"{API_PREFIX}/hook/ping"
+
+# Key types sshd may offer that we accept (sk- are FIDO security keys).
+KEY_TYPES = frozenset(
+    {
+        "ssh-ed25519",
+        "ecdsa-sha2-nistp256",
+        "ecdsa-sha2-nistp384",
+        "ecdsa-sha2-nistp521",
+        "ssh-rsa",
+        "sk-ssh-ed25519@openssh.com",
+        "sk-ecdsa-sha2-nistp256@openssh.com",
+    }
+)
+
+# authorized_keys options a service answer may ask the host to apply. Anything
+# else (command=, environment=, permitopen=, ...) is dropped by the host: a
+# compromised service must not be able to run commands through us.
+ALLOWED_KEY_OPTIONS = frozenset(
+    {
+        "restrict",
+        "no-agent-forwarding",
+        "no-port-forwarding",
+        "no-pty",
+        "no-user-rc",
+        "no-X11-forwarding",
+    }
+)
+
+# "SHA256:" + unpadded base64 of a SHA-256 digest: exactly 43 characters.
+FINGERPRINT_RE = re.compile(r"\ASHA256:[A-Za-z0-9+/]{43}\Z")
+# Base64 key blob as sshd prints it for %k (no whitespace, bounded length).
+KEY_BLOB_RE = re.compile(r"\A[A-Za-z0-9+/]{16,16384}={0,2}\Z")
+# Login names: POSIX portable user names (what useradd accepts by default).
+LOGIN_RE = re.compile(r"\A[a-z_][a-z0-9_-]{0,31}\$?\Z")
+# Connection id shared by the AKC and the PAM hooks of one sshd connection:
+# "<monitor pid>:<monitor start time in clock ticks since boot>".
+CONNECTION_RE = re.compile(r"\A[0-9]{1,10}:[0-9]{1,20}\Z")
+
+# Upper bound on a hook response body the host will read.
+MAX_HOOK_RESPONSE_BYTES = 64 * 1024
+
+
+class AuthorizedKeysQuery(TypedDict):
+    """POST HOOK_AUTHORIZED_KEYS body: sshd's %u %f %t %k."""
+
+    login: str
+    fingerprint: str
+    key_type: str
+    key: str
+
+
+class AuthorizedKey(TypedDict):
+    """One key valid now for the login on the asking host."""
+
+    key_type: str
+    key: str  # base64 blob
+    fingerprint: str
+    expires_at: int  # unix seconds, end of the approval window
+    options: list[str]  # subset of ALLOWED_KEY_OPTIONS
+    request_id: int
+
+
+class AuthorizedKeysAnswer(TypedDict):
+    keys: list[AuthorizedKey]
+
+
+class AccountQuery(TypedDict):
+    """POST HOOK_ACCOUNT body."""
+
+    login: str
+    rhost: str | None
+    service: str | None
+    connection: str | None
+    fingerprint: str | None  # the key the AKC accepted on this connection, if any
+
+
+Decision = Literal["allow", "deny"]
+
+
+class DecisionAnswer(TypedDict):
+    """Answer of HOOK_ACCOUNT and HOOK_SESSION."""
+
+    decision: Decision
+    reason: str  # short, human, printable ASCII; host re-sanitises anyway
+    request_id: int | None
+    expires_at: int | None
+
+
+class SessionQuery(TypedDict):
+    """POST HOOK_SESSION body."""
+
+    event: Literal["open", "close"]
+    login: str
+    rhost: str | None
+    connection: str
+    key_type: str | None
+    key: str | None
+    fingerprint: str | None
+
+
+class BreakGlassQuery(TypedDict):
+    """POST HOOK_BREAK_GLASS body: a break-glass account logged in."""
+
+    login: str
+    rhost: str | None
+    connection: str | None
+    stage: str  # "authorized-keys" | "account" | "session"
+
+
+class PingAnswer(TypedDict):
+    """GET HOOK_PING answer: who the token belongs to, and the service clock."""
+
+    host: str
+    time: int

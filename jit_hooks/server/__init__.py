@@ -1,0 +1,1 @@
+"""Approval service: FastAPI app, storage, policy, audit."""

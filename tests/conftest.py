@@ -1,0 +1,16 @@
+"""Shared fixtures: a real service process per test (fresh SQLite file)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.utils.service import Service, start_service
+
+
+@pytest.fixture
+def service(tmp_path) -> Service:
+    svc = start_service(tmp_path / "server")
+    try:
+        yield svc
+    finally:
+        svc.stop()

@@ -1,0 +1,100 @@
+"""A real jit-server process over real HTTP on 127.0.0.1, for tests and the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Service:
+    """Handle on a running service: its URL, data dir and an admin CLI runner."""
+
+    data_dir: Path
+    port: int
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+    env: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def admin(self, *args: str, check: bool = True, input: str | None = None) -> str:
+        """Run `jit-server --data-dir DIR ARGS...` and return its stdout."""
+        cmd = [sys.executable, "-m", "jit_hooks.cli.server", "--data-dir", str(self.data_dir), *args]
+        r = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=60, env=self.env)
+        if check and r.returncode != 0:
+            raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stderr}{r.stdout}")
+        return r.stdout
+
+    def start(self) -> None:
+        self.admin("db", "upgrade")
+        self.log_path = self.data_dir / "server.log"
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "jit_hooks.cli.server", "--data-dir", str(self.data_dir),
+             "serve", "--listen", f"127.0.0.1:{self.port}"],
+            stdout=log, stderr=subprocess.STDOUT, env=self.env,
+        )
+        log.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"jit-server exited: {self.log_path.read_text()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.1)
+        raise AssertionError(f"jit-server did not become healthy: {self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def call(self, method: str, path: str, token: str | None = None, body=None):
+        """One HTTP call; returns (status, parsed JSON or None)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                raw = r.read()
+                status = r.status
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            status = e.code
+        return status, (json.loads(raw) if raw else None)
+
+
+def start_service(data_dir: Path, port: int | None = None) -> Service:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    svc = Service(data_dir=data_dir, port=port or free_port(), env=env)
+    svc.start()
+    return svc
