@@ -20,3 +20,7 @@ class ConfigError(JitError):
         if key:
             where = f"{where}: {key}"
         super().__init__(f"{where}: {message}")
+
+
+class KeyParseError(JitError, ValueError):
+    """Raised when an SSH public key line or blob is malformed or not acceptable."""

@@ -37,8 +37,17 @@ class Service:
 
     def admin(self, *args: str, check: bool = True, input: str | None = None) -> str:
         """Run `jit-server --data-dir DIR ARGS...` and return its stdout."""
-        cmd = [sys.executable, "-m", "jit_hooks.cli.server", "--data-dir", str(self.data_dir), *args]
-        r = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=60, env=self.env)
+        cmd = [
+            sys.executable,
+            "-m",
+            "jit_hooks.cli.server",
+            "--data-dir",
+            str(self.data_dir),
+            *args,
+        ]
+        r = subprocess.run(
+            cmd, capture_output=True, text=True, input=input, timeout=60, env=self.env
+        )
         if check and r.returncode != 0:
             raise AssertionError(f"{cmd} failed ({r.returncode}): {r.stderr}{r.stdout}")
         return r.stdout
@@ -48,9 +57,19 @@ class Service:
         self.log_path = self.data_dir / "server.log"
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "jit_hooks.cli.server", "--data-dir", str(self.data_dir),
-             "serve", "--listen", f"127.0.0.1:{self.port}"],
-            stdout=log, stderr=subprocess.STDOUT, env=self.env,
+            [
+                sys.executable,
+                "-m",
+                "jit_hooks.cli.server",
+                "--data-dir",
+                str(self.data_dir),
+                "serve",
+                "--listen",
+                f"127.0.0.1:{self.port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
         )
         log.close()
         deadline = time.monotonic() + 30
