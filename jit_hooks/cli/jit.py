@@ -1,0 +1,425 @@
+"""`jit`: ask for, review and inspect just-in-time SSH access (docs/cli.md)."""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Any
+
+import click
+
+from jit_hooks import errors
+from jit_hooks.cli import output, userconfig
+from jit_hooks.cli.api_client import CliError, clean
+from jit_hooks.cli.options import (
+    Duration,
+    Selector,
+    StartTime,
+    api_options,
+    info,
+    json_option,
+    settings,
+)
+
+STATES = ("pending", "approved", "denied", "cancelled", "revoked", "expired")
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("jit-hooks")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(_version(), prog_name="jit")
+def cli() -> None:
+    """Just-in-time SSH access: request it, approve it, see who has it.
+
+    Settings come from ~/.config/jit/config.toml (written by `jit login`), then
+    the environment (JIT_URL, JIT_TOKEN, JIT_CA_FILE, JIT_CONFIG), then flags.
+    """
+
+
+def _read_stdin_line(what: str) -> str:
+    line = sys.stdin.readline()
+    value = line.rstrip("\r\n")
+    if not value.strip():
+        raise CliError(f"no {what} on standard input")
+    return value
+
+
+# -- login -------------------------------------------------------------------
+
+
+@cli.command()
+@click.option("--token-stdin", is_flag=True, help="Read an existing API token from stdin.")
+@click.option("--user", "username", metavar="NAME", help="Log in with NAME's password.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
+@click.option(
+    "--print-token", is_flag=True, help="Also print the new token on stdout (password login)."
+)
+@api_options
+def login(token_stdin: bool, username: str | None, password_stdin: bool, print_token: bool) -> None:
+    """Get an API token and save it with the URL in the config file.
+
+    \b
+    jit login --url https://jit.example.org --user alice   (password, checked by PAM)
+    jit-server token create alice | jit login --url URL --token-stdin
+    """
+    s = settings()
+    if token_stdin and (username or password_stdin or print_token):
+        raise click.UsageError("--token-stdin cannot be combined with --user/--password-stdin")
+    if token_stdin:
+        token = _read_stdin_line("token").strip()
+        if not token.isprintable() or " " in token:
+            raise CliError("the token on standard input is malformed")
+        s.token = token
+        user = s.client().me()  # check it before saving it
+        created = False
+    else:
+        username = username or getpass.getuser()
+        if password_stdin:
+            password = _read_stdin_line("password")
+        else:
+            password = click.prompt(f"Password for {username}", hide_input=True)
+        answer = s.client(auth=False).login(username, password)
+        if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
+            raise CliError("unexpected answer from the service (no token)")
+        token, user = answer["token"], answer.get("user") or {}
+        created = True
+    assert s.config_path is not None
+    updates: dict[str, str | None] = {"url": s.url, "token": token}
+    if s.ca_file and s.ca_file_from_flag:
+        updates["ca_file"] = s.ca_file
+    userconfig.save(s.config_path, updates)
+    roles = ", ".join(user.get("roles") or []) or "none"
+    info(f"Logged in to {s.url} as {clean(user.get('name'))} (roles: {clean(roles)}).")
+    info(f"Token saved to {s.config_path}.")
+    if created and print_token:
+        click.echo(token)
+
+
+@cli.command()
+@api_options
+def logout() -> None:
+    """Forget the saved token (the URL stays). The token itself stays valid on the service."""
+    s = settings()
+    assert s.config_path is not None
+    if not userconfig.load(s.config_path).get("token"):
+        info(f"No token saved in {s.config_path}.")
+        return
+    userconfig.save(s.config_path, {"token": None})
+    info(f"Removed the token from {s.config_path}.")
+
+
+# -- keys --------------------------------------------------------------------
+
+
+@cli.group()
+def keys() -> None:
+    """Manage your registered SSH public keys."""
+
+
+@keys.command("add")
+@click.argument("file", type=click.File("r", encoding="utf-8", errors="replace"))
+@json_option
+@api_options
+def keys_add(file: Any, as_json: bool) -> None:
+    """Register the public key(s) in FILE (`-` for stdin), e.g. ~/.ssh/id_ed25519.pub."""
+    text = file.read(256 * 1024)
+    if "PRIVATE KEY" in text:
+        raise CliError(f"{file.name} holds a PRIVATE key: give the .pub file instead")
+    lines = [ln.strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    if not lines:
+        raise CliError(f"no public key in {file.name}")
+    client = settings().client()
+    added = [client.add_key(line) for line in lines]
+    if as_json:
+        output.emit_json(added if len(added) > 1 else added[0])
+        return
+    for key in added:
+        click.echo(
+            f"Added key {key.get('id')}: {clean(key.get('key_type'))} "
+            f"{clean(key.get('fingerprint'))} {clean(key.get('comment') or '')}".rstrip()
+        )
+
+
+@keys.command("list")
+@json_option
+@api_options
+def keys_list(as_json: bool) -> None:
+    """List your registered keys."""
+    items = settings().client().list_keys()
+    if as_json:
+        output.emit_json(items)
+    else:
+        output.keys_table(items)
+
+
+@keys.command("remove")
+@click.argument("key_id", metavar="ID", type=click.IntRange(min=1))
+@api_options
+def keys_remove(key_id: int) -> None:
+    """Remove your key ID (see `jit keys list`)."""
+    settings().client().remove_key(key_id)
+    info(f"Removed key {key_id}.")
+
+
+# -- requests ----------------------------------------------------------------
+
+
+@cli.command("request")
+@click.argument("host", required=False)
+@click.option(
+    "-s",
+    "--selector",
+    type=Selector(),
+    multiple=True,
+    help="Ask for every host with this label instead of one host (repeatable: all must match).",
+)
+@click.option("-l", "--login", "login_name", required=True, help="Login account on the host.")
+@click.option("-r", "--reason", default="", help="Why you need access (ticket, incident).")
+@click.option(
+    "-d",
+    "--duration",
+    type=Duration(),
+    required=True,
+    help="How long: 90m, 2h, 1h30m, or seconds.",
+)
+@click.option(
+    "--start",
+    type=StartTime(),
+    help="Start later: +30m, or ISO 8601 (local time unless it has an offset).",
+)
+@json_option
+@api_options
+def request_cmd(
+    host: str | None,
+    selector: tuple[tuple[str, str], ...],
+    login_name: str,
+    reason: str,
+    duration: int,
+    start: int | None,
+    as_json: bool,
+) -> None:
+    """Ask for access to HOST (or to hosts matching --selector) as --login."""
+    if bool(host) == bool(selector):
+        raise click.UsageError("give either HOST or --selector k=v (not both)")
+    body: dict[str, Any] = {"login": login_name, "reason": reason, "duration_seconds": duration}
+    if host:
+        body["host"] = host
+    else:
+        body["selector"] = dict(selector)
+    if start is not None:
+        body["start"] = start
+    req = settings().client().create_request(body)
+    if as_json:
+        output.emit_json(req)
+        return
+    state = output.effective_state(req)
+    if state == "pending":
+        info(
+            f"Request {req.get('id')} is waiting for {req.get('approvals_required', '?')} "
+            "approval(s)."
+        )
+    else:
+        info(f"Request {req.get('id')} is {state}.")
+    output.request_details(req)
+
+
+@cli.command("list")
+@click.option("--mine", "scope", flag_value="mine", default=True, help="Your requests (default).")
+@click.option("--review", "scope", flag_value="review", help="Requests you may review.")
+@click.option("--all", "scope", flag_value="all", help="Every request (admin).")
+@click.option("--state", type=click.Choice(STATES), help="Only requests in this state.")
+@json_option
+@api_options
+def list_cmd(scope: str, state: str | None, as_json: bool) -> None:
+    """List requests: yours, those waiting for your review, or all."""
+    items = settings().client().list_requests(scope, state)
+    if as_json:
+        output.emit_json(items)
+        return
+    empty = {
+        "mine": "no requests (ask with `jit request HOST --login L --duration 1h`)",
+        "review": "nothing to review",
+        "all": "no requests",
+    }[scope]
+    output.requests_table(items, empty=empty)
+
+
+request_id_arg = click.argument("request_id", metavar="ID", type=click.IntRange(min=1))
+
+
+@cli.command()
+@request_id_arg
+@json_option
+@api_options
+def show(request_id: int, as_json: bool) -> None:
+    """Show request ID with its reviews and approval window."""
+    req = settings().client().get_request(request_id)
+    if as_json:
+        output.emit_json(req)
+    else:
+        output.request_details(req)
+
+
+def _decide(action: str, done: str, request_id: int, comment: str | None, as_json: bool) -> None:
+    req = settings().client().act(request_id, action, comment)
+    if as_json:
+        output.emit_json(req)
+        return
+    state = output.effective_state(req)
+    line = f"Request {request_id}: {done}; now {state}"
+    if state == "approved" and isinstance(req.get("ends_at"), int):
+        line += f" until {output.when(req['ends_at'])}"
+    elif state == "pending" and action == "approve":
+        line += f" ({output.approvals(req)} approvals)"
+    click.echo(line + ".")
+
+
+comment_option = click.option("-c", "--comment", help="A note stored with your decision.")
+
+
+@cli.command()
+@request_id_arg
+@comment_option
+@json_option
+@api_options
+def approve(request_id: int, comment: str | None, as_json: bool) -> None:
+    """Approve request ID (you cannot approve your own)."""
+    _decide("approve", "approved by you", request_id, comment, as_json)
+
+
+@cli.command()
+@request_id_arg
+@comment_option
+@json_option
+@api_options
+def deny(request_id: int, comment: str | None, as_json: bool) -> None:
+    """Deny request ID."""
+    _decide("deny", "denied by you", request_id, comment, as_json)
+
+
+@cli.command()
+@request_id_arg
+@comment_option
+@json_option
+@api_options
+def revoke(request_id: int, comment: str | None, as_json: bool) -> None:
+    """Revoke an approved request ID; live sessions are ended by the hosts."""
+    _decide("revoke", "revoked", request_id, comment, as_json)
+
+
+@cli.command()
+@request_id_arg
+@json_option
+@api_options
+def cancel(request_id: int, as_json: bool) -> None:
+    """Cancel your own pending request ID."""
+    _decide("cancel", "cancelled", request_id, None, as_json)
+
+
+# -- status / audit ------------------------------------------------------------
+
+
+@cli.command()
+@json_option
+@api_options
+def status(as_json: bool) -> None:
+    """Who you are, whether the service answers, and your active approvals."""
+    s = settings()
+    s.client(auth=False).health()
+    client = s.client()
+    me = client.me()
+    now = output.now()
+    active = [
+        r
+        for r in client.list_requests("mine", "approved")
+        if isinstance(r.get("ends_at"), int) and r["ends_at"] > now
+    ]
+    if as_json:
+        output.emit_json({"url": s.url, "service": "ok", "user": me, "active": active})
+        return
+    output.fields(
+        [
+            ("service", f"{s.url} (ok)"),
+            ("user", me.get("name")),
+            ("roles", ", ".join(me.get("roles") or []) or "none"),
+        ]
+    )
+    if not active:
+        click.echo("no active approvals")
+        return
+    click.echo("active approvals:")
+    output.table(
+        ["ID", "TARGET", "LOGIN", "FROM", "UNTIL", "LEFT"],
+        [
+            [
+                str(r.get("id")),
+                output.target(r),
+                r.get("login"),
+                output.local_iso(r.get("starts_at")),
+                output.local_iso(r.get("ends_at")),
+                output.span(r["ends_at"] - max(now, r.get("starts_at") or now))
+                + ("" if (r.get("starts_at") or 0) <= now else " (not started)"),
+            ]
+            for r in active
+        ],
+    )
+
+
+@cli.command()
+@click.option("-n", "--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("--after", "after_id", type=click.IntRange(min=0), help="Only events after this id.")
+@json_option
+@api_options
+def audit(limit: int, after_id: int | None, as_json: bool) -> None:
+    """Show audit events (admin)."""
+    events = settings().client().audit(limit=limit, after_id=after_id)
+    if as_json:
+        output.emit_json(events)
+    else:
+        output.audit_table(events)
+
+
+# -- entry point ---------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"jit: error: {message}", err=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `jit`; errors become one `jit: error: ...` line on stderr and an exit code.
+
+    1: refused by the service or failed, 2: usage, 3: service unreachable.
+    """
+    try:
+        rv = cli.main(args=argv, prog_name="jit", standalone_mode=False)
+    except click.UsageError as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # click >= 8.2: bare `jit`
+            click.echo(e.format_message(), err=True)
+            return 2
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""
+        return _fail(clean(e.format_message(), 400) + hint, 2)
+    except click.ClickException as e:
+        return _fail(clean(e.format_message(), 400), e.exit_code)
+    except CliError as e:
+        return _fail(str(e), e.exit_code)
+    except errors.JitError as e:  # ConfigError and friends
+        return _fail(clean(str(e), 400), 1)
+    except click.Abort:
+        return _fail("aborted", 1)
+    except KeyboardInterrupt:
+        return 130
+    return rv if isinstance(rv, int) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
