@@ -1,0 +1,412 @@
+"""jit-server: run the approval service and administer it (works on the database directly)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from jit_hooks.errors import JitError
+
+ACTOR_PREFIX = "cli:"
+
+
+class Env:
+    """Lazily built settings + engine for one invocation."""
+
+    def __init__(self, data_dir: str | None, database_url: str | None) -> None:
+        from jit_hooks.server.settings import Settings
+
+        self.settings = Settings.from_options(data_dir=data_dir, database_url=database_url)
+        self._engine = None
+
+    @property
+    def engine(self):  # noqa: ANN201
+        if self._engine is None:
+            from jit_hooks.server.db import make_engine
+
+            self._engine = make_engine(self.settings.database_url)
+        return self._engine
+
+    def now(self) -> int:
+        return self.settings.clock()
+
+    @property
+    def actor(self) -> str:
+        try:
+            who = getpass.getuser()
+        except Exception:  # no passwd entry for the uid: still audit something
+            who = str(os.getuid())
+        return (ACTOR_PREFIX + who)[:64]
+
+    def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        """Run one store function in a write transaction, after checking the schema."""
+        from jit_hooks.server.db import schema_is_current
+
+        if not schema_is_current(self.engine):
+            raise click.ClickException(
+                "database schema is not current: run `jit-server db upgrade`"
+            )
+        with self.engine.begin() as conn:
+            return fn(conn, **kwargs)
+
+
+pass_env = click.make_pass_decorator(Env)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _table(rows: list[dict], columns: list[str]) -> None:
+    def cell(v: Any) -> str:
+        if isinstance(v, dict):
+            return ",".join(f"{k}={x}" for k, x in v.items())
+        if isinstance(v, list):
+            return ",".join(str(x) for x in v)
+        return "" if v is None else str(v)
+
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _print(rows: list[dict], columns: list[str], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        _table(rows, columns)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    envvar="JIT_DATA_DIR",
+    default=None,
+    help="Data directory (SQLite file DIR/jit.db). Default /var/lib/jit-server.",
+)
+@click.option(
+    "--database-url", envvar="JIT_DATABASE_URL", default=None, help="SQLAlchemy URL instead."
+)
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None, database_url: str | None) -> None:
+    """Approval service for just-in-time SSH access."""
+    os.umask(0o077)  # database, WAL and exports are private
+    ctx.obj = Env(data_dir, database_url)
+
+
+# -- db / serve ------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@pass_env
+def db_upgrade(env: Env) -> None:
+    """Create or migrate the schema to the newest version."""
+    from jit_hooks.server.db import upgrade
+
+    upgrade(env.engine)
+    click.echo("database is up to date", err=True)
+
+
+@cli.command()
+@click.option(
+    "--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on."
+)
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option("--log-level", default="info", show_default=True)
+@pass_env
+def serve(env: Env, listen: str, tls_cert: str | None, tls_key: str | None, log_level: str) -> None:
+    """Run the HTTP(S) service."""
+    import uvicorn
+
+    from jit_hooks.server.app import create_app
+    from jit_hooks.server.db import schema_is_current
+
+    host, sep, port = listen.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
+    if bool(tls_cert) != bool(tls_key):
+        raise click.BadParameter("give both --tls-cert and --tls-key", param_hint="--tls-cert")
+    if not schema_is_current(env.engine):
+        raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
+    app = create_app(env.settings)
+    uvicorn.run(
+        app,
+        host=host.strip("[]"),
+        port=int(port),
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        proxy_headers=False,
+    )
+
+
+# -- users / tokens -----------------------------------------------------------------
+
+
+@cli.group()
+def user() -> None:
+    """People who request and approve access."""
+
+
+@user.command("add")
+@click.argument("name")
+@click.option(
+    "--role",
+    "roles",
+    multiple=True,
+    required=True,
+    type=click.Choice(["requester", "approver", "admin"]),
+    help="Repeatable.",
+)
+@pass_env
+def user_add(env: Env, name: str, roles: tuple[str, ...]) -> None:
+    """Add a user with one or more roles."""
+    from jit_hooks.server import store
+
+    u = env.run(store.add_user, name=name, roles=list(roles), actor=env.actor, now=env.now())
+    click.echo(f"added user {u['name']} ({', '.join(u['roles'])})", err=True)
+
+
+@user.command("list")
+@json_option
+@pass_env
+def user_list(env: Env, as_json: bool) -> None:
+    """List users."""
+    from jit_hooks.server import store
+
+    _print(env.run(store.list_users), ["id", "name", "roles", "disabled"], as_json)
+
+
+@user.command("disable")
+@click.argument("name")
+@pass_env
+def user_disable(env: Env, name: str) -> None:
+    """Disable a user: their tokens stop working and their approvals stop granting access."""
+    from jit_hooks.server import store
+
+    env.run(store.disable_user, name=name, actor=env.actor, now=env.now())
+    click.echo(f"disabled user {name}", err=True)
+
+
+@cli.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.argument("user_name", metavar="USER")
+@pass_env
+def token_create(env: Env, user_name: str) -> None:
+    """Create a user API token and print it (shown once)."""
+    from jit_hooks.server import store
+
+    click.echo(env.run(store.create_user_token, name=user_name, actor=env.actor, now=env.now()))
+
+
+# -- hosts ---------------------------------------------------------------------
+
+
+@cli.group()
+def host() -> None:
+    """Target hosts and their tokens."""
+
+
+@host.command("add")
+@click.argument("name")
+@click.option("--label", "labels", multiple=True, help="KEY=VALUE, repeatable.")
+@pass_env
+def host_add(env: Env, name: str, labels: tuple[str, ...]) -> None:
+    """Register a host and print its token (shown once)."""
+    from jit_hooks.server import store
+
+    parsed = store.parse_labels(list(labels))
+    click.echo(env.run(store.add_host, name=name, labels=parsed, actor=env.actor, now=env.now()))
+
+
+@host.command("list")
+@json_option
+@pass_env
+def host_list(env: Env, as_json: bool) -> None:
+    """List hosts."""
+    from jit_hooks.server import store
+
+    _print(env.run(store.list_hosts), ["id", "name", "labels"], as_json)
+
+
+@host.command("remove")
+@click.argument("name")
+@pass_env
+def host_remove(env: Env, name: str) -> None:
+    """Remove a host (its token stops working at once)."""
+    from jit_hooks.server import store
+
+    env.run(store.remove_host, name=name, actor=env.actor, now=env.now())
+    click.echo(f"removed host {name}", err=True)
+
+
+@host.command("rotate-token")
+@click.argument("name")
+@pass_env
+def host_rotate(env: Env, name: str) -> None:
+    """Replace a host's token and print the new one (the old one stops working)."""
+    from jit_hooks.server import store
+
+    click.echo(env.run(store.rotate_host_token, name=name, actor=env.actor, now=env.now()))
+
+
+# -- policies ------------------------------------------------------------------
+
+
+@cli.group()
+def policy() -> None:
+    """Access policies (TOML)."""
+
+
+@policy.command("add")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_env
+def policy_add(env: Env, file: Path) -> None:
+    """Add (or replace, by name) every [[policy]] in FILE; all or nothing."""
+    from jit_hooks.server import store
+    from jit_hooks.server.policy import parse_policy
+
+    try:
+        doc = tomllib.loads(file.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise click.ClickException(f"{file}: not valid TOML: {e}") from e
+    entries = doc.get("policy")
+    if not isinstance(entries, list) or not entries or set(doc) - {"policy"}:
+        raise click.ClickException(
+            f"{file}: expected one or more [[policy]] tables and nothing else"
+        )
+    parsed = [parse_policy(e) for e in entries]
+    names = [p.name for p in parsed]
+    if len(set(names)) != len(names):
+        raise click.ClickException(f"{file}: duplicate policy name")
+
+    def put_all(conn) -> list[str]:  # noqa: ANN001
+        return [store.put_policy(conn, policy=p, actor=env.actor, now=env.now()) for p in parsed]
+
+    for p, what in zip(parsed, env.run(put_all), strict=True):
+        click.echo(f"{what} policy {p.name}", err=True)
+
+
+@policy.command("list")
+@json_option
+@pass_env
+def policy_list(env: Env, as_json: bool) -> None:
+    """List policies."""
+    from jit_hooks.server import store
+
+    _print(
+        env.run(store.list_policies),
+        ["name", "hosts", "labels", "logins", "approvals_required", "max_duration", "auto_approve"],
+        as_json,
+    )
+
+
+@policy.command("remove")
+@click.argument("name")
+@pass_env
+def policy_remove(env: Env, name: str) -> None:
+    """Remove a policy (requests already made keep the policy they were made under)."""
+    from jit_hooks.server import store
+
+    env.run(store.remove_policy, name=name, actor=env.actor, now=env.now())
+    click.echo(f"removed policy {name}", err=True)
+
+
+# -- audit ---------------------------------------------------------------------
+
+
+@cli.group("audit")
+def audit_group() -> None:
+    """The hash-chained audit log."""
+
+
+@audit_group.command("verify")
+@pass_env
+def audit_verify(env: Env) -> None:
+    """Check the whole chain; exit 1 naming the first bad event."""
+    from jit_hooks.server import audit
+
+    result = env.run(audit.verify)
+    if not result.ok:
+        click.echo(f"jit-server: audit chain BROKEN: {result.problem}", err=True)
+        sys.exit(1)
+    click.echo(f"audit chain OK: {result.count} events")
+
+
+@audit_group.command("export")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write JSON lines here instead of stdout.",
+)
+@click.option("--after-id", type=click.IntRange(min=0), default=0, show_default=True)
+@pass_env
+def audit_export(env: Env, output: Path | None, after_id: int) -> None:
+    """Export events as JSON lines."""
+    from jit_hooks.server import audit
+
+    def dump(conn, fh) -> int:  # noqa: ANN001
+        n = 0
+        for row in audit.iter_events(conn, after_id=after_id):
+            fh.write(json.dumps(audit.event_dict(row), sort_keys=True) + "\n")
+            n += 1
+        return n
+
+    if output is None:
+        env.run(dump, fh=sys.stdout)
+        return
+    tmp = output.with_name(output.name + ".tmp")
+    with open(tmp, "w") as fh:
+        n = env.run(dump, fh=fh)
+    os.replace(tmp, output)
+    click.echo(f"exported {n} events to {output}", err=True)
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=False)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("jit-server: aborted", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        if isinstance(e, click.UsageError) and e.ctx is not None:
+            click.echo(e.ctx.get_usage(), err=True)
+        click.echo(f"jit-server: error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except JitError as e:
+        click.echo(f"jit-server: error: {e}", err=True)
+        sys.exit(1)
+    except Exception as e:  # database unreachable, unreadable file...: one line, no trace
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if isinstance(e, SQLAlchemyError | OSError):
+            click.echo(f"jit-server: error: {type(e).__name__}: {str(e).splitlines()[0]}", err=True)
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

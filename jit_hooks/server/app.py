@@ -1,0 +1,139 @@
+"""The FastAPI application, built by create_app(settings); nothing happens at import."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jit_hooks.server.context import Context
+from jit_hooks.server.db import make_engine
+from jit_hooks.server.errors import ServiceDomainError
+from jit_hooks.server.metrics import Metrics
+from jit_hooks.server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _error(
+    status: int, code: str, detail: str, field: str | None = None, headers=None
+) -> JSONResponse:  # noqa: ANN001
+    return JSONResponse(
+        {"error": code, "detail": detail, "field": field}, status_code=status, headers=headers
+    )
+
+
+class BodyLimit:
+    """ASGI middleware: buffer the request body, answer 413 if it exceeds the limit."""
+
+    def __init__(self, app, limit: int) -> None:  # noqa: ANN001
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_big = _error(413, "payload_too_large", f"request body over {self.limit} bytes")
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    if int(value) > self.limit:
+                        await too_big(scope, receive, send)
+                        return
+                except ValueError:
+                    await _error(400, "bad_request", "invalid Content-Length")(scope, receive, send)
+                    return
+        body = bytearray()
+        while True:
+            msg = await receive()
+            if msg["type"] == "http.disconnect":
+                return
+            body += msg.get("body", b"")
+            if len(body) > self.limit:
+                await too_big(scope, receive, send)
+                return
+            if not msg.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay():  # noqa: ANN202
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def _validation_response(exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
+    loc = [str(p) for p in first.get("loc", ())]
+    if first.get("type") == "json_invalid":
+        return _error(400, "malformed_json", "request body is not valid JSON", "body")
+    field = ".".join(loc[1:]) if len(loc) > 1 else (loc[0] if loc else "body")
+    if first.get("type") == "missing" and loc == ["body"]:
+        field = "body"
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return _error(422, "validation_error", f"{field}: {msg}", field)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    from jit_hooks.server.routes import audit, health, hooks, login, me, requests
+
+    app = FastAPI(
+        title="jit-hooks approval service",
+        version="1",
+        description="Just-in-time SSH access: requests, approvals, host hooks. See docs/api.md.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    metrics = Metrics()
+    app.state.ctx = Context(
+        settings=settings, engine=make_engine(settings.database_url), metrics=metrics
+    )
+    for r in (health, login, me, requests, audit, hooks):
+        app.include_router(r.router)
+
+    @app.exception_handler(ServiceDomainError)
+    async def _domain(request: Request, exc: ServiceDomainError) -> JSONResponse:
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        return _error(exc.status, exc.code, exc.detail, exc.field, headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _validation_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
+        return _error(exc.status_code, code, detail, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(OperationalError)
+    async def _db(request: Request, exc: OperationalError) -> JSONResponse:
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _error(503, "unavailable", "database unavailable, try again")
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(500, "internal_error", "internal error")
+
+    @app.middleware("http")
+    async def _count(request: Request, call_next):  # noqa: ANN001, ANN202
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.http.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    return app

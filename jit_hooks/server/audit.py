@@ -1,0 +1,155 @@
+"""Append-only, hash-chained audit log.
+
+Each event stores ``prev_hash`` (the previous event's hash, or GENESIS) and
+``hash`` = sha256 over the canonical JSON of its fields plus ``prev_hash``. An
+``audit_head`` row remembers the newest event, so edits, deletions, reorders
+and a cut-off tail are all detected by :func:`verify`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from jit_hooks.server.tables import audit_events, audit_head
+
+GENESIS = "0" * 64
+
+
+def canonical(obj: Any) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def event_hash(
+    *, id: int, at: int, kind: str, actor: str | None, host: str | None, data: str, prev_hash: str
+) -> str:
+    """The hash of one event; ``data`` is its canonical JSON text as stored."""
+    body = canonical(
+        {
+            "id": id,
+            "at": at,
+            "kind": kind,
+            "actor": actor,
+            "host": host,
+            "data": data,
+            "prev_hash": prev_hash,
+        }
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def append(
+    conn: Connection,
+    *,
+    at: int,
+    kind: str,
+    actor: str | None = None,
+    host: str | None = None,
+    data: dict | None = None,
+) -> int:
+    """Append one event inside the caller's (write) transaction; return its id."""
+    head = conn.execute(select(audit_head.c.last_id, audit_head.c.hash)).first()
+    prev_id, prev_hash = (head.last_id, head.hash) if head else (0, GENESIS)
+    new_id = prev_id + 1
+    text = canonical(data or {})
+    digest = event_hash(
+        id=new_id, at=at, kind=kind, actor=actor, host=host, data=text, prev_hash=prev_hash
+    )
+    conn.execute(
+        audit_events.insert().values(
+            id=new_id,
+            at=at,
+            kind=kind,
+            actor=actor,
+            host=host,
+            data=text,
+            prev_hash=prev_hash,
+            hash=digest,
+        )
+    )
+    if head:
+        conn.execute(
+            audit_head.update().where(audit_head.c.id == 1).values(last_id=new_id, hash=digest)
+        )
+    else:
+        conn.execute(audit_head.insert().values(id=1, last_id=new_id, hash=digest))
+    return new_id
+
+
+def event_dict(row: Any) -> dict:
+    """An audit row as the API's event object."""
+    return {
+        "id": row.id,
+        "at": row.at,
+        "kind": row.kind,
+        "actor": row.actor,
+        "host": row.host,
+        "data": json.loads(row.data),
+        "prev_hash": row.prev_hash,
+        "hash": row.hash,
+    }
+
+
+def iter_events(conn: Connection, *, after_id: int = 0, limit: int | None = None) -> Iterator[Any]:
+    q = select(audit_events).where(audit_events.c.id > after_id).order_by(audit_events.c.id)
+    if limit is not None:
+        q = q.limit(limit)
+    yield from conn.execute(q)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    count: int
+    problem: str | None = None
+    event_id: int | None = None
+
+
+def verify(conn: Connection) -> VerifyResult:
+    """Walk the whole chain; report the first event that breaks it."""
+    prev_hash = GENESIS
+    expected_id = 1
+    count = 0
+    for row in iter_events(conn):
+        if row.id != expected_id:
+            return VerifyResult(
+                False, count, f"event {expected_id} is missing (next is {row.id})", expected_id
+            )
+        if row.prev_hash != prev_hash:
+            return VerifyResult(
+                False, count, f"event {row.id}: prev_hash does not match event {row.id - 1}", row.id
+            )
+        digest = event_hash(
+            id=row.id,
+            at=row.at,
+            kind=row.kind,
+            actor=row.actor,
+            host=row.host,
+            data=row.data,
+            prev_hash=row.prev_hash,
+        )
+        if digest != row.hash:
+            return VerifyResult(
+                False, count, f"event {row.id}: contents do not match its hash", row.id
+            )
+        prev_hash = row.hash
+        expected_id += 1
+        count += 1
+    head = conn.execute(select(audit_head.c.last_id, audit_head.c.hash)).first()
+    if head is None:
+        if count:
+            return VerifyResult(False, count, "chain head record is missing", None)
+    elif head.last_id != count or head.hash != prev_hash:
+        return VerifyResult(
+            False,
+            count,
+            f"chain ends at event {count} but the head records event {head.last_id}",
+            head.last_id,
+        )
+    return VerifyResult(True, count)

@@ -1,0 +1,87 @@
+"""Bearer tokens: user (jitu_) and host (jith_), random, stored as sha256."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, select
+
+from jit_hooks.server.errors import Forbidden, Unauthorized
+from jit_hooks.server.tables import hosts, tokens, users
+
+USER_PREFIX = "jitu_"
+HOST_PREFIX = "jith_"
+MAX_TOKEN_LEN = 200
+
+
+def new_token(kind: str) -> str:
+    return (USER_PREFIX if kind == "user" else HOST_PREFIX) + secrets.token_urlsafe(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class UserPrincipal:
+    id: int
+    name: str
+    roles: frozenset[str]
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+
+@dataclass(frozen=True)
+class HostPrincipal:
+    id: int
+    name: str
+
+
+def authenticate(conn: Connection, token: str) -> UserPrincipal | HostPrincipal:
+    """Resolve a token to its (enabled) user or (present) host; Unauthorized otherwise."""
+    digest = token_hash(token)
+    row = conn.execute(
+        select(
+            tokens.c.token_hash,
+            tokens.c.kind,
+            tokens.c.revoked_at,
+            users.c.id.label("uid"),
+            users.c.name.label("uname"),
+            users.c.roles,
+            users.c.disabled,
+            hosts.c.id.label("hid"),
+            hosts.c.name.label("hname"),
+            hosts.c.removed,
+        )
+        .select_from(
+            tokens.outerjoin(users, users.c.id == tokens.c.user_id).outerjoin(
+                hosts, hosts.c.id == tokens.c.host_id
+            )
+        )
+        .where(tokens.c.token_hash == digest)
+    ).first()
+    # The lookup is by hash; compare again in constant time all the same.
+    if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
+        raise Unauthorized("unknown or revoked token")
+    if row.kind == "user" and row.uid is not None and not row.disabled:
+        return UserPrincipal(row.uid, row.uname, frozenset(row.roles.split()))
+    if row.kind == "host" and row.hid is not None and not row.removed:
+        return HostPrincipal(row.hid, row.hname)
+    raise Unauthorized("token belongs to a disabled user or removed host")
+
+
+def require_user(p: UserPrincipal | HostPrincipal) -> UserPrincipal:
+    if not isinstance(p, UserPrincipal):
+        raise Forbidden("a host token may call only /api/v1/hook/*")
+    return p
+
+
+def require_host(p: UserPrincipal | HostPrincipal) -> HostPrincipal:
+    if not isinstance(p, HostPrincipal):
+        raise Forbidden("hook endpoints need a host token")
+    return p

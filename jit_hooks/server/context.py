@@ -1,0 +1,67 @@
+"""Per-app context: engine, settings, metrics, and transaction helpers for routes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import Connection, Engine
+
+from jit_hooks.server import auth
+from jit_hooks.server.errors import Unauthorized
+from jit_hooks.server.metrics import Metrics
+from jit_hooks.server.settings import Settings
+
+bearer_scheme = HTTPBearer(auto_error=False, description="user (jitu_) or host (jith_) token")
+
+
+@dataclass
+class Context:
+    settings: Settings
+    engine: Engine
+    metrics: Metrics
+
+    def now(self) -> int:
+        return self.settings.clock()
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        """One write transaction: committed on success, rolled back on any error."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def user_tx(
+        self, creds: HTTPAuthorizationCredentials | None
+    ) -> Iterator[tuple[Connection, auth.UserPrincipal]]:
+        token = _token(creds)
+        with self.engine.begin() as conn:
+            yield conn, auth.require_user(auth.authenticate(conn, token))
+
+    @contextmanager
+    def host_tx(
+        self, creds: HTTPAuthorizationCredentials | None
+    ) -> Iterator[tuple[Connection, auth.HostPrincipal]]:
+        token = _token(creds)
+        with self.engine.begin() as conn:
+            yield conn, auth.require_host(auth.authenticate(conn, token))
+
+
+def _token(creds: HTTPAuthorizationCredentials | None) -> str:
+    if creds is None or not creds.credentials:
+        raise Unauthorized("missing bearer token")
+    if len(creds.credentials) > auth.MAX_TOKEN_LEN:
+        raise Unauthorized("unknown or revoked token")
+    return creds.credentials
+
+
+def get_context(request: Request) -> Context:
+    return request.app.state.ctx
+
+
+CtxDep = Annotated[Context, Depends(get_context)]
+Creds = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)]

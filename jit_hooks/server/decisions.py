@@ -1,0 +1,311 @@
+"""Hook decisions for hosts: authorized keys, account, session, break-glass.
+
+Each answer is one indexed query (keys.fingerprint / request_hosts.host_id ->
+requests) and every decision is audited in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, and_, select
+
+from jit_hooks import sshkeys
+from jit_hooks.errors import KeyParseError
+from jit_hooks.server import audit
+from jit_hooks.server.auth import HostPrincipal
+from jit_hooks.server.tables import keys, request_hosts, requests, sessions, users
+
+MAX_REASON = 200
+
+
+def short_reason(text: str) -> str:
+    """Printable ASCII, at most MAX_REASON characters (it reaches the ssh user)."""
+    clean = "".join(c if " " <= c <= "~" else "?" for c in text)
+    return clean[:MAX_REASON]
+
+
+def _active(host_id: int, login: str, now: int):  # noqa: ANN202
+    return and_(
+        request_hosts.c.host_id == host_id,
+        requests.c.login == login,
+        requests.c.state == "approved",
+        requests.c.starts_at <= now,
+        requests.c.ends_at > now,
+        users.c.disabled.is_(False),
+    )
+
+
+def approval_for_key(
+    conn: Connection, *, host_id: int, login: str, fingerprint: str, now: int
+) -> Any:
+    """The longest-running active approval whose requester owns this key, or None."""
+    q = (
+        select(
+            requests.c.id,
+            requests.c.ends_at,
+            requests.c.policy_spec,
+            users.c.id.label("user_id"),
+            users.c.name.label("user"),
+            keys.c.blob,
+            keys.c.key_type,
+            keys.c.fingerprint,
+        )
+        .select_from(
+            keys.join(users, users.c.id == keys.c.user_id)
+            .join(requests, requests.c.requester_id == keys.c.user_id)
+            .join(request_hosts, request_hosts.c.request_id == requests.c.id)
+        )
+        .where(keys.c.fingerprint == fingerprint, _active(host_id, login, now))
+        .order_by(requests.c.ends_at.desc())
+        .limit(1)
+    )
+    return conn.execute(q).first()
+
+
+def approval_for_login(conn: Connection, *, host_id: int, login: str, now: int) -> Any:
+    """Any active approval for this host and login account (logins without a key)."""
+    q = (
+        select(
+            requests.c.id,
+            requests.c.ends_at,
+            users.c.id.label("user_id"),
+            users.c.name.label("user"),
+        )
+        .select_from(
+            request_hosts.join(requests, requests.c.id == request_hosts.c.request_id).join(
+                users, users.c.id == requests.c.requester_id
+            )
+        )
+        .where(_active(host_id, login, now))
+        .order_by(requests.c.ends_at.desc())
+        .limit(1)
+    )
+    return conn.execute(q).first()
+
+
+def _record(
+    conn: Connection, host: HostPrincipal, kind: str, actor: str | None, now: int, **data: Any
+) -> None:
+    audit.append(conn, at=now, kind=kind, actor=actor, host=host.name, data=data)
+
+
+def authorized_keys(
+    conn: Connection,
+    *,
+    host: HostPrincipal,
+    login: str,
+    fingerprint: str,
+    key_type: str,
+    key: str,
+    now: int,
+) -> list[dict]:
+    """The offered key, if its owner holds an active approval for this host+login."""
+    try:
+        offered = sshkeys.parse_blob(key_type, key)
+    except KeyParseError:
+        offered = None
+    row = None
+    if offered is None:
+        reason = "offered key is not a valid key"
+    elif offered.fingerprint != fingerprint:
+        reason = "fingerprint does not match the offered key"
+    else:
+        row = approval_for_key(conn, host_id=host.id, login=login, fingerprint=fingerprint, now=now)
+        reason = "active approval" if row else f"no active approval for {login} with this key"
+        if row is not None and (row.blob != offered.blob or row.key_type != offered.key_type):
+            row, reason = None, "offered key differs from the registered key"
+    _record(
+        conn,
+        host,
+        "hook.authorized_keys",
+        row.user if row else None,
+        now,
+        login=login,
+        fingerprint=fingerprint,
+        decision="allow" if row else "deny",
+        reason=short_reason(reason),
+        request_id=row.id if row else None,
+    )
+    if row is None:
+        return []
+    return [
+        {
+            "key_type": row.key_type,
+            "key": row.blob,
+            "fingerprint": row.fingerprint,
+            "expires_at": row.ends_at,
+            "options": json.loads(row.policy_spec).get("options", []),
+            "request_id": row.id,
+        }
+    ]
+
+
+def _decide(
+    conn: Connection, *, host: HostPrincipal, login: str, fingerprint: str | None, now: int
+) -> tuple[Any, str]:
+    if fingerprint:
+        row = approval_for_key(conn, host_id=host.id, login=login, fingerprint=fingerprint, now=now)
+        reason = (
+            "active approval"
+            if row
+            else f"no active approval for {login}@{host.name} with this key"
+        )
+    else:
+        row = approval_for_login(conn, host_id=host.id, login=login, now=now)
+        reason = (
+            "active approval for the login account"
+            if row
+            else f"no active approval for {login}@{host.name}"
+        )
+    return row, short_reason(reason)
+
+
+def _answer(row: Any, reason: str) -> dict:
+    return {
+        "decision": "allow" if row else "deny",
+        "reason": reason,
+        "request_id": row.id if row else None,
+        "expires_at": row.ends_at if row else None,
+    }
+
+
+def account(
+    conn: Connection,
+    *,
+    host: HostPrincipal,
+    login: str,
+    rhost: str | None,
+    service: str | None,
+    connection: str | None,
+    fingerprint: str | None,
+    now: int,
+) -> dict:
+    row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
+    answer = _answer(row, reason)
+    _record(
+        conn,
+        host,
+        "hook.account",
+        row.user if row else None,
+        now,
+        login=login,
+        rhost=rhost,
+        service=service,
+        connection=connection,
+        fingerprint=fingerprint,
+        **answer,
+    )
+    return answer
+
+
+def session(
+    conn: Connection,
+    *,
+    host: HostPrincipal,
+    event: str,
+    login: str,
+    rhost: str | None,
+    connection: str,
+    key_type: str | None,
+    key: str | None,
+    fingerprint: str | None,
+    now: int,
+) -> dict:
+    if event == "close":
+        res = conn.execute(
+            sessions.update()
+            .where(
+                sessions.c.host_id == host.id,
+                sessions.c.connection == connection,
+                sessions.c.login == login,
+                sessions.c.closed_at.is_(None),
+            )
+            .values(closed_at=now)
+        )
+        answer = {
+            "decision": "allow",
+            "reason": "session closed",
+            "request_id": None,
+            "expires_at": None,
+        }
+        _record(
+            conn,
+            host,
+            "hook.session",
+            None,
+            now,
+            event="close",
+            login=login,
+            rhost=rhost,
+            connection=connection,
+            closed=res.rowcount,
+            **answer,
+        )
+        return answer
+    bad_key = False
+    if key_type and key:
+        try:
+            offered = sshkeys.parse_blob(key_type, key)
+        except KeyParseError:
+            offered, bad_key = None, True
+        if offered is not None:
+            if fingerprint and fingerprint != offered.fingerprint:
+                bad_key = True
+            fingerprint = offered.fingerprint
+    if bad_key:
+        row, reason = None, "session key is invalid or does not match its fingerprint"
+    else:
+        row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
+    answer = _answer(row, reason)
+    if row is not None:
+        conn.execute(
+            sessions.insert().values(
+                host_id=host.id,
+                login=login,
+                user_id=row.user_id,
+                request_id=row.id,
+                connection=connection,
+                rhost=rhost,
+                opened_at=now,
+            )
+        )
+    _record(
+        conn,
+        host,
+        "hook.session",
+        row.user if row else None,
+        now,
+        event="open",
+        login=login,
+        rhost=rhost,
+        connection=connection,
+        fingerprint=fingerprint,
+        **answer,
+    )
+    return answer
+
+
+def break_glass(
+    conn: Connection,
+    *,
+    host: HostPrincipal,
+    login: str,
+    rhost: str | None,
+    connection: str | None,
+    stage: str,
+    now: int,
+) -> dict:
+    _record(
+        conn,
+        host,
+        "hook.break_glass",
+        None,
+        now,
+        login=login,
+        rhost=rhost,
+        connection=connection,
+        stage=stage,
+    )
+    return {"recorded": True}

@@ -1,0 +1,408 @@
+"""Access requests: create, review (approve/deny), revoke, cancel, list.
+
+State changes are conditional UPDATEs (``... WHERE state = 'pending'``) inside
+the caller's write transaction, so two racing reviews make one transition.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import Connection, and_, select
+from sqlalchemy.exc import IntegrityError
+
+from jit_hooks.protocol import LOGIN_RE
+from jit_hooks.server import audit, store
+from jit_hooks.server.auth import UserPrincipal
+from jit_hooks.server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from jit_hooks.server.policy import (
+    LABEL_KEY_RE,
+    LABEL_VALUE_RE,
+    Policy,
+    parse_policy,
+    select_for_host,
+    select_for_selector,
+    selector_hosts,
+)
+from jit_hooks.server.tables import hosts, request_hosts, requests, reviews, users
+
+STATES = ("pending", "approved", "denied", "cancelled", "revoked", "expired")
+MAX_START_AHEAD = 30 * 24 * 3600
+START_SLACK = 60  # a "start" this far in the past is taken as "now" (client clock skew)
+LIST_LIMIT = 500
+
+
+def effective_state(row: Any, now: int) -> str:
+    if row.state == "approved" and row.ends_at is not None and row.ends_at <= now:
+        return "expired"
+    return row.state
+
+
+def _clean_text(text: str, field: str, limit: int) -> str:
+    text = text.strip()
+    if len(text) > limit:
+        raise InvalidInput(f"{field}: at most {limit} characters", field=field)
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
+        raise InvalidInput(f"{field}: no control characters", field=field)
+    return text
+
+
+def _base_query():  # noqa: ANN202
+    return select(
+        requests, users.c.name.label("requester"), hosts.c.name.label("host_name")
+    ).select_from(
+        requests.join(users, users.c.id == requests.c.requester_id).outerjoin(
+            hosts, hosts.c.id == requests.c.host_id
+        )
+    )
+
+
+def _load(conn: Connection, request_id: int) -> Any:
+    row = conn.execute(_base_query().where(requests.c.id == request_id)).first()
+    if row is None:
+        raise NotFound(f"unknown request {request_id}")
+    return row
+
+
+def _policy(row: Any) -> Policy:
+    return parse_policy(json.loads(row.policy_spec))
+
+
+def _is_approver(user: UserPrincipal, row: Any) -> bool:
+    return user.id != row.requester_id and _policy(row).approvers.includes(user.name, user.roles)
+
+
+def can_see(user: UserPrincipal, row: Any) -> bool:
+    return user.id == row.requester_id or user.is_admin or _is_approver(user, row)
+
+
+def _reviews(conn: Connection, ids: list[int]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {i: [] for i in ids}
+    if not ids:
+        return out
+    q = (
+        select(reviews, users.c.name)
+        .select_from(reviews.join(users, users.c.id == reviews.c.reviewer_id))
+        .where(reviews.c.request_id.in_(ids))
+        .order_by(reviews.c.id)
+    )
+    for r in conn.execute(q):
+        out[r.request_id].append(
+            {"reviewer": r.name, "decision": r.decision, "comment": r.comment, "at": r.at}
+        )
+    return out
+
+
+def request_dict(row: Any, review_list: list[dict], now: int) -> dict:
+    return {
+        "id": row.id,
+        "requester": row.requester,
+        "host": row.host_name,
+        "selector": json.loads(row.selector) if row.selector else None,
+        "login": row.login,
+        "reason": row.reason,
+        "duration_seconds": row.duration_seconds,
+        "state": effective_state(row, now),
+        "policy": row.policy_name,
+        "approvals_required": row.approvals_required,
+        "reviews": review_list,
+        "created_at": row.created_at,
+        "start": row.start,
+        "starts_at": row.starts_at,
+        "ends_at": row.ends_at,
+        "decided_at": row.decided_at,
+    }
+
+
+def get_request(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) -> dict:
+    row = _load(conn, request_id)
+    if not can_see(user, row):
+        raise NotFound(f"unknown request {request_id}")
+    return request_dict(row, _reviews(conn, [row.id])[row.id], now)
+
+
+def list_requests(
+    conn: Connection, *, user: UserPrincipal, scope: str, state: str | None, now: int
+) -> list[dict]:
+    if state is not None and state not in STATES:
+        raise InvalidInput(f"state: must be one of {', '.join(STATES)}", field="state")
+    q = _base_query().order_by(requests.c.id.desc()).limit(LIST_LIMIT)
+    if scope == "mine":
+        q = q.where(requests.c.requester_id == user.id)
+    elif scope == "review":
+        q = q.where(requests.c.state == "pending", requests.c.requester_id != user.id)
+    elif scope == "all":
+        if not user.is_admin:
+            raise Forbidden("scope=all needs the admin role")
+    else:
+        raise InvalidInput("scope: must be one of mine, review, all", field="scope")
+    if state == "expired":
+        q = q.where(requests.c.state == "approved", requests.c.ends_at <= now)
+    elif state == "approved":
+        q = q.where(requests.c.state == "approved", requests.c.ends_at > now)
+    elif state is not None:
+        q = q.where(requests.c.state == state)
+    rows = list(conn.execute(q))
+    revs = _reviews(conn, [r.id for r in rows])
+    if scope == "review":
+        rows = [
+            r
+            for r in rows
+            if _is_approver(user, r) and not any(v["reviewer"] == user.name for v in revs[r.id])
+        ]
+    return [request_dict(r, revs[r.id], now) for r in rows]
+
+
+def create_request(
+    conn: Connection,
+    *,
+    user: UserPrincipal,
+    host: str | None,
+    selector: dict[str, str] | None,
+    login: str,
+    reason: str,
+    duration_seconds: int,
+    start: int | None,
+    now: int,
+) -> dict:
+    if not LOGIN_RE.match(login):
+        raise InvalidInput("login: not a valid login account name", field="login")
+    reason = _clean_text(reason, "reason", 500)
+    if start is not None:
+        if start < now - START_SLACK:
+            raise InvalidInput("start: must not be in the past", field="start")
+        if start > now + MAX_START_AHEAD:
+            raise InvalidInput("start: at most 30 days ahead", field="start")
+        start = max(start, now)
+    all_policies = store.load_policies(conn)
+    if host is not None:
+        hrow = store.get_host(conn, name=host)
+        policy = select_for_host(all_policies, hrow.name, json.loads(hrow.labels))
+        if policy is None:
+            raise Forbidden(f"no policy grants access to host {host!r}")
+        host_ids = [hrow.id]
+        target = f"host {host!r}"
+    else:
+        assert selector is not None
+        for k, v in selector.items():
+            if not LABEL_KEY_RE.match(k) or not LABEL_VALUE_RE.match(v):
+                raise InvalidInput(f"selector: invalid label {k[:64]!r}", field="selector")
+        policy = select_for_selector(all_policies, selector)
+        if policy is None:
+            raise Forbidden(f"no policy grants access to hosts matching {selector}")
+        known = store.host_labels(conn)
+        names = set(
+            selector_hosts(all_policies, policy, selector, [(n, lab) for _, n, lab in known])
+        )
+        host_ids = [hid for hid, n, _ in known if n in names]
+        if not host_ids:
+            raise InvalidInput(
+                f"selector: no host matches {selector} under policy {policy.name!r}",
+                field="selector",
+            )
+        target = f"hosts matching {selector}"
+    if not policy.requesters.includes(user.name, user.roles):
+        raise Forbidden(f"policy {policy.name!r} does not let {user.name!r} request {target}")
+    if login not in policy.logins:
+        raise Forbidden(
+            f"policy {policy.name!r} does not allow login {login!r} "
+            f"(allowed: {', '.join(sorted(policy.logins))})"
+        )
+    if duration_seconds > policy.max_duration:
+        raise InvalidInput(
+            f"duration_seconds: must be <= {policy.max_duration}", field="duration_seconds"
+        )
+    if policy.reason_required and not reason:
+        raise InvalidInput(f"reason: required by policy {policy.name!r}", field="reason")
+    rid = conn.execute(
+        requests.insert().values(
+            requester_id=user.id,
+            host_id=host_ids[0] if host is not None else None,
+            selector=audit.canonical(selector) if selector is not None else None,
+            login=login,
+            reason=reason,
+            duration_seconds=duration_seconds,
+            start=start,
+            state="pending",
+            policy_name=policy.name,
+            policy_spec=audit.canonical(policy.to_dict()),
+            approvals_required=policy.approvals_required,
+            created_at=now,
+        )
+    ).inserted_primary_key[0]
+    conn.execute(request_hosts.insert(), [{"request_id": rid, "host_id": h} for h in host_ids])
+    audit.append(
+        conn,
+        at=now,
+        kind="request.created",
+        actor=user.name,
+        host=host,
+        data={
+            "request_id": rid,
+            "selector": selector,
+            "login": login,
+            "reason": reason,
+            "duration_seconds": duration_seconds,
+            "start": start,
+            "policy": policy.name,
+            "hosts": len(host_ids),
+        },
+    )
+    if policy.auto_approve:
+        _approve(conn, request_id=rid, start=start, duration=duration_seconds, now=now)
+        audit.append(
+            conn,
+            at=now,
+            kind="request.approved",
+            actor=None,
+            host=host,
+            data={"request_id": rid, "auto": True, "policy": policy.name},
+        )
+    return request_dict(_load(conn, rid), [], now)
+
+
+def _approve(
+    conn: Connection, *, request_id: int, start: int | None, duration: int, now: int
+) -> tuple[int, int]:
+    # The window opens at approval (or the requested start, if later); never at request time.
+    starts_at = max(start or now, now)
+    ends_at = starts_at + duration
+    res = conn.execute(
+        requests.update()
+        .where(and_(requests.c.id == request_id, requests.c.state == "pending"))
+        .values(state="approved", starts_at=starts_at, ends_at=ends_at, decided_at=now)
+    )
+    if res.rowcount != 1:
+        raise Conflict(f"request {request_id} is no longer pending")
+    return starts_at, ends_at
+
+
+def review(
+    conn: Connection, *, user: UserPrincipal, request_id: int, decision: str, comment: str, now: int
+) -> dict:
+    """Approve or deny; the N-th distinct eligible approval approves, one denial denies."""
+    assert decision in ("approve", "deny")
+    comment = _clean_text(comment, "comment", 500)
+    row = _load(conn, request_id)
+    if not can_see(user, row):
+        raise NotFound(f"unknown request {request_id}")
+    if user.id == row.requester_id:
+        raise Forbidden("you cannot review your own request")
+    if not _is_approver(user, row):
+        raise Forbidden(f"you are not an approver under policy {row.policy_name!r}")
+    state = effective_state(row, now)
+    if state != "pending":
+        raise Conflict(f"request {request_id} is {state}, not pending")
+    try:
+        conn.execute(
+            reviews.insert().values(
+                request_id=request_id,
+                reviewer_id=user.id,
+                decision=decision,
+                comment=comment,
+                at=now,
+            )
+        )
+    except IntegrityError as e:
+        raise Conflict(f"you already reviewed request {request_id}") from e
+    host = row.host_name
+    audit.append(
+        conn,
+        at=now,
+        kind=f"review.{decision}",
+        actor=user.name,
+        host=host,
+        data={"request_id": request_id, "comment": comment},
+    )
+    if decision == "deny":
+        res = conn.execute(
+            requests.update()
+            .where(and_(requests.c.id == request_id, requests.c.state == "pending"))
+            .values(state="denied", decided_at=now)
+        )
+        if res.rowcount != 1:
+            raise Conflict(f"request {request_id} is no longer pending")
+        audit.append(
+            conn,
+            at=now,
+            kind="request.denied",
+            actor=user.name,
+            host=host,
+            data={"request_id": request_id},
+        )
+    else:
+        approvals = sum(
+            1 for r in _reviews(conn, [request_id])[request_id] if r["decision"] == "approve"
+        )
+        if approvals >= row.approvals_required:
+            starts_at, ends_at = _approve(
+                conn, request_id=request_id, start=row.start, duration=row.duration_seconds, now=now
+            )
+            audit.append(
+                conn,
+                at=now,
+                kind="request.approved",
+                actor=user.name,
+                host=host,
+                data={
+                    "request_id": request_id,
+                    "approvals": approvals,
+                    "starts_at": starts_at,
+                    "ends_at": ends_at,
+                },
+            )
+    return get_request(conn, user=user, request_id=request_id, now=now)
+
+
+def revoke(
+    conn: Connection, *, user: UserPrincipal, request_id: int, comment: str, now: int
+) -> dict:
+    comment = _clean_text(comment, "comment", 500)
+    row = _load(conn, request_id)
+    if not can_see(user, row):
+        raise NotFound(f"unknown request {request_id}")
+    state = effective_state(row, now)
+    if state != "approved":
+        raise Conflict(f"request {request_id} is {state}; only an approved request can be revoked")
+    res = conn.execute(
+        requests.update()
+        .where(and_(requests.c.id == request_id, requests.c.state == "approved"))
+        .values(state="revoked", closed_at=now)
+    )
+    if res.rowcount != 1:
+        raise Conflict(f"request {request_id} is no longer approved")
+    audit.append(
+        conn,
+        at=now,
+        kind="request.revoked",
+        actor=user.name,
+        host=row.host_name,
+        data={"request_id": request_id, "comment": comment},
+    )
+    return get_request(conn, user=user, request_id=request_id, now=now)
+
+
+def cancel(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) -> dict:
+    row = _load(conn, request_id)
+    if not can_see(user, row):
+        raise NotFound(f"unknown request {request_id}")
+    if user.id != row.requester_id:
+        raise Forbidden("only the requester can cancel a request")
+    state = effective_state(row, now)
+    res = conn.execute(
+        requests.update()
+        .where(and_(requests.c.id == request_id, requests.c.state == "pending"))
+        .values(state="cancelled", closed_at=now)
+    )
+    if res.rowcount != 1:
+        raise Conflict(f"request {request_id} is {state}; only a pending request can be cancelled")
+    audit.append(
+        conn,
+        at=now,
+        kind="request.cancelled",
+        actor=user.name,
+        host=row.host_name,
+        data={"request_id": request_id},
+    )
+    return get_request(conn, user=user, request_id=request_id, now=now)

@@ -1,0 +1,31 @@
+"""GET /api/v1/audit: the audit chain, for admins."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from jit_hooks.server import audit
+from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.errors import Forbidden
+from jit_hooks.server.schemas import EventList
+
+router = APIRouter(prefix="/api/v1", tags=["audit"])
+
+
+@router.get("/audit", response_model=EventList)
+def list_events(
+    ctx: CtxDep,
+    creds: Creds,
+    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict:
+    with ctx.user_tx(creds) as (conn, user):
+        if not user.is_admin:
+            raise Forbidden("the audit log needs the admin role")
+        return {
+            "events": [
+                audit.event_dict(r) for r in audit.iter_events(conn, after_id=after_id, limit=limit)
+            ]
+        }

@@ -1,0 +1,98 @@
+"""Hook endpoints for hosts (host token; a host only ever learns about itself)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jit_hooks.server import decisions
+from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.schemas import (
+    AccountIn,
+    AuthorizedKeysIn,
+    AuthorizedKeysOut,
+    BreakGlassIn,
+    BreakGlassOut,
+    DecisionOut,
+    PingOut,
+    SessionIn,
+)
+
+router = APIRouter(prefix="/api/v1/hook", tags=["hooks"])
+
+
+@router.post("/authorized-keys", response_model=AuthorizedKeysOut)
+def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> dict:
+    with ctx.metrics.hook_latency.labels("authorized_keys").time():
+        with ctx.host_tx(creds) as (conn, host):
+            found = decisions.authorized_keys(
+                conn,
+                host=host,
+                login=body.login,
+                fingerprint=body.fingerprint,
+                key_type=body.key_type,
+                key=body.key,
+                now=ctx.now(),
+            )
+    ctx.metrics.hook_decisions.labels("authorized_keys", "allow" if found else "deny").inc()
+    return {"keys": found}
+
+
+@router.post("/account", response_model=DecisionOut)
+def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
+    with ctx.metrics.hook_latency.labels("account").time():
+        with ctx.host_tx(creds) as (conn, host):
+            answer = decisions.account(
+                conn,
+                host=host,
+                login=body.login,
+                rhost=body.rhost,
+                service=body.service,
+                connection=body.connection,
+                fingerprint=body.fingerprint,
+                now=ctx.now(),
+            )
+    ctx.metrics.hook_decisions.labels("account", answer["decision"]).inc()
+    ctx.metrics.logins.labels(answer["decision"]).inc()
+    return answer
+
+
+@router.post("/session", response_model=DecisionOut)
+def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
+    with ctx.metrics.hook_latency.labels("session").time():
+        with ctx.host_tx(creds) as (conn, host):
+            answer = decisions.session(
+                conn,
+                host=host,
+                event=body.event,
+                login=body.login,
+                rhost=body.rhost,
+                connection=body.connection,
+                key_type=body.key_type,
+                key=body.key,
+                fingerprint=body.fingerprint,
+                now=ctx.now(),
+            )
+    ctx.metrics.hook_decisions.labels("session", answer["decision"]).inc()
+    return answer
+
+
+@router.post("/break-glass", response_model=BreakGlassOut)
+def break_glass(body: BreakGlassIn, ctx: CtxDep, creds: Creds) -> dict:
+    with ctx.host_tx(creds) as (conn, host):
+        out = decisions.break_glass(
+            conn,
+            host=host,
+            login=body.login,
+            rhost=body.rhost,
+            connection=body.connection,
+            stage=body.stage,
+            now=ctx.now(),
+        )
+    ctx.metrics.hook_decisions.labels("break_glass", "recorded").inc()
+    return out
+
+
+@router.get("/ping", response_model=PingOut)
+def ping(ctx: CtxDep, creds: Creds) -> dict:
+    with ctx.host_tx(creds) as (conn, host):
+        return {"host": host.name, "time": ctx.now()}

@@ -1,0 +1,121 @@
+"""Access requests: create, list, show, approve, deny, revoke, cancel."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path
+
+from jit_hooks.server import lifecycle
+from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.schemas import RequestIn, RequestList, RequestOut, ReviewIn
+
+router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
+RequestId = Annotated[int, Path(ge=1, le=2**62)]
+
+
+@router.post("", response_model=RequestOut, status_code=201)
+def create(body: RequestIn, ctx: CtxDep, creds: Creds) -> dict:
+    with ctx.user_tx(creds) as (conn, user):
+        out = lifecycle.create_request(
+            conn,
+            user=user,
+            host=body.host,
+            selector=body.selector,
+            login=body.login,
+            reason=body.reason,
+            duration_seconds=body.duration_seconds,
+            start=body.start,
+            now=ctx.now(),
+        )
+    ctx.metrics.request_events.labels("created").inc()
+    if out["state"] == "approved":
+        ctx.metrics.request_events.labels("approved").inc()
+    return out
+
+
+@router.get("", response_model=RequestList)
+def list_requests(
+    ctx: CtxDep,
+    creds: Creds,
+    scope: Literal["mine", "review", "all"] = "mine",
+    state: Literal["pending", "approved", "denied", "cancelled", "revoked", "expired"]
+    | None = None,
+) -> dict:
+    with ctx.user_tx(creds) as (conn, user):
+        return {
+            "requests": lifecycle.list_requests(
+                conn, user=user, scope=scope, state=state, now=ctx.now()
+            )
+        }
+
+
+@router.get("/{request_id}", response_model=RequestOut)
+def show(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
+    with ctx.user_tx(creds) as (conn, user):
+        return lifecycle.get_request(conn, user=user, request_id=request_id, now=ctx.now())
+
+
+def _review(
+    ctx: CtxDep, creds: Creds, request_id: int, decision: str, body: ReviewIn | None
+) -> dict:
+    with ctx.user_tx(creds) as (conn, user):
+        out = lifecycle.review(
+            conn,
+            user=user,
+            request_id=request_id,
+            decision=decision,
+            comment=body.comment if body else "",
+            now=ctx.now(),
+        )
+    ctx.metrics.request_events.labels(decision).inc()
+    if out["state"] in ("approved", "denied"):  # this review made the transition
+        ctx.metrics.request_events.labels(out["state"]).inc()
+    return out
+
+
+@router.post("/{request_id}/approve", response_model=RequestOut)
+def approve(
+    ctx: CtxDep,
+    creds: Creds,
+    request_id: RequestId,
+    body: ReviewIn | None = None,
+) -> dict:
+    return _review(ctx, creds, request_id, "approve", body)
+
+
+@router.post("/{request_id}/deny", response_model=RequestOut)
+def deny(
+    ctx: CtxDep,
+    creds: Creds,
+    request_id: RequestId,
+    body: ReviewIn | None = None,
+) -> dict:
+    return _review(ctx, creds, request_id, "deny", body)
+
+
+@router.post("/{request_id}/revoke", response_model=RequestOut)
+def revoke(
+    ctx: CtxDep,
+    creds: Creds,
+    request_id: RequestId,
+    body: ReviewIn | None = None,
+) -> dict:
+    with ctx.user_tx(creds) as (conn, user):
+        out = lifecycle.revoke(
+            conn,
+            user=user,
+            request_id=request_id,
+            comment=body.comment if body else "",
+            now=ctx.now(),
+        )
+    ctx.metrics.request_events.labels("revoked").inc()
+    return out
+
+
+@router.post("/{request_id}/cancel", response_model=RequestOut)
+def cancel(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
+    with ctx.user_tx(creds) as (conn, user):
+        out = lifecycle.cancel(conn, user=user, request_id=request_id, now=ctx.now())
+    ctx.metrics.request_events.labels("cancelled").inc()
+    return out

@@ -1,0 +1,235 @@
+"""Pydantic models of API bodies and answers (mirroring docs/api.md and protocol.py)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    field_validator,
+    model_validator,
+)
+
+from jit_hooks.protocol import CONNECTION_RE, FINGERPRINT_RE, KEY_BLOB_RE, KEY_TYPES, LOGIN_RE
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _match(pattern, what: str):  # noqa: ANN001, ANN202
+    def check(v: str | None) -> str | None:
+        if v is not None and not pattern.match(v):
+            raise ValueError(f"not a valid {what}")
+        return v
+
+    return check
+
+
+Short = Annotated[StrictStr, Field(max_length=500)]
+Text = Annotated[StrictStr, Field(max_length=255)]
+
+
+# -- people --------------------------------------------------------------------
+
+
+class LoginIn(_In):
+    username: Annotated[StrictStr, Field(min_length=1, max_length=64)]
+    password: Annotated[StrictStr, Field(max_length=1024)]
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    roles: list[str]
+    disabled: bool
+
+
+class LoginOut(BaseModel):
+    token: str
+    user: UserOut
+
+
+class KeyIn(_In):
+    public_key: Annotated[StrictStr, Field(min_length=1, max_length=16384)]
+
+
+class KeyOut(BaseModel):
+    id: int
+    key_type: str
+    fingerprint: str
+    comment: str
+    created_at: int
+
+
+class KeyList(BaseModel):
+    keys: list[KeyOut]
+
+
+class RequestIn(_In):
+    host: Annotated[StrictStr, Field(min_length=1, max_length=253)] | None = None
+    selector: Annotated[dict[StrictStr, StrictStr], Field(min_length=1, max_length=16)] | None = (
+        None
+    )
+    login: Annotated[StrictStr, Field(min_length=1, max_length=33)]
+    reason: Short = ""
+    duration_seconds: Annotated[StrictInt, Field(ge=1)]
+    start: StrictInt | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> RequestIn:
+        if (self.host is None) == (self.selector is None):
+            raise ValueError("give exactly one of 'host' or 'selector'")
+        return self
+
+
+class ReviewIn(_In):
+    comment: Short = ""
+
+
+class ReviewOut(BaseModel):
+    reviewer: str
+    decision: Literal["approve", "deny"]
+    comment: str
+    at: int
+
+
+class RequestOut(BaseModel):
+    id: int
+    requester: str
+    host: str | None
+    selector: dict[str, str] | None
+    login: str
+    reason: str
+    duration_seconds: int
+    state: Literal["pending", "approved", "denied", "cancelled", "revoked", "expired"]
+    policy: str
+    approvals_required: int
+    reviews: list[ReviewOut]
+    created_at: int
+    start: int | None
+    starts_at: int | None
+    ends_at: int | None
+    decided_at: int | None
+
+
+class RequestList(BaseModel):
+    requests: list[RequestOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    at: int
+    kind: str
+    actor: str | None
+    host: str | None
+    data: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class EventList(BaseModel):
+    events: list[EventOut]
+
+
+# -- hooks ---------------------------------------------------------------------
+
+
+class AuthorizedKeysIn(_In):
+    login: StrictStr
+    fingerprint: StrictStr
+    key_type: StrictStr
+    key: StrictStr
+
+    _login = field_validator("login")(_match(LOGIN_RE, "login name"))
+    _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
+    _key = field_validator("key")(_match(KEY_BLOB_RE, "base64 key blob"))
+
+    @field_validator("key_type")
+    @classmethod
+    def _kt(cls, v: str) -> str:
+        if v not in KEY_TYPES:
+            raise ValueError("unsupported key type")
+        return v
+
+
+class AuthorizedKeyOut(BaseModel):
+    key_type: str
+    key: str
+    fingerprint: str
+    expires_at: int
+    options: list[str]
+    request_id: int
+
+
+class AuthorizedKeysOut(BaseModel):
+    keys: list[AuthorizedKeyOut]
+
+
+class AccountIn(_In):
+    login: StrictStr
+    rhost: Text | None = None
+    service: Annotated[StrictStr, Field(max_length=64)] | None = None
+    connection: StrictStr | None = None
+    fingerprint: StrictStr | None = None
+
+    _login = field_validator("login")(_match(LOGIN_RE, "login name"))
+    _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
+    _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
+
+
+class DecisionOut(BaseModel):
+    decision: Literal["allow", "deny"]
+    reason: str
+    request_id: int | None
+    expires_at: int | None
+
+
+class SessionIn(_In):
+    event: Literal["open", "close"]
+    login: StrictStr
+    rhost: Text | None = None
+    connection: StrictStr
+    key_type: StrictStr | None = None
+    key: StrictStr | None = None
+    fingerprint: StrictStr | None = None
+
+    _login = field_validator("login")(_match(LOGIN_RE, "login name"))
+    _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
+    _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
+    _key = field_validator("key")(_match(KEY_BLOB_RE, "base64 key blob"))
+
+    @field_validator("key_type")
+    @classmethod
+    def _kt(cls, v: str | None) -> str | None:
+        if v is not None and v not in KEY_TYPES:
+            raise ValueError("unsupported key type")
+        return v
+
+
+class BreakGlassIn(_In):
+    login: StrictStr
+    rhost: Text | None = None
+    connection: StrictStr | None = None
+    stage: Annotated[StrictStr, Field(max_length=32)]
+
+    _login = field_validator("login")(_match(LOGIN_RE, "login name"))
+    _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
+
+
+class BreakGlassOut(BaseModel):
+    recorded: StrictBool
+
+
+class PingOut(BaseModel):
+    host: str
+    time: int
+
+
+class HealthOut(BaseModel):
+    status: str

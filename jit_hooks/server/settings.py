@@ -1,0 +1,46 @@
+"""Typed service settings, built from CLI options and the environment."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_DATA_DIR = "/var/lib/jit-server"
+DB_FILENAME = "jit.db"
+MAX_BODY_BYTES = 64 * 1024
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service needs; one instance per app."""
+
+    database_url: str
+    data_dir: Path | None = None
+    pam_service: str = "login"
+    max_body_bytes: int = MAX_BODY_BYTES
+    # Hot hook lookups are cached at most this long (0 disables the cache);
+    # revocations clear it at once.
+    hook_cache_seconds: float = 1.0
+    clock: Callable[[], int] = field(default=_now, compare=False)
+
+    @classmethod
+    def from_options(
+        cls, *, data_dir: str | None = None, database_url: str | None = None
+    ) -> Settings:
+        """Resolve --data-dir / --database-url (and their env vars) into settings."""
+        database_url = database_url or os.environ.get("JIT_DATABASE_URL") or None
+        ddir = Path(data_dir or os.environ.get("JIT_DATA_DIR") or DEFAULT_DATA_DIR)
+        if not database_url:
+            database_url = f"sqlite:///{ddir / DB_FILENAME}"
+        return cls(
+            database_url=database_url,
+            data_dir=ddir,
+            pam_service=os.environ.get("JIT_PAM_SERVICE", "login"),
+        )

@@ -1,0 +1,157 @@
+"""SQLAlchemy Core tables (the schema the Alembic migrations build)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("roles", String(200), nullable=False),  # space-separated, sorted
+    Column("disabled", Boolean, nullable=False),
+    Column("created_at", Integer, nullable=False),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(253), nullable=False, unique=True),
+    Column("labels", Text, nullable=False),  # canonical JSON object str -> str
+    Column("removed", Boolean, nullable=False),
+    Column("created_at", Integer, nullable=False),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),  # sha256 hex
+    Column("kind", String(8), nullable=False),  # "user" | "host"
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=True),
+    Column("host_id", Integer, ForeignKey("hosts.id"), nullable=True),
+    Column("created_at", Integer, nullable=False),
+    Column("revoked_at", Integer, nullable=True),
+)
+
+keys = Table(
+    "keys",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False, index=True),
+    Column("key_type", String(64), nullable=False),
+    Column("blob", Text, nullable=False),
+    Column("fingerprint", String(60), nullable=False, unique=True),
+    Column("comment", String(100), nullable=False),
+    Column("created_at", Integer, nullable=False),
+)
+
+policies = Table(
+    "policies",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("spec", Text, nullable=False),  # canonical JSON of the validated policy
+    Column("created_at", Integer, nullable=False),
+    Column("updated_at", Integer, nullable=False),
+)
+
+requests = Table(
+    "requests",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("requester_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("host_id", Integer, ForeignKey("hosts.id"), nullable=True),
+    Column("selector", Text, nullable=True),  # JSON object, or NULL for a host request
+    Column("login", String(33), nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("duration_seconds", Integer, nullable=False),
+    Column("start", Integer, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("policy_name", String(64), nullable=False),
+    Column("policy_spec", Text, nullable=False),  # snapshot taken at request time
+    Column("approvals_required", Integer, nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("starts_at", Integer, nullable=True),
+    Column("ends_at", Integer, nullable=True),
+    Column("decided_at", Integer, nullable=True),
+    Column("closed_at", Integer, nullable=True),  # revoked / cancelled at
+    Index("ix_requests_active", "requester_id", "login", "state", "ends_at"),
+    Index("ix_requests_state", "state"),
+)
+
+# Hosts a request covers, resolved when the request is made (one row for a host
+# request, one per matching host for a selector): hook lookups stay one query.
+request_hosts = Table(
+    "request_hosts",
+    metadata,
+    Column("request_id", Integer, ForeignKey("requests.id"), primary_key=True),
+    Column("host_id", Integer, ForeignKey("hosts.id"), primary_key=True),
+    Index("ix_request_hosts_host", "host_id", "request_id"),
+)
+
+reviews = Table(
+    "reviews",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("request_id", Integer, ForeignKey("requests.id"), nullable=False),
+    Column("reviewer_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("decision", String(8), nullable=False),  # "approve" | "deny"
+    Column("comment", String(500), nullable=False),
+    Column("at", Integer, nullable=False),
+    UniqueConstraint("request_id", "reviewer_id", name="uq_reviews_request_reviewer"),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("host_id", Integer, ForeignKey("hosts.id"), nullable=False),
+    Column("login", String(33), nullable=False),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=True),
+    Column("request_id", Integer, ForeignKey("requests.id"), nullable=True),
+    Column("connection", String(40), nullable=False),
+    Column("rhost", String(255), nullable=True),
+    Column("opened_at", Integer, nullable=False),
+    Column("closed_at", Integer, nullable=True),
+    Index("ix_sessions_host_connection", "host_id", "connection"),
+    Index("ix_sessions_request", "request_id"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("at", Integer, nullable=False),
+    Column("kind", String(64), nullable=False),
+    Column("actor", String(64), nullable=True),
+    Column("host", String(253), nullable=True),
+    Column("data", Text, nullable=False),  # canonical JSON
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+# The hash and id of the newest event, kept next to the chain so that cutting
+# events off the end is detected too.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True),  # always 1
+    Column("last_id", Integer, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
