@@ -24,3 +24,24 @@ class ConfigError(JitError):
 
 class KeyParseError(JitError, ValueError):
     """Raised when an SSH public key line or blob is malformed or not acceptable."""
+
+
+class ServiceError(JitError):
+    """Raised when the approval service can't give a usable answer (host hooks deny).
+
+    ``reason`` is a short code for logs (``refused``, ``timeout``, ``tls``,
+    ``http_500``, ``malformed``, ...); ``url`` the service URL tried last.
+    """
+
+    def __init__(self, reason: str, message: str = "", *, url: str | None = None):
+        self.reason = reason
+        self.url = url
+        super().__init__(f"{reason}: {message}" if message else reason)
+
+
+class ServiceUnreachable(ServiceError):
+    """Raised when no answer came: refused, DNS, TLS, timeout or a dropped connection."""
+
+
+class BadResponse(ServiceError):
+    """Raised when an answer came but is unusable: status, redirect, size, JSON or schema."""

@@ -1,0 +1,118 @@
+"""Schema checks of hook API answers: the host trusts no field it did not check."""
+
+from __future__ import annotations
+
+from jit_hooks.errors import BadResponse
+from jit_hooks.protocol import (
+    ALLOWED_KEY_OPTIONS,
+    FINGERPRINT_RE,
+    KEY_BLOB_RE,
+    KEY_TYPES,
+    AuthorizedKey,
+    DecisionAnswer,
+    PingAnswer,
+)
+
+MAX_KEYS = 100
+MAX_REASON = 200
+# Unix seconds between 2000-01-01 and 2200-01-01: anything else is nonsense.
+_MIN_TIME, _MAX_TIME = 946684800, 7258118400
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _time(value: object) -> bool:
+    return _is_int(value) and _MIN_TIME <= value <= _MAX_TIME
+
+
+def sanitize(text: object, limit: int = MAX_REASON) -> str:
+    """Printable ASCII only, at most ``limit`` characters (for logs and PAM messages)."""
+    if not isinstance(text, str):
+        return ""
+    return "".join(c for c in text if " " <= c <= "~")[:limit].strip()
+
+
+def check_key(item: object) -> str | None:
+    """Return why a key entry is unusable, or None if every field is as the contract says."""
+    if not isinstance(item, dict):
+        return "not_an_object"
+    key_type, blob, fp = item.get("key_type"), item.get("key"), item.get("fingerprint")
+    if not isinstance(key_type, str) or key_type not in KEY_TYPES:
+        return "bad_key_type"
+    if not isinstance(blob, str) or not KEY_BLOB_RE.match(blob):
+        return "bad_key"
+    if not isinstance(fp, str) or not FINGERPRINT_RE.match(fp):
+        return "bad_fingerprint"
+    if not _time(item.get("expires_at")):
+        return "bad_expires_at"
+    request_id = item.get("request_id")
+    if not _is_int(request_id) or request_id < 0:
+        return "bad_request_id"
+    options = item.get("options", [])
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        return "bad_options"
+    if any(o not in ALLOWED_KEY_OPTIONS for o in options):
+        return "option_not_allowed"
+    return None
+
+
+def authorized_keys(answer: object) -> list[object]:
+    """The raw ``keys`` list of an authorized-keys answer; entries are checked by check_key."""
+    if not isinstance(answer, dict) or not isinstance(answer.get("keys"), list):
+        raise BadResponse("schema", "expected {'keys': [...]}")
+    keys = answer["keys"]
+    if len(keys) > MAX_KEYS:
+        raise BadResponse("schema", f"more than {MAX_KEYS} keys")
+    return keys
+
+
+def as_key(item: dict) -> AuthorizedKey:
+    """Copy the checked fields of a key entry (drops anything unknown)."""
+    return AuthorizedKey(
+        key_type=item["key_type"],
+        key=item["key"],
+        fingerprint=item["fingerprint"],
+        expires_at=item["expires_at"],
+        options=list(item.get("options", [])),
+        request_id=item["request_id"],
+    )
+
+
+def decision(answer: object) -> DecisionAnswer:
+    """Check an account/session answer: decision allow|deny, reason, ids."""
+    if not isinstance(answer, dict) or answer.get("decision") not in ("allow", "deny"):
+        raise BadResponse("schema", "expected a decision of 'allow' or 'deny'")
+    request_id = answer.get("request_id")
+    expires_at = answer.get("expires_at")
+    if request_id is not None and not _is_int(request_id):
+        raise BadResponse("schema", "request_id must be an integer or null")
+    if expires_at is not None and not _time(expires_at):
+        raise BadResponse("schema", "expires_at must be unix seconds or null")
+    reason = answer.get("reason", "")
+    if not isinstance(reason, str):
+        raise BadResponse("schema", "reason must be a string")
+    return DecisionAnswer(
+        decision=answer["decision"],
+        reason=sanitize(reason),
+        request_id=request_id,
+        expires_at=expires_at,
+    )
+
+
+def ping(answer: object) -> PingAnswer:
+    """Check a ping answer: the host name the token belongs to and the service clock."""
+    if not isinstance(answer, dict):
+        raise BadResponse("schema", "expected an object")
+    host, now = answer.get("host"), answer.get("time")
+    if not isinstance(host, str) or not _time(now):
+        raise BadResponse("schema", "expected {'host': str, 'time': int}")
+    return PingAnswer(host=sanitize(host, 253), time=now)
+
+
+def recorded(answer: object) -> bool:
+    """Check a break-glass answer."""
+    if not isinstance(answer, dict) or answer.get("recorded") is not True:
+        raise BadResponse("schema", "expected {'recorded': true}")
+    return True

@@ -1,0 +1,151 @@
+"""sshd AuthorizedKeysCommand: print the offered key only while its owner holds an approval.
+
+sshd runs ``jit-authorized-keys [--config PATH] %u %f %t %k`` as the
+AuthorizedKeysCommandUser. stdout carries nothing but the one key line, rebuilt
+here from validated parts (type, blob, our own options)::
+
+    expiry-time="20261125183000Z",no-agent-forwarding ssh-ed25519 AAAA... jit-request-7
+
+Any failure prints nothing and exits 1 (sshd then refuses the key); "no
+approval" prints nothing and exits 0. Each run logs one line.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from jit_hooks import sshkeys
+from jit_hooks.errors import KeyParseError
+from jit_hooks.host import answers, connection
+from jit_hooks.host.client import HookClient, hard_deadline
+from jit_hooks.host.config import HostConfig
+from jit_hooks.host.hook import run
+from jit_hooks.host.log import HookLog
+from jit_hooks.protocol import (
+    FINGERPRINT_RE,
+    HOOK_AUTHORIZED_KEYS,
+    LOGIN_RE,
+    AuthorizedKey,
+    AuthorizedKeysQuery,
+)
+
+IDENT = "jit-authorized-keys"
+USAGE = "usage: jit-authorized-keys [--config PATH] LOGIN FINGERPRINT KEY_TYPE KEY"
+# Past the client's own budget: only a stuck TLS handshake ever reaches this.
+HARD_DEADLINE_MARGIN = 0.5
+
+
+def offered_key(login: str, fingerprint: str, key_type: str, blob: str) -> sshkeys.PublicKey:
+    """Validate sshd's %u %f %t %k; raise KeyParseError naming what is wrong."""
+    if not LOGIN_RE.match(login):
+        raise KeyParseError("login is not a valid user name")
+    if not FINGERPRINT_RE.match(fingerprint):
+        raise KeyParseError("fingerprint is not SHA256:...")
+    key = sshkeys.parse_blob(key_type, blob)
+    if key.fingerprint != fingerprint:
+        raise KeyParseError("fingerprint does not match the key")
+    return key
+
+
+def select(
+    entries: list[object], offered: sshkeys.PublicKey, now: int
+) -> tuple[AuthorizedKey | None, list[str]]:
+    """The entry for exactly the offered key, valid now; plus why others were dropped."""
+    chosen: AuthorizedKey | None = None
+    dropped: list[str] = []
+    for item in entries:
+        why = answers.check_key(item)
+        if why is None:
+            key = answers.as_key(item)  # type: ignore[arg-type]
+            if key["fingerprint"] != offered.fingerprint or key["key_type"] != offered.key_type:
+                why = "other_key"
+            elif sshkeys.fingerprint(key["key"]) != offered.fingerprint:
+                why = "fingerprint_mismatch"
+            elif key["expires_at"] <= now:
+                why = "expired"
+        if why is not None:
+            dropped.append(why)
+        elif chosen is None or key["expires_at"] > chosen["expires_at"]:
+            chosen = key
+    return chosen, dropped
+
+
+def expiry_time(expires_at: int) -> str:
+    """sshd's expiry-time value, UTC with seconds: OpenSSH 9.2 parses the 'Z' suffix."""
+    return time.strftime("%Y%m%d%H%M%SZ", time.gmtime(expires_at))
+
+
+def render(key: AuthorizedKey, offered: sshkeys.PublicKey) -> str:
+    """One authorized_keys line from validated parts only (never the service's text)."""
+    options = [f'expiry-time="{expiry_time(key["expires_at"])}"']
+    options += sorted(set(key["options"]))
+    comment = f"jit-request-{key['request_id']}"
+    return f"{','.join(options)} {offered.key_type} {offered.blob} {comment}\n"
+
+
+def respond(answer: object, offered: sshkeys.PublicKey, now: int) -> tuple[str, dict]:
+    """Pure core (golden-tested): service answer -> stdout text and log fields."""
+    key, dropped = select(answers.authorized_keys(answer), offered, now)
+    if key is None:
+        reason = "dropped" if dropped else "no_approval"
+        return "", {"decision": "deny", "reason": reason, "dropped": ",".join(dropped) or None}
+    fields = {"decision": "allow", "request": key["request_id"], "expires": key["expires_at"]}
+    fields["dropped"] = ",".join(dropped) or None
+    return render(key, offered), fields
+
+
+def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
+    if len(args) != 4:
+        log.warning(decision="deny", reason="usage", usage=USAGE)
+        return 2
+    login, fingerprint, key_type, blob = args
+    fields.update(login=login, fingerprint=fingerprint)
+    try:
+        offered = offered_key(login, fingerprint, key_type, blob)
+    except KeyParseError as e:
+        log.warning(decision="deny", **fields, reason="bad_input", error=str(e))
+        return 1
+    conn = connection.connection_id()
+    fields["connection"] = conn
+    if login in config.break_glass:
+        # Break-glass keys come from the account's own AuthorizedKeysFile.
+        log.alert(decision="skip", **fields, reason="break_glass")
+        return 0
+    query = AuthorizedKeysQuery(
+        login=login, fingerprint=fingerprint, key_type=key_type, key=offered.blob
+    )
+    with hard_deadline(config.total_timeout + HARD_DEADLINE_MARGIN):
+        answer = HookClient(config).request("POST", HOOK_AUTHORIZED_KEYS, query)
+    now = int(time.time())
+    text, outcome = respond(answer, offered, now)
+    if text:
+        # Without this record the account hook could not tell which key got
+        # in, so failing to write it denies the key.
+        try:
+            connection.purge_stale(config.state_dir)
+            connection.record_accepted(
+                config.state_dir,
+                conn,
+                login=login,
+                key_type=offered.key_type,
+                fingerprint=offered.fingerprint,
+                request_id=outcome["request"],
+                expires_at=outcome["expires"],
+            )
+        except OSError as e:
+            log.warning(decision="deny", **fields, reason="state", error=e.strerror)
+            return 1
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    decision = outcome.pop("decision")
+    log.info(decision=decision, **fields, **outcome)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(IDENT, _main, argv, user_message=False)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

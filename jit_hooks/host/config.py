@@ -1,0 +1,173 @@
+"""Host configuration (/etc/jit-hooks/jit-hooks.toml): load and validate once.
+
+Example (every key but ``service.urls`` is optional)::
+
+    [service]
+    urls = ["https://jit.example.com:8443"]   # tried in order within one total budget
+    ca_file = "/etc/jit-hooks/ca.pem"          # optional; system CAs otherwise
+    token_file = "/etc/jit-hooks/host-token"   # 0640 root:jit-hooks
+    connect_timeout = 2.0
+    total_timeout = 5.0
+    [host]
+    name = "web1"            # informational; the token decides which host we are
+    [break_glass]
+    accounts = ["breakglass"]
+    [state]
+    dir = "/run/jit-hooks"   # connection -> accepted key records
+    [log]
+    syslog_socket = "/dev/log"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from jit_hooks.errors import ConfigError
+from jit_hooks.host import paths
+from jit_hooks.protocol import LOGIN_RE
+
+# Host tokens are `secrets.token_urlsafe` output with a prefix: nothing that
+# could break an HTTP header line.
+_TOKEN_RE = re.compile(r"\A[A-Za-z0-9_-]{16,512}\Z")
+_HOST_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
+
+_SCHEMA: dict[str, set[str]] = {
+    "service": {"urls", "ca_file", "token_file", "connect_timeout", "total_timeout"},
+    "host": {"name"},
+    "break_glass": {"accounts"},
+    "state": {"dir"},
+    "log": {"syslog_socket"},
+}
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Validated host settings. Build it with ``load_config`` or ``parse_config``."""
+
+    urls: tuple[str, ...]
+    token_file: str = paths.TOKEN_PATH
+    ca_file: str | None = None
+    connect_timeout: float = paths.CONNECT_TIMEOUT
+    total_timeout: float = paths.TOTAL_TIMEOUT
+    host_name: str | None = None
+    break_glass: frozenset[str] = frozenset()
+    state_dir: str = paths.STATE_DIR
+    syslog_socket: str = paths.SYSLOG_SOCKET
+    path: str | None = None  # the file it was loaded from
+
+    def read_token(self) -> str:
+        """Return the host token; raise ConfigError if the file is missing or malformed."""
+        try:
+            with open(self.token_file, encoding="ascii") as f:
+                token = f.read(1024).strip()
+        except (OSError, UnicodeDecodeError) as e:
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else "unreadable"
+            raise ConfigError(f"cannot read host token: {reason}", path=self.token_file) from None
+        if not _TOKEN_RE.match(token):
+            raise ConfigError("host token is malformed", path=self.token_file)
+        return token
+
+
+def config_path(path: str | None = None) -> str:
+    """The config file to use: explicit path, else $JIT_HOOKS_CONFIG, else the default."""
+    return path or os.environ.get(paths.CONFIG_ENV) or paths.CONFIG_PATH
+
+
+def load_config(path: str | None = None) -> HostConfig:
+    """Read and validate the host config; raise ConfigError naming file and key."""
+    path = config_path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror or e}", path=path) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}", path=path) from None
+    return parse_config(data, path=path)
+
+
+def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
+    """Validate an already parsed TOML document (see the module docstring)."""
+
+    def fail(key: str, message: str) -> ConfigError:
+        return ConfigError(message, path=path, key=key)
+
+    for section, value in data.items():
+        if section not in _SCHEMA:
+            raise fail(section, f"unknown section (expected one of {', '.join(sorted(_SCHEMA))})")
+        if not isinstance(value, dict):
+            raise fail(section, "must be a table")
+        for key in value:
+            if key not in _SCHEMA[section]:
+                raise fail(f"{section}.{key}", "unknown setting")
+
+    service = data.get("service", {})
+    urls = service.get("urls")
+    if isinstance(urls, str):
+        urls = [urls]
+    if not isinstance(urls, list) or not urls:
+        raise fail("service.urls", "expected a non-empty list of URLs")
+    for url in urls:
+        _check_url(url, fail)
+
+    def str_path(section: str, key: str, default: str | None) -> str | None:
+        value = data.get(section, {}).get(key, default)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.startswith("/"):
+            raise fail(f"{section}.{key}", "expected an absolute path")
+        return value
+
+    def seconds(key: str, default: float) -> float:
+        value = service.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise fail(f"service.{key}", "expected a number of seconds")
+        if not 0 < value <= paths.MAX_TIMEOUT:
+            raise fail(f"service.{key}", f"expected 0 < seconds <= {paths.MAX_TIMEOUT:g}")
+        return float(value)
+
+    connect_timeout = seconds("connect_timeout", paths.CONNECT_TIMEOUT)
+    total_timeout = seconds("total_timeout", paths.TOTAL_TIMEOUT)
+    if connect_timeout > total_timeout:
+        raise fail("service.connect_timeout", "must not exceed service.total_timeout")
+
+    name = data.get("host", {}).get("name")
+    if name is not None and (not isinstance(name, str) or not _HOST_NAME_RE.match(name)):
+        raise fail("host.name", "expected a host name")
+
+    accounts = data.get("break_glass", {}).get("accounts", [])
+    if not isinstance(accounts, list) or not all(
+        isinstance(a, str) and LOGIN_RE.match(a) for a in accounts
+    ):
+        raise fail("break_glass.accounts", "expected a list of login names")
+
+    return HostConfig(
+        urls=tuple(urls),
+        token_file=str_path("service", "token_file", paths.TOKEN_PATH),
+        ca_file=str_path("service", "ca_file", None),
+        connect_timeout=connect_timeout,
+        total_timeout=total_timeout,
+        host_name=name,
+        break_glass=frozenset(accounts),
+        state_dir=str_path("state", "dir", paths.STATE_DIR),
+        syslog_socket=str_path("log", "syslog_socket", paths.SYSLOG_SOCKET),
+        path=path,
+    )
+
+
+def _check_url(url: object, fail) -> None:
+    if not isinstance(url, str) or any(c in url for c in " \t\r\n\x00"):
+        raise fail("service.urls", "each URL must be a string without whitespace")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise fail("service.urls", f"not a valid URL: {url!r}") from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise fail("service.urls", f"expected https://HOST[:PORT][/PATH], got {url!r}")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise fail("service.urls", f"no credentials, query or fragment allowed: {url!r}")

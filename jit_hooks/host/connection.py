@@ -1,0 +1,161 @@
+"""Which sshd connection a hook runs for, and the key the AKC accepted on it.
+
+The AuthorizedKeysCommand and the PAM hooks of one connection are all children
+of sshd's per-connection monitor process (measured on OpenSSH 9.2, which has
+no %C for the AKC). Its pid plus its start time (clock ticks since boot, from
+/proc/PID/stat) names the connection without pid-reuse ambiguity.
+
+The AKC records the key it printed under that id in the state directory
+(0700, owned by the AKC user); the PAM account hook, which runs as root and
+gets an empty SSH_AUTH_INFO_0, reads it back. sshd runs the AKC once more for
+the signature check of the key it finally accepts, so the last record written
+is the accepted key. Records older than RECORD_MAX_AGE are ignored and purged.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from typing import TypedDict
+
+from jit_hooks.protocol import CONNECTION_RE, FINGERPRINT_RE, KEY_TYPES, LOGIN_RE
+
+# sshd's LoginGraceTime defaults to 120 s: the account check always follows the
+# last AKC call within that, so a record older than this belongs to nobody.
+RECORD_MAX_AGE = 300
+
+
+class AcceptedKey(TypedDict):
+    login: str
+    key_type: str
+    fingerprint: str
+    request_id: int
+    expires_at: int
+    written_at: float
+
+
+def connection_id(pid: int | None = None) -> str:
+    """``"<pid>:<start time>"`` of ``pid`` (default: our parent, sshd's monitor)."""
+    pid = os.getppid() if pid is None else pid
+    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+        data = f.read()
+    # The command name (field 2) may contain spaces and ')': split after the last ')'.
+    fields = data[data.rindex(")") + 2 :].split()
+    start = fields[19]  # field 22 of proc(5), counting from 1 with pid and comm
+    conn = f"{pid}:{start}"
+    if not CONNECTION_RE.match(conn):
+        raise ValueError(f"unexpected /proc/{pid}/stat format")
+    return conn
+
+
+def _record_path(state_dir: str, conn: str) -> str:
+    if not CONNECTION_RE.match(conn):
+        raise ValueError("invalid connection id")
+    return os.path.join(state_dir, "conn-" + conn.replace(":", "-"))
+
+
+def record_accepted(
+    state_dir: str,
+    conn: str,
+    *,
+    login: str,
+    key_type: str,
+    fingerprint: str,
+    request_id: int,
+    expires_at: int,
+    now: float | None = None,
+) -> None:
+    """Atomically write (or replace) the accepted-key record of ``conn``; raises OSError."""
+    record = AcceptedKey(
+        login=login,
+        key_type=key_type,
+        fingerprint=fingerprint,
+        request_id=request_id,
+        expires_at=expires_at,
+        written_at=time.time() if now is None else now,
+    )
+    path = _record_path(state_dir, conn)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            json.dump(record, f)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def accepted_key(
+    state_dir: str, conn: str, *, max_age: float = RECORD_MAX_AGE, now: float | None = None
+) -> AcceptedKey | None:
+    """The record the AKC wrote for ``conn``, if fresh and safely stored; else None.
+
+    A record is only trusted if it is a regular file, not a symlink, owned by
+    the owner of the state directory (the AKC user) or root, and writable by
+    nobody else: anything else could have been planted.
+    """
+    now = time.time() if now is None else now
+    try:
+        dir_st = os.stat(state_dir)
+        fd = os.open(_record_path(state_dir, conn), os.O_RDONLY | os.O_NOFOLLOW)
+    except (OSError, ValueError):
+        return None
+    with os.fdopen(fd, encoding="ascii", errors="replace") as f:
+        st = os.fstat(f.fileno())
+        if (
+            not stat.S_ISREG(st.st_mode)
+            or st.st_uid not in (0, dir_st.st_uid)
+            or st.st_mode & 0o022
+            or st.st_size > 4096
+        ):
+            return None
+        try:
+            record = json.loads(f.read(4096))
+        except ValueError:
+            return None
+    if not _valid(record) or not (0 <= now - record["written_at"] <= max_age):
+        return None
+    return record
+
+
+def _valid(record: object) -> bool:
+    return (
+        isinstance(record, dict)
+        and isinstance(record.get("login"), str)
+        and bool(LOGIN_RE.match(record["login"]))
+        and record.get("key_type") in KEY_TYPES
+        and isinstance(record.get("fingerprint"), str)
+        and bool(FINGERPRINT_RE.match(record["fingerprint"]))
+        and isinstance(record.get("request_id"), int)
+        and isinstance(record.get("expires_at"), int)
+        and isinstance(record.get("written_at"), int | float)
+    )
+
+
+def purge_stale(
+    state_dir: str, *, max_age: float = RECORD_MAX_AGE, now: float | None = None
+) -> int:
+    """Remove records (and leftover temp files) older than ``max_age``; return how many."""
+    now = time.time() if now is None else now
+    removed = 0
+    try:
+        entries = os.scandir(state_dir)
+    except OSError:
+        return 0
+    with entries:
+        for entry in entries:
+            if not entry.name.startswith("conn-"):
+                continue
+            try:
+                if now - entry.stat(follow_symlinks=False).st_mtime > max_age:
+                    os.unlink(entry.path)
+                    removed += 1
+            except OSError:
+                pass
+    return removed

@@ -1,0 +1,76 @@
+"""PAM account hook (pam_exec): allow the login only while an approval is active.
+
+``account required pam_exec.so quiet stdout /usr/bin/jit-pam-account [--config PATH]``
+
+Runs for every authentication method. sshd leaves SSH_AUTH_INFO_0 empty in the
+account phase, so the key the AKC accepted is found through the connection id
+(see connection.py); a login without a key (password) is decided by the login
+account alone. Exit 0 allows; anything else denies, with one short line on
+stdout that pam_exec shows the ssh user.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jit_hooks.host import break_glass, connection
+from jit_hooks.host.answers import sanitize
+from jit_hooks.host.client import HookClient, hard_deadline
+from jit_hooks.host.config import HostConfig
+from jit_hooks.host.hook import run
+from jit_hooks.host.log import HookLog
+from jit_hooks.protocol import LOGIN_RE, AccountQuery
+
+IDENT = "jit-pam-account"
+
+
+def pam_env() -> tuple[str, str | None, str | None]:
+    """PAM_USER, PAM_RHOST and PAM_SERVICE as pam_exec passes them (sanitised)."""
+    login = os.environ.get("PAM_USER", "")
+    rhost = sanitize(os.environ.get("PAM_RHOST", ""), 253) or None
+    service = sanitize(os.environ.get("PAM_SERVICE", ""), 64) or None
+    return login, rhost, service
+
+
+def deny(log: HookLog, fields: dict, reason: str, message: str) -> int:
+    log.warning(decision="deny", **fields, reason=reason)
+    print(f"jit: access denied: {sanitize(message)}")
+    return 1
+
+
+def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
+    login, rhost, service = pam_env()
+    fields.update(login=sanitize(login, 32), rhost=rhost)
+    if os.environ.get("PAM_TYPE", "account") != "account":
+        return deny(log, fields, "wrong_pam_type", "hook misconfigured")
+    if not LOGIN_RE.match(login):
+        return deny(log, fields, "bad_login", "invalid login name")
+    conn = connection.connection_id()
+    fields["connection"] = conn
+    if break_glass.is_break_glass(config, login):
+        return break_glass.allow(config, log, login=login, rhost=rhost, conn=conn, stage="account")
+    record = connection.accepted_key(config.state_dir, conn)
+    fingerprint = None
+    if record is not None:
+        if record["login"] != login:
+            return deny(log, fields, "key_record_mismatch", "login does not match the key")
+        fingerprint = record["fingerprint"]
+    fields["fingerprint"] = fingerprint
+    query = AccountQuery(
+        login=login, rhost=rhost, service=service, connection=conn, fingerprint=fingerprint
+    )
+    with hard_deadline(config.total_timeout + 0.5):
+        answer = HookClient(config).account(query)
+    fields["request"] = answer["request_id"]
+    if answer["decision"] != "allow":
+        return deny(log, fields, "service_denied", answer["reason"] or "no active approval")
+    log.info(decision="allow", **fields, expires=answer["expires_at"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(IDENT, _main, argv, user_message=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

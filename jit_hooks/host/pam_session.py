@@ -1,0 +1,94 @@
+"""PAM session hook (pam_exec, type=open_session / close_session).
+
+``session required pam_exec.so quiet stdout type=open_session /usr/bin/jit-pam-session``
+``session optional pam_exec.so quiet type=close_session /usr/bin/jit-pam-session``
+
+At open, sshd exposes the accepted key in SSH_AUTH_INFO_0 (``publickey TYPE
+BLOB``, with ExposeAuthInfo yes): the hook re-checks that the key's owner holds
+an active approval and has the service record the live session; a failure makes
+sshd refuse the session (no command, shell or forwarding). At close it reports
+the end of the session and always exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+
+from jit_hooks import sshkeys
+from jit_hooks.errors import JitError, KeyParseError
+from jit_hooks.host import break_glass, connection
+from jit_hooks.host.answers import sanitize
+from jit_hooks.host.client import HookClient, hard_deadline
+from jit_hooks.host.config import HostConfig
+from jit_hooks.host.hook import run
+from jit_hooks.host.log import HookLog
+from jit_hooks.host.pam_account import deny, pam_env
+from jit_hooks.protocol import LOGIN_RE, SessionQuery
+
+IDENT = "jit-pam-session"
+
+
+def auth_key(auth_info: str) -> sshkeys.PublicKey | None:
+    """The last ``publickey TYPE BLOB`` line of SSH_AUTH_INFO_0, validated; None if none."""
+    key = None
+    for line in auth_info.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "publickey":
+            try:
+                key = sshkeys.parse_blob(parts[1], parts[2])
+            except KeyParseError:
+                key = None  # e.g. a certificate type: decided by login, like a password
+    return key
+
+
+def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
+    login, rhost, _service = pam_env()
+    pam_type = os.environ.get("PAM_TYPE", "")
+    event = {"open_session": "open", "close_session": "close"}.get(pam_type)
+    fields.update(event=event, login=sanitize(login, 32), rhost=rhost)
+    if event is None:
+        return deny(log, fields, "wrong_pam_type", "hook misconfigured")
+    if not LOGIN_RE.match(login):
+        return deny(log, fields, "bad_login", "invalid login name")
+    conn = connection.connection_id()
+    fields["connection"] = conn
+    if break_glass.is_break_glass(config, login):
+        return break_glass.allow(
+            config, log, login=login, rhost=rhost, conn=conn, stage=f"session_{event}"
+        )
+    key = auth_key(os.environ.get("SSH_AUTH_INFO_0", ""))
+    fields["fingerprint"] = key.fingerprint if key else None
+    query = SessionQuery(
+        event=event,
+        login=login,
+        rhost=rhost,
+        connection=conn,
+        key_type=key.key_type if key else None,
+        key=key.blob if key else None,
+        fingerprint=key.fingerprint if key else None,
+    )
+    if event == "close":
+        # A session that ends can't be refused; report it, and never fail.
+        try:
+            with hard_deadline(config.total_timeout + 0.5):
+                HookClient(config).session(query)
+        except JitError as e:
+            log.warning(decision="close", **fields, reported="no", error=getattr(e, "reason", e))
+        else:
+            log.info(decision="close", **fields, reported="yes")
+        return 0
+    with hard_deadline(config.total_timeout + 0.5):
+        answer = HookClient(config).session(query)
+    fields["request"] = answer["request_id"]
+    if answer["decision"] != "allow":
+        return deny(log, fields, "service_denied", answer["reason"] or "no active approval")
+    log.info(decision="allow", **fields, expires=answer["expires_at"])
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(IDENT, _main, argv, user_message=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,28 @@
+"""Filesystem locations and defaults of the host hooks, in one place."""
+
+from __future__ import annotations
+
+CONFIG_PATH = "/etc/jit-hooks/jit-hooks.toml"
+# Overrides CONFIG_PATH; note that sshd gives the AuthorizedKeysCommand an empty
+# environment, so hooks run by sshd take `--config PATH` instead.
+CONFIG_ENV = "JIT_HOOKS_CONFIG"
+TOKEN_PATH = "/etc/jit-hooks/host-token"
+# Connection -> accepted key records; created by systemd-tmpfiles (0700 jit-hooks).
+STATE_DIR = "/run/jit-hooks"
+SYSLOG_SOCKET = "/dev/log"
+
+# Installed entry points (tiny `python3 -I` wrappers, see docs/host.md).
+AUTHORIZED_KEYS_COMMAND = "/usr/bin/jit-authorized-keys"
+PAM_ACCOUNT_COMMAND = "/usr/bin/jit-pam-account"
+PAM_SESSION_COMMAND = "/usr/bin/jit-pam-session"
+# sshd's AuthorizedKeysCommandUser.
+HOOK_USER = "jit-hooks"
+
+# Timeouts in seconds. sshd waits for the AuthorizedKeysCommand without a limit
+# of its own, but LoginGraceTime (120 s) and people's patience are the real
+# bound: 2 s to connect catches a dead address quickly, 5 s in total keeps a
+# login with a sick service short while leaving room for one retry elsewhere.
+CONNECT_TIMEOUT = 2.0
+TOTAL_TIMEOUT = 5.0
+# Upper bound an admin may configure: a hung hook holds an sshd slot.
+MAX_TIMEOUT = 30.0

@@ -1,0 +1,80 @@
+"""Fixtures for host hook unit tests: keys, a config, a fault server, a syslog sink."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from jit_hooks import sshkeys
+from jit_hooks.host.config import load_config
+from tests.utils.fault_server import FaultServer
+from tests.utils.syslog_sink import SyslogSink
+
+TOKEN = "jith_" + "t" * 43
+
+
+@pytest.fixture(scope="session")
+def keypair(tmp_path_factory) -> tuple[Path, sshkeys.PublicKey]:
+    """(private key path, public key) of a fresh ed25519 key."""
+    d = tmp_path_factory.mktemp("keys")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "t", "-f", str(d / "id")],
+        check=True,
+    )
+    return d / "id", sshkeys.parse_public_key((d / "id.pub").read_text())
+
+
+@pytest.fixture(scope="session")
+def other_key(tmp_path_factory) -> sshkeys.PublicKey:
+    d = tmp_path_factory.mktemp("keys")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "id")], check=True)
+    return sshkeys.parse_public_key((d / "id.pub").read_text())
+
+
+@pytest.fixture
+def sink():
+    # Short path: unix socket names are limited to 108 bytes.
+    d = tempfile.mkdtemp(prefix="jsl")
+    s = SyslogSink(Path(d) / "log.sock")
+    yield s
+    s.close()
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def fault():
+    server = FaultServer()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def write_config(tmp_path, sink):
+    """write_config(urls, **settings) -> config path; token file and state dir included."""
+
+    def write(urls, *, total=2.0, connect=1.0, break_glass=(), token=TOKEN, extra=""):
+        token_file = tmp_path / "host-token"
+        token_file.write_text(token + "\n")
+        state = tmp_path / "state"
+        state.mkdir(mode=0o700, exist_ok=True)
+        url_list = ", ".join(f'"{u}"' for u in urls)
+        accounts = ", ".join(f'"{a}"' for a in break_glass)
+        path = tmp_path / "jit-hooks.toml"
+        path.write_text(
+            f'[service]\nurls = [{url_list}]\ntoken_file = "{token_file}"\n'
+            f"connect_timeout = {connect}\ntotal_timeout = {total}\n{extra}"
+            f'[host]\nname = "web1"\n[break_glass]\naccounts = [{accounts}]\n'
+            f'[state]\ndir = "{state}"\n[log]\nsyslog_socket = "{sink.path}"\n'
+        )
+        return str(path)
+
+    return write
+
+
+@pytest.fixture
+def config(write_config, fault):
+    return load_config(write_config([fault.url]))

@@ -1,0 +1,166 @@
+"""jit-pam-account and jit-pam-session, run in-process against a real local server."""
+
+from __future__ import annotations
+
+import pytest
+
+from jit_hooks.host import connection, pam_account, pam_session
+
+ALLOW = {"decision": "allow", "reason": "approved", "request_id": 7, "expires_at": 4102444800}
+DENY = {
+    "decision": "deny",
+    "reason": "no active approval\nfor deploy",
+    "request_id": None,
+    "expires_at": None,
+}
+
+
+@pytest.fixture
+def pam_env(monkeypatch):
+    def set_env(pam_type="account", user="deploy", auth_info=None):
+        monkeypatch.setenv("PAM_TYPE", pam_type)
+        monkeypatch.setenv("PAM_USER", user)
+        monkeypatch.setenv("PAM_RHOST", "127.0.0.1")
+        monkeypatch.setenv("PAM_SERVICE", "sshd")
+        if auth_info is None:
+            monkeypatch.delenv("SSH_AUTH_INFO_0", raising=False)
+        else:
+            monkeypatch.setenv("SSH_AUTH_INFO_0", auth_info)
+
+    return set_env
+
+
+def test_account_allow_with_recorded_key(config, fault, pam_env, sink, capsys, keypair):
+    _, pub = keypair
+    connection.record_accepted(
+        config.state_dir,
+        connection.connection_id(),
+        login="deploy",
+        key_type=pub.key_type,
+        fingerprint=pub.fingerprint,
+        request_id=7,
+        expires_at=4102444800,
+    )
+    fault.answer = ALLOW
+    pam_env()
+    assert pam_account.main(["--config", config.path]) == 0
+    body = fault.requests[0].json()
+    assert body == {
+        "login": "deploy",
+        "rhost": "127.0.0.1",
+        "service": "sshd",
+        "connection": connection.connection_id(),
+        "fingerprint": pub.fingerprint,
+    }
+    assert capsys.readouterr().out == ""
+    sink.wait_for("decision=allow login=deploy", ident="jit-pam-account")
+
+
+def test_account_without_key_asks_by_login(config, fault, pam_env):
+    fault.answer = ALLOW
+    pam_env()
+    assert pam_account.main(["--config", config.path]) == 0
+    assert fault.requests[0].json()["fingerprint"] is None
+
+
+def test_account_record_for_other_login_denies(config, fault, pam_env, keypair, capsys):
+    _, pub = keypair
+    connection.record_accepted(
+        config.state_dir,
+        connection.connection_id(),
+        login="root",
+        key_type=pub.key_type,
+        fingerprint=pub.fingerprint,
+        request_id=7,
+        expires_at=4102444800,
+    )
+    fault.answer = ALLOW
+    pam_env()
+    assert pam_account.main(["--config", config.path]) == 1
+    assert fault.requests == []
+    assert "access denied" in capsys.readouterr().out
+
+
+def test_account_deny_prints_sanitised_reason(config, fault, pam_env, sink, capsys):
+    fault.answer = DENY
+    pam_env()
+    assert pam_account.main(["--config", config.path]) == 1
+    assert capsys.readouterr().out == "jit: access denied: no active approvalfor deploy\n"
+    sink.wait_for("decision=deny .*reason=service_denied")
+
+
+@pytest.mark.parametrize("fault_name", ["status", "garbage", "hang"])
+def test_account_service_failure_denies(config, fault, pam_env, sink, capsys, fault_name):
+    fault.fault, fault.status = fault_name, 503
+    pam_env()
+    assert pam_account.main(["--config", config.path]) == 1
+    assert "access denied" in capsys.readouterr().out
+    sink.wait_for("decision=deny")
+
+
+def test_account_bad_login_denies(config, fault, pam_env):
+    pam_env(user="../../x")
+    assert pam_account.main(["--config", config.path]) == 1
+    assert fault.requests == []
+
+
+def test_account_break_glass_allowed_while_service_down(write_config, pam_env, sink, tmp_path):
+    path = write_config(["http://127.0.0.1:1"], break_glass=["breakglass"])
+    pam_env(user="breakglass")
+    assert pam_account.main(["--config", path]) == 0
+    sink.wait_for("decision=allow .*reason=break_glass")
+    sink.wait_for("event=break_glass_report .*reported=no")
+    pri = [p for p, _i, m in sink.lines if "reason=break_glass" in m][0]
+    assert pri & 7 == 1  # LOG_ALERT
+
+
+def test_account_break_glass_reported(write_config, fault, pam_env, sink):
+    fault.answer = {"recorded": True}
+    path = write_config([fault.url], break_glass=["breakglass"])
+    pam_env(user="breakglass")
+    assert pam_account.main(["--config", path]) == 0
+    assert fault.requests[0].json()["stage"] == "account"
+    sink.wait_for("event=break_glass_report .*reported=yes")
+
+
+def test_session_open_sends_key_from_auth_info(config, fault, pam_env, keypair, sink):
+    _, pub = keypair
+    fault.answer = ALLOW
+    pam_env("open_session", auth_info=f"publickey {pub.key_type} {pub.blob}\n")
+    assert pam_session.main(["--config", config.path]) == 0
+    body = fault.requests[0].json()
+    assert body["event"] == "open" and body["fingerprint"] == pub.fingerprint
+    assert body["key"] == pub.blob and body["connection"] == connection.connection_id()
+    sink.wait_for("decision=allow event=open", ident="jit-pam-session")
+
+
+def test_session_open_denied(config, fault, pam_env, capsys):
+    fault.answer = DENY
+    pam_env("open_session")
+    assert pam_session.main(["--config", config.path]) == 1
+    assert "access denied" in capsys.readouterr().out
+
+
+def test_session_open_service_down_denies(write_config, pam_env):
+    pam_env("open_session")
+    assert pam_session.main(["--config", write_config(["http://127.0.0.1:1"])]) == 1
+
+
+def test_session_close_never_fails(write_config, pam_env, sink):
+    pam_env("close_session")
+    assert pam_session.main(["--config", write_config(["http://127.0.0.1:1"])]) == 0
+    sink.wait_for("decision=close .*reported=no")
+
+
+def test_session_wrong_type_denies(config, pam_env):
+    pam_env("auth")
+    assert pam_session.main(["--config", config.path]) == 1
+
+
+def test_auth_key_parsing(keypair):
+    _, pub = keypair
+    assert pam_session.auth_key("") is None
+    assert pam_session.auth_key("password\n") is None
+    info = f"publickey ssh-rsa AAAA\npublickey {pub.key_type} {pub.blob}\n"
+    assert pam_session.auth_key(info).fingerprint == pub.fingerprint
+    assert pam_session.auth_key("publickey ssh-ed25519-cert-v01@openssh.com AAAA") is None
