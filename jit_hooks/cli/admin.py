@@ -1,0 +1,464 @@
+"""`jit-hooks`: wire sshd to the hooks without locking anyone out (host admin, as root)."""
+
+from __future__ import annotations
+
+import functools
+import grp
+import os
+import pwd
+import sys
+import time
+import tomllib
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from jit_hooks import sshkeys
+from jit_hooks.errors import ConfigError, JitError, ServiceError
+from jit_hooks.host import config as host_config
+from jit_hooks.host import paths, wiring
+from jit_hooks.host.config import HostConfig, load_config, parse_config
+from jit_hooks.protocol import HOOK_AUTHORIZED_KEYS
+
+# Hook commands enable refuses to point sshd at unless they exist.
+HOOK_COMMANDS = ("jit-authorized-keys", "jit-pam-account", "jit-pam-session")
+# sshd's expiry-time uses the host clock: past this skew approvals end early or late.
+MAX_CLOCK_SKEW = 60
+
+
+class AdminError(JitError):
+    """Raised when a jit-hooks admin command refuses or fails; printed as one line."""
+
+
+def _fail_as_one_line(func: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except JitError as e:
+            click.echo(f"jit-hooks: {e}", err=True)
+            sys.exit(1)
+        except OSError as e:
+            click.echo(f"jit-hooks: {e.filename or ''}: {e.strerror}", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def _layout_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--root and friends, shared by every subcommand; they build a wiring.Layout."""
+    options = [
+        click.option(
+            "--root",
+            default="/",
+            show_default=True,
+            type=click.Path(file_okay=False, exists=True),
+            help="Directory tree to work in instead of / (tests, images).",
+        ),
+        click.option(
+            "--sshd-config",
+            metavar="PATH",
+            help="sshd's main config [ROOT/etc/ssh/sshd_config]; the drop-in goes into "
+            "its sshd_config.d/.",
+        ),
+        click.option("--pam-file", metavar="PATH", help="sshd's PAM file [ROOT/etc/pam.d/sshd]."),
+        click.option(
+            "--config",
+            "host_config",
+            metavar="PATH",
+            help=f"Host config [ROOT{paths.CONFIG_PATH}].",
+        ),
+        click.option(
+            "--bin-dir",
+            default="/usr/bin",
+            show_default=True,
+            help="Where sshd and PAM find the hook commands.",
+        ),
+        click.option("--sshd", default=wiring.SSHD, show_default=True, help="sshd binary."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+
+    @functools.wraps(func)
+    def wrapper(root, sshd_config, pam_file, host_config, bin_dir, sshd, **kwargs):
+        root = os.path.abspath(root)
+        layout = wiring.Layout(
+            root=root,
+            sshd_config=sshd_config and os.path.abspath(sshd_config),
+            pam_file=pam_file and os.path.abspath(pam_file),
+            host_config=host_config and os.path.abspath(host_config),
+            bin_dir=bin_dir,
+            sshd=sshd,
+        )
+        return func(layout=layout, **kwargs)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Wire this host's sshd to the jit-hooks approval service, safely.
+
+    `enable` refuses unless the service answers with this host's token, a
+    break-glass account exists and sshd accepts the result; `disable` reverts it
+    exactly. Run as root.
+    """
+
+
+# -- checks shared by enable and status ---------------------------------------
+
+
+def _config(layout: wiring.Layout) -> HostConfig:
+    return load_config(layout.host_config_path)
+
+
+def _hook_user_gid() -> int:
+    try:
+        return grp.getgrnam(paths.HOOK_USER).gr_gid
+    except KeyError:
+        raise AdminError(
+            f"group {paths.HOOK_USER} does not exist: install the jit-hooks package first"
+        ) from None
+
+
+def _check_hook_user() -> None:
+    try:
+        pwd.getpwnam(paths.HOOK_USER)
+    except KeyError:
+        raise AdminError(
+            f"user {paths.HOOK_USER} (sshd's AuthorizedKeysCommandUser) does not exist: "
+            "install the jit-hooks package first"
+        ) from None
+
+
+def _check_token_file(config: HostConfig) -> None:
+    """The AKC runs as the hook user: it must be able to read the token, others must not."""
+    gid = _hook_user_gid()
+    try:
+        st = os.stat(config.token_file)
+    except OSError as e:
+        raise AdminError(f"{config.token_file}: {e.strerror} (run `jit-hooks enroll`)") from None
+    if st.st_uid != 0 or st.st_gid != gid or st.st_mode & 0o7777 != 0o640:
+        raise AdminError(
+            f"{config.token_file}: must be mode 0640 owner root group {paths.HOOK_USER} "
+            f"(is {st.st_mode & 0o7777:04o} {st.st_uid}:{st.st_gid})"
+        )
+    config.read_token()  # malformed -> ConfigError
+
+
+def _check_break_glass(config: HostConfig, force: bool) -> list[str]:
+    """Break-glass accounts that exist here; refuses when there are none, unless forced."""
+    present, missing = [], []
+    for account in sorted(config.break_glass):
+        try:
+            pwd.getpwnam(account)
+            present.append(account)
+        except KeyError:
+            missing.append(account)
+    if not present and not force:
+        where = config.path or paths.CONFIG_PATH
+        absent = f" ({', '.join(missing)}: no such user)" if missing else ""
+        raise AdminError(
+            f"no existing break-glass account in {where} [break_glass] accounts{absent}: "
+            "if the service fails nobody could log in; add one, or use --force"
+        )
+    for account in missing:
+        click.echo(f"jit-hooks: warning: break-glass account {account}: no such user", err=True)
+    return present
+
+
+def _ping(config: HostConfig) -> tuple[str, int]:
+    """(host name the token belongs to, clock skew in seconds: service - here)."""
+    from jit_hooks.host.client import HookClient
+
+    try:
+        answer = HookClient(config).ping()
+    except ServiceError as e:
+        raise AdminError(f"service unreachable ({e.reason}) at {e.url or config.urls[0]}") from None
+    return answer["host"], answer["time"] - int(time.time())
+
+
+def _check_service(config: HostConfig, force: bool) -> str:
+    host, skew = _ping(config)
+    if config.host_name and host != config.host_name:
+        raise AdminError(
+            f"the host token belongs to host {host!r}, but [host] name is {config.host_name!r}"
+        )
+    if abs(skew) > MAX_CLOCK_SKEW:
+        message = f"clock skew of {skew:+d} s with the service (limit {MAX_CLOCK_SKEW} s)"
+        if not force:
+            raise AdminError(f"{message}: fix NTP first, or use --force")
+        click.echo(f"jit-hooks: warning: {message}", err=True)
+    return f"service answers for host {host} (clock skew {skew:+d} s)"
+
+
+def _check_commands(layout: wiring.Layout) -> None:
+    for name in HOOK_COMMANDS:
+        path = os.path.join(layout.bin_dir, name)
+        if not os.access(path, os.X_OK):
+            raise AdminError(f"{path} is missing or not executable")
+
+
+def _reload(layout: wiring.Layout, no_reload: bool) -> str:
+    if no_reload:
+        return "sshd not reloaded (--no-reload)"
+    return wiring.reload_sshd(layout)
+
+
+# -- commands ----------------------------------------------------------------
+
+
+@cli.command()
+@_layout_options
+@click.option("--force", is_flag=True, help="Enable without an existing break-glass account.")
+@click.option("--no-reload", is_flag=True, help="Write and check the wiring, don't reload sshd.")
+@_fail_as_one_line
+def enable(layout: wiring.Layout, force: bool, no_reload: bool) -> None:
+    """Point sshd at the hooks (drop-in + PAM block), after checking it is safe."""
+    config = _config(layout)
+    break_glass = _check_break_glass(config, force)
+    _check_hook_user()
+    _check_token_file(config)
+    _check_commands(layout)
+    service = _check_service(config, force)
+    changed = wiring.enable(layout, config.break_glass)
+    what = "enabled" if changed else "already enabled"
+    click.echo(f"{what}: {layout.dropin_path} and the jit-hooks block in {layout.pam_path}")
+    click.echo(service)
+    click.echo(f"break-glass: {', '.join(break_glass) or 'none (--force)'}")
+    click.echo(_reload(layout, no_reload))
+
+
+@cli.command()
+@_layout_options
+@click.option("--no-reload", is_flag=True, help="Remove the wiring, don't reload sshd.")
+@_fail_as_one_line
+def disable(layout: wiring.Layout, no_reload: bool) -> None:
+    """Remove exactly what enable wrote, and reload sshd."""
+    if wiring.disable(layout):
+        click.echo(f"disabled: removed {layout.dropin_path} and the block in {layout.pam_path}")
+        click.echo(_reload(layout, no_reload))
+    else:
+        click.echo("already disabled: nothing to remove")
+
+
+@cli.command()
+@_layout_options
+@_fail_as_one_line
+def status(layout: wiring.Layout) -> None:
+    """Wiring, sshd config, service, token and clock: one line each; exit 1 on a problem."""
+    ok = True
+
+    def line(name: str, good: bool, text: str) -> None:
+        nonlocal ok
+        ok = ok and good
+        click.echo(f"{name + ':':<13} {'ok  ' if good else 'FAIL'} {text}")
+
+    try:
+        config: HostConfig | None = _config(layout)
+        line("config", True, config.path or "")
+    except ConfigError as e:
+        config = None
+        line("config", False, str(e))
+    break_glass = config.break_glass if config else frozenset()
+    state = wiring.wiring_status(layout, break_glass)
+    detail = f"drop-in {state.dropin}, PAM block {state.pam}"
+    line("wiring", state.state in ("enabled", "disabled"), f"{state.state} ({detail})")
+    problem = wiring.sshd_test(layout)
+    line("sshd config", problem is None, problem or f"sshd -t accepts {layout.sshd_config_path}")
+    if state.state == "enabled" and problem is None:
+        problems = wiring.verify_effective(layout, break_glass)
+        line("sshd uses", not problems, problems[0] if problems else "the jit-hooks settings")
+    if config is None:
+        sys.exit(1)
+    line("break-glass", bool(break_glass), ", ".join(sorted(break_glass)) or "none configured")
+    try:
+        _check_token_file(config)
+        line("token", True, f"{config.token_file} (0640 root:{paths.HOOK_USER})")
+    except (AdminError, ConfigError) as e:
+        line("token", False, str(e))
+    try:
+        host, skew = _ping(config)
+        line("service", True, f"answers for host {host}")
+        line("clock skew", abs(skew) <= MAX_CLOCK_SKEW, f"{skew:+d} s vs the service")
+    except (AdminError, ConfigError) as e:
+        line("service", False, str(e))
+    sys.exit(0 if ok else 1)
+
+
+@cli.command()
+@_layout_options
+@click.argument("login")
+@click.option(
+    "--key",
+    "key_file",
+    required=True,
+    type=click.File("r"),
+    help="Public key file (e.g. id_ed25519.pub).",
+)
+@_fail_as_one_line
+def check(layout: wiring.Layout, login: str, key_file) -> None:
+    """Dry run: what sshd would get for LOGIN offering this key, and why.
+
+    Asks the service like the hooks do (the answers are audited like any hook
+    call). Exit 0 if the key would be accepted now, 1 if not.
+    """
+    from jit_hooks.host import authorized_keys
+    from jit_hooks.host.client import HookClient
+
+    config = _config(layout)
+    try:
+        offered = sshkeys.parse_public_key(key_file.read(16384))
+    except JitError as e:
+        raise AdminError(f"{key_file.name}: {e}") from None
+    click.echo(f"key: {offered.key_type} {offered.fingerprint}")
+    if login in config.break_glass:
+        click.echo(
+            f"{login} is a break-glass account: sshd reads its keys from its own "
+            "AuthorizedKeysFile; the service is not asked"
+        )
+        sys.exit(0)
+    client = HookClient(config)
+    try:
+        answer = client.request(
+            "POST",
+            HOOK_AUTHORIZED_KEYS,
+            {
+                "login": login,
+                "fingerprint": offered.fingerprint,
+                "key_type": offered.key_type,
+                "key": offered.blob,
+            },
+        )
+        text, fields = authorized_keys.respond(answer, offered, int(time.time()))
+        decision = client.account(
+            {
+                "login": login,
+                "rhost": None,
+                "service": "jit-hooks-check",
+                "connection": None,
+                "fingerprint": offered.fingerprint,
+            }
+        )
+    except ServiceError as e:
+        click.echo(f"sshd would get: nothing (service error {e.reason} at {e.url}): denied")
+        sys.exit(1)
+    if text:
+        click.echo(f"sshd would get: {text.rstrip()}")
+    else:
+        why = fields.get("reason")
+        if fields.get("dropped"):
+            why = f"{why}: {fields['dropped']}"
+        click.echo(f"sshd would get: nothing ({why}): the key is refused")
+    click.echo(f"account check: {decision['decision']}: {decision['reason']}")
+    sys.exit(0 if text and decision["decision"] == "allow" else 1)
+
+
+def _render_config(
+    *,
+    urls: list[str],
+    ca_file: str | None,
+    token_file: str,
+    host_name: str | None,
+    break_glass: list[str],
+    old: HostConfig | None,
+) -> str:
+    def q(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+    lines = [
+        "# jit-hooks host configuration, see jit-hooks(8). Written by `jit-hooks enroll`.",
+        "[service]",
+        f"urls = [{', '.join(q(u) for u in urls)}]",
+    ]
+    if ca_file:
+        lines.append(f"ca_file = {q(ca_file)}")
+    lines.append(f"token_file = {q(token_file)}  # 0640 root:{paths.HOOK_USER}")
+    if old:
+        lines += [
+            f"connect_timeout = {old.connect_timeout!r}",
+            f"total_timeout = {old.total_timeout!r}",
+        ]
+    lines.append("")
+    if host_name:
+        lines += ["[host]", f"name = {q(host_name)}", ""]
+    lines += [
+        "[break_glass]",
+        "# Local accounts that log in with their own keys even when the service is down.",
+        f"accounts = [{', '.join(q(a) for a in break_glass)}]",
+    ]
+    if old and old.state_dir != paths.STATE_DIR:
+        lines += ["", "[state]", f"dir = {q(old.state_dir)}"]
+    if old and old.syslog_socket != paths.SYSLOG_SOCKET:
+        lines += ["", "[log]", f"syslog_socket = {q(old.syslog_socket)}"]
+    return "\n".join(lines) + "\n"
+
+
+@cli.command()
+@_layout_options
+@click.option("--url", "urls", multiple=True, required=True, help="Service URL (repeatable).")
+@click.option(
+    "--token-file",
+    type=click.File("r"),
+    default="-",
+    help="File holding the host token from `jit-server host add` [stdin].",
+)
+@click.option("--ca-file", metavar="PATH", help="CA certificate(s) to verify the service with.")
+@click.option("--host-name", metavar="NAME", help="This host's name in the service.")
+@click.option(
+    "--break-glass",
+    "break_glass",
+    multiple=True,
+    metavar="ACCOUNT",
+    help="Break-glass account (repeatable; default: keep the configured ones).",
+)
+@_fail_as_one_line
+def enroll(
+    layout: wiring.Layout,
+    urls: tuple[str, ...],
+    token_file,
+    ca_file: str | None,
+    host_name: str | None,
+    break_glass: tuple[str, ...],
+) -> None:
+    """Write the host config and the host token with the right owners and modes."""
+    token = token_file.read(1024).strip()
+    if not token:
+        raise AdminError("no host token given")
+    gid = _hook_user_gid()
+    path = layout.host_config_path
+    try:
+        old: HostConfig | None = load_config(path) if os.path.exists(path) else None
+    except ConfigError:
+        old = None  # a broken config is replaced; the new one is validated below
+    token_path = old.token_file if old else layout.under_root(paths.TOKEN_PATH)
+    accounts = list(break_glass) or sorted(old.break_glass if old else [])
+    text = _render_config(
+        urls=list(urls),
+        ca_file=os.path.abspath(ca_file) if ca_file else None,
+        token_file=token_path,
+        host_name=host_name or (old.host_name if old else None),
+        break_glass=accounts,
+        old=old,
+    )
+    parse_config(tomllib.loads(text), path=path)  # refuses bad URLs, names, ...
+    # Validate the token the way the hooks will read it, before anything is written.
+    if not host_config._TOKEN_RE.match(token):
+        raise AdminError(
+            "the host token is malformed (expected what `jit-server host add` printed)"
+        )
+    for d in {os.path.dirname(path), os.path.dirname(token_path)}:
+        os.makedirs(d, mode=0o755, exist_ok=True)
+    wiring.write_atomic(token_path, (token + "\n").encode(), mode=0o640, uid=0, gid=gid)
+    wiring.write_atomic(path, text.encode(), mode=0o644)
+    click.echo(f"wrote {path} and {token_path} (0640 root:{paths.HOOK_USER})")
+    click.echo("next: `jit-hooks status`, then `jit-hooks enable`")
+
+
+def main() -> None:
+    cli(prog_name="jit-hooks")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,488 @@
+"""sshd + PAM wiring of the hooks: render, write, verify with sshd, revert exactly.
+
+`jit-hooks enable` writes two things and `disable` removes exactly them:
+
+* the sshd drop-in ``<sshd_config dir>/sshd_config.d/10-jit-hooks.conf`` (Debian 12's
+  sshd_config includes ``sshd_config.d/*.conf`` at its top, and the first value of a
+  keyword wins, so the drop-in decides the keywords it sets);
+* a marked block appended to sshd's PAM service file (``/etc/pam.d/sshd``), between
+  ``# BEGIN jit-hooks`` and ``# END jit-hooks`` lines. sshd's PAM service name is
+  fixed, and Debian's pam-auth-update only manages the common-* files shared by
+  every service (su, sudo, login...), so an appended block is the smallest edit
+  that touches sshd alone; removing it restores the file byte for byte.
+
+Break-glass accounts are kept independent of jit-hooks: sshd reads their keys from
+their own AuthorizedKeysFile, and in PAM the hooks run for them as ``optional``
+(to log and report the use) so a broken hook, Python or service cannot lock them out.
+
+Every path is resolved under a root directory so tests (and chroots) never touch
+the machine's own sshd. Stdlib only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+from dataclasses import dataclass, field
+
+from jit_hooks.errors import JitError
+from jit_hooks.host import paths
+
+DROPIN_NAME = "10-jit-hooks.conf"
+PAM_BEGIN = "# BEGIN jit-hooks"
+PAM_END = "# END jit-hooks"
+# Written into the BEGIN line when enable had to end the file's last line first,
+# so that disable can take exactly that newline back out.
+_ADDED_NEWLINE = " (added the newline ending the line above)"
+# What sshd reads for break-glass accounts: Debian's default AuthorizedKeysFile.
+BREAK_GLASS_KEYS_FILE = ".ssh/authorized_keys .ssh/authorized_keys2"
+SSHD = "/usr/sbin/sshd"
+# `sshd -t` / `sshd -T` read a few files and exit: 30 s only guards against a hang.
+SSHD_TIMEOUT = 30
+
+
+class WiringError(JitError):
+    """Raised when the wiring can't be written, verified or removed (nothing is left changed)."""
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where the wiring lives; everything under ``root`` unless given explicitly."""
+
+    root: str = "/"
+    sshd_config: str | None = None  # default <root>/etc/ssh/sshd_config
+    pam_file: str | None = None  # default <root>/etc/pam.d/sshd
+    host_config: str | None = None  # default <root>/etc/jit-hooks/jit-hooks.toml
+    bin_dir: str = "/usr/bin"  # where sshd/PAM find the hooks (absolute, not under root)
+    sshd: str = SSHD
+
+    def under_root(self, path: str) -> str:
+        return os.path.join(self.root, path.lstrip("/"))
+
+    @property
+    def sshd_config_path(self) -> str:
+        return self.sshd_config or self.under_root("/etc/ssh/sshd_config")
+
+    @property
+    def dropin_path(self) -> str:
+        return os.path.join(os.path.dirname(self.sshd_config_path), "sshd_config.d", DROPIN_NAME)
+
+    @property
+    def pam_path(self) -> str:
+        return self.pam_file or self.under_root("/etc/pam.d/sshd")
+
+    @property
+    def host_config_path(self) -> str:
+        return self.host_config or self.under_root(paths.CONFIG_PATH)
+
+    def command(self, name: str) -> str:
+        """A hook's command line; names the config file only when it isn't the default."""
+        cmd = os.path.join(self.bin_dir, name)
+        if self.host_config_path != paths.CONFIG_PATH:
+            cmd += f" --config {self.host_config_path}"
+        return cmd
+
+
+def render_dropin(layout: Layout, break_glass: frozenset[str] | set[str]) -> str:
+    """The sshd_config.d drop-in enable writes."""
+    lines = [
+        "# Written by `jit-hooks enable`; `jit-hooks disable` removes it. Do not edit:",
+        "# change /etc/jit-hooks/jit-hooks.toml and run `jit-hooks enable` again.",
+        "# Keys come from the approval service, valid only while an approval is active.",
+        f"AuthorizedKeysCommand {layout.command('jit-authorized-keys')} %u %f %t %k",
+        f"AuthorizedKeysCommandUser {paths.HOOK_USER}",
+        "# Nobody keeps standing keys: only break-glass accounts read their own file.",
+        "AuthorizedKeysFile none",
+        "# The PAM session hook reads the accepted key from SSH_AUTH_INFO_0.",
+        "ExposeAuthInfo yes",
+        "# The PAM account hook re-checks the approval for every login method.",
+        "UsePAM yes",
+    ]
+    if break_glass:
+        lines += [
+            "# Break-glass accounts: keys from their own file, independent of the service.",
+            f"Match User {','.join(sorted(break_glass))}",
+            f"    AuthorizedKeysFile {BREAK_GLASS_KEYS_FILE}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def render_pam_block(layout: Layout, break_glass: frozenset[str] | set[str]) -> str:
+    """The marked block enable appends to sshd's PAM file (without a BEGIN suffix)."""
+    account = f"pam_exec.so quiet stdout {layout.command('jit-pam-account')}"
+    session = layout.command("jit-pam-session")
+    opened = f"pam_exec.so quiet type=open_session {session}"
+    closed = f"pam_exec.so quiet type=close_session {session}"
+    lines = [
+        f"{PAM_BEGIN}: written by `jit-hooks enable`, removed by `jit-hooks disable`",
+    ]
+    if break_glass:
+        users = ":".join(sorted(break_glass))
+        lines += [
+            f"# Break-glass ({users}): the hooks log and report the use but cannot block it.",
+            f"account [success=2 default=ignore] pam_succeed_if.so quiet user notin {users}",
+            f"account optional {account}",
+            "account [default=1] pam_permit.so",
+            f"account required {account}",
+            f"session [success=2 default=ignore] pam_succeed_if.so quiet user notin {users}",
+            f"session optional {opened}",
+            "session [default=1] pam_permit.so",
+            f"session required {opened}",
+        ]
+    else:
+        lines += [f"account required {account}", f"session required {opened}"]
+    lines += [f"session optional {closed}", PAM_END]
+    return "\n".join(lines) + "\n"
+
+
+_BLOCK_RE = re.compile(
+    r"^" + re.escape(PAM_BEGIN) + r"(?P<begin>[^\n]*)\n(?:.*?\n)??" + re.escape(PAM_END) + r"\n",
+    re.M | re.S,
+)
+
+
+def find_pam_block(text: str) -> re.Match | None:
+    """The jit-hooks block in a PAM file, or None; WiringError if the markers are broken."""
+    blocks = list(_BLOCK_RE.finditer(text))
+    begins = len(re.findall(r"^" + re.escape(PAM_BEGIN), text, re.M))
+    ends = len(re.findall(r"^" + re.escape(PAM_END) + r"$", text, re.M))
+    if len(blocks) > 1 or begins != len(blocks) or ends != len(blocks):
+        raise WiringError(
+            f"{PAM_BEGIN!r}/{PAM_END!r} markers are unbalanced or repeated: fix by hand"
+        )
+    return blocks[0] if blocks else None
+
+
+def add_pam_block(text: str, block: str) -> str:
+    """``text`` with ``block`` replacing the existing block, or appended at the end."""
+    found = find_pam_block(text)
+    if found:
+        old_begin = found.group("begin")
+        if _ADDED_NEWLINE in old_begin:
+            block = block.replace("\n", _ADDED_NEWLINE + "\n", 1)
+        return text[: found.start()] + block + text[found.end() :]
+    if text and not text.endswith("\n"):
+        return text + "\n" + block.replace("\n", _ADDED_NEWLINE + "\n", 1)
+    return text + block
+
+
+def remove_pam_block(text: str) -> str:
+    """``text`` without the jit-hooks block (and the newline enable added, if any)."""
+    found = find_pam_block(text)
+    if not found:
+        return text
+    start = found.start()
+    if _ADDED_NEWLINE in found.group("begin") and text[:start].endswith("\n"):
+        start -= 1
+    return text[:start] + text[found.end() :]
+
+
+def pam_block_body(text: str) -> str | None:
+    """The block as enable would render it (marker suffix dropped), or None."""
+    found = find_pam_block(text)
+    return found.group(0).replace(_ADDED_NEWLINE, "", 1) if found else None
+
+
+@dataclass
+class FileState:
+    """A file's bytes and metadata before a change, so it can be put back exactly."""
+
+    path: str
+    data: bytes | None  # None: the file did not exist
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    times: tuple[int, int] | None = None
+
+    @classmethod
+    def read(cls, path: str) -> FileState:
+        try:
+            st = os.stat(path)
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return cls(path, None)
+        except OSError as e:
+            raise WiringError(f"{path}: cannot read: {e.strerror}") from None
+        return cls(
+            path, data, st.st_mode & 0o7777, st.st_uid, st.st_gid, (st.st_atime_ns, st.st_mtime_ns)
+        )
+
+
+@dataclass
+class Change:
+    before: FileState
+    after: bytes | None  # None: remove the file
+    mode: int = 0o644
+
+    @property
+    def changes_anything(self) -> bool:
+        return self.before.data != self.after
+
+
+def write_atomic(path: str, data: bytes, *, mode: int, uid: int = 0, gid: int = 0) -> None:
+    """Replace ``path`` with ``data`` so readers see the old or the new file, never half."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.jit-hooks-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if os.geteuid() == 0:
+            os.chown(tmp, uid, gid)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def apply_changes(changes: list[Change]) -> None:
+    """Write every change; on any failure put back what was already written."""
+    done: list[Change] = []
+    try:
+        for change in changes:
+            if not change.changes_anything:
+                continue
+            b = change.before
+            if change.after is None:
+                os.unlink(b.path)
+            elif b.data is None:
+                write_atomic(b.path, change.after, mode=change.mode)
+            else:
+                write_atomic(b.path, change.after, mode=b.mode, uid=b.uid, gid=b.gid)
+            done.append(change)
+    except OSError as e:
+        revert_changes(done)
+        raise WiringError(f"{e.filename or 'file'}: cannot write: {e.strerror}") from None
+
+
+def revert_changes(changes: list[Change]) -> None:
+    """Put every file of ``changes`` back to its ``before`` bytes, mode, owner and times."""
+    for change in reversed(changes):
+        b = change.before
+        if b.data is None:
+            try:
+                os.unlink(b.path)
+            except FileNotFoundError:
+                pass
+            continue
+        write_atomic(b.path, b.data, mode=b.mode, uid=b.uid, gid=b.gid)
+        if b.times:
+            os.utime(b.path, ns=b.times)
+
+
+def _real(path: str) -> str:
+    # Edit the file a symlink points at rather than replacing the link.
+    return os.path.realpath(path)
+
+
+def plan_enable(layout: Layout, break_glass: frozenset[str] | set[str]) -> list[Change]:
+    """The file changes that make the wiring current (empty-effect changes if it already is)."""
+    dropin_dir = os.path.dirname(layout.dropin_path)
+    if not os.path.isdir(dropin_dir):
+        raise WiringError(f"{dropin_dir} does not exist: this sshd_config has no drop-in directory")
+    pam = FileState.read(_real(layout.pam_path))
+    if pam.data is None:
+        raise WiringError(f"{layout.pam_path}: missing (is openssh-server installed?)")
+    text = _decode(pam)
+    outside = remove_pam_block(text)
+    if "jit-pam-account" in outside or "jit-pam-session" in outside:
+        raise WiringError(
+            f"{layout.pam_path}: already runs jit-pam-* outside the jit-hooks block: "
+            "remove those lines by hand first"
+        )
+    new_pam = add_pam_block(text, render_pam_block(layout, break_glass))
+    return [
+        Change(FileState.read(layout.dropin_path), render_dropin(layout, break_glass).encode()),
+        Change(pam, new_pam.encode()),
+    ]
+
+
+def plan_disable(layout: Layout) -> list[Change]:
+    """The file changes that remove the wiring (none if it is absent)."""
+    changes = []
+    dropin = FileState.read(layout.dropin_path)
+    if dropin.data is not None:
+        changes.append(Change(dropin, None))
+    pam = FileState.read(_real(layout.pam_path))
+    if pam.data is not None:
+        changes.append(Change(pam, remove_pam_block(_decode(pam)).encode()))
+    return [c for c in changes if c.changes_anything]
+
+
+def _decode(state: FileState) -> str:
+    try:
+        return state.data.decode("utf-8") if state.data is not None else ""
+    except UnicodeDecodeError:
+        raise WiringError(f"{state.path}: not UTF-8 text") from None
+
+
+def sshd_test(layout: Layout) -> str | None:
+    """Run ``sshd -t`` on the config; None if it accepts it, else sshd's first message."""
+    try:
+        r = subprocess.run(
+            [layout.sshd, "-t", "-f", layout.sshd_config_path],
+            capture_output=True,
+            text=True,
+            timeout=SSHD_TIMEOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"cannot run {layout.sshd}: {e}"
+    if r.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in (r.stderr + r.stdout).splitlines() if ln.strip()]
+    return lines[0] if lines else f"sshd -t exited with status {r.returncode}"
+
+
+def sshd_effective(layout: Layout, user: str) -> dict[str, str]:
+    """``sshd -T`` for a connection as ``user`` from 127.0.0.1: keyword -> value."""
+    r = subprocess.run(
+        [
+            layout.sshd,
+            "-T",
+            "-f",
+            layout.sshd_config_path,
+            "-C",
+            f"user={user},host=localhost,addr=127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=SSHD_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    if r.returncode != 0:
+        first = (r.stderr.strip().splitlines() or ["no output"])[0]
+        raise WiringError(f"sshd -T failed: {first}")
+    out: dict[str, str] = {}
+    for line in r.stdout.splitlines():
+        key, _, value = line.partition(" ")
+        out.setdefault(key, value)
+    return out
+
+
+# A user name that can't be a real account: `sshd -T` as an ordinary user.
+PROBE_USER = "jit-hooks-probe"
+
+
+def verify_effective(layout: Layout, break_glass: frozenset[str] | set[str]) -> list[str]:
+    """Problems with what sshd would really use (another file winning, no Include, ...)."""
+    problems = []
+    want = {
+        "authorizedkeyscommand": f"{layout.command('jit-authorized-keys')} %u %f %t %k",
+        "authorizedkeyscommanduser": paths.HOOK_USER,
+        "authorizedkeysfile": "none",
+        "exposeauthinfo": "yes",
+        "usepam": "yes",
+    }
+    got = sshd_effective(layout, PROBE_USER)
+    for key, value in want.items():
+        if got.get(key) != value:
+            problems.append(f"sshd uses {key} {got.get(key, '(unset)')!r}, not {value!r}")
+    for user in sorted(break_glass):
+        if sshd_effective(layout, user).get("authorizedkeysfile", "none") == "none":
+            problems.append(f"break-glass account {user} would have no AuthorizedKeysFile")
+    return problems
+
+
+@dataclass
+class WiringStatus:
+    dropin: str  # "absent" | "current" | "different"
+    pam: str  # "absent" | "current" | "different"
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.dropin == self.pam == "absent":
+            return "disabled"
+        if self.dropin == self.pam == "current":
+            return "enabled"
+        if "absent" in (self.dropin, self.pam):
+            return "partial"
+        return "outdated"
+
+
+def wiring_status(layout: Layout, break_glass: frozenset[str] | set[str]) -> WiringStatus:
+    """Compare the files with what enable would write now."""
+    dropin = FileState.read(layout.dropin_path).data
+    if dropin is None:
+        d = "absent"
+    else:
+        d = "current" if dropin == render_dropin(layout, break_glass).encode() else "different"
+    pam_state = FileState.read(_real(layout.pam_path))
+    body = pam_block_body(_decode(pam_state))
+    if body is None:
+        p = "absent"
+    else:
+        p = "current" if body == render_pam_block(layout, break_glass) else "different"
+    return WiringStatus(d, p)
+
+
+def enable(layout: Layout, break_glass: frozenset[str] | set[str]) -> bool:
+    """Write the wiring, check it with sshd, roll back on any problem.
+
+    Returns False if it was already current (nothing written). The caller checks the
+    service and the break-glass list first; this only deals with files and sshd.
+    """
+    changes = plan_enable(layout, break_glass)
+    if not any(c.changes_anything for c in changes):
+        problem = sshd_test(layout)
+        if problem:
+            raise WiringError(f"sshd -t rejects the configuration: {problem}")
+        return False
+    apply_changes(changes)
+    try:
+        problem = sshd_test(layout)
+        if problem:
+            raise WiringError(f"sshd -t rejects the result, rolled back: {problem}")
+        problems = verify_effective(layout, break_glass)
+        if problems:
+            raise WiringError(f"rolled back: {problems[0]}")
+    except BaseException:
+        revert_changes(changes)
+        raise
+    return True
+
+
+def disable(layout: Layout) -> bool:
+    """Remove the wiring; returns False if there was none. Checks sshd afterwards."""
+    changes = plan_disable(layout)
+    if not changes:
+        return False
+    apply_changes(changes)
+    problem = sshd_test(layout)
+    if problem:
+        raise WiringError(
+            f"wiring removed, but sshd -t rejects the remaining configuration: {problem}"
+        )
+    return True
+
+
+def reload_sshd(layout: Layout) -> str:
+    """Ask the running sshd (from its PidFile) to re-read its config; a one-line outcome.
+
+    SIGHUP is what Debian's ssh.service does on reload. Without --root we go by
+    sshd's own PidFile; under a root dir the pid file is looked up under it too, so
+    a test root can never signal the machine's own sshd.
+    """
+    pidfile = sshd_effective(layout, PROBE_USER).get("pidfile", "/run/sshd.pid")
+    if layout.root not in ("/", "") and not pidfile.startswith(layout.root.rstrip("/") + "/"):
+        pidfile = layout.under_root(pidfile)
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        with open(f"/proc/{pid}/comm") as f:
+            comm = f.read().strip()
+    except (OSError, ValueError):
+        return f"sshd is not running (no live pid in {pidfile}): new settings apply when it starts"
+    if not comm.startswith("sshd"):
+        return f"{pidfile} names pid {pid} ({comm}), not sshd: not reloaded"
+    os.kill(pid, signal.SIGHUP)
+    return f"reloaded sshd (pid {pid})"

@@ -1,0 +1,181 @@
+"""Fixtures for the packaging tests: a throw-away sshd root tree, the hook user, a service."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+# The hook wrappers as the package installs them; when the .deb is installed
+# (JIT_HOOKS_INSTALLED=1) the tests use the real /usr/bin ones instead.
+INSTALLED = os.environ.get("JIT_HOOKS_INSTALLED") == "1"
+BIN_DIR = "/usr/bin" if INSTALLED else str(REPO / "packaging/host/usr/bin")
+HOOK_USER = "jit-hooks"
+
+
+def jit_hooks_cmd() -> list[str]:
+    """The admin command under test: the installed one, or the source tree's."""
+    if INSTALLED:
+        return ["/usr/bin/jit-hooks"]
+    return [sys.executable, "-m", "jit_hooks.cli.admin"]
+
+
+@dataclass
+class Root:
+    """A directory tree shaped like a Debian host's /etc, with its own sshd config."""
+
+    path: Path
+    port: int
+
+    @property
+    def sshd_config(self) -> Path:
+        return self.path / "etc/ssh/sshd_config"
+
+    @property
+    def dropin(self) -> Path:
+        return self.path / "etc/ssh/sshd_config.d/10-jit-hooks.conf"
+
+    @property
+    def pam(self) -> Path:
+        return self.path / "etc/pam.d/sshd"
+
+    @property
+    def config(self) -> Path:
+        return self.path / "etc/jit-hooks/jit-hooks.toml"
+
+    @property
+    def token(self) -> Path:
+        return self.path / "etc/jit-hooks/host-token"
+
+    def run(self, *args: str, input: str | None = None, bin_dir: str = BIN_DIR):
+        """`jit-hooks SUBCOMMAND --root ROOT ... ARGS`; returns the CompletedProcess."""
+        sub, rest = args[0], args[1:]
+        cmd = [*jit_hooks_cmd(), sub, "--root", str(self.path), "--bin-dir", bin_dir, *rest]
+        return subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=60)
+
+    def snapshot(self) -> dict[str, tuple[bytes, int]]:
+        """Every file under etc/: bytes and mode, to prove nothing changed."""
+        out = {}
+        for p in sorted((self.path / "etc").rglob("*")):
+            if p.is_file():
+                out[str(p.relative_to(self.path))] = (p.read_bytes(), p.stat().st_mode)
+        return out
+
+
+def write_sshd_root(path: Path, port: int) -> Root:
+    """sshd_config like Debian 12's (drop-ins included first), bound to 127.0.0.1:port."""
+    (path / "etc/ssh/sshd_config.d").mkdir(parents=True)
+    (path / "etc/pam.d").mkdir(parents=True)
+    (path / "etc/jit-hooks").mkdir(parents=True)
+    (path / "run").mkdir()
+    key = path / "etc/ssh/ssh_host_ed25519_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True, timeout=30
+    )
+    (path / "etc/ssh/sshd_config").write_text(
+        f"Include {path}/etc/ssh/sshd_config.d/*.conf\n"
+        f"Port {port}\n"
+        "ListenAddress 127.0.0.1\n"
+        f"HostKey {key}\n"
+        f"PidFile {path}/run/sshd.pid\n"
+        "KbdInteractiveAuthentication no\n"
+        "UsePAM yes\n"
+        "PrintMotd no\n"
+        "Subsystem sftp /usr/lib/openssh/sftp-server\n"
+    )
+    # Debian's own PAM file for sshd, as the machine has it (read only, copied).
+    shutil.copy("/etc/pam.d/sshd", path / "etc/pam.d/sshd")
+    return Root(path=path, port=port)
+
+
+def write_host_config(root: Root, url: str, token: str, break_glass: list[str]) -> None:
+    accounts = ", ".join(f'"{a}"' for a in break_glass)
+    root.config.write_text(
+        "[service]\n"
+        f'urls = ["{url}"]\n'
+        f'token_file = "{root.token}"\n'
+        "connect_timeout = 2.0\n"
+        "total_timeout = 5.0\n"
+        "[break_glass]\n"
+        f"accounts = [{accounts}]\n"
+    )
+    root.token.write_text(token + "\n")
+    os.chown(root.token, 0, _hook_gid())
+    root.token.chmod(0o640)
+
+
+def _hook_gid() -> int:
+    import grp
+
+    return grp.getgrnam(HOOK_USER).gr_gid
+
+
+@pytest.fixture(scope="session")
+def hook_user():
+    """The jit-hooks system user the package creates (created here if missing, then removed)."""
+    import pwd
+
+    try:
+        pwd.getpwnam(HOOK_USER)
+        created = False
+    except KeyError:
+        subprocess.run(
+            ["adduser", "--quiet", "--system", "--group", "--no-create-home",
+             "--home", "/nonexistent", "--shell", "/usr/sbin/nologin", HOOK_USER],
+            check=True,
+            timeout=60,
+        )
+        created = True
+    yield HOOK_USER
+    if created:
+        for cmd in ("deluser", "delgroup"):
+            subprocess.run(
+                [cmd, "--quiet", "--system", HOOK_USER], timeout=60, capture_output=True
+            )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def privsep_dir():
+    # `sshd -t` insists on its privilege separation directory, which the machine
+    # only has once its own sshd ran; openssh's tmpfiles.d would create the same.
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def sshd_root(tmp_path) -> Root:
+    return write_sshd_root(tmp_path / "root", free_port())
+
+
+def have_real_service() -> bool:
+    return importlib.util.find_spec("jit_hooks.cli.server") is not None
+
+
+@pytest.fixture
+def host_service(request, tmp_path):
+    """(url, host token) of a real service with host web1 registered."""
+    svc = request.getfixturevalue("service")
+    token = svc.admin("host", "add", "web1").strip()
+    return svc, token
+
+
+@pytest.fixture
+def enabled_root(sshd_root, host_service, hook_user) -> Root:
+    """A root with config + token for a live service and break-glass account root."""
+    svc, token = host_service
+    write_host_config(sshd_root, svc.url, token, ["root"])
+    return sshd_root

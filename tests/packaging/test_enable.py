@@ -1,0 +1,228 @@
+"""`jit-hooks enable/disable/status` on a throw-away root: real sshd -t, real service.
+
+The root's sshd_config is Debian's layout bound to 127.0.0.1 at a free port and
+never touches the machine's own sshd, /etc/ssh or /etc/pam.d.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.packaging.conftest import Root, write_host_config
+
+pytestmark = pytest.mark.usefixtures("hook_user")
+
+
+def sshd_T(root: Root, user: str) -> dict[str, str]:
+    r = subprocess.run(
+        ["/usr/sbin/sshd", "-T", "-f", str(root.sshd_config), "-C",
+         f"user={user},host=localhost,addr=127.0.0.1"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
+def test_enable_disable_round_trip(enabled_root):
+    root = enabled_root
+    before = root.snapshot()
+
+    r = root.run("enable", "--no-reload")
+    assert r.returncode == 0, r.stderr
+    assert "enabled:" in r.stdout and "service answers for host web1" in r.stdout
+    # sshd itself now resolves the hook settings from the drop-in ...
+    eff = sshd_T(root, "alice")
+    assert eff["authorizedkeyscommand"].endswith(
+        f"jit-authorized-keys --config {root.config} %u %f %t %k"
+    )
+    assert eff["authorizedkeyscommanduser"] == "jit-hooks"
+    assert eff["authorizedkeysfile"] == "none"
+    # ... except for the break-glass account, which keeps its own keys.
+    assert sshd_T(root, "root")["authorizedkeysfile"] == ".ssh/authorized_keys .ssh/authorized_keys2"
+    pam = root.pam.read_text()
+    assert pam.startswith(before["etc/pam.d/sshd"][0].decode())
+    assert "account required pam_exec.so quiet stdout" in pam
+
+    status = root.run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "enabled (drop-in current, PAM block current)" in status.stdout
+    lines = status_lines(status.stdout)
+    assert {v[0] for v in lines.values()} == {"ok"}
+    assert set(lines) == {
+        "config", "wiring", "sshd config", "sshd uses", "break-glass", "token", "service",
+        "clock skew",
+    }
+
+    r = root.run("disable", "--no-reload")
+    assert r.returncode == 0, r.stderr
+    assert "disabled:" in r.stdout
+    after = root.snapshot()
+    assert after == before  # byte-identical, same modes
+
+
+def test_enable_is_idempotent(enabled_root):
+    root = enabled_root
+    assert root.run("enable", "--no-reload").returncode == 0
+    first = root.snapshot()
+    r = root.run("enable", "--no-reload")
+    assert r.returncode == 0, r.stderr
+    assert "already enabled" in r.stdout
+    assert root.snapshot() == first
+    assert root.run("disable", "--no-reload").returncode == 0
+    r = root.run("disable", "--no-reload")
+    assert r.returncode == 0 and "already disabled" in r.stdout
+
+
+def test_changed_break_glass_list_rewrites_the_wiring(enabled_root):
+    root = enabled_root
+    assert root.run("enable", "--no-reload").returncode == 0
+    root.config.write_text(root.config.read_text().replace('["root"]', '["root", "daemon"]'))
+    status = root.run("status")
+    assert status.returncode == 1 and "outdated" in status.stdout
+    assert root.run("enable", "--no-reload").returncode == 0
+    assert "Match User daemon,root" in root.dropin.read_text()
+    assert root.pam.read_text().count("# BEGIN jit-hooks") == 1
+
+
+def refused(root: Root, *args: str) -> str:
+    before = root.snapshot()
+    r = root.run("enable", "--no-reload", *args)
+    assert r.returncode != 0
+    assert root.snapshot() == before, "a refused enable must leave every file as it was"
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jit-hooks: "), r.stderr
+    return lines[0]
+
+
+def test_refuses_without_break_glass_unless_forced(sshd_root, host_service):
+    svc, token = host_service
+    write_host_config(sshd_root, svc.url, token, [])
+    assert "no existing break-glass account" in refused(sshd_root)
+    write_host_config(sshd_root, svc.url, token, ["no-such-user-here"])
+    assert "(no-such-user-here: no such user)" in refused(sshd_root)
+    write_host_config(sshd_root, svc.url, token, [])
+    r = sshd_root.run("enable", "--no-reload", "--force")
+    assert r.returncode == 0, r.stderr
+    assert "Match" not in sshd_root.dropin.read_text()
+
+
+def test_refuses_when_service_is_down(enabled_root, host_service):
+    svc, _ = host_service
+    svc.stop()
+    assert "service unreachable (refused)" in refused(enabled_root)
+
+
+def test_refuses_a_token_of_another_host_or_none(enabled_root, host_service):
+    svc, _ = host_service
+    root = enabled_root
+    root.config.write_text(root.config.read_text() + '[host]\nname = "db1"\n')
+    assert "belongs to host 'web1'" in refused(root)
+    root.token.write_text("jith_" + "x" * 43 + "\n")  # well-formed, unknown to the service
+    assert "service unreachable (http_401)" in refused(root)
+
+
+def test_refuses_a_token_file_the_hook_user_cannot_read(enabled_root):
+    enabled_root.token.chmod(0o600)
+    assert "must be mode 0640" in refused(enabled_root)
+
+
+def test_refuses_missing_hook_commands(enabled_root, tmp_path):
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    before = enabled_root.snapshot()
+    r = enabled_root.run("enable", "--no-reload", bin_dir=str(empty))
+    assert r.returncode == 1 and "jit-authorized-keys is missing" in r.stderr
+    assert enabled_root.snapshot() == before
+
+
+def test_sshd_rejecting_the_result_rolls_back_byte_identical(enabled_root):
+    root = enabled_root
+    # A config sshd -t rejects: enable writes, sshd refuses, enable puts it all back.
+    with open(root.sshd_config, "a") as f:
+        f.write("NoSuchKeyword yes\n")
+    os.chmod(root.pam, 0o600)  # odd mode, must survive the rollback too
+    line = refused(root)
+    assert "sshd -t rejects the result, rolled back" in line
+    assert not root.dropin.exists()
+
+
+def test_another_drop_in_winning_rolls_back(enabled_root):
+    root = enabled_root
+    other = root.path / "etc/ssh/sshd_config.d/00-local.conf"
+    other.write_text("AuthorizedKeysFile .ssh/authorized_keys\n")
+    line = refused(root)
+    assert "rolled back: sshd uses authorizedkeysfile '.ssh/authorized_keys'" in line
+
+
+def test_config_without_include_rolls_back(enabled_root):
+    root = enabled_root
+    text = root.sshd_config.read_text().split("\n", 1)[1]  # drop the Include line
+    root.sshd_config.write_text(text)
+    assert "rolled back: sshd uses authorizedkeyscommand" in refused(root)
+
+
+def test_pam_lines_outside_the_block_are_refused(enabled_root):
+    with open(enabled_root.pam, "a") as f:
+        f.write("account required pam_exec.so /usr/bin/jit-pam-account\n")
+    assert "outside the jit-hooks block" in refused(enabled_root)
+
+
+def test_enable_reloads_the_running_sshd(enabled_root):
+    """A real sshd started from the root's config gets SIGHUP (and keeps running)."""
+    root = enabled_root
+    log = root.path / "sshd.log"
+    proc = subprocess.Popen(
+        ["/usr/sbin/sshd", "-D", "-f", str(root.sshd_config), "-E", str(log)],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        pidfile = root.path / "run/sshd.pid"
+        for _ in range(100):
+            if pidfile.exists() and pidfile.read_text().strip():
+                break
+            time.sleep(0.1)
+        r = root.run("enable")
+        assert r.returncode == 0, r.stderr
+        assert f"reloaded sshd (pid {proc.pid})" in r.stdout
+        for _ in range(100):
+            if "Received SIGHUP" in log.read_text():
+                break
+            time.sleep(0.1)
+        assert "Received SIGHUP" in log.read_text()
+        r = root.run("disable")
+        assert r.returncode == 0 and f"reloaded sshd (pid {proc.pid})" in r.stdout
+        assert proc.poll() is None, "sshd must survive both reloads"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+def test_status_reports_a_broken_service_and_config(sshd_root, host_service):
+    svc, token = host_service
+    write_host_config(sshd_root, svc.url, token, ["root"])
+    svc.stop()
+    r = sshd_root.run("status")
+    assert r.returncode == 1
+    lines = status_lines(r.stdout)
+    assert lines["wiring"][:2] == ("ok", "disabled")
+    assert lines["sshd config"][0] == "ok"
+    assert lines["token"][0] == "ok"
+    assert lines["service"][:2] == ("FAIL", "service")
+    sshd_root.config.write_text("[service]\nurls = 3\n")
+    r = sshd_root.run("status")
+    assert r.returncode == 1
+    assert status_lines(r.stdout)["config"][0] == "FAIL" and "service.urls" in r.stdout
+
+
+def status_lines(out: str) -> dict[str, tuple[str, ...]]:
+    """`name: ok|FAIL text` lines -> {name: (ok|FAIL, first word, ...)}."""
+    result = {}
+    for line in out.splitlines():
+        name, _, rest = line.partition(":")
+        result[name] = tuple(rest.split())
+    return result
