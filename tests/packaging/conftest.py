@@ -127,8 +127,18 @@ def hook_user():
         created = False
     except KeyError:
         subprocess.run(
-            ["adduser", "--quiet", "--system", "--group", "--no-create-home",
-             "--home", "/nonexistent", "--shell", "/usr/sbin/nologin", HOOK_USER],
+            [
+                "adduser",
+                "--quiet",
+                "--system",
+                "--group",
+                "--no-create-home",
+                "--home",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                HOOK_USER,
+            ],
             check=True,
             timeout=60,
         )
@@ -136,9 +146,7 @@ def hook_user():
     yield HOOK_USER
     if created:
         for cmd in ("deluser", "delgroup"):
-            subprocess.run(
-                [cmd, "--quiet", "--system", HOOK_USER], timeout=60, capture_output=True
-            )
+            subprocess.run([cmd, "--quiet", "--system", HOOK_USER], timeout=60, capture_output=True)
 
 
 @pytest.fixture(scope="session", autouse=True)

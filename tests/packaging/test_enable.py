@@ -20,9 +20,18 @@ pytestmark = pytest.mark.usefixtures("hook_user")
 
 def sshd_T(root: Root, user: str) -> dict[str, str]:
     r = subprocess.run(
-        ["/usr/sbin/sshd", "-T", "-f", str(root.sshd_config), "-C",
-         f"user={user},host=localhost,addr=127.0.0.1"],
-        capture_output=True, text=True, check=True, timeout=30,
+        [
+            "/usr/sbin/sshd",
+            "-T",
+            "-f",
+            str(root.sshd_config),
+            "-C",
+            f"user={user},host=localhost,addr=127.0.0.1",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
 
@@ -42,7 +51,8 @@ def test_enable_disable_round_trip(enabled_root):
     assert eff["authorizedkeyscommanduser"] == "jit-hooks"
     assert eff["authorizedkeysfile"] == "none"
     # ... except for the break-glass account, which keeps its own keys.
-    assert sshd_T(root, "root")["authorizedkeysfile"] == ".ssh/authorized_keys .ssh/authorized_keys2"
+    own_keys = ".ssh/authorized_keys .ssh/authorized_keys2"
+    assert sshd_T(root, "root")["authorizedkeysfile"] == own_keys
     pam = root.pam.read_text()
     assert pam.startswith(before["etc/pam.d/sshd"][0].decode())
     assert "account required pam_exec.so quiet stdout" in pam
@@ -53,7 +63,13 @@ def test_enable_disable_round_trip(enabled_root):
     lines = status_lines(status.stdout)
     assert {v[0] for v in lines.values()} == {"ok"}
     assert set(lines) == {
-        "config", "wiring", "sshd config", "sshd uses", "break-glass", "token", "service",
+        "config",
+        "wiring",
+        "sshd config",
+        "sshd uses",
+        "break-glass",
+        "token",
+        "service",
         "clock skew",
     }
 

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from jit_hooks.host import wiring
 
 LAYOUT = wiring.Layout(root="/", bin_dir="/usr/bin")
-DEBIAN_PAM = "@include common-auth\naccount    required     pam_nologin.so\n@include common-account\n"
+DEBIAN_PAM = "@include common-auth\naccount required pam_nologin.so\n@include common-account\n"
 
 
 def test_dropin_names_hooks_and_break_glass():
