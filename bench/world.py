@@ -1,0 +1,142 @@
+"""A real service seeded for benchmarks: people, a host, a policy, keys and approvals.
+
+Uses the same building blocks as the tests (tests/utils/service.py starts the
+real jit-server process over real HTTP); everything goes through the admin CLI
+and the public API, as in production.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.utils.service import Service, start_service
+from tests.utils.syslog_sink import SyslogSink
+
+REPO = Path(__file__).resolve().parent.parent
+LOGIN = "deploy"
+POLICY = """\
+[[policy]]
+name = "bench"
+hosts = ["{host}"]
+logins = ["{login}"]
+requesters = {{ roles = ["requester"] }}
+approvers = {{ roles = ["approver"] }}
+approvals_required = 1
+max_duration = 14400
+reason_required = true
+options = ["no-agent-forwarding"]
+"""
+
+
+@dataclass
+class Key:
+    path: Path  # private key
+    line: str
+    key_type: str
+    blob: str
+    fingerprint: str
+
+
+def make_key(directory: Path, name: str) -> Key:
+    """A fresh ed25519 key from the real ssh-keygen."""
+    path = directory / name
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(path)], check=True
+    )
+    line = path.with_suffix(".pub").read_text().strip()
+    fp = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{path}.pub"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()[1]
+    key_type, blob = line.split()[:2]
+    return Key(path=path, line=line, key_type=key_type, blob=blob, fingerprint=fp)
+
+
+@dataclass
+class World:
+    svc: Service
+    work: Path
+    host: str = "web1"
+    login: str = LOGIN
+    host_token: str = ""
+    user_tokens: dict[str, str] = field(default_factory=dict)
+    keys: dict[str, Key] = field(default_factory=dict)
+    sink: SyslogSink | None = None
+
+    def call(self, who: str, method: str, path: str, body=None):  # noqa: ANN001
+        status, answer = self.svc.call(method, path, token=self.user_tokens[who], body=body)
+        if status >= 300:
+            raise RuntimeError(f"{method} {path} as {who}: {status} {answer}")
+        return answer
+
+    def add_requester(self, name: str, *, approve: bool) -> Key:
+        """A requester with a registered key and (if ``approve``) an active approval."""
+        self.svc.admin("user", "add", name, "--role", "requester")
+        self.user_tokens[name] = self.svc.admin("token", "create", name).strip()
+        key = make_key(self.work / "keys", name)
+        self.keys[name] = key
+        self.call(name, "POST", "/api/v1/keys", {"public_key": key.line})
+        req = self.call(
+            name,
+            "POST",
+            "/api/v1/requests",
+            {
+                "host": self.host,
+                "login": self.login,
+                "reason": "bench",
+                "duration_seconds": 14400,
+            },
+        )
+        if approve:
+            self.call("approver", "POST", f"/api/v1/requests/{req['id']}/approve", {})
+        return key
+
+    def hook_config(self, *, total_timeout: float = 5.0) -> Path:
+        """A host config (TOML) for the hooks: this service, its host token, a state dir."""
+        token_file = self.work / "host-token"
+        token_file.write_text(self.host_token + "\n")
+        token_file.chmod(0o644)  # the AKC runs as an unprivileged user in P1/P4
+        state = self.work / "state"
+        state.mkdir(mode=0o777, exist_ok=True)
+        state.chmod(0o777)
+        path = self.work / "jit-hooks.toml"
+        path.write_text(
+            f'[service]\nurls = ["{self.svc.url}"]\ntoken_file = "{token_file}"\n'
+            f"connect_timeout = 2.0\ntotal_timeout = {total_timeout}\n"
+            f'[host]\nname = "{self.host}"\n'
+            f'[state]\ndir = "{state}"\n'
+            f'[log]\nsyslog_socket = "{self.sink.path if self.sink else "/dev/log"}"\n'
+        )
+        return path
+
+    def close(self) -> None:
+        self.svc.stop()
+        if self.sink:
+            self.sink.close()
+
+
+def build_world(work: Path, *, approved: int = 1, denied: int = 0) -> World:
+    """Start a service in ``work`` and seed it; users are req0.. (approved first)."""
+    (work / "keys").mkdir(parents=True, exist_ok=True)
+    svc = start_service(work / "server")
+    # Short path: unix socket names are limited to 108 bytes.
+    sink = SyslogSink(Path(tempfile.mkdtemp(prefix="jbl")) / "log.sock")
+    w = World(svc=svc, work=work, sink=sink)
+    try:
+        svc.admin("user", "add", "approver", "--role", "approver")
+        w.user_tokens["approver"] = svc.admin("token", "create", "approver").strip()
+        w.host_token = svc.admin("host", "add", w.host, "--label", "env=prod").strip()
+        policy = work / "policy.toml"
+        policy.write_text(POLICY.format(host=w.host, login=w.login))
+        svc.admin("policy", "add", str(policy))
+        for i in range(approved + denied):
+            w.add_requester(f"req{i}", approve=i < approved)
+    except BaseException:
+        w.close()
+        raise
+    return w
