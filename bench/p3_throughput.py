@@ -1,0 +1,90 @@
+"""P3 service throughput: the authorized-keys hook endpoint ÷ a no-op endpoint (/healthz).
+
+Both are loaded by the same wrk (one thread, N connections, loopback), in
+alternating rounds bounded by time and by count, against one real jit-server
+process. Every hook call is a real decision for an approved key (the answer is
+checked once up front) and is audited in SQLite like in production.
+"""
+
+from __future__ import annotations
+
+import json
+
+from bench.load import Target, interleaved_load, summarize_load
+from bench.report import compare, value_row
+from bench.world import build_world
+
+TARGET_RATIO = 0.6
+TARGET_RPS = 2000.0
+MAX_RESPONSES = 200_000  # per round: the count bound next to the time bound
+
+
+def hook_target(world, user: str = "req0") -> Target:  # noqa: ANN001
+    key = world.keys[user]
+    body = {
+        "login": world.login,
+        "fingerprint": key.fingerprint,
+        "key_type": key.key_type,
+        "key": key.blob,
+    }
+    status, answer = world.svc.call(
+        "POST", "/api/v1/hook/authorized-keys", token=world.host_token, body=body
+    )
+    if status != 200 or not answer["keys"]:
+        raise RuntimeError(f"hook endpoint does not allow the approved key: {status} {answer}")
+    return Target("/api/v1/hook/authorized-keys", "POST", json.dumps(body), world.host_token)
+
+
+def measure(ctx, world, *, label: str) -> dict:  # noqa: ANN001
+    """Interleaved load rounds of /healthz and the hook endpoint; stats per case."""
+    opts = ctx.options
+    rounds = 2 if ctx.quick else opts.get("rounds", 5)
+    seconds = 1.0 if ctx.quick else opts.get("duration", 3.0)
+    targets = {
+        f"{label}no-op GET /healthz": Target("/healthz"),
+        f"{label}POST /api/v1/hook/authorized-keys": hook_target(world),
+    }
+    ctx.log(
+        f"P3{label}: {rounds} rounds x {seconds:g} s per endpoint, "
+        f"{opts.get('connections', 16)} connections"
+    )
+    runs = interleaved_load(
+        world.svc.url,
+        targets,
+        rounds=rounds,
+        seconds=seconds,
+        connections=opts.get("connections", 16),
+        max_responses=MAX_RESPONSES,
+        log=ctx.log,
+    )
+    return {name: summarize_load(r) for name, r in runs.items()}, list(targets)
+
+
+def run(ctx) -> dict:  # noqa: ANN001
+    world = build_world(ctx.work / "p3", approved=1)
+    try:
+        cases, (noop, hook) = measure(ctx, world, label="")
+    finally:
+        world.close()
+    ratio_cases = {n: {"rps": c["rps"]} for n, c in cases.items()}
+    rows = [
+        compare(
+            "hook checks/s / no-op requests/s",
+            hook,
+            noop,
+            ratio_cases,
+            key="rps",
+            target=TARGET_RATIO,
+            higher_is_better=True,
+        ),
+        value_row("hook checks/s", cases[hook]["rps"], "/s", target=TARGET_RPS),
+        value_row("hook p50 latency", cases[hook]["median"], "ms", higher_is_better=False),
+        value_row("hook p99 latency", cases[hook]["p99"], "ms", higher_is_better=False),
+        compare("hook p99 / no-op p99", hook, noop, cases, key="p99"),
+    ]
+    return {
+        "title": "service throughput",
+        "rows": rows,
+        "cases": cases,
+        "notes": ["latency percentiles are wrk's per round; the medians across rounds are shown"],
+    }

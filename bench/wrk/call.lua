@@ -1,0 +1,35 @@
+-- wrk script for the P3 benchmarks: one fixed request (method, body, bearer token
+-- from the environment), a cap on the number of responses per thread, and a
+-- machine-readable summary line.
+local method = os.getenv("JB_METHOD") or "GET"
+local body = os.getenv("JB_BODY")
+local token = os.getenv("JB_TOKEN")
+local max_responses = tonumber(os.getenv("JB_MAX") or "0")
+
+wrk.method = method
+if body and body ~= "" then
+  wrk.body = body
+  wrk.headers["Content-Type"] = "application/json"
+end
+if token and token ~= "" then
+  wrk.headers["Authorization"] = "Bearer " .. token
+end
+
+local count = 0
+response = function(status, headers, resp_body)
+  count = count + 1
+  if max_responses > 0 and count >= max_responses then
+    wrk.thread:stop()
+  end
+end
+
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"connect_errors":%d,"read_errors":%d,' ..
+    '"write_errors":%d,"status_errors":%d,"timeouts":%d,"p50_us":%d,"p90_us":%d,' ..
+    '"p99_us":%d,"max_us":%d,"mean_us":%.1f}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    latency.mean))
+end
