@@ -53,9 +53,10 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
     conn = connection.connection_id()
     fields["connection"] = conn
     if break_glass.is_break_glass(config, login):
-        return break_glass.allow(
-            config, log, login=login, rhost=rhost, conn=conn, stage=f"session_{event}"
-        )
+        if event == "close":
+            log.alert(decision="close", **fields, reason="break_glass")
+            return 0
+        return break_glass.allow(config, log, login=login, rhost=rhost, conn=conn, stage="session")
     key = auth_key(os.environ.get("SSH_AUTH_INFO_0", ""))
     fields["fingerprint"] = key.fingerprint if key else None
     query = SessionQuery(
