@@ -141,6 +141,7 @@ def serve(env: Env, listen: str, tls_cert: str | None, tls_key: str | None, log_
         raise click.BadParameter("give both --tls-cert and --tls-key", param_hint="--tls-cert")
     if not schema_is_current(env.engine):
         raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
+    env.engine.dispose()
     app = create_app(env.settings)
     uvicorn.run(
         app,

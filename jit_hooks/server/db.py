@@ -21,7 +21,16 @@ def _prepare_sqlite_file(url: str) -> None:
         return
     db = Path(path)
     db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(db, os.O_RDWR | os.O_CREAT, 0o600)
+    if db.exists():
+        # Never open+close an fd on a database SQLite may already have open in
+        # this process: closing any fd drops the process's POSIX locks on the
+        # file, and another process could then checkpoint and delete the WAL
+        # under our feet (we would read stale data).
+        return
+    try:
+        fd = os.open(db, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
     os.close(fd)
 
 

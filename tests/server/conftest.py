@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import textwrap
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from tests.utils.service import Service
+from tests.utils.service import Service, start_service
 
 POLICY = """
 [[policy]]
@@ -62,6 +63,10 @@ class World:
         token = self.tokens.get(who) or self.host_tokens.get(who) if who else None
         return self.svc.call(method, path, token=token, body=body)
 
+    def add_host(self, name: str, *labels: str) -> None:
+        args = [a for label in labels for a in ("--label", label)]
+        self.host_tokens[name] = self.svc.admin("host", "add", name, *args).strip()
+
     def policy(self, text: str) -> None:
         f = self.svc.data_dir / "policy.toml"
         f.write_text(textwrap.dedent(text))
@@ -87,17 +92,52 @@ class World:
         )
 
 
+class Admin:
+    """Admin actions done in-process on the service's SQLite file, as `jit-server` does.
+
+    Much faster than one `jit-server` process per action; the CLI itself is
+    tested in test_cli.py.
+    """
+
+    def __init__(self, svc: Service) -> None:
+        from jit_hooks.server.db import make_engine
+
+        self.engine = make_engine(f"sqlite:///{svc.data_dir / 'jit.db'}")
+
+    def __call__(self, fn, **kw):  # noqa: ANN001, ANN003, ANN204
+        from jit_hooks.server.settings import _now
+
+        with self.engine.begin() as conn:
+            return fn(conn, actor="test", now=_now(), **kw)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
 def build_world(svc: Service, tmp_path: Path, *, approvals: int = 1) -> World:
+    from jit_hooks.server import store
+    from jit_hooks.server.policy import parse_policy
+
     w = World(svc)
-    people = {"alice": "requester", "bob": "approver", "carol": "approver", "root-admin": "admin"}
-    for name, role in people.items():
-        svc.admin("user", "add", name, "--role", role)
-        w.tokens[name] = svc.admin("token", "create", name).strip()
-    svc.admin("user", "add", "mallory", "--role", "requester", "--role", "approver")
-    w.tokens["mallory"] = svc.admin("token", "create", "mallory").strip()
-    w.host_tokens["web1"] = svc.admin("host", "add", "web1", "--label", "env=prod").strip()
-    w.host_tokens["web2"] = svc.admin("host", "add", "web2", "--label", "env=prod").strip()
-    w.policy(POLICY.format(n=approvals))
+    admin = Admin(svc)
+    try:
+        people = {
+            "alice": ["requester"],
+            "bob": ["approver"],
+            "carol": ["approver"],
+            "dave": ["requester"],
+            "mallory": ["requester", "approver"],
+            "root-admin": ["admin"],
+        }
+        for name, roles in people.items():
+            admin(store.add_user, name=name, roles=roles)
+            w.tokens[name] = admin(store.create_user_token, name=name)
+        for host in ("web1", "web2"):
+            w.host_tokens[host] = admin(store.add_host, name=host, labels={"env": "prod"})
+        spec = tomllib.loads(POLICY.format(n=approvals))["policy"][0]
+        admin(store.put_policy, policy=parse_policy(spec))
+    finally:
+        admin.close()
     for name in ("alice", "mallory"):
         w.keys[name] = make_key(tmp_path, name)
         status, body = w.call(name, "POST", "/api/v1/keys", {"public_key": w.keys[name].line})
@@ -107,4 +147,16 @@ def build_world(svc: Service, tmp_path: Path, *, approvals: int = 1) -> World:
 
 @pytest.fixture
 def world(service: Service, tmp_path: Path) -> World:
+    """A fresh service with people, hosts, keys and a one-approval policy."""
     return build_world(service, tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_world(tmp_path_factory) -> World:
+    """One service per test module, for tests that don't depend on each other's state."""
+    tmp = tmp_path_factory.mktemp("shared")
+    svc = start_service(tmp / "server")
+    try:
+        yield build_world(svc, tmp)
+    finally:
+        svc.stop()

@@ -93,6 +93,17 @@ class Service:
                 self.proc.kill()
                 self.proc.wait(10)
 
+    def sqlite(self, query: str, params: tuple = ()) -> list[tuple]:
+        """Run one SQL statement on the service's SQLite file (tests inspect or tamper)."""
+        import sqlite3
+
+        conn = sqlite3.connect(self.data_dir / "jit.db", timeout=10)
+        try:
+            with conn:
+                return conn.execute(query, params).fetchall()
+        finally:
+            conn.close()
+
     def call(self, method: str, path: str, token: str | None = None, body=None):
         """One HTTP call; returns (status, parsed JSON or None)."""
         data = None if body is None else json.dumps(body).encode()
