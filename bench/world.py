@@ -7,6 +7,7 @@ and the public API, as in production.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -118,15 +119,22 @@ class World:
         self.svc.stop()
         if self.sink:
             self.sink.close()
+            shutil.rmtree(self.sink.path.parent, ignore_errors=True)
 
 
-def build_world(work: Path, *, approved: int = 1, denied: int = 0) -> World:
-    """Start a service in ``work`` and seed it; users are req0.. (approved first)."""
+def build_world(
+    work: Path, *, approved: int = 1, denied: int = 0, login: str = LOGIN, sink: bool = True
+) -> World:
+    """Start a service in ``work`` and seed it; users are req0.. (approved first).
+
+    The others (``denied``) have a key and a pending request, but no approval.
+    """
     (work / "keys").mkdir(parents=True, exist_ok=True)
     svc = start_service(work / "server")
-    # Short path: unix socket names are limited to 108 bytes.
-    sink = SyslogSink(Path(tempfile.mkdtemp(prefix="jbl")) / "log.sock")
-    w = World(svc=svc, work=work, sink=sink)
+    w = World(svc=svc, work=work, login=login)
+    if sink:
+        # Short path: unix socket names are limited to 108 bytes.
+        w.sink = SyslogSink(Path(tempfile.mkdtemp(prefix="jbl")) / "log.sock")
     try:
         svc.admin("user", "add", "approver", "--role", "approver")
         w.user_tokens["approver"] = svc.admin("token", "create", "approver").strip()

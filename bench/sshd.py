@@ -1,0 +1,55 @@
+"""The sandboxed sshd of the e2e tests (tests/utils/sshd.py), in two benchmark variants.
+
+* ``HookedSshd``: the tests' sandbox as is (AKC + PAM account + PAM session
+  hooks, run by /usr/bin/python3 -I from a root-owned copy of the package),
+  plus ``MaxStartups`` raised for the login storm when asked.
+* ``StaticSshd``: the same binary, config and PAM stack with the jit-hooks lines
+  taken out: keys come from a static ~/.ssh/authorized_keys file (the baseline).
+"""
+
+from __future__ import annotations
+
+from tests.utils.sshd import SshdSandbox
+
+
+class HookedSshd(SshdSandbox):
+    """The e2e sandbox; ``max_startups`` (sshd's default is 10:30:100) for the storm."""
+
+    def __init__(self, *, max_startups: str | None = None, **kw) -> None:  # noqa: ANN003
+        self.max_startups = max_startups
+        super().__init__(password_auth=False, **kw)
+
+    def _write_sshd_config(self) -> None:
+        super()._write_sshd_config()
+        if self.max_startups:
+            path = self.root / "sshd_config"
+            # Global options must come before any Match block: put it first.
+            path.write_text(f"MaxStartups {self.max_startups}\n" + path.read_text())
+
+
+class StaticSshd(SshdSandbox):
+    """Baseline: no hooks at all, ~/.ssh/authorized_keys, pam_permit where the hooks were."""
+
+    def __init__(self, **kw) -> None:  # noqa: ANN003
+        super().__init__(password_auth=False, **kw)
+
+    def _write_sshd_config(self) -> None:
+        super()._write_sshd_config()
+        path = self.root / "sshd_config"
+        lines = []
+        for line in path.read_text().splitlines():
+            if line.startswith("AuthorizedKeysCommand"):
+                continue
+            if line == "AuthorizedKeysFile none":
+                line = "AuthorizedKeysFile .ssh/authorized_keys"
+            lines.append(line)
+        path.write_text("\n".join(lines) + "\n")
+
+    def _write_pam_file(self) -> None:
+        self.pam_file.write_text(
+            f"# jit-hooks bench baseline {self.root} (removed at teardown)\n"
+            "auth     required pam_unix.so\n"
+            "account  required pam_permit.so\n"
+            "session  required pam_permit.so\n"
+            "password required pam_deny.so\n"
+        )
