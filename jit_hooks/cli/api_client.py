@@ -36,9 +36,16 @@ class ApiError(CliError):
     """
 
     def __init__(
-        self, status: int, message: str, *, error: str | None = None, field: str | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        detail: str = "",
+        error: str | None = None,
+        field: str | None = None,
     ):
         self.status = status
+        self.detail = detail
         self.error = error
         self.field = field
         super().__init__(message)
@@ -80,10 +87,13 @@ def _error_message(resp: requests.Response) -> ApiError:
     text = clean(detail) if detail else clean(error or resp.reason or "")
     if not text:
         text = "request failed"
-    if status == 401:
-        text += " (run `jit login`)"
+    hint = " (run `jit login`)" if status == 401 else ""
     return ApiError(
-        status, f"{text} (HTTP {status})", error=clean(error) if error else None, field=field
+        status,
+        f"{text}{hint} (HTTP {status})",
+        detail=text,
+        error=clean(error) if error else None,
+        field=field,
     )
 
 

@@ -10,7 +10,7 @@ import click
 
 from jit_hooks import errors
 from jit_hooks.cli import output, userconfig
-from jit_hooks.cli.api_client import CliError, clean
+from jit_hooks.cli.api_client import ApiError, CliError, clean
 from jit_hooks.cli.options import (
     Duration,
     Selector,
@@ -85,7 +85,13 @@ def login(token_stdin: bool, username: str | None, password_stdin: bool, print_t
             password = _read_stdin_line("password")
         else:
             password = click.prompt(f"Password for {username}", hide_input=True)
-        answer = s.client(auth=False).login(username, password)
+        try:
+            answer = s.client(auth=False).login(username, password)
+        except ApiError as e:
+            if e.status != 401:
+                raise
+            who = clean(username, 64)
+            raise CliError(f"login as {who} refused: {e.detail} (HTTP 401)") from None
         if not isinstance(answer, dict) or not isinstance(answer.get("token"), str):
             raise CliError("unexpected answer from the service (no token)")
         token, user = answer["token"], answer.get("user") or {}
@@ -268,18 +274,27 @@ def show(request_id: int, as_json: bool) -> None:
         output.request_details(req)
 
 
-def _decide(action: str, done: str, request_id: int, comment: str | None, as_json: bool) -> None:
+def _decide(action: str, request_id: int, comment: str | None, as_json: bool) -> None:
     req = settings().client().act(request_id, action, comment)
     if as_json:
         output.emit_json(req)
         return
     state = output.effective_state(req)
-    line = f"Request {request_id}: {done}; now {state}"
     if state == "approved" and isinstance(req.get("ends_at"), int):
-        line += f" until {output.when(req['ends_at'])}"
+        starts = req.get("starts_at")
+        line = f"Request {request_id} approved: {clean(req.get('requester'))} may log in as "
+        line += f"{clean(req.get('login'))} on {clean(output.target(req))}"
+        if isinstance(starts, int) and starts > output.now():
+            line += f" from {output.when(starts)}"
+        line += f" until {output.when(req['ends_at'])}."
     elif state == "pending" and action == "approve":
-        line += f" ({output.approvals(req)} approvals)"
-    click.echo(line + ".")
+        line = (
+            f"Request {request_id}: your approval is recorded; "
+            f"{output.approvals(req)} approvals, still pending."
+        )
+    else:
+        line = f"Request {request_id} {state}."
+    click.echo(line)
 
 
 comment_option = click.option("-c", "--comment", help="A note stored with your decision.")
@@ -292,7 +307,7 @@ comment_option = click.option("-c", "--comment", help="A note stored with your d
 @api_options
 def approve(request_id: int, comment: str | None, as_json: bool) -> None:
     """Approve request ID (you cannot approve your own)."""
-    _decide("approve", "approved by you", request_id, comment, as_json)
+    _decide("approve", request_id, comment, as_json)
 
 
 @cli.command()
@@ -302,7 +317,7 @@ def approve(request_id: int, comment: str | None, as_json: bool) -> None:
 @api_options
 def deny(request_id: int, comment: str | None, as_json: bool) -> None:
     """Deny request ID."""
-    _decide("deny", "denied by you", request_id, comment, as_json)
+    _decide("deny", request_id, comment, as_json)
 
 
 @cli.command()
@@ -312,7 +327,7 @@ def deny(request_id: int, comment: str | None, as_json: bool) -> None:
 @api_options
 def revoke(request_id: int, comment: str | None, as_json: bool) -> None:
     """Revoke an approved request ID; live sessions are ended by the hosts."""
-    _decide("revoke", "revoked", request_id, comment, as_json)
+    _decide("revoke", request_id, comment, as_json)
 
 
 @cli.command()
@@ -321,7 +336,7 @@ def revoke(request_id: int, comment: str | None, as_json: bool) -> None:
 @api_options
 def cancel(request_id: int, as_json: bool) -> None:
     """Cancel your own pending request ID."""
-    _decide("cancel", "cancelled", request_id, None, as_json)
+    _decide("cancel", request_id, None, as_json)
 
 
 # -- status / audit ------------------------------------------------------------
@@ -374,12 +389,12 @@ def status(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("-n", "--limit", type=click.IntRange(1, 10000), default=50, show_default=True)
+@click.option("-n", "--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--after", "after_id", type=click.IntRange(min=0), help="Only events after this id.")
 @json_option
 @api_options
 def audit(limit: int, after_id: int | None, as_json: bool) -> None:
-    """Show audit events (admin)."""
+    """Show audit events, oldest first (admin). Page on with --after LAST_ID."""
     events = settings().client().audit(limit=limit, after_id=after_id)
     if as_json:
         output.emit_json(events)
