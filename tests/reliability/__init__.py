@@ -1,0 +1,1 @@
+"""Reliability suite: fault matrix, crash safety."""
