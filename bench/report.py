@@ -74,6 +74,8 @@ def case_stats(samples: dict[str, list[float]], scale: float = 1000.0) -> dict[s
 def _fmt(x: float) -> str:
     if x != x or x in (float("inf"), float("-inf")):
         return str(x)
+    if float(x).is_integer():
+        return f"{int(x):,}"
     if abs(x) >= 1000:
         return f"{x:,.0f}"
     if abs(x) >= 100:
