@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
+import ssl
+from collections.abc import Iterator
 from typing import Any
 
 import requests
@@ -126,7 +129,7 @@ class Client:
                 allow_redirects=False,
             )
         except requests.exceptions.SSLError as e:
-            raise ServiceUnreachable(f"TLS error talking to {self.url}: {clean(e)}") from None
+            raise ServiceUnreachable(f"TLS error talking to {self.url}: {_tls_reason(e)}") from None
         except requests.exceptions.Timeout:
             raise ServiceUnreachable(f"service at {self.url} did not answer in time") from None
         except requests.exceptions.InvalidURL:
@@ -209,24 +212,43 @@ def _items(answer: Any, key: str) -> list[Any]:
     return answer[key]
 
 
-def _connection_reason(e: requests.exceptions.ConnectionError) -> str:
-    # requests nests urllib3's error several levels deep; the innermost OSError
-    # says it best ("Connection refused", "Name or service not known").
-    inner: BaseException | None = e
+def _nested(e: BaseException) -> Iterator[BaseException]:
+    """e and the errors inside it: requests nests urllib3's several levels deep."""
+    todo: list[object] = [e]
     seen = 0
-    while inner is not None and seen < 10:
-        if isinstance(inner, OSError) and inner.strerror:
-            return clean(inner.strerror)
-        nxt = inner.__cause__ or inner.__context__
-        if nxt is None and inner.args and isinstance(inner.args[0], BaseException):
-            nxt = inner.args[0]
-        if nxt is None and hasattr(inner, "reason") and isinstance(inner.reason, BaseException):
-            nxt = inner.reason
-        inner = nxt
+    while todo and seen < 20:
+        cur = todo.pop(0)
         seen += 1
-    text = str(e)
-    if "refused" in text.lower():
+        if isinstance(cur, BaseException):
+            yield cur
+            todo.extend(x for x in (cur.__cause__, cur.__context__) if x is not None)
+            reason = getattr(cur, "reason", None)
+            if isinstance(reason, BaseException):
+                todo.append(reason)
+            todo.extend(a for a in cur.args if isinstance(a, BaseException | tuple))
+        elif isinstance(cur, tuple):
+            todo.extend(a for a in cur if isinstance(a, BaseException))
+
+
+def _tls_reason(e: requests.exceptions.SSLError) -> str:
+    for cur in _nested(e):
+        if isinstance(cur, ssl.SSLCertVerificationError) and cur.verify_message:
+            return f"certificate verify failed: {clean(cur.verify_message)}"
+        if isinstance(cur, ssl.SSLError) and cur.reason:
+            return clean(cur.reason)
+    return clean(e, 120)
+
+
+def _connection_reason(e: requests.exceptions.ConnectionError) -> str:
+    # The innermost OSError says it best ("Connection refused").
+    for cur in _nested(e):
+        if isinstance(cur, http.client.RemoteDisconnected):
+            return "the connection was closed without an answer"
+        if isinstance(cur, OSError) and cur.strerror:
+            return clean(cur.strerror)
+    text = str(e).lower()
+    if "refused" in text:
         return "connection refused"
-    if "resolve" in text.lower() or "name or service" in text.lower():
+    if "resolve" in text or "name or service" in text:
         return "host name not found"
-    return clean(text, 120)
+    return clean(e, 120)

@@ -33,6 +33,8 @@ class Settings:
     def client(self, *, auth: bool = True) -> Client:
         if not self.url:
             raise CliError("no service URL: pass --url, set JIT_URL, or run `jit login --url URL`")
+        if not self.url.startswith(("https://", "http://")):
+            raise CliError(f"service URL must start with https:// or http://, not {self.url!r}")
         if auth and not self.token:
             raise CliError("not logged in: run `jit login` (or set JIT_TOKEN)")
         return Client(self.url, self.token if auth else None, self.ca_file)
