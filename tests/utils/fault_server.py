@@ -48,6 +48,8 @@ class FaultServer:
     drip_total: float = 60.0  # after this a dripping answer completes, validly
     requests: list[Request] = field(default_factory=list)
     tls: ssl.SSLContext | None = None  # server side context: serve HTTPS
+    # Per request path overrides: {path: {"fault": ..., "status": ..., "answer": ...}}.
+    routes: dict[str, dict] = field(default_factory=dict)
 
     def __post_init__(self):
         self._stop = threading.Event()
@@ -89,17 +91,18 @@ class FaultServer:
             try:
                 if self.tls:
                     conn = self.tls.wrap_socket(conn, server_side=True)
-                self._read_request(conn)
-                self._respond(conn)
+                request = self._read_request(conn)
+                if request is not None:
+                    self._respond(conn, **self.routes.get(request.path, {}))
             except OSError:
                 pass
 
-    def _read_request(self, conn: socket.socket) -> None:
+    def _read_request(self, conn: socket.socket) -> Request | None:
         data = b""
         while b"\r\n\r\n" not in data:
             chunk = conn.recv(65536)
             if not chunk:
-                return
+                return None
             data += chunk
         head, body = data.split(b"\r\n\r\n", 1)
         lines = head.decode("latin-1").split("\r\n")
@@ -114,7 +117,9 @@ class FaultServer:
             if not chunk:
                 break
             body += chunk
-        self.requests.append(Request(method, path, headers, body))
+        request = Request(method, path, headers, body)
+        self.requests.append(request)
+        return request
 
     def _send(self, conn, status: int, body: bytes, ctype="application/json", extra=""):
         head = (
@@ -123,12 +128,14 @@ class FaultServer:
         )
         conn.sendall(head.encode() + body)
 
-    def _respond(self, conn: socket.socket) -> None:
-        fault = self.fault
+    def _respond(self, conn: socket.socket, **route) -> None:
+        fault = route.get("fault", self.fault)
+        status = route.get("status", self.status)
+        answer = route.get("answer", self.answer)
         if fault == "ok":
-            self._send(conn, self.status, json.dumps(self.answer).encode())
+            self._send(conn, status, json.dumps(answer).encode())
         elif fault == "status":
-            self._send(conn, self.status, b'{"error": "internal", "detail": "boom"}')
+            self._send(conn, status, b'{"error": "internal", "detail": "boom"}')
         elif fault == "garbage":
             self._send(conn, 200, b"{this is not json\x00\xff")
         elif fault == "html":
@@ -146,7 +153,7 @@ class FaultServer:
         elif fault == "redirect":
             self._send(conn, 302, b"{}", extra=f"Location: {self.url}/elsewhere\r\n")
         elif fault == "drip":
-            body = json.dumps(self.answer).encode()
+            body = json.dumps(answer).encode()
             answer = (
                 f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 f"Content-Length: {len(body)}\r\nX-Pad: {'p' * 400}\r\n\r\n"

@@ -326,11 +326,12 @@ class SshdSandbox:
 
     # -- client ---------------------------------------------------------------
 
-    def ssh_args(self, login: str, *options: str) -> list[str]:
+    def ssh_args(self, login: str, *options: str, log_level: str = "ERROR") -> list[str]:
+        # ssh shows PAM messages (pam_exec's stdout) only at LogLevel INFO or above.
         return [
             "ssh", "-F", "/dev/null", "-p", str(self.port),
             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+            "-o", f"LogLevel={log_level}", "-o", "ConnectTimeout=10",
             *options, f"{login}@127.0.0.1",
         ]  # fmt: skip
 
@@ -341,11 +342,13 @@ class SshdSandbox:
         *command: str,
         extra: tuple[str, ...] = (),
         timeout: float = 60,
+        log_level: str = "ERROR",
     ) -> subprocess.CompletedProcess:
         """``ssh -i KEY -o BatchMode=yes login@127.0.0.1 command``; returns the result."""
         args = self.ssh_args(
             login, "-i", str(person.key_path), "-o", "IdentitiesOnly=yes",
             "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no", *extra,
+            log_level=log_level,
         )  # fmt: skip
         return subprocess.run(
             [*args, *command],
@@ -356,7 +359,7 @@ class SshdSandbox:
         )
 
     def ssh_password(
-        self, login: str, password: str, *command: str, timeout: float = 60
+        self, login: str, password: str, *command: str, timeout: float = 60, log_level="INFO"
     ) -> subprocess.CompletedProcess:
         """A password login, the password given through SSH_ASKPASS (no tty needed)."""
         askpass = self.root / "keys" / f"askpass-{secrets.token_hex(4)}"
@@ -370,7 +373,7 @@ class SshdSandbox:
         }
         args = self.ssh_args(
             login, "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password",
-            "-o", "NumberOfPasswordPrompts=1",
+            "-o", "NumberOfPasswordPrompts=1", log_level=log_level,
         )  # fmt: skip
         try:
             return subprocess.run(
