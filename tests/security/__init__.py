@@ -1,0 +1,1 @@
+"""Security suite: authorization matrix, API fuzzing, hostile input, secrets."""

@@ -1,0 +1,111 @@
+"""Fixtures for the security suite: a real service seeded with every role under test."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.utils.seed import World, make_key
+from tests.utils.service import start_service
+
+# Role under test -> the user behind it (None: not a user token).
+ROLE_USER = {
+    "anonymous": None,
+    "requester": "alice",
+    "approver": "bob",  # approver AND requester: so it can own requests (self-approval)
+    "admin": "admin",
+    "host_a": None,
+    "host_b": None,
+    "disabled": "dave",
+    "revoked": None,
+}
+ROLES = tuple(ROLE_USER)
+
+
+@dataclass
+class SecWorld:
+    w: World
+    keydir: Path
+    role_tokens: dict[str, str | None] = field(default_factory=dict)
+    # Unique text put into every request's reason, by owner: foreign-data probes.
+    markers: dict[str, set[str]] = field(default_factory=dict)
+    _n: itertools.count = field(default_factory=itertools.count)
+
+    @property
+    def svc(self):  # noqa: ANN201
+        return self.w.svc
+
+    def token(self, role: str) -> str | None:
+        return self.role_tokens[role]
+
+    def new_request(self, owner: str, host: str = "web1") -> int:
+        marker = f"MARK{owner.upper()}{next(self._n):04d}"
+        self.markers.setdefault(owner, set()).add(marker)
+        return self.w.request(owner, host=host, reason=f"ticket {marker}")["id"]
+
+    def approved_request(self, owner: str) -> int:
+        rid = self.new_request(owner)
+        self.w.approve("carol", rid)
+        return rid
+
+    def new_key(self, owner: str) -> tuple[int, str]:
+        """Register a fresh key for ``owner``; (key id, fingerprint)."""
+        key = make_key(self.keydir, f"{owner}-{next(self._n)}")
+        status, body = self.w.call(
+            self.w.tokens[owner], "POST", "/api/v1/keys", {"public_key": key.line}
+        )
+        assert status == 201, body
+        return body["id"], key.fingerprint
+
+    def fresh_key_line(self) -> str:
+        return make_key(self.keydir, f"fresh-{next(self._n)}").line
+
+    def all_markers(self) -> set[str]:
+        return set().union(*self.markers.values()) if self.markers else set()
+
+
+def build_security_world(tmp: Path) -> SecWorld:
+    svc = start_service(tmp / "server")
+    w = World(svc)
+    w.user("alice", "requester")
+    w.user("bob", "approver", "requester")
+    w.user("carol", "approver")  # does the set-up approvals; not a role under test
+    w.user("frank", "requester")  # owns the "other" objects; not a role under test
+    w.user("admin", "admin")
+    w.user("dave", "requester")
+    w.host("web1", "env=prod")
+    w.host("web2", "env=prod")
+    w.policy()
+    keydir = tmp / "keys"
+    keydir.mkdir()
+    for name in ("alice", "bob", "frank", "dave"):
+        w.add_key(name, keydir)
+    sw = SecWorld(w, keydir)
+    # alice holds an approval on web1 (host A): what host B must never learn about.
+    sw.approved_request("alice")
+    sw.new_request("dave")
+    svc.admin("user", "disable", "dave")
+    revoked = w.rotate("web1")
+    sw.role_tokens = {
+        "anonymous": None,
+        "requester": w.tokens["alice"],
+        "approver": w.tokens["bob"],
+        "admin": w.tokens["admin"],
+        "host_a": w.host_tokens["web1"],
+        "host_b": w.host_tokens["web2"],
+        "disabled": w.tokens["dave"],
+        "revoked": revoked,
+    }
+    return sw
+
+
+@pytest.fixture(scope="module")
+def secworld(tmp_path_factory) -> SecWorld:
+    sw = build_security_world(tmp_path_factory.mktemp("sec"))
+    try:
+        yield sw
+    finally:
+        sw.svc.stop()
