@@ -81,20 +81,21 @@ def _store(attr: str) -> Callable[[click.Context, click.Parameter, Any], None]:
 
 def _setup_logging(s: Settings) -> None:
     level = logging.WARNING
-    if s.verbose >= 2:
-        level = logging.DEBUG
-    elif s.verbose == 1:
-        level = logging.INFO
+    if s.verbose >= 1:
+        level = logging.DEBUG if s.verbose >= 2 else logging.INFO
     elif s.quiet:
         level = logging.ERROR
-    root = logging.getLogger("jit_hooks")
-    root.setLevel(level)
-    if not root.handlers:
-        handler = logging.StreamHandler()  # stderr: stdout stays clean for data
-        handler.setFormatter(logging.Formatter("jit: %(message)s"))
-        root.addHandler(handler)
-    # urllib3's debug lines include headers only at http.client level, which we
-    # never enable: the Authorization header must not reach the terminal.
+    # -vv adds urllib3's connection lines. Neither logs headers (that would be
+    # http.client's debuglevel, never set): the Authorization header stays secret.
+    names = ["jit_hooks", "urllib3"] if s.verbose >= 2 else ["jit_hooks"]
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if not any(getattr(h, "jit_cli", False) for h in logger.handlers):
+            handler = logging.StreamHandler()  # stderr: stdout stays clean for data
+            handler.setFormatter(logging.Formatter("jit: %(message)s"))
+            handler.jit_cli = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
 
 
 def api_options(f: F) -> F:

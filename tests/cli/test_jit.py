@@ -163,6 +163,17 @@ def test_env_and_flags_override_the_config_file(world: World, tmp_path):
     assert json.loads(j.ok("status", "--json"))["user"]["name"] == "dave"
 
 
+def test_verbose_shows_calls_but_never_the_token(world: World, tmp_path):
+    j = world.logged_in(tmp_path, "alice")
+    r = j("keys", "list", "-vv", "--json")
+    assert r.returncode == 0, r.stderr
+    assert "GET /api/v1/keys" in r.stderr
+    assert world.tokens["alice"] not in r.stderr + r.stdout
+    json.loads(r.stdout)  # diagnostics stay on stderr
+    quiet = j("keys", "remove", "999999", "-q")
+    assert quiet.returncode == 1 and "404" in one_error_line(quiet.stderr)
+
+
 def test_unknown_token_is_one_line_401(world: World, tmp_path):
     j = world.jit(tmp_path / "home")
     r = j("list", "--url", world.service.url, "--token", "jitu_nope")
