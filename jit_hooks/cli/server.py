@@ -125,10 +125,26 @@ def db_upgrade(env: Env) -> None:
 )
 @click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), default=None)
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), default=None)
+@click.option(
+    "--pam-service",
+    envvar="JIT_PAM_SERVICE",
+    default="login",
+    show_default=True,
+    help="PAM service that checks passwords for POST /api/v1/login.",
+)
 @click.option("--log-level", default="info", show_default=True)
 @pass_env
-def serve(env: Env, listen: str, tls_cert: str | None, tls_key: str | None, log_level: str) -> None:
+def serve(
+    env: Env,
+    listen: str,
+    tls_cert: str | None,
+    tls_key: str | None,
+    pam_service: str,
+    log_level: str,
+) -> None:
     """Run the HTTP(S) service."""
+    import dataclasses
+
     import uvicorn
 
     from jit_hooks.server.app import create_app
@@ -142,7 +158,7 @@ def serve(env: Env, listen: str, tls_cert: str | None, tls_key: str | None, log_
     if not schema_is_current(env.engine):
         raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
     env.engine.dispose()
-    app = create_app(env.settings)
+    app = create_app(dataclasses.replace(env.settings, pam_service=pam_service))
     uvicorn.run(
         app,
         host=host.strip("[]"),

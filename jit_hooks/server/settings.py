@@ -39,8 +39,4 @@ class Settings:
         ddir = Path(data_dir or os.environ.get("JIT_DATA_DIR") or DEFAULT_DATA_DIR)
         if not database_url:
             database_url = f"sqlite:///{ddir / DB_FILENAME}"
-        return cls(
-            database_url=database_url,
-            data_dir=ddir,
-            pam_service=os.environ.get("JIT_PAM_SERVICE", "login"),
-        )
+        return cls(database_url=database_url, data_dir=ddir)

@@ -6,8 +6,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
 
-from jit_hooks.server import lifecycle
+from jit_hooks.server import audit, lifecycle
 from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.errors import Forbidden
 from jit_hooks.server.schemas import RequestIn, RequestList, RequestOut, ReviewIn
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
@@ -59,15 +60,31 @@ def show(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
 def _review(
     ctx: CtxDep, creds: Creds, request_id: int, decision: str, body: ReviewIn | None
 ) -> dict:
+    refused: Forbidden | None = None
     with ctx.user_tx(creds) as (conn, user):
-        out = lifecycle.review(
-            conn,
-            user=user,
-            request_id=request_id,
-            decision=decision,
-            comment=body.comment if body else "",
-            now=ctx.now(),
-        )
+        try:
+            out = lifecycle.review(
+                conn,
+                user=user,
+                request_id=request_id,
+                decision=decision,
+                comment=body.comment if body else "",
+                now=ctx.now(),
+            )
+        except Forbidden as e:
+            # Refusals happen before review() writes anything: record the
+            # attempt (self-approval, ineligible approver) and commit that alone.
+            audit.append(
+                conn,
+                at=ctx.now(),
+                kind="review.refused",
+                actor=user.name,
+                data={"request_id": request_id, "decision": decision, "reason": e.detail},
+            )
+            refused = e
+    if refused is not None:
+        ctx.metrics.request_events.labels("refused").inc()
+        raise refused
     ctx.metrics.request_events.labels(decision).inc()
     if out["state"] in ("approved", "denied"):  # this review made the transition
         ctx.metrics.request_events.labels(out["state"]).inc()
