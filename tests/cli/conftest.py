@@ -1,4 +1,4 @@
-"""Fixtures for the `jit` CLI tests: one real service per module, a `jit` runner per user."""
+"""Fixtures for the `jit` CLI tests: one real service for the session, a `jit` per user."""
 
 from __future__ import annotations
 
@@ -108,7 +108,7 @@ class World:
         return j
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def world(tmp_path_factory) -> World:
     svc = start_service(tmp_path_factory.mktemp("jit-service"))
     try:
