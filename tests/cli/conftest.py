@@ -12,6 +12,8 @@ import pytest
 
 from tests.utils.service import Service, start_service
 
+REPO = Path(__file__).resolve().parents[2]
+
 POLICY = """
 [[policy]]
 name = "web-prod"
@@ -59,10 +61,11 @@ class Jit:
 
     home: Path
     env: dict[str, str] = field(default_factory=dict)
+    python: str = sys.executable
 
     def __call__(self, *args: str, input: str | None = None) -> Result:
         r = subprocess.run(
-            [sys.executable, "-m", "jit_hooks.cli.jit", *args],
+            [self.python, "-m", "jit_hooks.cli.jit", *args],
             capture_output=True,
             text=True,
             input=input,

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.cli.conftest import World
+from tests.cli.conftest import REPO, World
 
 
 def one_error_line(stderr: str) -> str:
@@ -391,3 +391,25 @@ def test_json_output_parses(world: World, tmp_path, cmd):
     if cmd[0] == "show":
         cmd = ["show", str(new_request(alice)["id"])]
     json.loads(alice.ok(*cmd, "--json"))
+
+
+def test_runs_on_debian_python3_with_debian_click_and_requests(world: World, tmp_path):
+    """Hosts and laptops run `jit` on Debian 12's python3-click 8.1 / python3-requests 2.28."""
+    system = "/usr/bin/python3"
+    probe = subprocess.run(
+        [system, "-c", "import click, requests; print(click.__version__, requests.__version__)"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode != 0:
+        pytest.skip("no system python3 with python3-click and python3-requests")
+    j = world.jit(tmp_path / "home", PYTHONPATH=str(REPO))
+    j.python = system
+    j.ok("login", "--url", world.service.url, "--token-stdin", input=world.tokens["dave"] + "\n")
+    req = new_request(j)
+    assert req["requester"] == "dave"
+    assert req["id"] in [r["id"] for r in json.loads(j.ok("list", "--mine", "--json"))]
+    r = j("approve", str(req["id"]))
+    assert r.returncode == 1 and "403" in one_error_line(r.stderr)
+    r = j("request", "web1", "--login", "deploy", "--duration", "1x")
+    assert r.returncode == 2 and "not a duration" in one_error_line(r.stderr)
