@@ -230,7 +230,7 @@ def create_request(
             approvals_required=policy.approvals_required,
             created_at=now,
         )
-    ).inserted_primary_key[0]
+    ).inserted_primary_key[0]  # type: ignore[index]
     conn.execute(request_hosts.insert(), [{"request_id": rid, "host_id": h} for h in host_ids])
     audit.append(
         conn,

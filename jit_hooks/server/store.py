@@ -54,7 +54,7 @@ def add_user(conn: Connection, *, name: str, roles: list[str], actor: str, now: 
     role_text = " ".join(sorted(set(roles)))
     uid = conn.execute(
         users.insert().values(name=name, roles=role_text, disabled=False, created_at=now)
-    ).inserted_primary_key[0]
+    ).inserted_primary_key[0]  # type: ignore[index]
     audit.append(
         conn,
         at=now,
@@ -147,7 +147,7 @@ def add_host(conn: Connection, *, name: str, labels: dict[str, str], actor: str,
     if row is None:
         hid = conn.execute(
             hosts.insert().values(name=name, labels=text, removed=False, created_at=now)
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
     else:
         hid = row.id
         conn.execute(hosts.update().where(hosts.c.id == hid).values(labels=text, removed=False))
@@ -228,7 +228,7 @@ def add_key(conn: Connection, *, user_id: int, user: str, line: str, now: int) -
                 comment=key.comment,
                 created_at=now,
             )
-        ).inserted_primary_key[0]
+        ).inserted_primary_key[0]  # type: ignore[index]
     except IntegrityError as e:  # a racing insert of the same key
         raise Conflict(f"key {key.fingerprint} is already registered") from e
     audit.append(

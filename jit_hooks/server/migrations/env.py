@@ -11,7 +11,10 @@ engine = config.attributes.get("engine")
 if engine is None:  # plain `alembic` invocation: build one from the URL
     from jit_hooks.server.db import make_engine
 
-    engine = make_engine(config.get_main_option("sqlalchemy.url"))
+    url = config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("set sqlalchemy.url, or run migrations with `jit-server db upgrade`")
+    engine = make_engine(url)
 
 with engine.connect() as connection:
     context.configure(
