@@ -1,0 +1,151 @@
+"""`jit-hooks enroll` (files, owners, modes) and `jit-hooks check` (dry run) on a real service."""
+
+from __future__ import annotations
+
+import grp
+import subprocess
+import tomllib
+
+import pytest
+
+from tests.packaging.conftest import Root
+
+pytestmark = pytest.mark.usefixtures("hook_user")
+
+POLICY = """
+[[policy]]
+name = "web"
+hosts = ["web1"]
+logins = ["deploy"]
+requesters = { roles = ["requester"] }
+approvers = { roles = ["approver"] }
+approvals_required = 1
+max_duration = 3600
+reason_required = false
+options = ["no-agent-forwarding"]
+"""
+
+
+def enroll(root: Root, *args: str, token: str | None = None):
+    return root.run("enroll", *args, input=token)
+
+
+def test_enroll_writes_config_and_token_with_the_right_modes(sshd_root, host_service):
+    svc, token = host_service
+    r = enroll(
+        sshd_root,
+        "--url",
+        svc.url,
+        "--host-name",
+        "web1",
+        "--break-glass",
+        "root",
+        token=token + "\n",
+    )
+    assert r.returncode == 0, r.stderr
+    st = sshd_root.token.stat()
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (
+        0o640,
+        0,
+        grp.getgrnam("jit-hooks").gr_gid,
+    )
+    assert sshd_root.token.read_text() == token + "\n"
+    assert sshd_root.config.stat().st_mode & 0o7777 == 0o644
+    cfg = tomllib.loads(sshd_root.config.read_text())
+    assert cfg["service"]["urls"] == [svc.url]
+    assert cfg["service"]["token_file"] == str(sshd_root.token)
+    assert cfg["host"]["name"] == "web1"
+    assert cfg["break_glass"]["accounts"] == ["root"]
+    # The result is what enable needs: status finds service and token fine.
+    r = sshd_root.run("status")
+    assert "answers for host web1" in r.stdout and "token:        ok" in r.stdout, r.stdout
+
+
+def test_re_enroll_keeps_break_glass_and_takes_the_token_from_a_file(
+    sshd_root, host_service, tmp_path
+):
+    svc, token = host_service
+    assert enroll(sshd_root, "--url", svc.url, "--break-glass", "root", token=token).returncode == 0
+    token_file = tmp_path / "t"
+    token_file.write_text(token)
+    r = enroll(
+        sshd_root,
+        "--url",
+        "https://jit2.example.org:8443",
+        "--url",
+        svc.url,
+        "--token-file",
+        str(token_file),
+    )
+    assert r.returncode == 0, r.stderr
+    cfg = tomllib.loads(sshd_root.config.read_text())
+    assert cfg["service"]["urls"] == ["https://jit2.example.org:8443", svc.url]
+    assert cfg["break_glass"]["accounts"] == ["root"]
+
+
+@pytest.mark.parametrize(
+    "args,token,message",
+    [
+        (["--url", "ftp://x"], "jith_" + "a" * 43, "service.urls"),
+        (["--url", "https://jit.example.org"], "not a token!", "host token is malformed"),
+        (["--url", "https://jit.example.org"], "", "no host token given"),
+        (
+            ["--url", "https://jit.example.org", "--break-glass", "Bad Name"],
+            "jith_" + "a" * 43,
+            "break_glass.accounts",
+        ),
+    ],
+)
+def test_enroll_refuses_bad_input_without_writing(sshd_root, args, token, message):
+    r = enroll(sshd_root, *args, token=token)
+    assert r.returncode == 1 and r.stdout == ""
+    assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
+    assert not sshd_root.config.exists() and not sshd_root.token.exists()
+
+
+def make_key(tmp_path, name):
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", name, "-f", str(tmp_path / name)],
+        check=True,
+        timeout=30,
+    )
+    return tmp_path / f"{name}.pub"
+
+
+def test_check_shows_what_sshd_would_get_and_why(sshd_root, host_service, tmp_path):
+    svc, token = host_service
+    assert enroll(sshd_root, "--url", svc.url, "--break-glass", "root", token=token).returncode == 0
+    for who, role in (("alice", "requester"), ("bob", "approver")):
+        svc.admin("user", "add", who, "--role", role)
+    alice = svc.admin("token", "create", "alice").strip()
+    bob = svc.admin("token", "create", "bob").strip()
+    (tmp_path / "policy.toml").write_text(POLICY)
+    svc.admin("policy", "add", str(tmp_path / "policy.toml"))
+    pub = make_key(tmp_path, "alice")
+    status, _ = svc.call("POST", "/api/v1/keys", token=alice, body={"public_key": pub.read_text()})
+    assert status == 201
+
+    r = sshd_root.run("check", "deploy", "--key", str(pub))
+    assert r.returncode == 1
+    assert "sshd would get: nothing (no_approval): the key is refused" in r.stdout
+    assert "account check: deny" in r.stdout
+
+    body = {"host": "web1", "login": "deploy", "reason": "x", "duration_seconds": 600}
+    status, req = svc.call("POST", "/api/v1/requests", token=alice, body=body)
+    assert status == 201
+    status, _ = svc.call("POST", f"/api/v1/requests/{req['id']}/approve", token=bob, body={})
+    assert status == 200
+    r = sshd_root.run("check", "deploy", "--key", str(pub))
+    assert r.returncode == 0, r.stdout + r.stderr
+    blob = pub.read_text().split()[1]
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("sshd would get: "))
+    assert line.startswith('sshd would get: expiry-time="')
+    assert f",no-agent-forwarding ssh-ed25519 {blob} jit-request-{req['id']}" in line
+    assert "account check: allow" in r.stdout
+
+    r = sshd_root.run("check", "root", "--key", str(pub))
+    assert r.returncode == 0 and "break-glass account" in r.stdout
+
+    svc.stop()
+    r = sshd_root.run("check", "deploy", "--key", str(pub))
+    assert r.returncode == 1 and "service error refused" in r.stdout
