@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from tests.cli.conftest import Jit, clean_env
@@ -81,3 +85,17 @@ def test_not_logged_in(jit):
     r = jit("keys", "list", "--url", "http://127.0.0.1:1")
     assert r.returncode == 1
     assert "jit login" in one_error_line(r.stderr)
+
+
+def test_console_script(tmp_path):
+    """The installed `jit` entry point (pyproject's console script) runs."""
+    script = Path(sys.executable).parent / "jit"
+    if not script.exists():
+        pytest.skip("jit-hooks is not installed in this interpreter's environment")
+    env = clean_env(tmp_path)
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0 and r.stdout.startswith("jit, version ")
+    r = subprocess.run([str(script), "--help"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0
+    for command in ("login", "keys", "request", "list", "approve", "revoke", "status", "audit"):
+        assert f"  {command} " in r.stdout

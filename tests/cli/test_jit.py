@@ -144,6 +144,15 @@ def test_password_login_through_pam(world: World, tmp_path, unix_user):
     assert f'token = "{token}"' in j.config.read_text()
 
 
+def test_logout_forgets_the_token(world: World, tmp_path):
+    j = world.logged_in(tmp_path, "alice")
+    j.ok("logout")
+    text = j.config.read_text()
+    assert "token" not in text and world.service.url in text
+    r = j("list")
+    assert r.returncode == 1 and "jit login" in one_error_line(r.stderr)
+
+
 def test_env_and_flags_override_the_config_file(world: World, tmp_path):
     j = world.logged_in(tmp_path, "alice")
     who = json.loads(j.ok("status", "--json"))["user"]["name"]
@@ -194,6 +203,14 @@ def test_keys_add_list_remove(world: World, tmp_path):
     assert fp1 in out and out.startswith("Added key ")
     added = json.loads(j.ok("keys", "add", "-", "--json", input=open(pub2).read()))
     assert added["fingerprint"] == fp2 and added["key_type"] == "ssh-ed25519"
+
+    # Several keys in one file (comments and blank lines skipped): one line each.
+    pub3, fp3 = ssh_key(tmp_path, "k3")
+    pub4, fp4 = ssh_key(tmp_path, "k4")
+    both = tmp_path / "both.pub"
+    both.write_text(f"# laptop and token\n{open(pub3).read()}\n{open(pub4).read()}")
+    out = j.ok("keys", "add", str(both))
+    assert len(out.splitlines()) == 2 and fp3 in out and fp4 in out
 
     listed = json.loads(j.ok("keys", "list", "--json"))
     assert {k["fingerprint"] for k in listed} >= {fp1, fp2}
