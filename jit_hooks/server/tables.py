@@ -92,6 +92,8 @@ requests = Table(
     Column("decided_at", Integer, nullable=True),
     Column("closed_at", Integer, nullable=True),  # revoked / cancelled at
     Index("ix_requests_active", "requester_id", "login", "state", "ends_at"),
+    # Logins without a key (account hook): only the live approvals for the login.
+    Index("ix_requests_login_active", "login", "state", "ends_at"),
     Index("ix_requests_state", "state"),
 )
 
