@@ -171,6 +171,12 @@ def test_env_and_flags_override_the_config_file(world: World, tmp_path):
     j.env["JIT_CONFIG"] = str(other)
     assert json.loads(j.ok("status", "--json"))["user"]["name"] == "dave"
 
+    # A token file others can read still works, with a warning on stderr.
+    other.chmod(0o644)
+    r = j("status", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["user"]["name"] == "dave"
+    assert "readable by others" in r.stderr and world.tokens["dave"] not in r.stderr
+
 
 def test_verbose_shows_calls_but_never_the_token(world: World, tmp_path):
     j = world.logged_in(tmp_path, "alice")
