@@ -39,7 +39,7 @@ class SyslogSink:
     def messages(self, ident: str | None = None) -> list[str]:
         return [msg for _pri, who, msg in list(self.lines) if ident is None or who == ident]
 
-    def wait_for(self, pattern: str, ident: str | None = None, timeout: float = 10.0) -> str:
+    def wait_for(self, pattern: str, ident: str | None = None, timeout: float = 30.0) -> str:
         """The first message matching ``pattern`` (regex), waiting for it to arrive."""
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
