@@ -49,6 +49,10 @@ def test_unreachable_login_exits_3(jit):
         (["request", "web1", "--login", "deploy", "--duration", "2x"], "not a duration"),
         (["request", "web1", "--login", "deploy", "--duration", "0"], "more than 0"),
         (["request", "web1", "--login", "deploy", "--duration", "1h", "--start", "soon"], "soon"),
+        (
+            ["request", "web1", "--login", "deploy", "--duration", "1h", "--start", "2020-01-01"],
+            "in the past",
+        ),
         (["request", "--login", "deploy", "--duration", "1h"], "HOST or --selector"),
         (["request", "web1", "-s", "env=prod", "--login", "d", "--duration", "1h"], "not both"),
         (["request", "-s", "envprod", "--login", "d", "--duration", "1h"], "key=value"),
