@@ -255,11 +255,11 @@ def status(layout: wiring.Layout) -> None:
         ok = ok and good
         click.echo(f"{name + ':':<13} {'ok  ' if good else 'FAIL'} {text}")
 
+    config: HostConfig | None = None
     try:
-        config: HostConfig | None = _config(layout)
+        config = _config(layout)
         line("config", True, config.path or "")
     except ConfigError as e:
-        config = None
         line("config", False, str(e))
     break_glass = config.break_glass if config else frozenset()
     state = wiring.wiring_status(layout, break_glass)

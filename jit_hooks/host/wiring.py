@@ -457,6 +457,8 @@ def disable(layout: Layout) -> bool:
     if not changes:
         return False
     apply_changes(changes)
+    if not os.path.exists(layout.sshd):
+        return True  # sshd itself is gone (openssh-server removed): nothing to check
     problem = sshd_test(layout)
     if problem:
         raise WiringError(
@@ -472,6 +474,8 @@ def reload_sshd(layout: Layout) -> str:
     sshd's own PidFile; under a root dir the pid file is looked up under it too, so
     a test root can never signal the machine's own sshd.
     """
+    if not os.path.exists(layout.sshd):
+        return f"{layout.sshd} is not installed: nothing to reload"
     pidfile = sshd_effective(layout, PROBE_USER).get("pidfile", "/run/sshd.pid")
     if layout.root not in ("/", "") and not pidfile.startswith(layout.root.rstrip("/") + "/"):
         pidfile = layout.under_root(pidfile)
