@@ -119,6 +119,7 @@ def test_break_glass_is_reported_to_the_audit(world):
 def test_break_glass_key_does_not_open_other_accounts(world):
     r = world.box.ssh(world.login, world.person("breakglass"), "echo ran-ok")
     assert r.returncode == 255 and "ran-ok" not in r.stdout
+    world.box.sink.wait_for(rf"decision=deny login={world.login} .*reason=no_approval", ident=AKC)
 
 
 # -- a failing session hook --------------------------------------------------

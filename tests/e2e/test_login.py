@@ -155,3 +155,5 @@ def test_wrong_password_never_reaches_the_account_hook(world):
     r = world.box.ssh_password(world.login, "wrong-password", "echo ran-ok")
     assert r.returncode == 255 and "ran-ok" not in r.stdout
     assert world.events("hook.account") == []
+    # Our PAM stack (pam_unix) did check it: the sandbox's PAM file is in use.
+    assert f"Failed password for {world.login}" in world.box.log_text()
