@@ -15,6 +15,7 @@ from jit_hooks.server.context import Context
 from jit_hooks.server.db import make_engine
 from jit_hooks.server.errors import ServiceDomainError
 from jit_hooks.server.metrics import Metrics
+from jit_hooks.server.schemas import ErrorOut
 from jit_hooks.server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.ctx = Context(
         settings=settings, engine=make_engine(settings.database_url), metrics=metrics
     )
+    # Publish the real error body in /openapi.json (FastAPI would document its own
+    # 422 shape, which the handlers below never send).
+    errors = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)}
     for r in (health, login, me, requests, audit, hooks):
-        app.include_router(r.router)
+        app.include_router(r.router, responses=errors)
 
     @app.exception_handler(ServiceDomainError)
     async def _domain(request: Request, exc: ServiceDomainError) -> JSONResponse:

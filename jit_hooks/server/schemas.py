@@ -233,3 +233,11 @@ class PingOut(BaseModel):
 
 class HealthOut(BaseModel):
     status: str
+
+
+class ErrorOut(BaseModel):
+    """The body of every 4xx/5xx answer (see docs/api.md, "Errors")."""
+
+    error: str
+    detail: str
+    field: str | None = None
