@@ -54,7 +54,9 @@ def append(
     data: dict | None = None,
 ) -> int:
     """Append one event inside the caller's (write) transaction; return its id."""
-    head = conn.execute(select(audit_head.c.last_id, audit_head.c.hash)).first()
+    # FOR UPDATE serialises appends on PostgreSQL; SQLite already holds the
+    # write lock (BEGIN IMMEDIATE) and the clause is omitted there.
+    head = conn.execute(select(audit_head.c.last_id, audit_head.c.hash).with_for_update()).first()
     prev_id, prev_hash = (head.last_id, head.hash) if head else (0, GENESIS)
     new_id = prev_id + 1
     text = canonical(data or {})
