@@ -1,0 +1,288 @@
+"""Walk-through of jit-hooks on one machine, narrated step by step (run via scripts/demo).
+
+Starts the approval service (SQLite in a temp dir) and a real, sandboxed sshd
+with the host hooks (tests/utils/sshd.py: own config, port and PAM service on
+127.0.0.1), then plays requester alice and approver bob with the `jit` CLI and a
+real `ssh` client. Everything it creates is removed at the end, even on error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from tests.utils.service import Service, start_service  # noqa: E402
+from tests.utils.sshd import SshdSandbox  # noqa: E402
+
+BIN = Path(sys.executable).parent
+COLOR = sys.stdout.isatty()
+HOOK_IDENTS = ("jit-authorized-keys", "jit-pam-account", "jit-pam-session")
+
+
+def paint(code: str, text: str) -> str:
+    return f"\033[{code}m{text}\033[0m" if COLOR else text
+
+
+def step(n: int, text: str) -> None:
+    print("\n" + paint("1;36", f"== {n}. {text}"), flush=True)
+
+
+def say(text: str) -> None:
+    print(textwrap.indent(textwrap.fill(text, 88), "   "), flush=True)
+
+
+def show_cmd(argv: list[str], who: str) -> None:
+    shown = " ".join(a if " " not in a else repr(a) for a in argv)
+    print(paint("33", f"   {who}$ {shown}"), flush=True)
+
+
+def show_output(text: str) -> None:
+    for line in text.rstrip().splitlines():
+        print(paint("2", f"     | {line}"))
+
+
+class Demo:
+    def __init__(self, work: Path):
+        self.work = work
+        self.svc: Service | None = None
+        self.box: SshdSandbox | None = None
+        self.tokens: dict[str, str] = {}
+
+    # -- helpers ---------------------------------------------------------------
+
+    def jit(self, who: str, *args: str, show: bool = True) -> str:
+        """Run the `jit` CLI as `who` (their own token, no config file of root's)."""
+        env = {
+            **os.environ,
+            "JIT_URL": self.svc.url,
+            "JIT_TOKEN": self.tokens[who],
+            "JIT_CONFIG": str(self.work / f"{who}.toml"),
+        }
+        argv = ["jit", *args]
+        if show:
+            show_cmd(argv, who)
+        r = subprocess.run(
+            [str(BIN / "jit"), *args], capture_output=True, text=True, env=env, timeout=60
+        )
+        if r.returncode != 0:
+            raise SystemExit(f"demo: `jit {' '.join(args)}` failed: {r.stderr.strip()}")
+        if show and "--json" not in args:
+            show_output(r.stdout)
+        return r.stdout
+
+    def admin(self, *args: str) -> str:
+        show_cmd(["jit-server", *args], "admin")
+        return self.svc.admin(*args)
+
+    def ssh(self, expect_in: bool) -> None:
+        box = self.box
+        show_cmd(
+            [
+                "ssh",
+                "-i",
+                "alice_key",
+                "-p",
+                str(box.port),
+                f"{self.login}@127.0.0.1",
+                "echo hello from $(hostname) as $(id -un)",
+            ],
+            "alice",
+        )
+        box.sink.clear()
+        r = box.ssh(
+            self.login, self.alice, "echo hello from $(hostname) as $(id -un)", log_level="INFO"
+        )
+        if r.returncode == 0:
+            show_output(r.stdout)
+            print(paint("1;32", "   -> logged in"))
+        else:
+            lines = r.stderr.replace("\r", "").splitlines()
+            show_output("\n".join(ln for ln in lines if "Permanently added" not in ln))
+            print(paint("1;31", f"   -> refused (ssh exit {r.returncode})"))
+        time.sleep(0.3)  # let the last hook's syslog line arrive
+        say("What the hooks logged (syslog authpriv, one key=value line per decision):")
+        for _pri, ident, msg in box.sink.lines:
+            if ident in HOOK_IDENTS:
+                show_output(f"{ident}: {msg}")
+        if (r.returncode == 0) != expect_in:
+            raise SystemExit("demo: unexpected ssh outcome, see above")
+
+    # -- the walk-through --------------------------------------------------------
+
+    def run(self) -> None:
+        step(1, "Start the approval service (SQLite in a temp dir)")
+        self.svc = start_service(self.work / "server")
+        say(f"jit-server is listening on {self.svc.url}; database {self.svc.data_dir}/jit.db")
+
+        step(2, "Create people, a host and a policy (service admin, `jit-server`)")
+        for name, role in (("alice", "requester"), ("bob", "approver"), ("root", "admin")):
+            self.admin("user", "add", name, "--role", role)
+            self.tokens[name] = self.admin("token", "create", name).strip()
+        host_token = self.admin("host", "add", "web1", "--label", "env=prod").strip()
+        say("Each token is printed once and stored only as a SHA-256 hash.")
+
+        step(3, "Start a sandboxed sshd with the jit hooks (this machine's sshd is untouched)")
+        self.box = box = SshdSandbox(tz="Etc/GMT-5")
+        self.login = box.add_account("deploy")
+        box.configure([self.svc.url], host_token)
+        say(
+            f"sshd on 127.0.0.1:{box.port}, PAM service {box.name}, hooks in {box.root}/bin, "
+            f"login account '{self.login}' (a fresh local user). sshd_config has:"
+        )
+        show_output(
+            "\n".join(
+                ln
+                for ln in (box.root / "sshd_config").read_text().splitlines()
+                if ln.startswith(("AuthorizedKeys", "ExposeAuthInfo", "UsePAM"))
+            )
+        )
+        policy = self.work / "policy.toml"
+        policy.write_text(
+            textwrap.dedent(f"""\
+            [[policy]]
+            name = "web-prod"
+            hosts = ["web1"]
+            logins = ["{self.login}"]
+            requesters = {{ roles = ["requester"] }}
+            approvers = {{ roles = ["approver"] }}
+            approvals_required = 1
+            max_duration = 3600
+            reason_required = true
+            options = ["no-agent-forwarding"]
+        """)
+        )
+        self.admin("policy", "add", str(policy))
+        show_output(policy.read_text())
+
+        step(4, "alice registers her SSH public key")
+        self.alice = box.person("alice")
+        pub = self.work / "alice_key.pub"
+        pub.write_text(self.alice.public_line + "\n")
+        self.jit("alice", "keys", "add", str(pub))
+
+        step(5, "Without a request alice cannot log in")
+        self.ssh(expect_in=False)
+
+        step(6, "alice asks for access; while it is pending she still cannot log in")
+        out = self.jit(
+            "alice",
+            "request",
+            "web1",
+            "--login",
+            self.login,
+            "--duration",
+            "30m",
+            "--reason",
+            "INC-42 disk full",
+            "--json",
+        )
+        rid = json.loads(out)["id"]
+        say(f"Request {rid} is pending.")
+        self.ssh(expect_in=False)
+
+        step(7, "bob (approver) reviews and approves; alice's key now works")
+        self.jit("bob", "list", "--review")
+        self.jit("bob", "approve", str(rid), "--comment", "ok for INC-42")
+        self.ssh(expect_in=True)
+        say(
+            "The key line sshd got was rebuilt by the hook with expiry-time at the "
+            "approval's end and only allow-listed options; no service text reaches sshd."
+        )
+
+        step(8, "bob revokes the approval; the next login is refused")
+        self.jit("bob", "revoke", str(rid), "--comment", "incident closed")
+        self.ssh(expect_in=False)
+
+        step(9, "Approvals expire on their own: a 10 second approval")
+        out = self.jit(
+            "alice",
+            "request",
+            "web1",
+            "--login",
+            self.login,
+            "--duration",
+            "10s",
+            "--reason",
+            "INC-43 quick check",
+            "--json",
+        )
+        rid2 = json.loads(out)["id"]
+        self.jit("bob", "approve", str(rid2))
+        self.ssh(expect_in=True)
+        say("Waiting for the approval to end...")
+        while (
+            json.loads(self.jit("alice", "show", str(rid2), "--json", show=False))["state"]
+            != "expired"
+        ):
+            time.sleep(1)
+        self.ssh(expect_in=False)
+
+        step(10, "If the service is down, logins are denied (fail closed)")
+        approved = self.jit(
+            "alice",
+            "request",
+            "web1",
+            "--login",
+            self.login,
+            "--duration",
+            "30m",
+            "--reason",
+            "INC-44",
+            "--json",
+        )
+        self.jit("bob", "approve", str(json.loads(approved)["id"]))
+        self.svc.stop()
+        say("jit-server stopped, although alice holds an active approval:")
+        self.ssh(expect_in=False)
+        self.svc.start()
+
+        step(11, "Everything is in the hash-chained audit log")
+        out = self.jit("root", "audit", "--limit", "1000", "--json", show=False)
+        data = json.loads(out)
+        events = data["events"] if isinstance(data, dict) else data
+        show_cmd(["jit", "audit"], "root")
+        for e in events[-12:]:
+            detail = e.get("data", {})
+            decision = detail.get("decision", "")
+            print(
+                paint(
+                    "2", f"     | #{e['id']:<4} {e['kind']:<22} actor={e.get('actor')} {decision}"
+                )
+            )
+        show_output(self.admin("audit", "verify"))
+        print(paint("1;32", "\n== Demo complete: request -> approve -> ssh -> revoke -> denied."))
+
+    def close(self) -> None:
+        if self.box:
+            self.box.close()
+        if self.svc:
+            self.svc.stop()
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("demo: run as root (it starts a real sshd with its own PAM service)", file=sys.stderr)
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="jit-demo-"))
+    demo = Demo(work)
+    try:
+        demo.run()
+        return 0
+    finally:
+        print(paint("2", "\n   cleaning up: sshd, PAM file, test accounts, service, temp files"))
+        demo.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
