@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import IntegrityError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jit_hooks.server.context import Context
@@ -102,7 +103,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     # Publish the real error body in /openapi.json (FastAPI would document its own
     # 422 shape, which the handlers below never send).
-    errors = {code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)}
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)
+    }
     for r in (health, login, me, requests, audit, hooks):
         app.include_router(r.router, responses=errors)
 
@@ -120,6 +123,12 @@ def create_app(settings: Settings) -> FastAPI:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         detail = exc.detail if isinstance(exc.detail, str) else json.dumps(exc.detail)
         return _error(exc.status_code, code, detail, None, getattr(exc, "headers", None))
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        # A uniqueness race the pre-checks could not see (the transaction rolled back).
+        log.info("integrity conflict on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _error(409, "conflict", "conflicting change, retry")
 
     @app.exception_handler(OperationalError)
     async def _db(request: Request, exc: OperationalError) -> JSONResponse:
