@@ -123,6 +123,9 @@ def test_listing_show_deny_cancel(shared_world):
     assert w.call("dave", "GET", f"{R}/{a['id']}")[0] == 404
     assert w.call("bob", "GET", f"{R}/{a['id']}")[1]["reason"] == "to be denied"
 
+    # An admin sees everything but is not an approver under this policy.
+    code, body = w.call("root-admin", "POST", f"{R}/{a['id']}/approve", {})
+    assert code == 403 and "not an approver" in body["detail"]
     code, denied = w.call("carol", "POST", f"{R}/{a['id']}/deny", {"comment": "no ticket"})
     assert (code, denied["state"]) == (200, "denied")
     assert denied["reviews"][0]["reviewer"] == "carol"
@@ -288,3 +291,29 @@ def test_health_openapi_metrics(shared_world):
     with urllib.request.urlopen(svc.url + "/metrics", timeout=10) as r:
         text = r.read().decode()
     assert 'jit_http_responses_total{method="GET",route="/healthz",status="200"}' in text
+
+
+def _metric(svc, prefix: str) -> float:  # noqa: ANN001
+    with urllib.request.urlopen(svc.url + "/metrics", timeout=10) as r:
+        lines = r.read().decode().splitlines()
+    return sum(float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(prefix))
+
+
+def test_authorized_keys_calls_are_not_counted_as_logins(shared_world):
+    w = shared_world
+    logins = 'jit_logins_total{decision="deny"}'
+    akc = 'jit_hook_decisions_total{decision="deny",hook="authorized_keys"}'
+    before_logins, before_akc = _metric(w.svc, logins), _metric(w.svc, akc)
+    for _ in range(3):  # sshd asks twice per login, and once per other offered key
+        assert w.akc("web2", "alice")[1] == {"keys": []}
+    assert _metric(w.svc, logins) == before_logins
+    assert _metric(w.svc, akc) == before_akc + 3
+    acct = {
+        "login": "deploy",
+        "rhost": None,
+        "service": "sshd",
+        "connection": None,
+        "fingerprint": w.keys["alice"].fingerprint,
+    }
+    assert w.call("web2", "POST", "/api/v1/hook/account", acct)[1]["decision"] == "deny"
+    assert _metric(w.svc, logins) == before_logins + 1
