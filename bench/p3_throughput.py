@@ -1,6 +1,8 @@
-"""P3 service throughput: the authorized-keys hook endpoint ÷ a no-op endpoint (/healthz).
+"""P3 service throughput: the authorized-keys hook endpoint ÷ a no-op endpoint.
 
-Both are loaded by the same wrk (one thread, N connections, loopback), in
+The no-op is GET /bench/noop, added by bench/server.py to the very same app
+(same middleware, thread pool, uvicorn settings): /healthz is no no-op, it
+opens a SQLite transaction. All are loaded by the same wrk (one thread, N connections, loopback), in
 alternating rounds bounded by time and by count, against one real jit-server
 process. Every hook call is a real decision for an approved key (the answer is
 checked once up front) and is audited in SQLite like in production.
@@ -12,6 +14,7 @@ import json
 
 from bench.load import Target, interleaved_load, summarize_load
 from bench.report import compare, value_row
+from bench.server import NOOP_PATH
 from bench.world import build_world
 
 TARGET_RATIO = 0.6
@@ -41,7 +44,8 @@ def measure(ctx, world, *, label: str) -> dict:  # noqa: ANN001
     rounds = 2 if ctx.quick else opts.get("rounds", 5)
     seconds = 1.0 if ctx.quick else opts.get("duration", 3.0)
     targets = {
-        f"{label}no-op GET /healthz": Target("/healthz"),
+        f"{label}no-op GET {NOOP_PATH}": Target(NOOP_PATH),
+        f"{label}GET /healthz (SELECT 1)": Target("/healthz"),
         f"{label}POST /api/v1/hook/authorized-keys": hook_target(world),
     }
     ctx.log(
@@ -61,9 +65,9 @@ def measure(ctx, world, *, label: str) -> dict:  # noqa: ANN001
 
 
 def run(ctx) -> dict:  # noqa: ANN001
-    world = build_world(ctx.work / "p3", approved=1)
+    world = build_world(ctx.work / "p3", approved=1, noop_route=True)
     try:
-        cases, (noop, hook) = measure(ctx, world, label="")
+        cases, (noop, health, hook) = measure(ctx, world, label="")
     finally:
         world.close()
     ratio_cases = {n: {"rps": c["rps"]} for n, c in cases.items()}
@@ -81,6 +85,7 @@ def run(ctx) -> dict:  # noqa: ANN001
         value_row("hook p50 latency", cases[hook]["median"], "ms", higher_is_better=False),
         value_row("hook p99 latency", cases[hook]["p99"], "ms", higher_is_better=False),
         compare("hook p99 / no-op p99", hook, noop, cases, key="p99"),
+        compare("hook checks/s / GET /healthz requests/s", hook, health, ratio_cases, key="rps"),
     ]
     return {
         "title": "service throughput",

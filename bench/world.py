@@ -7,13 +7,14 @@ and the public API, as in production.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.utils.service import Service, start_service
+from tests.utils.service import Service, free_port, start_service
 from tests.utils.syslog_sink import SyslogSink
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,14 +124,27 @@ class World:
 
 
 def build_world(
-    work: Path, *, approved: int = 1, denied: int = 0, login: str = LOGIN, sink: bool = True
+    work: Path,
+    *,
+    approved: int = 1,
+    denied: int = 0,
+    login: str = LOGIN,
+    sink: bool = True,
+    noop_route: bool = False,
 ) -> World:
     """Start a service in ``work`` and seed it; users are req0.. (approved first).
 
     The others (``denied``) have a key and a pending request, but no approval.
     """
     (work / "keys").mkdir(parents=True, exist_ok=True)
-    svc = start_service(work / "server")
+    if noop_route:  # the same service plus GET /bench/noop (P3's floor)
+        from bench.server import BenchService
+
+        (work / "server").mkdir(parents=True, exist_ok=True)
+        svc = BenchService(data_dir=work / "server", port=free_port(), env=dict(os.environ))
+        svc.start()
+    else:
+        svc = start_service(work / "server")
     w = World(svc=svc, work=work, login=login)
     if sink:
         # Short path: unix socket names are limited to 108 bytes.
