@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -126,14 +125,14 @@ def hook_user():
         pwd.getpwnam(HOOK_USER)
         created = False
     except KeyError:
+        # What postinst's `adduser --system --group` makes, with the base system's useradd.
         subprocess.run(
             [
-                "adduser",
-                "--quiet",
+                "useradd",
                 "--system",
-                "--group",
+                "--user-group",
                 "--no-create-home",
-                "--home",
+                "--home-dir",
                 "/nonexistent",
                 "--shell",
                 "/usr/sbin/nologin",
@@ -145,8 +144,8 @@ def hook_user():
         created = True
     yield HOOK_USER
     if created:
-        for cmd in ("deluser", "delgroup"):
-            subprocess.run([cmd, "--quiet", "--system", HOOK_USER], timeout=60, capture_output=True)
+        subprocess.run(["userdel", HOOK_USER], timeout=60, capture_output=True)
+        subprocess.run(["groupdel", HOOK_USER], timeout=60, capture_output=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -169,14 +168,10 @@ def sshd_root(tmp_path) -> Root:
     return write_sshd_root(tmp_path / "root", free_port())
 
 
-def have_real_service() -> bool:
-    return importlib.util.find_spec("jit_hooks.cli.server") is not None
-
-
 @pytest.fixture
-def host_service(request, tmp_path):
-    """(url, host token) of a real service with host web1 registered."""
-    svc = request.getfixturevalue("service")
+def host_service(service):
+    """(service, host token) of a real service with host web1 registered."""
+    svc = service
     token = svc.admin("host", "add", "web1").strip()
     return svc, token
 
