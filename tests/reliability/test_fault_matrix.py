@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.utils.fault_server import FaultServer
+from tests.utils.report import record
 from tests.utils.seed import World, basic_world, make_key
 from tests.utils.service import Service, free_port, start_service
 from tests.utils.syslog_sink import SyslogSink
@@ -423,6 +424,7 @@ def pki(tmp_path_factory) -> dict:
 def matrix_rows():
     rows: list[dict] = []
     yield rows
+    record(fault_cases=len(rows), faults_survived=sum(r["ok"] for r in rows))
     if os.environ.get("JIT_WRITE_FAULT_MATRIX") == "1" and rows:
         write_matrix(rows, ROOT / "docs" / "fault-matrix.md")
 

@@ -15,10 +15,8 @@ Figures (cases, failures) go to $JIT_SECURITY_REPORT (JSON) when set.
 
 from __future__ import annotations
 
-import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 import requests
@@ -34,6 +32,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     response_schema_conformance,
 )
 
+from tests.utils.report import record  # noqa: E402
 from tests.utils.seed import World, make_key  # noqa: E402
 from tests.utils.service import start_service  # noqa: E402
 
@@ -75,15 +74,13 @@ def fuzz_env(tmp_path_factory):
         yield w, schema
     finally:
         svc.stop()
-        report = os.environ.get("JIT_SECURITY_REPORT")
-        if report:
-            _merge_report(Path(report), {"fuzz_cases": STATS["cases"]})
-
-
-def _merge_report(path: Path, data: dict) -> None:
-    old = json.loads(path.read_text()) if path.exists() else {}
-    old.update(data)
-    path.write_text(json.dumps(old, indent=2, sort_keys=True))
+        ok = sum(n for status, n in STATS["by_status"].items() if 200 <= status < 300)
+        record(
+            fuzz_cases=STATS["cases"],
+            fuzz_2xx=ok,
+            fuzz_5xx=sum(n for status, n in STATS["by_status"].items() if status >= 500),
+            fuzz_failures=len(STATS["failures"]),
+        )
 
 
 def operations(schema) -> list:  # noqa: ANN001
@@ -197,6 +194,8 @@ def test_fuzz_stateful(fuzz_env):
             flaky += 1
     total = sum(calls.values())
     STATS["cases"] += total
+    STATS["failures"] += failures
+    record(fuzz_stateful_calls=total)
     assert failures == [], f"{len(failures)} failing calls:\n" + "\n---\n".join(failures[:5])
     assert total >= STATEFUL_EXAMPLES, calls
     # Chains reached the state-changing operations.

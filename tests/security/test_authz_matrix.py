@@ -19,6 +19,7 @@ import pytest
 from jit_hooks.server.app import create_app
 from jit_hooks.server.settings import Settings
 from tests.security.conftest import ROLE_USER, ROLES, SecWorld
+from tests.utils.report import record
 
 USERS = ("requester", "approver", "admin")
 DEAD = {"anonymous": 401, "disabled": 401, "revoked": 401}
@@ -251,6 +252,7 @@ def test_cell(secworld: SecWorld, probe: Probe, own: str, role: str):
     assert status == expected, f"{probe.id} as {role} ({own}): {status} {text[:300]}"
     leaked = sorted(s for s in forbidden_text(secworld, role) if s in text)
     assert leaked == [], f"foreign data in the answer to {role}: {leaked}"
+    record(authz_cells=1)
     if status >= 400:
         err = json.loads(text)
         assert isinstance(err.get("error"), str) and isinstance(err.get("detail"), str)
