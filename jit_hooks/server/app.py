@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jit_hooks.server.context import Context
@@ -134,6 +135,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def _db(request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database error on %s %s: %s", request.method, request.url.path, exc.orig)
         return _error(503, "unavailable", "database unavailable, try again")
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool(request: Request, exc: PoolTimeout) -> JSONResponse:
+        # Overload: no database connection came free within the busy timeout.
+        log.warning("database busy on %s %s: %s", request.method, request.url.path, exc)
+        return _error(503, "unavailable", "database busy, try again")
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception) -> JSONResponse:

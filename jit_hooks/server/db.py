@@ -12,6 +12,13 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # How long a writer waits for the SQLite write lock before giving up (ms);
 # hook calls are short, so a few seconds is plenty and still fails closed.
 BUSY_TIMEOUT_MS = 5000
+# Every transaction takes SQLite's write lock up front (BEGIN IMMEDIATE, below),
+# so a process can use only one connection at a time anyway. Waiting for that
+# one connection in the pool is a FIFO hand-over; waiting in SQLite's busy
+# handler is sleep-and-poll (naps of up to 100 ms): with 16 concurrent hook
+# callers the hook's p99 was 1.25 s with a 5+10 pool and 0.12 s with one
+# connection, at the same throughput (bench P3, docs/performance.md).
+SQLITE_POOL = {"pool_size": 1, "max_overflow": 0, "pool_timeout": BUSY_TIMEOUT_MS / 1000}
 
 
 def _prepare_sqlite_file(url: str) -> None:
@@ -39,7 +46,12 @@ def make_engine(url: str) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(url, pool_pre_ping=True)
     _prepare_sqlite_file(url)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 5})
+    in_memory = make_url(url).database in (None, "", ":memory:")
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 5},
+        **({} if in_memory else SQLITE_POOL),
+    )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn, _record):  # noqa: ANN001
