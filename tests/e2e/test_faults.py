@@ -42,7 +42,7 @@ def key_answer(person, expires_at):
 @pytest.fixture
 def fault(world):
     server = FaultServer(drip_total=30)
-    world.box.configure([server.url], world.host_token, connect_timeout=1.0, total_timeout=2.0)
+    world.box.configure([server.url], world.host_token, connect_timeout=1.0, total_timeout=3.0)
     yield server
     server.stop()
 
@@ -196,7 +196,15 @@ def test_failing_session_hook_forwards_no_port(world, fault, session_fails, sess
         args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
-        world.box.sink.wait_for(r"event=open", ident=SESSION)
+        try:
+            world.box.sink.wait_for(r"event=open", ident=SESSION)
+        except AssertionError:
+            ssh.kill()
+            out, err = ssh.communicate()
+            raise AssertionError(
+                f"no session hook line; ssh: {err!r}; hooks: {world.box.sink.lines!r}; "
+                f"sshd: {world.box.log_text()[-3000:]}"
+            ) from None
         got, connected = b"", False
         deadline = time.monotonic() + 30  # generous: CI machines are shared and slow
         while time.monotonic() < deadline and ssh.poll() is None:

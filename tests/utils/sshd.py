@@ -235,8 +235,8 @@ class SshdSandbox:
         urls: list[str],
         token: str,
         *,
-        connect_timeout: float = 1.0,
-        total_timeout: float = 3.0,
+        connect_timeout: float = 2.0,
+        total_timeout: float = 5.0,
         host_name: str = "web1",
     ) -> None:
         """(Re)write the hooks' config and host token; the next login uses them."""
