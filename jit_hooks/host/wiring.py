@@ -102,9 +102,11 @@ def render_dropin(layout: Layout, break_glass: frozenset[str] | set[str]) -> str
     ]
     if break_glass:
         lines += [
-            "# Break-glass accounts: keys from their own file, independent of the service.",
+            "# Break-glass accounts: keys from their own file, independent of the service",
+            "# and of the hook command.",
             f"Match User {','.join(sorted(break_glass))}",
             f"    AuthorizedKeysFile {BREAK_GLASS_KEYS_FILE}",
+            "    AuthorizedKeysCommand none",
         ]
     return "\n".join(lines) + "\n"
 
@@ -387,8 +389,11 @@ def verify_effective(layout: Layout, break_glass: frozenset[str] | set[str]) -> 
         if got.get(key) != value:
             problems.append(f"sshd uses {key} {got.get(key, '(unset)')!r}, not {value!r}")
     for user in sorted(break_glass):
-        if sshd_effective(layout, user).get("authorizedkeysfile", "none") == "none":
+        bg = sshd_effective(layout, user)
+        if bg.get("authorizedkeysfile", "none") == "none":
             problems.append(f"break-glass account {user} would have no AuthorizedKeysFile")
+        elif bg.get("authorizedkeyscommand", "none") != "none":
+            problems.append(f"break-glass account {user} would depend on the AuthorizedKeysCommand")
     return problems
 
 

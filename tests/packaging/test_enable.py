@@ -53,6 +53,7 @@ def test_enable_disable_round_trip(enabled_root):
     # ... except for the break-glass account, which keeps its own keys.
     own_keys = ".ssh/authorized_keys .ssh/authorized_keys2"
     assert sshd_T(root, "root")["authorizedkeysfile"] == own_keys
+    assert sshd_T(root, "root")["authorizedkeyscommand"] == "none"
     pam = root.pam.read_text()
     assert pam.startswith(before["etc/pam.d/sshd"][0].decode())
     assert "account required pam_exec.so quiet stdout" in pam

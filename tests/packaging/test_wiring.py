@@ -19,7 +19,7 @@ def test_dropin_names_hooks_and_break_glass():
     assert "AuthorizedKeysFile none\n" in text
     assert text.endswith(
         "Match User admin2,breakglass\n    AuthorizedKeysFile .ssh/authorized_keys "
-        ".ssh/authorized_keys2\n"
+        ".ssh/authorized_keys2\n    AuthorizedKeysCommand none\n"
     )
 
 
