@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import math
+import os
 import shutil
 import sys
 import tempfile
@@ -84,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     work.chmod(0o755)  # sshd's unprivileged AKC user reads config files under it
     ctx = Ctx(runs=args.runs, quick=args.quick, work=work, options=vars(args))
     started = time.time()
+    load_start = os.getloadavg()
     results: dict[str, dict] = {}
     try:
         for name in wanted:
@@ -102,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             ctx.log(f"work directory kept: {work}")
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    # Other work on the machine shows here: interleaving evens it out between a
+    # figure and its baseline, but it still widens p90/p99.
+    config["loadavg_start"] = [round(x, 2) for x in load_start]
+    config["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     doc = _clean(document(results, config=config, repo=REPO, started=started))
     json.dumps(doc, allow_nan=False)  # fail here rather than write invalid JSON
     write_json(doc, args.out)
