@@ -24,7 +24,9 @@ def _is_int(value: object) -> bool:
 
 
 def _time(value: object) -> bool:
-    return _is_int(value) and _MIN_TIME <= value <= _MAX_TIME
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and _MIN_TIME <= value <= _MAX_TIME
+    )
 
 
 def sanitize(text: object, limit: int = MAX_REASON) -> str:
@@ -48,7 +50,7 @@ def check_key(item: object) -> str | None:
     if not _time(item.get("expires_at")):
         return "bad_expires_at"
     request_id = item.get("request_id")
-    if not _is_int(request_id) or request_id < 0:
+    if not isinstance(request_id, int) or isinstance(request_id, bool) or request_id < 0:
         return "bad_request_id"
     options = item.get("options", [])
     if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
@@ -106,7 +108,7 @@ def ping(answer: object) -> PingAnswer:
     if not isinstance(answer, dict):
         raise BadResponse("schema", "expected an object")
     host, now = answer.get("host"), answer.get("time")
-    if not isinstance(host, str) or not _time(now):
+    if not isinstance(host, str) or not isinstance(now, int) or not _time(now):
         raise BadResponse("schema", "expected {'host': str, 'time': int}")
     return PingAnswer(host=sanitize(host, 253), time=now)
 

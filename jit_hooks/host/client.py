@@ -20,10 +20,11 @@ import ssl
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import urlsplit
 
 from jit_hooks import __version__
-from jit_hooks.errors import BadResponse, ServiceError, ServiceUnreachable
+from jit_hooks.errors import BadResponse, ConfigError, ServiceError, ServiceUnreachable
 from jit_hooks.host import answers
 from jit_hooks.host.config import HostConfig
 from jit_hooks.protocol import (
@@ -116,7 +117,13 @@ class HookClient:
         timeout = max(0.001, min(self.config.connect_timeout, remaining))
         conn: _HTTPConnection | _HTTPSConnection
         if parts.scheme == "https":
-            context = ssl.create_default_context(cafile=self.config.ca_file)
+            try:
+                context = ssl.create_default_context(cafile=self.config.ca_file)
+            except (OSError, ssl.SSLError) as e:
+                reason = getattr(e, "strerror", None) or "not a PEM certificate file"
+                raise ConfigError(
+                    f"cannot load CA file: {reason}", path=self.config.ca_file
+                ) from None
             conn = _HTTPSConnection(
                 parts.hostname, parts.port, timeout=timeout, context=context, deadline=deadline
             )
@@ -241,8 +248,9 @@ class _DeadlineSocket:
         self._sock.close()
 
 
-class _DeadlineMixin:
+class _DeadlineMixin(http.client.HTTPConnection):
     clock: Callable[[], float] = time.monotonic
+    sock: Any
 
     def __init__(self, *args, deadline: float, **kwargs):
         super().__init__(*args, **kwargs)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from jit_hooks.errors import ConfigError
@@ -44,8 +44,8 @@ _SCHEMA: dict[str, set[str]] = {
 }
 
 
-@dataclass(frozen=True)
-class HostConfig:
+# Immutable record; a NamedTuple, not a dataclass, for hook start-up time (see sshkeys).
+class HostConfig(NamedTuple):
     """Validated host settings. Build it with ``load_config`` or ``parse_config``."""
 
     urls: tuple[str, ...]
@@ -114,13 +114,14 @@ def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
     for url in urls:
         _check_url(url, fail)
 
-    def str_path(section: str, key: str, default: str | None) -> str | None:
-        value = data.get(section, {}).get(key, default)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.startswith("/"):
+    def opt_path(section: str, key: str) -> str | None:
+        value = data.get(section, {}).get(key)
+        if value is not None and (not isinstance(value, str) or not value.startswith("/")):
             raise fail(f"{section}.{key}", "expected an absolute path")
         return value
+
+    def str_path(section: str, key: str, default: str) -> str:
+        return opt_path(section, key) or default
 
     def seconds(key: str, default: float) -> float:
         value = service.get(key, default)
@@ -148,7 +149,7 @@ def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
     return HostConfig(
         urls=tuple(urls),
         token_file=str_path("service", "token_file", paths.TOKEN_PATH),
-        ca_file=str_path("service", "ca_file", None),
+        ca_file=opt_path("service", "ca_file"),
         connect_timeout=connect_timeout,
         total_timeout=total_timeout,
         host_name=name,

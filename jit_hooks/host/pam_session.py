@@ -13,6 +13,7 @@ the end of the session and always exits 0.
 from __future__ import annotations
 
 import os
+from typing import Literal
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import JitError, KeyParseError
@@ -44,7 +45,9 @@ def auth_key(auth_info: str) -> sshkeys.PublicKey | None:
 def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
     login, rhost, _service = pam_env()
     pam_type = os.environ.get("PAM_TYPE", "")
-    event = {"open_session": "open", "close_session": "close"}.get(pam_type)
+    event: Literal["open", "close"] | None = (
+        "open" if pam_type == "open_session" else "close" if pam_type == "close_session" else None
+    )
     fields.update(event=event, login=sanitize(login, 32), rhost=rhost)
     if event is None:
         return deny(log, fields, "wrong_pam_type", "hook misconfigured")

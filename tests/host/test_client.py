@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from jit_hooks.errors import BadResponse, ServiceError, ServiceUnreachable
+from jit_hooks.errors import BadResponse, ConfigError, ServiceError, ServiceUnreachable
 from jit_hooks.host.client import HookClient, hard_deadline
 from jit_hooks.host.config import load_config
 from jit_hooks.protocol import HOOK_ACCOUNT, HOOK_PING
@@ -219,3 +219,13 @@ def test_tls_hostname_mismatch(write_config, certs):
         with pytest.raises(ServiceUnreachable) as e:
             HookClient(cfg).ping()
         assert e.value.reason == "tls_verify"
+
+
+@pytest.mark.parametrize("content", [None, "not a certificate"])
+def test_unusable_ca_file_is_a_config_error(write_config, tmp_path, content):
+    ca = tmp_path / "ca.pem"
+    if content is not None:
+        ca.write_text(content)
+    cfg = load_config(write_config(["https://127.0.0.1:1"], extra=f'ca_file = "{ca}"\n'))
+    with pytest.raises(ConfigError, match="CA file"):
+        HookClient(cfg).ping()
