@@ -7,6 +7,7 @@ the caller's write transaction, so two racing reviews make one transition.
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Any
 
 from sqlalchemy import Connection, and_, select
@@ -43,8 +44,11 @@ def _clean_text(text: str, field: str, limit: int) -> str:
     text = text.strip()
     if len(text) > limit:
         raise InvalidInput(f"{field}: at most {limit} characters", field=field)
-    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in text):
-        raise InvalidInput(f"{field}: no control characters", field=field)
+    # Cc: control characters; Cf: invisible formatting such as bidi overrides
+    # (U+202E) or zero-width spaces, which would make an approver read a
+    # different reason than the one stored.
+    if any(ord(c) < 32 or unicodedata.category(c) in ("Cc", "Cf") for c in text):
+        raise InvalidInput(f"{field}: no control or invisible formatting characters", field=field)
     return text
 
 
