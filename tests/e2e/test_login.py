@@ -157,3 +157,13 @@ def test_wrong_password_never_reaches_the_account_hook(world):
     assert world.events("hook.account") == []
     # Our PAM stack (pam_unix) did check it: the sandbox's PAM file is in use.
     assert f"Failed password for {world.login}" in world.box.log_text()
+
+
+def test_dead_first_url_then_healthy_service_lets_in(world):
+    from tests.utils.sshd import free_port
+
+    world.box.configure([f"http://127.0.0.1:{free_port()}", world.svc.url], world.host_token)
+    rid = world.request("alice")
+    world.approve(rid)
+    assert_in(world.ssh("alice", "echo ran-ok $(id -un)"), world.login)
+    world.box.sink.wait_for(rf"decision=allow login={world.login} .*request={rid}", ident=ACCOUNT)
