@@ -132,7 +132,7 @@ class Demo:
         say("Each token is printed once and stored only as a SHA-256 hash.")
 
         step(3, "Start a sandboxed sshd with the jit hooks (this machine's sshd is untouched)")
-        self.box = box = SshdSandbox(tz="Etc/GMT-5")
+        self.box = box = SshdSandbox()
         self.login = box.add_account("deploy")
         box.configure([self.svc.url], host_token)
         say(

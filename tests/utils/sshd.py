@@ -97,7 +97,7 @@ class SshdSandbox:
         *,
         break_glass: tuple[str, ...] = (),  # roles: accounts jt<tag><role>
         password_auth: bool = True,
-        tz: str = "Etc/GMT-5",
+        tz: str = "JIT-5",  # POSIX TZ string (5 h east of UTC): works without tzdata
     ):
         if os.geteuid() != 0:
             raise RuntimeError("the sshd sandbox needs root (sshd, PAM, useradd)")
