@@ -6,6 +6,7 @@ import functools
 import grp
 import os
 import pwd
+import stat
 import sys
 import time
 import tomllib
@@ -147,6 +148,30 @@ def _check_token_file(config: HostConfig) -> None:
     config.read_token()  # malformed -> ConfigError
 
 
+def _ensure_state_dir(config: HostConfig, *, create: bool) -> str:
+    """The AKC records accepted keys there as the hook user: 0700, owned by it.
+
+    systemd-tmpfiles creates it at boot (the package's tmpfiles.d entry); without
+    it every non-break-glass key login would be denied. ``create`` makes it if missing.
+    """
+    path = config.state_dir
+    user = pwd.getpwnam(paths.HOOK_USER)
+    if create and not os.path.lexists(path):
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        os.mkdir(path, 0o700)
+        os.chown(path, user.pw_uid, user.pw_gid)
+        os.chmod(path, 0o700)
+    try:
+        st = os.lstat(path)
+    except OSError as e:
+        raise AdminError(f"state directory {path}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.pw_uid or st.st_mode & 0o077:
+        raise AdminError(
+            f"state directory {path} must be a directory owned by {paths.HOOK_USER}, mode 0700"
+        )
+    return path
+
+
 def _check_break_glass(config: HostConfig, force: bool) -> list[str]:
     """Break-glass accounts that exist here; refuses when there are none, unless forced."""
     present, missing = [], []
@@ -221,6 +246,7 @@ def enable(layout: wiring.Layout, force: bool, no_reload: bool) -> None:
     _check_hook_user()
     _check_token_file(config)
     _check_commands(layout)
+    _ensure_state_dir(config, create=True)
     service = _check_service(config, force)
     changed = wiring.enable(layout, config.break_glass)
     what = "enabled" if changed else "already enabled"
@@ -278,6 +304,13 @@ def status(layout: wiring.Layout) -> None:
         line("token", True, f"{config.token_file} (0640 root:{paths.HOOK_USER})")
     except (AdminError, ConfigError) as e:
         line("token", False, str(e))
+    try:
+        _check_hook_user()
+        line(
+            "state dir", True, f"{_ensure_state_dir(config, create=False)} (0700 {paths.HOOK_USER})"
+        )
+    except AdminError as e:
+        line("state dir", False, str(e))
     try:
         host, skew = _ping(config)
         line("service", True, f"answers for host {host}")

@@ -104,6 +104,8 @@ def write_host_config(root: Root, url: str, token: str, break_glass: list[str]) 
         "total_timeout = 5.0\n"
         "[break_glass]\n"
         f"accounts = [{accounts}]\n"
+        "[state]\n"
+        f'dir = "{root.path}/run/jit-hooks"\n'
     )
     root.token.write_text(token + "\n")
     os.chown(root.token, 0, _hook_gid())

@@ -7,6 +7,7 @@ never touches the machine's own sshd, /etc/ssh or /etc/pam.d.
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import subprocess
 import time
@@ -54,6 +55,8 @@ def test_enable_disable_round_trip(enabled_root):
     own_keys = ".ssh/authorized_keys .ssh/authorized_keys2"
     assert sshd_T(root, "root")["authorizedkeysfile"] == own_keys
     assert sshd_T(root, "root")["authorizedkeyscommand"] == "none"
+    state = (root.path / "run/jit-hooks").stat()  # created for the AKC's records
+    assert (state.st_uid, state.st_mode & 0o777) == (pwd.getpwnam("jit-hooks").pw_uid, 0o700)
     pam = root.pam.read_text()
     assert pam.startswith(before["etc/pam.d/sshd"][0].decode())
     assert "account required pam_exec.so quiet stdout" in pam
@@ -70,6 +73,7 @@ def test_enable_disable_round_trip(enabled_root):
         "sshd uses",
         "break-glass",
         "token",
+        "state dir",
         "service",
         "clock skew",
     }
@@ -243,3 +247,10 @@ def status_lines(out: str) -> dict[str, tuple[str, ...]]:
         name, _, rest = line.partition(":")
         result[name] = tuple(rest.split())
     return result
+
+
+def test_refuses_a_state_dir_others_could_plant_records_in(enabled_root):
+    state = enabled_root.path / "run/jit-hooks"
+    state.mkdir(mode=0o777)
+    state.chmod(0o777)
+    assert "must be a directory owned by jit-hooks, mode 0700" in refused(enabled_root)
