@@ -41,7 +41,8 @@ def _fail_as_one_line(func: Callable[..., Any]) -> Callable[..., Any]:
             click.echo(f"jit-hooks: {e}", err=True)
             sys.exit(1)
         except OSError as e:
-            click.echo(f"jit-hooks: {e.filename or ''}: {e.strerror}", err=True)
+            where = f"{e.filename}: " if e.filename else ""
+            click.echo(f"jit-hooks: {where}{e.strerror or e}", err=True)
             sys.exit(1)
 
     return wrapper
