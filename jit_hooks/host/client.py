@@ -1,4 +1,4 @@
-"""Fail-closed client of the service's hook API (stdlib http.client + ssl only).
+"""Fail-closed client of the service's hook API (stdlib only: socket, ssl, json).
 
 Every call tries the configured URLs in order inside ONE total time budget
 (monotonic clock). Each URL gets at most ``connect_timeout`` to connect; after
@@ -11,21 +11,18 @@ failure raises a ServiceError subclass whose ``reason`` is a short code.
 from __future__ import annotations
 
 import errno
-import http.client
-import io
 import json
 import signal
 import socket
-import ssl
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 from urllib.parse import urlsplit
 
 from jit_hooks import __version__
 from jit_hooks.errors import BadResponse, ConfigError, ServiceError, ServiceUnreachable
-from jit_hooks.host import answers
+from jit_hooks.host import answers, transport
 from jit_hooks.host.config import HostConfig
 from jit_hooks.protocol import (
     HOOK_ACCOUNT,
@@ -65,6 +62,7 @@ class HookClient:
         self.budget = config.total_timeout if budget is None else budget
         self._clock = clock
         self.attempts: list[tuple[str, str]] = []  # (url, outcome) of the last call
+        self._context = None  # ssl.SSLContext, built on first https use
 
     # -- typed endpoints ------------------------------------------------------
 
@@ -107,29 +105,27 @@ class HookClient:
             return answer
         raise error
 
-    def _request_one(
-        self, url: str, method: str, path: str, payload: bytes | None, token: str, deadline: float
-    ) -> dict:
-        parts = urlsplit(url)
-        remaining = deadline - self._clock()
-        # Connecting gets connect_timeout at most: a dead address must leave
-        # time for the next URL. Reads are bounded by the deadline itself.
-        timeout = max(0.001, min(self.config.connect_timeout, remaining))
-        conn: _HTTPConnection | _HTTPSConnection
-        if parts.scheme == "https":
+    def _ssl_context(self):  # noqa: ANN202 - ssl.SSLContext; ssl is imported lazily
+        """The TLS context (system CAs or ca_file), built once; ConfigError if unusable."""
+        if self._context is None:
+            import ssl  # only https URLs pay for it
+
             try:
-                context = ssl.create_default_context(cafile=self.config.ca_file)
+                self._context = ssl.create_default_context(cafile=self.config.ca_file)
             except (OSError, ssl.SSLError) as e:
                 reason = getattr(e, "strerror", None) or "not a PEM certificate file"
                 raise ConfigError(
                     f"cannot load CA file: {reason}", path=self.config.ca_file
                 ) from None
-            conn = _HTTPSConnection(
-                parts.hostname, parts.port, timeout=timeout, context=context, deadline=deadline
-            )
-        else:
-            conn = _HTTPConnection(parts.hostname, parts.port, timeout=timeout, deadline=deadline)
-        conn.clock = self._clock
+        return self._context
+
+    def _request_one(
+        self, url: str, method: str, path: str, payload: bytes | None, token: str, deadline: float
+    ) -> dict:
+        parts = urlsplit(url)
+        https = parts.scheme == "https"
+        context = self._ssl_context() if https else None
+        remaining = deadline - self._clock()
         headers = {
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
@@ -139,57 +135,58 @@ class HookClient:
         if payload is not None:
             headers["Content-Type"] = "application/json"
         try:
-            conn.request(method, parts.path.rstrip("/") + path, body=payload, headers=headers)
-            response = conn.getresponse()
-            raw = _read_body(response)
+            response = transport.exchange(
+                host=parts.hostname or "",
+                port=parts.port or (443 if https else 80),
+                method=method,
+                target=parts.path.rstrip("/") + path,
+                headers=headers,
+                body=payload,
+                # Connecting gets connect_timeout at most: a dead address must
+                # leave time for the next URL. Reads are bounded by the deadline.
+                connect_timeout=max(0.001, min(self.config.connect_timeout, remaining)),
+                deadline=deadline,
+                clock=self._clock,
+                max_body=MAX_HOOK_RESPONSE_BYTES,
+                ssl_context=context,
+            )
         except ServiceError:
             raise
-        except ssl.SSLCertVerificationError as e:
-            raise ServiceUnreachable("tls_verify", e.verify_message or "certificate") from None
-        except ssl.SSLError as e:
-            raise ServiceUnreachable("tls", e.reason or "handshake failed") from None
-        except socket.gaierror:
-            raise ServiceUnreachable("dns", f"cannot resolve {parts.hostname}") from None
-        except TimeoutError:
-            raise ServiceUnreachable("timeout", "no answer within the time budget") from None
-        except ConnectionRefusedError:
-            raise ServiceUnreachable("refused", "connection refused") from None
-        except http.client.HTTPException as e:
-            raise ServiceUnreachable("bad_http", type(e).__name__) from None
         except OSError as e:
-            code = errno.errorcode.get(e.errno or 0, "network").lower()
-            raise ServiceUnreachable(code, "network error") from None
-        except ValueError:  # e.g. a port or header value http.client rejects
+            raise _classify(e, parts.hostname) from None
+        except ValueError:
             raise BadResponse("bad_http", "invalid HTTP") from None
-        finally:
-            conn.close_socket()
-        return _parse_json(response, raw)
+        return _parse_json(response)
 
 
-def _read_body(response: http.client.HTTPResponse) -> bytes:
+def _classify(e: OSError, hostname: str | None) -> ServiceUnreachable:
+    """Map a socket/TLS error to a short reason code."""
+    ssl = sys.modules.get("ssl")
+    if ssl is not None and isinstance(e, ssl.SSLCertVerificationError):
+        return ServiceUnreachable("tls_verify", e.verify_message or "certificate")
+    if ssl is not None and isinstance(e, ssl.SSLError):
+        return ServiceUnreachable("tls", e.reason or "handshake failed")
+    if isinstance(e, socket.gaierror):
+        return ServiceUnreachable("dns", f"cannot resolve {hostname}")
+    if isinstance(e, TimeoutError):
+        return ServiceUnreachable("timeout", "no answer within the time budget")
+    if isinstance(e, ConnectionRefusedError):
+        return ServiceUnreachable("refused", "connection refused")
+    code = errno.errorcode.get(e.errno or 0, "network").lower()
+    return ServiceUnreachable(code, "network error")
+
+
+def _parse_json(response: transport.Response) -> dict:
     status = response.status
     if 300 <= status < 400:
         raise BadResponse("redirect", f"HTTP {status} (redirects are not followed)")
     if status != 200:
         raise BadResponse(f"http_{status}", f"HTTP {status}")
-    length = response.getheader("Content-Length")
-    if length is not None:
-        if not length.isdigit():
-            raise BadResponse("bad_http", "invalid Content-Length")
-        if int(length) > MAX_HOOK_RESPONSE_BYTES:
-            raise BadResponse("oversize", f"body of {length} bytes")
-    raw = response.read(MAX_HOOK_RESPONSE_BYTES + 1)
-    if len(raw) > MAX_HOOK_RESPONSE_BYTES:
-        raise BadResponse("oversize", f"body over {MAX_HOOK_RESPONSE_BYTES} bytes")
-    return raw
-
-
-def _parse_json(response: http.client.HTTPResponse, raw: bytes) -> dict:
-    content_type = (response.getheader("Content-Type") or "").split(";")[0].strip().lower()
+    content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":
         raise BadResponse("malformed", "not application/json")
     try:
-        answer = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        answer = json.loads(response.body.decode("utf-8"), parse_constant=_no_constant)
     except (ValueError, RecursionError):
         raise BadResponse("malformed", "not valid JSON") from None
     if not isinstance(answer, dict):
@@ -199,81 +196,6 @@ def _parse_json(response: http.client.HTTPResponse, raw: bytes) -> dict:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
-
-
-class _DeadlineReader(io.RawIOBase):
-    """Socket reads that never wait past the deadline, however slowly bytes trickle in."""
-
-    def __init__(self, sock: socket.socket, deadline: float, clock: Callable[[], float]):
-        self._sock = sock
-        self._deadline = deadline
-        self._clock = clock
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        remaining = self._deadline - self._clock()
-        if remaining <= 0:
-            raise TimeoutError("time budget exhausted")
-        self._sock.settimeout(remaining)
-        return self._sock.recv_into(buffer)
-
-
-class _DeadlineSocket:
-    """Just enough of a socket for http.client, with every operation under the deadline."""
-
-    def __init__(self, sock: socket.socket, deadline: float, clock: Callable[[], float]):
-        self._sock = sock
-        self._deadline = deadline
-        self._clock = clock
-
-    def sendall(self, data: bytes) -> None:
-        remaining = self._deadline - self._clock()
-        if remaining <= 0:
-            raise TimeoutError("time budget exhausted")
-        self._sock.settimeout(remaining)
-        self._sock.sendall(data)
-
-    def makefile(self, mode: str = "rb", *args, **kwargs) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineReader(self._sock, self._deadline, self._clock))
-
-    def close(self) -> None:
-        # http.client closes the connection as soon as it has parsed the headers
-        # of a "Connection: close" answer and keeps reading the body through the
-        # file: the socket itself is closed by HookClient when the call is over.
-        pass
-
-    def shutdown(self) -> None:
-        self._sock.close()
-
-
-class _DeadlineMixin(http.client.HTTPConnection):
-    clock: Callable[[], float] = time.monotonic
-    sock: Any
-
-    def __init__(self, *args, deadline: float, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._deadline = deadline
-
-    _wrapped: _DeadlineSocket | None = None
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock = self._wrapped = _DeadlineSocket(self.sock, self._deadline, self.clock)
-
-    def close_socket(self) -> None:
-        self.close()
-        if self._wrapped is not None:
-            self._wrapped.shutdown()
-
-
-class _HTTPConnection(_DeadlineMixin, http.client.HTTPConnection):
-    pass
-
-
-class _HTTPSConnection(_DeadlineMixin, http.client.HTTPSConnection):
-    pass
 
 
 class _Expired(Exception):
