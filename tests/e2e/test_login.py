@@ -167,3 +167,15 @@ def test_dead_first_url_then_healthy_service_lets_in(world):
     world.approve(rid)
     assert_in(world.ssh("alice", "echo ran-ok $(id -un)"), world.login)
     world.box.sink.wait_for(rf"decision=allow login={world.login} .*request={rid}", ident=ACCOUNT)
+
+
+def test_no_token_in_any_hook_log_or_sshd_log(world):
+    world.approve(world.request("alice"))
+    assert_in(world.ssh("alice", "echo ran-ok $(id -un)"), world.login)
+    assert_denied(world.ssh("carol", "echo ran-ok"))
+    world.box.sink.wait_for(r"decision=close", ident=SESSION)
+    logs = "\n".join(world.box.sink.messages()) + world.box.log_text()
+    secret = world.host_token.split("_", 1)[1]
+    assert secret not in logs and world.host_token not in logs
+    for token in world.tokens.values():
+        assert token not in logs
