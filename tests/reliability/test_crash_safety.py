@@ -54,6 +54,7 @@ def crash_world(tmp_path) -> World:
         yield w
     finally:
         svc.stop()
+    assert w.leaked_secrets() == [], "token in the service log"
 
 
 def _safe(acked: Acked, fn) -> object:  # noqa: ANN001

@@ -413,6 +413,7 @@ def world(tmp_path_factory) -> World:
         yield w
     finally:
         svc.stop()
+    assert w.leaked_secrets() == [], "token in the service log"
 
 
 @pytest.fixture(scope="module")

@@ -109,3 +109,4 @@ def secworld(tmp_path_factory) -> SecWorld:
         yield sw
     finally:
         sw.svc.stop()
+    assert sw.w.leaked_secrets() == [], "token in the service log"

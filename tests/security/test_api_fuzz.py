@@ -81,6 +81,7 @@ def fuzz_env(tmp_path_factory):
             fuzz_5xx=sum(n for status, n in STATS["by_status"].items() if status >= 500),
             fuzz_failures=len(STATS["failures"]),
         )
+    assert w.leaked_secrets() == [], "token in the service log"
 
 
 def operations(schema) -> list:  # noqa: ANN001

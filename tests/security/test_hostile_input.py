@@ -62,6 +62,7 @@ def hw(tmp_path_factory) -> World:
         yield w
     finally:
         svc.stop()
+    assert w.leaked_secrets() == [], "token in the service log"
 
 
 def raw(

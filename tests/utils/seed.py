@@ -120,6 +120,11 @@ class World:
         assert status == 200, out
         return out
 
+    def leaked_secrets(self) -> list[str]:
+        """Tokens (prefix only, for the report) found in the service's log file."""
+        log = self.svc.log_path.read_text(errors="replace") if self.svc.log_path else ""
+        return [t[:9] + "..." for t in self.secrets if t.split("_", 1)[-1] in log]
+
     def akc_query(self, user: str, login: str = "deploy") -> dict:
         k = self.keys[user]
         return {"login": login, "fingerprint": k.fingerprint, "key_type": k.key_type, "key": k.blob}
