@@ -114,6 +114,10 @@ class SshdSandbox:
         SANDBOX_PARENT.mkdir(mode=0o755, exist_ok=True)
         self.root = SANDBOX_PARENT / self.tag
         self.root.mkdir(mode=0o755)
+        # Explicit modes, whatever the umask: sshd wants root-owned, not group/world
+        # writable; the AKC user must be able to traverse and read.
+        os.chmod(SANDBOX_PARENT, 0o755)
+        os.chmod(self.root, 0o755)
         try:
             self._build(break_glass)
         except BaseException:
@@ -148,7 +152,8 @@ class SshdSandbox:
         hook_uid = pwd.getpwnam(HOOK_USER).pw_uid
         hook_gid = pwd.getpwnam(HOOK_USER).pw_gid
         for d in ("bin", "etc", "lib", "keys"):
-            (self.root / d).mkdir(mode=0o755)
+            (self.root / d).mkdir()
+            os.chmod(self.root / d, 0o755)
         os.chmod(self.root / "keys", 0o700)
         self.state_dir.mkdir(mode=0o700)
         os.chown(self.state_dir, hook_uid, hook_gid)
@@ -179,6 +184,10 @@ class SshdSandbox:
         )
         # Byte-compile as root: the hooks run as users who cannot write here.
         subprocess.run(["/usr/bin/python3", "-I", "-m", "compileall", "-q", str(dst)], check=True)
+        for dirpath, _dirs, files in os.walk(dst):
+            os.chmod(dirpath, 0o755)
+            for name in files:
+                os.chmod(os.path.join(dirpath, name), 0o644)
         for name, module in HOOKS.items():
             path = self.root / "bin" / name
             path.write_text(
