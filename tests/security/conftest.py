@@ -20,7 +20,8 @@ ROLE_USER = {
     "host_a": None,
     "host_b": None,
     "disabled": "dave",
-    "revoked": None,
+    "revoked": None,  # host A's token before its rotation
+    "host_removed": None,  # the token of a host that was removed
 }
 ROLES = tuple(ROLE_USER)
 
@@ -78,6 +79,7 @@ def build_security_world(tmp: Path) -> SecWorld:
     w.user("dave", "requester")
     w.host("web1", "env=prod")
     w.host("web2", "env=prod")
+    w.host("web3", "env=prod")
     w.policy()
     keydir = tmp / "keys"
     keydir.mkdir()
@@ -89,6 +91,7 @@ def build_security_world(tmp: Path) -> SecWorld:
     sw.new_request("dave")
     svc.admin("user", "disable", "dave")
     revoked = w.rotate("web1")
+    svc.admin("host", "remove", "web3")
     sw.role_tokens = {
         "anonymous": None,
         "requester": w.tokens["alice"],
@@ -98,6 +101,7 @@ def build_security_world(tmp: Path) -> SecWorld:
         "host_b": w.host_tokens["web2"],
         "disabled": w.tokens["dave"],
         "revoked": revoked,
+        "host_removed": w.host_tokens["web3"],
     }
     return sw
 

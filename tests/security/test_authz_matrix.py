@@ -22,7 +22,7 @@ from tests.security.conftest import ROLE_USER, ROLES, SecWorld
 from tests.utils.report import record
 
 USERS = ("requester", "approver", "admin")
-DEAD = {"anonymous": 401, "disabled": 401, "revoked": 401}
+DEAD = {"anonymous": 401, "disabled": 401, "revoked": 401, "host_removed": 401}
 USER_GATE = {**DEAD, "host_a": 403, "host_b": 403}  # user routes, for non-users
 HOOK_GATE = {**DEAD, "requester": 403, "approver": 403, "admin": 403}  # hook routes
 ALL_200 = {r: 200 for r in ROLES}
@@ -228,7 +228,7 @@ def forbidden_text(sw: SecWorld, role: str) -> set[str]:
     w = sw.w
     fps = {name: k.fingerprint for name, k in w.keys.items()}
     out: set[str] = set(w.secrets)  # no token ever comes back (login is refused here)
-    if role in ("anonymous", "disabled", "revoked"):
+    if role in ("anonymous", "disabled", "revoked", "host_removed"):
         out |= sw.all_markers() | set(fps.values()) | {"web1", "web2", "alice", "frank"}
     elif role == "host_b":
         out |= sw.all_markers() | set(fps.values()) | {"web1", "alice", "frank", "bob"}
