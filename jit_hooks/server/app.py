@@ -75,6 +75,38 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+class CountResponses:
+    """ASGI middleware: count responses by method, route and status for /metrics.
+
+    Plain ASGI rather than ``@app.middleware("http")``: Starlette's
+    BaseHTTPMiddleware costs a task and a memory stream per request, which was
+    a fifth of a hook call's time (bench P3: 428 -> 536 hook calls/s without it).
+    """
+
+    def __init__(self, app, metrics: Metrics) -> None:  # noqa: ANN001
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # if no response starts, the error handler outside us answers 500
+
+        async def send_counted(message) -> None:  # noqa: ANN001
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        finally:
+            # The router stores the matched route in the (shared) scope.
+            path = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.http.labels(scope["method"], path, str(status)).inc()
+
+
 def _validation_response(exc: RequestValidationError) -> JSONResponse:
     errors = exc.errors()
     first = errors[0] if errors else {"loc": (), "msg": "invalid request", "type": ""}
@@ -147,13 +179,6 @@ def create_app(settings: Settings) -> FastAPI:
         log.exception("internal error on %s %s", request.method, request.url.path)
         return _error(500, "internal_error", "internal error")
 
-    @app.middleware("http")
-    async def _count(request: Request, call_next):  # noqa: ANN001, ANN202
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        metrics.http.labels(request.method, path, str(response.status_code)).inc()
-        return response
-
+    app.add_middleware(CountResponses, metrics=metrics)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     return app
