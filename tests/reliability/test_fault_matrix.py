@@ -16,6 +16,7 @@ sshd / pam_exec give them. Each case asserts:
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -182,10 +183,30 @@ def _revoked_token(env: Env) -> None:
     env.token = env.world.extra["revoked_token"]
 
 
+@functools.cache
+def nobody_can_run_hooks() -> bool:
+    """Whether an unprivileged user can start the hooks from this checkout/venv."""
+    if os.geteuid() != 0:
+        return False
+    probe = [*hook_argv("akc"), "--config", "/nonexistent"]
+    try:
+        r = subprocess.run(probe, capture_output=True, text=True, timeout=30, user=65534)
+    except OSError:
+        return False
+    # It ran far enough to fail closed on the missing config (not on an import).
+    return r.returncode == 1 and "Traceback" not in r.stderr and "Errno 13" not in r.stderr
+
+
 def _unreadable_token(env: Env) -> None:
     env.urls = [env.svc.url]
-    env.token_mode = 0o600
-    env.run_as_nobody = True  # root reads any file: drop to the AKC user's level
+    if os.geteuid() != 0:
+        env.token_mode = 0o000  # not root: a mode is enough
+    elif nobody_can_run_hooks():
+        env.token_mode = 0o600
+        env.run_as_nobody = True  # root reads any file: drop to the AKC user's level
+    else:  # checkout not reachable by nobody (e.g. under /root): a directory can't be read
+        env.no_token_file = True
+        (env.dir / "host-token").mkdir()
 
 
 def _missing_token(env: Env) -> None:
