@@ -82,6 +82,7 @@ def run(ctx) -> dict:  # noqa: ANN001
             higher_is_better=True,
         ),
         value_row("hook checks/s", cases[hook]["rps"], "/s", target=TARGET_RPS),
+        value_row("no-op requests/s (same server, same load)", cases[noop]["rps"], "/s"),
         value_row("hook p50 latency", cases[hook]["median"], "ms", higher_is_better=False),
         value_row("hook p99 latency", cases[hook]["p99"], "ms", higher_is_better=False),
         compare("hook p99 / no-op p99", hook, noop, cases, key="p99"),

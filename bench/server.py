@@ -60,11 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="experiment: SQLAlchemy pool of exactly N connections (0: the service's default)",
     )
-    p.add_argument(
-        "--no-http-middleware",
-        action="store_true",
-        help="experiment: drop the app's @app.middleware('http') (Starlette BaseHTTPMiddleware)",
-    )
     a = p.parse_args(argv)
     import uvicorn
 
@@ -83,11 +78,6 @@ def main(argv: list[str] | None = None) -> int:
     from jit_hooks.server.settings import Settings
 
     app = create_app(Settings.from_options(data_dir=a.data_dir))
-
-    if a.no_http_middleware:
-        from starlette.middleware.base import BaseHTTPMiddleware
-
-        app.user_middleware = [m for m in app.user_middleware if m.cls is not BaseHTTPMiddleware]
 
     @app.get(NOOP_PATH)
     def noop() -> dict:
