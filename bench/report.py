@@ -184,3 +184,41 @@ def write_json(doc: dict, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False, default=str) + "\n")
     os.replace(tmp, path)
+
+
+def markdown(doc: dict) -> str:
+    """The summary table of a results document as Markdown (for README/docs)."""
+    lines = ["| bench | figure | value | target | |", "|---|---|---:|---:|---|"]
+    for name, res in doc["benchmarks"].items():
+        if "error" in res:
+            lines.append(f"| {name} | failed: {res['error']} | | | |")
+            continue
+        for row in res.get("rows", []):
+            if "ratio" in row:
+                fig = f"{row['measure']} ({row['statistic']})"
+                val = "-" if row["ratio"] is None else f"{row['ratio']:.2f}x"
+            else:
+                fig = row["measure"].strip()
+                val = f"{_fmt(row['value'])} {row['unit']}".strip()
+            fig = fig.replace("|", "\\|")
+            lines.append(
+                f"| {name} | {fig} | {val} | {row['target'] or ''} | {_verdict(row['ok'])} |"
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bench.report [FILE]: the table of a results file
+    import sys
+
+    src = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(__file__).parent / "results" / "latest.json"
+    )
+    doc = json.loads(src.read_text())
+    m = doc["machine"]
+    print(markdown(doc))
+    print(
+        f"\n{doc['started_at']}, commit {doc['commit']}: {m['nproc']} x {m['cpu']}, "
+        f"{m['os']}, {m['openssh']}, {m['host_python']}, SQLite {m['sqlite']}"
+    )
