@@ -130,3 +130,90 @@ def test_backup_of_a_live_service_restores_the_same_data(service, tmp_path, meth
         restored.admin("audit", "verify")  # the hash chain survived intact
     finally:
         restored.stop()
+
+
+def test_venv_install_from_the_wheel_migrates_and_serves(tmp_path):
+    """docs/packaging.md installs the service from the project's wheel: build it, install
+    it into a fresh target (not this editable checkout) and run `jit-server db upgrade`
+    and the app factory from there, so missing package data (migrations) shows up."""
+    venv_python = REPO / ".venv/bin/python"
+    wheels = tmp_path / "wheels"
+    subprocess.run(
+        [
+            str(venv_python),
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "-w",
+            str(wheels),
+            str(REPO),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    (wheel,) = wheels.glob("jit_hooks-*.whl")
+    target = tmp_path / "site"
+    subprocess.run(
+        [
+            str(venv_python),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    sources = {
+        p.relative_to(REPO).as_posix()
+        for p in (REPO / "jit_hooks").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    installed = {
+        p.relative_to(target).as_posix()
+        for p in (target / "jit_hooks").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    # script.py.mako only serves `alembic revision` in a checkout, never a running service.
+    missing = sources - installed - {"jit_hooks/server/migrations/script.py.mako"}
+    assert missing == set(), "files of the package missing from the wheel"
+
+    # -S: no site processing, so this checkout's editable install stays out of sys.path;
+    # the service's dependencies come from the venv's site-packages, jit_hooks from `target`.
+    site_packages = next((REPO / ".venv/lib").glob("python3*/site-packages"))
+    data = tmp_path / "data"
+    code = "\n".join(
+        [
+            "import sys",
+            f"sys.path[:0] = [{str(target)!r}, {str(site_packages)!r}]",
+            "import jit_hooks",
+            f"assert jit_hooks.__file__.startswith({str(target)!r}), jit_hooks.__file__",
+            "from jit_hooks.cli.server import main",
+            f"sys.argv = ['jit-server', '--data-dir', {str(data)!r}, 'db', 'upgrade']",
+            "try:",
+            "    main()",
+            "except SystemExit as e:",
+            "    assert not e.code, e.code",
+            "from jit_hooks.server.app import create_app",
+            "from jit_hooks.server.settings import Settings",
+            f"create_app(Settings.from_options(data_dir={str(data)!r}))",
+        ]
+    )
+    r = subprocess.run(
+        [str(venv_python), "-S", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    tables = (
+        sqlite3.connect(data / "jit.db")
+        .execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .fetchall()
+    )
+    assert {"alembic_version"} <= {t[0] for t in tables} and len(tables) > 3
