@@ -34,6 +34,9 @@ IDENT = "jit-authorized-keys"
 USAGE = "usage: jit-authorized-keys [--config PATH] LOGIN FINGERPRINT KEY_TYPE KEY"
 # Past the client's own budget: only a stuck TLS handshake ever reaches this.
 HARD_DEADLINE_MARGIN = 0.5
+# How old a record of this connection's accepted key may be to be reprinted
+# without asking the service (sshd's two runs per login are milliseconds apart).
+REUSE_SECONDS = 10
 
 
 def offered_key(login: str, fingerprint: str, key_type: str, blob: str) -> sshkeys.PublicKey:
@@ -90,9 +93,39 @@ def respond(answer: object, offered: sshkeys.PublicKey, now: int) -> tuple[str, 
     if key is None:
         reason = "dropped" if dropped else "no_approval"
         return "", {"decision": "deny", "reason": reason, "dropped": ",".join(dropped) or None}
-    fields = {"decision": "allow", "request": key["request_id"], "expires": key["expires_at"]}
+    fields: dict = {"decision": "allow", "request": key["request_id"]}
+    fields["expires"] = key["expires_at"]
+    fields["options"] = sorted(set(key["options"]))
     fields["dropped"] = ",".join(dropped) or None
     return render(key, offered), fields
+
+
+def _reuse(config: HostConfig, conn: str, login: str, offered: sshkeys.PublicKey) -> str | None:
+    """The line this connection's first AKC run printed for the same key, if seconds old.
+
+    sshd runs the AKC twice per key login (query, then signature check) within
+    milliseconds; the second run reprints the first answer instead of asking
+    the service again. It weakens nothing: the PAM account hook asks the
+    service right after, on every login.
+    """
+    record = connection.accepted_key(config.state_dir, conn, max_age=REUSE_SECONDS)
+    if (
+        record is None
+        or record["login"] != login
+        or record["fingerprint"] != offered.fingerprint
+        or record["key_type"] != offered.key_type
+        or record["expires_at"] <= time.time()
+    ):
+        return None
+    key = AuthorizedKey(
+        key_type=offered.key_type,
+        key=offered.blob,
+        fingerprint=offered.fingerprint,
+        expires_at=record["expires_at"],
+        options=record["options"],
+        request_id=record["request_id"],
+    )
+    return render(key, offered)
 
 
 def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
@@ -111,6 +144,12 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
     if login in config.break_glass:
         # Break-glass keys come from the account's own AuthorizedKeysFile.
         log.alert(decision="skip", **fields, reason="break_glass")
+        return 0
+    reused = _reuse(config, conn, login, offered)
+    if reused is not None:
+        sys.stdout.write(reused)
+        sys.stdout.flush()
+        log.info(decision="allow", **fields, reused="yes")
         return 0
     query = AuthorizedKeysQuery(
         login=login, fingerprint=fingerprint, key_type=key_type, key=offered.blob
@@ -132,6 +171,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
                 fingerprint=offered.fingerprint,
                 request_id=outcome["request"],
                 expires_at=outcome["expires"],
+                options=outcome["options"],
             )
         except OSError as e:
             log.warning(decision="deny", **fields, reason="state", error=e.strerror)
@@ -139,6 +179,8 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
         sys.stdout.write(text)
         sys.stdout.flush()
     decision = outcome.pop("decision")
+    if "options" in outcome:
+        outcome["options"] = ",".join(outcome["options"]) or None
     log.info(decision=decision, **fields, **outcome)
     return 0
 

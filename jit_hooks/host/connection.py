@@ -20,7 +20,13 @@ import stat
 import time
 from typing import TypedDict
 
-from jit_hooks.protocol import CONNECTION_RE, FINGERPRINT_RE, KEY_TYPES, LOGIN_RE
+from jit_hooks.protocol import (
+    ALLOWED_KEY_OPTIONS,
+    CONNECTION_RE,
+    FINGERPRINT_RE,
+    KEY_TYPES,
+    LOGIN_RE,
+)
 
 # sshd's LoginGraceTime defaults to 120 s: the account check always follows the
 # last AKC call within that, so a record older than this belongs to nobody.
@@ -33,6 +39,7 @@ class AcceptedKey(TypedDict):
     fingerprint: str
     request_id: int
     expires_at: int
+    options: list[str]
     written_at: float
 
 
@@ -65,6 +72,7 @@ def record_accepted(
     fingerprint: str,
     request_id: int,
     expires_at: int,
+    options: list[str] | None = None,
     now: float | None = None,
 ) -> None:
     """Atomically write (or replace) the accepted-key record of ``conn``; raises OSError."""
@@ -74,6 +82,7 @@ def record_accepted(
         fingerprint=fingerprint,
         request_id=request_id,
         expires_at=expires_at,
+        options=list(options or []),
         written_at=time.time() if now is None else now,
     )
     path = _record_path(state_dir, conn)
@@ -135,6 +144,8 @@ def _valid(record: object) -> bool:
         and isinstance(record.get("request_id"), int)
         and isinstance(record.get("expires_at"), int)
         and isinstance(record.get("written_at"), int | float)
+        and isinstance(record.get("options"), list)
+        and all(o in ALLOWED_KEY_OPTIONS for o in record["options"])
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,40 @@ def test_main_mismatched_fingerprint_argument(config, fault, keypair, other_key,
 
 def test_module_has_main():
     assert callable(authorized_keys.main)
+
+
+def test_second_run_on_the_same_connection_reuses_the_answer(config, fault, keypair, sink, capsys):
+    """sshd's second AKC run (signature check) reprints without asking the service."""
+    _, pub = keypair
+    fault.answer = key_answer(pub)
+    assert main(akc_args(config.path, pub)) == 0
+    first = capsys.readouterr().out
+    assert main(akc_args(config.path, pub)) == 0
+    assert capsys.readouterr().out == first != ""
+    assert len(fault.requests) == 1
+    sink.wait_for(r"decision=allow .*reused=yes")
+
+
+def test_other_key_or_login_on_the_same_connection_asks_again(
+    config, fault, keypair, other_key, capsys
+):
+    _, pub = keypair
+    fault.answer = key_answer(pub)
+    assert main(akc_args(config.path, pub)) == 0
+    fault.answer = {"keys": []}
+    assert main(akc_args(config.path, other_key)) == 0
+    assert main(akc_args(config.path, pub, login="other")) == 0
+    assert len(fault.requests) == 3
+    assert capsys.readouterr().out.count("\n") == 1
+
+
+def test_stale_record_is_not_reused(config, fault, keypair, capsys):
+    _, pub = keypair
+    connection.record_accepted(
+        config.state_dir, connection.connection_id(), login="deploy", key_type=pub.key_type,
+        fingerprint=pub.fingerprint, request_id=7, expires_at=4102444800,
+        now=time.time() - authorized_keys.REUSE_SECONDS - 1,
+    )  # fmt: skip
+    fault.answer = {"keys": []}
+    assert main(akc_args(config.path, pub)) == 0
+    assert capsys.readouterr().out == "" and len(fault.requests) == 1
