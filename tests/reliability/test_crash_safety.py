@@ -34,6 +34,9 @@ class Acked:
 
     requests: dict[int, str] = field(default_factory=dict)  # id -> reason
     approved: set[int] = field(default_factory=set)
+    denied: set[int] = field(default_factory=set)
+    revoked: set[int] = field(default_factory=set)
+    revoke_sent: set[int] = field(default_factory=set)  # acknowledged or not
     keys: dict[int, str] = field(default_factory=dict)  # id -> fingerprint
     hook_calls: int = 0
     errors: Counter = field(default_factory=Counter)
@@ -85,7 +88,7 @@ def burst(w: World, acked: Acked, stop: threading.Event, cycle: int, keydir: Pat
                     pending.append(r[1]["id"])
 
     def approver() -> None:
-        for _ in range(MAX_OPS_PER_THREAD):
+        for i in range(MAX_OPS_PER_THREAD):
             if stop.is_set():
                 return
             with plock:
@@ -93,11 +96,21 @@ def burst(w: World, acked: Acked, stop: threading.Event, cycle: int, keydir: Pat
             if rid is None:
                 time.sleep(0.005)
                 continue
-            path = f"/api/v1/requests/{rid}/approve"
+            verb = "deny" if i % 5 == 4 else "approve"
+            path = f"/api/v1/requests/{rid}/{verb}"
             r = _safe(acked, lambda p=path: w.call(bob, "POST", p, {"comment": "ok"}))
-            if r and r[0] == 200 and r[1]["state"] == "approved":
+            if not r or r[0] != 200:
+                continue
+            with acked.lock:
+                (acked.approved if verb == "approve" else acked.denied).add(rid)
+            if verb == "approve" and i % 3 == 0:  # and revoke some right away
                 with acked.lock:
-                    acked.approved.add(rid)
+                    acked.revoke_sent.add(rid)
+                path = f"/api/v1/requests/{rid}/revoke"
+                r = _safe(acked, lambda p=path: w.call(bob, "POST", p, {"comment": "done"}))
+                if r and r[0] == 200:
+                    with acked.lock:
+                        acked.revoked.add(rid)
 
     def hooks() -> None:
         q = w.akc_query("alice")
@@ -150,6 +163,8 @@ def test_kill_9_mid_burst_loses_nothing_acknowledged(crash_world: World, tmp_pat
         crash_kills=CYCLES,
         crash_acked_requests=len(acked.requests),
         crash_acked_approvals=len(acked.approved),
+        crash_acked_denials=len(acked.denied),
+        crash_acked_revokes=len(acked.revoked),
         crash_acked_hook_calls=acked.hook_calls,
         crash_acked_keys=len(acked.keys),
         crash_failed_calls=sum(acked.errors.values()),
@@ -164,7 +179,11 @@ def test_kill_9_mid_burst_loses_nothing_acknowledged(crash_world: World, tmp_pat
     missing = {rid for rid in acked.requests if rows.get(rid) != acked.requests[rid]}
     assert missing == set(), f"acknowledged requests lost: {sorted(missing)[:10]}"
     states = dict(db("SELECT id, state FROM requests"))
-    assert {rid for rid in acked.approved if states[rid] != "approved"} == set()
+    for rid in acked.approved:
+        allowed = ("approved", "revoked") if rid in acked.revoke_sent else ("approved",)
+        assert states[rid] in allowed, (rid, states[rid])
+    assert all(states[rid] == "revoked" for rid in acked.revoked)
+    assert all(states[rid] == "denied" for rid in acked.denied)
     fps = dict(db("SELECT id, fingerprint FROM keys"))
     assert all(fps.get(kid) == fp for kid, fp in acked.keys.items())
     hook_events = db("SELECT count(*) FROM audit_events WHERE kind LIKE 'hook.%'")[0][0]
@@ -176,7 +195,7 @@ def test_kill_9_mid_burst_loses_nothing_acknowledged(crash_world: World, tmp_pat
     # Nothing half-written.
     assert (
         db(
-            "SELECT r.id FROM requests r WHERE r.state = 'approved' AND ("
+            "SELECT r.id FROM requests r WHERE r.state IN ('approved', 'revoked') AND ("
             " r.starts_at IS NULL OR r.ends_at IS NULL OR r.decided_at IS NULL OR"
             " (SELECT count(*) FROM reviews v WHERE v.request_id = r.id"
             "  AND v.decision = 'approve') < r.approvals_required)"
@@ -205,7 +224,16 @@ def test_kill_9_mid_burst_loses_nothing_acknowledged(crash_world: World, tmp_pat
             " WHERE kind = 'request.approved'"
         )
     }
-    assert {rid for rid, s in states.items() if s == "approved"} <= approved_events
+    assert {rid for rid, s in states.items() if s in ("approved", "revoked")} <= approved_events
+    for kind, state in (("request.revoked", "revoked"), ("request.denied", "denied")):
+        events = {
+            int(x[0])
+            for x in db(
+                "SELECT json_extract(data, '$.request_id') FROM audit_events WHERE kind = ?",
+                (kind,),
+            )
+        }
+        assert {rid for rid, s in states.items() if s == state} == events, kind
     reviews = db("SELECT request_id FROM reviews")
     review_events = db("SELECT count(*) FROM audit_events WHERE kind LIKE 'review.%'")[0][0]
     assert review_events == len(reviews), "review row and its audit event disagree"
