@@ -209,6 +209,11 @@ def test_kill_9_mid_burst_loses_nothing_acknowledged(crash_world: World, tmp_pat
         )
         == []
     ), "request without its hosts"
+    denied_without_review = db(
+        "SELECT r.id FROM requests r WHERE r.state = 'denied' AND NOT EXISTS"
+        " (SELECT 1 FROM reviews v WHERE v.request_id = r.id AND v.decision = 'deny')"
+    )
+    assert denied_without_review == [], "denied request without its denial"
     created = {
         int(x[0])
         for x in db(
