@@ -173,6 +173,37 @@ def _ensure_state_dir(config: HostConfig, *, create: bool) -> str:
     return path
 
 
+def _readable_by_hook_user(path: str) -> bool:
+    """Whether sshd's AuthorizedKeysCommandUser can open ``path`` (checked in a child as it)."""
+    user = pwd.getpwnam(paths.HOOK_USER)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.setgroups([user.pw_gid])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            with open(path, "rb"):
+                os._exit(0)
+        except BaseException:
+            os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status) == 0
+
+
+def _check_hook_user_can_read(config: HostConfig) -> None:
+    """The AKC runs as the hook user: config, token and CA file must be readable by it."""
+    for what, path in (
+        ("config", config.path),
+        ("token", config.token_file),
+        ("CA file", config.ca_file),
+    ):
+        if path and not _readable_by_hook_user(path):
+            raise AdminError(
+                f"{what} {path} is not readable by {paths.HOOK_USER} (sshd's "
+                "AuthorizedKeysCommandUser): check the file and its directories"
+            )
+
+
 def _check_break_glass(config: HostConfig, force: bool) -> list[str]:
     """Break-glass accounts that exist here; refuses when there are none, unless forced."""
     present, missing = [], []
@@ -246,6 +277,7 @@ def enable(layout: wiring.Layout, force: bool, no_reload: bool) -> None:
     break_glass = _check_break_glass(config, force)
     _check_hook_user()
     _check_token_file(config)
+    _check_hook_user_can_read(config)
     _check_commands(layout)
     _ensure_state_dir(config, create=True)
     service = _check_service(config, force)
@@ -302,6 +334,7 @@ def status(layout: wiring.Layout) -> None:
     line("break-glass", bool(break_glass), ", ".join(sorted(break_glass)) or "none configured")
     try:
         _check_token_file(config)
+        _check_hook_user_can_read(config)
         line("token", True, f"{config.token_file} (0640 root:{paths.HOOK_USER})")
     except (AdminError, ConfigError) as e:
         line("token", False, str(e))
@@ -468,9 +501,21 @@ def enroll(
         old = None  # a broken config is replaced; the new one is validated below
     token_path = old.token_file if old else layout.under_root(paths.TOKEN_PATH)
     accounts = list(break_glass) or sorted(old.break_glass if old else [])
+    ca_pem, ca_path = None, old.ca_file if old else None
+    if ca_file:
+        # A copy next to the config: the AKC runs as the hook user, which could not
+        # read a CA file left in, say, /root.
+        try:
+            with open(ca_file, "rb") as f:
+                ca_pem = f.read(1024 * 1024)
+        except OSError as e:
+            raise AdminError(f"{ca_file}: {e.strerror}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
+            raise AdminError(f"{ca_file}: no PEM certificate in it")
+        ca_path = os.path.join(os.path.dirname(path), "ca.pem")
     text = _render_config(
         urls=list(urls),
-        ca_file=os.path.abspath(ca_file) if ca_file else None,
+        ca_file=ca_path,
         token_file=token_path,
         host_name=host_name or (old.host_name if old else None),
         break_glass=accounts,
@@ -484,6 +529,9 @@ def enroll(
         )
     for d in {os.path.dirname(path), os.path.dirname(token_path)}:
         os.makedirs(d, mode=0o755, exist_ok=True)
+    if ca_pem is not None and ca_path:
+        wiring.write_atomic(ca_path, ca_pem, mode=0o644)
+        click.echo(f"wrote {ca_path} (0644, copied from {ca_file})")
     wiring.write_atomic(token_path, (token + "\n").encode(), mode=0o640, uid=0, gid=gid)
     wiring.write_atomic(path, text.encode(), mode=0o644)
     click.echo(f"wrote {path} and {token_path} (0640 root:{paths.HOOK_USER})")

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -166,8 +167,15 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def sshd_root(tmp_path) -> Root:
-    return write_sshd_root(tmp_path / "root", free_port())
+def sshd_root() -> Root:
+    # Outside pytest's 0700 tmp dir: the hook user must be able to read the
+    # root's config and token, as it must on a real host (enable checks that).
+    base = Path(tempfile.mkdtemp(prefix="jitpkg-", dir="/tmp"))
+    base.chmod(0o755)
+    try:
+        yield write_sshd_root(base / "root", free_port())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture

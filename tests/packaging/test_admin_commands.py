@@ -149,3 +149,43 @@ def test_check_shows_what_sshd_would_get_and_why(sshd_root, host_service, tmp_pa
     svc.stop()
     r = sshd_root.run("check", "deploy", "--key", str(pub))
     assert r.returncode == 1 and "service error refused" in r.stdout
+
+
+def test_enroll_copies_the_ca_where_the_hook_user_can_read_it(sshd_root, host_service, tmp_path):
+    svc, token = host_service
+    private = tmp_path / "private"  # like /root: the hook user can't read in here
+    private.mkdir(mode=0o700)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=jit test CA",
+            "-days",
+            "1",
+            "-keyout",
+            str(private / "ca.key"),
+            "-out",
+            str(private / "ca.pem"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    r = enroll(sshd_root, "--url", svc.url, "--ca-file", str(private / "ca.pem"), token=token)
+    assert r.returncode == 0, r.stderr
+    copy = sshd_root.path / "etc/jit-hooks/ca.pem"
+    assert copy.read_bytes() == (private / "ca.pem").read_bytes()
+    assert copy.stat().st_mode & 0o777 == 0o644
+    assert tomllib.loads(sshd_root.config.read_text())["service"]["ca_file"] == str(copy)
+    # Enrolling again without --ca-file keeps it; a key file is not a certificate.
+    assert enroll(sshd_root, "--url", svc.url, token=token).returncode == 0
+    assert tomllib.loads(sshd_root.config.read_text())["service"]["ca_file"] == str(copy)
+    r = enroll(sshd_root, "--url", svc.url, "--ca-file", str(private / "ca.key"), token=token)
+    assert r.returncode == 1 and "no PEM certificate" in r.stderr

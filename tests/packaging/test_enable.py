@@ -254,3 +254,9 @@ def test_refuses_a_state_dir_others_could_plant_records_in(enabled_root):
     state.mkdir(mode=0o777)
     state.chmod(0o777)
     assert "must be a directory owned by jit-hooks, mode 0700" in refused(enabled_root)
+
+
+def test_refuses_files_the_hook_user_cannot_read(enabled_root):
+    # Root may read everything; sshd runs the AKC as jit-hooks, which may not.
+    (enabled_root.path / "etc/jit-hooks").chmod(0o700)
+    assert "is not readable by jit-hooks" in refused(enabled_root)
