@@ -22,6 +22,7 @@ from pathlib import Path
 from bench.report import document, table, write_json
 from bench.world import REPO
 
+LATEST = REPO / "bench" / "results" / "latest.json"
 # name -> module; run in this order (cheap first, the slow scale run last).
 BENCHMARKS = {
     "P2": "bench.p2_startup",
@@ -59,9 +60,17 @@ def _clean(obj):  # noqa: ANN001, ANN202
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--only", default="", help="comma-separated: " + ",".join(BENCHMARKS))
-    p.add_argument("--runs", type=int, default=40, help="interleaved rounds per case (>= 30)")
+    p.add_argument(
+        "--runs", type=int, default=None, help="interleaved rounds per case (default 40; 5 quick)"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: checks the harness works")
-    p.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "latest.json")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help=f"results file (default: {LATEST.relative_to(REPO)} for a full run of everything, "
+        "else a file in /tmp, so a partial or quick run never replaces the committed results)",
+    )
     p.add_argument("--duration", type=float, default=3.0, help="P3: seconds per load round")
     p.add_argument("--rounds", type=int, default=5, help="P3: interleaved load rounds")
     p.add_argument("--connections", type=int, default=16, help="P3: concurrent connections")
@@ -78,9 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"unknown benchmark {unknown[0]!r} (known: {', '.join(BENCHMARKS)})", file=sys.stderr)
         return 2
+    if args.runs is None:
+        args.runs = 5 if args.quick else 40
     if args.runs < 1:
         print("--runs must be >= 1", file=sys.stderr)
         return 2
+    if args.out is None:
+        full = not args.quick and args.runs >= 30 and wanted == list(BENCHMARKS)
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        args.out = LATEST if full else Path(tempfile.gettempdir()) / f"jit-bench-{stamp}.json"
     work = Path(tempfile.mkdtemp(prefix="jit-bench-"))
     work.chmod(0o755)  # sshd's unprivileged AKC user reads config files under it
     ctx = Ctx(runs=args.runs, quick=args.quick, work=work, options=vars(args))
