@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -273,6 +274,9 @@ def main() -> int:
     if os.geteuid() != 0:
         print("demo: run as root (it starts a real sshd with its own PAM service)", file=sys.stderr)
         return 1
+    # SIGTERM/SIGHUP end the demo like Ctrl-C does: through the cleanup below.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: sys.exit(128 + signum))
     work = Path(tempfile.mkdtemp(prefix="jit-demo-"))
     demo = Demo(work)
     try:
