@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 
 from bench.gen_data import generate
 from bench.load import Target, interleaved_load, summarize_load
@@ -127,8 +128,6 @@ def run(ctx) -> dict:  # noqa: ANN001
         big = worlds["large"]
         key = big.keys["req0"]
         host_id = big.svc.sqlite("SELECT id FROM hosts WHERE name = ?", (big.host,))[0][0]
-        import time
-
         statements = hook_statements(
             host_id=host_id, login=big.login, fingerprint=key.fingerprint, now=int(time.time())
         )

@@ -69,6 +69,7 @@ class World:
     user_tokens: dict[str, str] = field(default_factory=dict)
     keys: dict[str, Key] = field(default_factory=dict)
     sink: SyslogSink | None = None
+    generated: dict = field(default_factory=dict)  # what bench/gen_data.py added (P3s)
 
     def call(self, who: str, method: str, path: str, body=None):  # noqa: ANN001
         status, answer = self.svc.call(method, path, token=self.user_tokens[who], body=body)
