@@ -139,7 +139,9 @@ def generate(
         head = db.execute("SELECT last_id, hash FROM audit_head WHERE id = 1").fetchone()
         last_id, prev_hash = head if head else (0, GENESIS)
 
-        req_rows, rh_rows, ev_rows = [], [], []
+        req_rows: list[tuple] = []
+        rh_rows: list[tuple] = []
+        ev_rows: list[tuple] = []
 
         def flush() -> None:
             db.executemany(
@@ -159,7 +161,7 @@ def generate(
             rh_rows.clear()
             ev_rows.clear()
 
-        def event(at: int, kind: str, actor: str | None, host: str, data: dict) -> None:
+        def event(at: int, kind: str, actor: str | None, host: str | None, data: dict) -> None:
             nonlocal last_id, prev_hash
             last_id += 1
             text = canonical(data)
@@ -193,8 +195,8 @@ def generate(
                  closed)
             )  # fmt: skip
             rh_rows.append((rid, hid))
-            host_name = heavy_host if heavy else host_names[hid]
-            actor = heavy_user if heavy else user_names[uid]
+            host_name = heavy_host if heavy else host_names[hid]  # type: ignore[index]
+            actor = heavy_user if heavy else user_names[uid]  # type: ignore[index]
             event(created, "request.created", actor, host_name,
                   {"request_id": rid, "login": login, "duration_seconds": duration,
                    "reason": f"INC-{rid} generated", "policy": policy_name, "hosts": 1,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from typing import cast
 
 from bench.gen_data import generate
 from bench.load import Target, interleaved_load, summarize_load
@@ -43,11 +44,13 @@ class _Capture:
 
 def hook_statements(*, host_id: int, login: str, fingerprint: str, now: int) -> dict[str, str]:
     """The SQL (SQLite dialect, literal values) of every query on the hook hot path."""
+    from sqlalchemy import Connection
     from sqlalchemy.dialects import sqlite
 
     from jit_hooks.server import audit, auth, decisions
 
     cap = _Capture()
+    conn = cast("Connection", cap)  # duck-typed: execute() and first() are all they use
     out: dict[str, str] = {}
 
     def grab(name: str, fn) -> None:  # noqa: ANN001
@@ -60,12 +63,12 @@ def hook_statements(*, host_id: int, login: str, fingerprint: str, now: int) -> 
             sql = st.compile(dialect=sqlite.dialect(), compile_kwargs={"literal_binds": True})
             out[f"{name}[{i}]"] = str(sql).replace("\n", " ")
 
-    grab("auth.authenticate", lambda: auth.authenticate(cap, "jith_" + "x" * 43))
+    grab("auth.authenticate", lambda: auth.authenticate(conn, "jith_" + "x" * 43))
     grab("decisions.approval_for_key", lambda: decisions.approval_for_key(
-        cap, host_id=host_id, login=login, fingerprint=fingerprint, now=now))  # fmt: skip
+        conn, host_id=host_id, login=login, fingerprint=fingerprint, now=now))  # fmt: skip
     grab("decisions.approval_for_login", lambda: decisions.approval_for_login(
-        cap, host_id=host_id, login=login, now=now))  # fmt: skip
-    grab("audit.append", lambda: audit.append(cap, at=now, kind="hook.account", data={}))
+        conn, host_id=host_id, login=login, now=now))  # fmt: skip
+    grab("audit.append", lambda: audit.append(conn, at=now, kind="hook.account", data={}))
     return out
 
 

@@ -38,7 +38,7 @@ def hook_target(world, user: str = "req0") -> Target:  # noqa: ANN001
     return Target("/api/v1/hook/authorized-keys", "POST", json.dumps(body), world.host_token)
 
 
-def measure(ctx, world, *, label: str) -> dict:  # noqa: ANN001
+def measure(ctx, world, *, label: str) -> tuple[dict[str, dict], list[str]]:  # noqa: ANN001
     """Interleaved load rounds of /healthz and the hook endpoint; stats per case."""
     opts = ctx.options
     rounds = 2 if ctx.quick else opts.get("rounds", 5)

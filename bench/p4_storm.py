@@ -41,15 +41,15 @@ def fields(message: str) -> dict[str, str]:
     return {k: v.strip('"') for k, v in _KV.findall(message)}
 
 
-def metric_totals(text: str, name: str, label: str) -> Counter:
+def metric_totals(text: str, name: str, label: str) -> dict[str, float]:
     """Sum a Prometheus counter by one label (tiny parser for our own /metrics)."""
-    out: Counter = Counter()
+    out: dict[str, float] = {}
     for line in text.splitlines():
         if line.startswith(name + "{"):
             labels, value = line[len(name) + 1 :].rsplit("} ", 1)
             m = re.search(rf'{label}="([^"]*)"', labels)
             if m:
-                out[m.group(1)] += float(value)
+                out[m.group(1)] = out.get(m.group(1), 0.0) + float(value)
     return out
 
 
@@ -120,8 +120,8 @@ def run(ctx) -> dict:  # noqa: ANN001
 
         status, _ = world.svc.call("GET", "/healthz")
         metrics_text = _metrics_text(world.svc.url)
-        statuses = metric_totals(metrics_text, "jit_http_responses_total", "status")
-        statuses.subtract(before)
+        after = metric_totals(metrics_text, "jit_http_responses_total", "status")
+        statuses = {k: v - before.get(k, 0.0) for k, v in after.items()}
         seconds = summarize([r["seconds"] for r in results])
         rows = [
             value_row(

@@ -136,10 +136,12 @@ def machine() -> dict:
         cpu = m.group(1) if m else None
     except OSError:
         pass
+    mem_kb = None
     try:
-        mem_kb = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
-    except (OSError, AttributeError):
-        mem_kb = None
+        found = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
+        mem_kb = int(found.group(1)) if found else None
+    except OSError:
+        pass
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,

@@ -15,7 +15,11 @@ Case = Callable[[], None]
 
 
 def interleave(
-    cases: dict[str, Case], *, runs: int, warmup: int = 2, progress: Callable[[str], None] = None
+    cases: dict[str, Case],
+    *,
+    runs: int,
+    warmup: int = 2,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, list[float]]:
     """Wall seconds of each case, ``runs`` samples each, taken round-robin."""
     names = list(cases)
@@ -30,7 +34,7 @@ def interleave(
             t0 = time.perf_counter()
             cases[name]()
             samples[name].append(time.perf_counter() - t0)
-        if progress and (i + 1) % 10 == 0:
+        if progress is not None and (i + 1) % 10 == 0:
             progress(f"  {i + 1}/{runs} rounds")
     return samples
 

@@ -138,6 +138,7 @@ def build_world(
     The others (``denied``) have a key and a pending request, but no approval.
     """
     (work / "keys").mkdir(parents=True, exist_ok=True)
+    svc: Service
     if noop_route:  # the same service plus GET /bench/noop (P3's floor)
         from bench.server import BenchService
 
