@@ -44,8 +44,14 @@ def run(ctx) -> dict:  # noqa: ANN001
         hooked = HookedSshd()
         static = StaticSshd()
         login = hooked.add_account("deploy")
-        world = build_world(ctx.work / "p1", approved=1, login=login, sink=False)
-        hooked.configure([world.svc.url], world.host_token, connect_timeout=2.0, total_timeout=5.0)
+        world = build_world(ctx.work / "p1", approved=1, login=login, sink=False, tls=True)
+        hooked.configure(
+            [world.svc.url],
+            world.host_token,
+            ca_file=world.ca_file,
+            connect_timeout=2.0,
+            total_timeout=5.0,
+        )
         key = world.keys["req0"]
         static_login = static.add_account("deploy", keys=[key.line])
 

@@ -23,9 +23,11 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 from bench.p1_login import ssh_true
 from bench.report import value_row
+from bench.server import BenchService
 from bench.sshd import HookedSshd
 from bench.stats import summarize
 from bench.world import build_world
@@ -67,12 +69,20 @@ def run(ctx) -> dict:  # noqa: ANN001
             denied=people - people // 2,
             login=login,
             sink=False,
+            tls=True,
         )
-        box.configure([world.svc.url], world.host_token, connect_timeout=2.0, total_timeout=5.0)
+        box.configure(
+            [world.svc.url],
+            world.host_token,
+            ca_file=world.ca_file,
+            connect_timeout=2.0,
+            total_timeout=5.0,
+        )
         names = [f"req{i}" for i in range(people)]
         approved = {f"req{i}" for i in range(people // 2)}
         fp_owner = {world.keys[p].fingerprint: p for p in names}
-        before = metric_totals(_metrics_text(world.svc.url), "jit_http_responses_total", "status")
+        svc = cast(BenchService, world.svc)  # tls=True: always the bench's service
+        before = metric_totals(svc.get_text("/metrics"), "jit_http_responses_total", "status")
 
         barrier = threading.Barrier(n)
 
@@ -119,7 +129,7 @@ def run(ctx) -> dict:  # noqa: ANN001
         correct = sum(1 for r in results if r["in"] == r["approved"])
 
         status, _ = world.svc.call("GET", "/healthz")
-        metrics_text = _metrics_text(world.svc.url)
+        metrics_text = svc.get_text("/metrics")
         after = metric_totals(metrics_text, "jit_http_responses_total", "status")
         statuses = {k: v - before.get(k, 0.0) for k, v in after.items()}
         seconds = summarize([r["seconds"] for r in results])
@@ -162,10 +172,3 @@ def run(ctx) -> dict:  # noqa: ANN001
         for thing in (world, box):
             if thing is not None:
                 thing.close()
-
-
-def _metrics_text(url: str) -> str:
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
-        return r.read().decode()

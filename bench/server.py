@@ -1,6 +1,6 @@
 """jit-server plus one no-op route, the floor of P3 (same app, middleware and uvicorn settings).
 
-    python -m bench.server --data-dir DIR --listen 127.0.0.1:PORT
+    python -m bench.server --data-dir DIR --listen 127.0.0.1:PORT [--tls-cert F --tls-key F]
 
 ``GET /bench/noop`` goes through everything a hook call goes through (uvicorn,
 the app's middleware, routing, a sync handler in the thread pool, JSON
@@ -11,9 +11,12 @@ uvicorn settings are those of `jit-server serve` (jit_hooks/cli/server.py).
 from __future__ import annotations
 
 import argparse
+import json
+import ssl
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -24,17 +27,52 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 class BenchService(Service):
-    """tests/utils/service.py's Service, with ``python -m bench.server`` as the process."""
+    """tests/utils/service.py's Service, with ``python -m bench.server`` as the process.
+
+    With ``tls`` = (cert, key, ca) it serves HTTPS like production, and talks to
+    itself trusting ``ca``.
+    """
 
     extra_args: tuple[str, ...] = ()
+    tls: tuple[Path, Path, Path] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
+
+    def _context(self) -> ssl.SSLContext | None:
+        return ssl.create_default_context(cafile=str(self.tls[2])) if self.tls else None
+
+    def call(self, method: str, path: str, token: str | None = None, body=None):  # noqa: ANN001
+        """One HTTP(S) call; returns (status, parsed JSON or None)."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(req, timeout=10, context=self._context()) as r:
+                raw, status = r.read(), r.status
+        except urllib.error.HTTPError as e:
+            raw, status = e.read(), e.code
+        return status, (json.loads(raw) if raw else None)
+
+    def get_text(self, path: str) -> str:
+        """GET a non-JSON page (e.g. /metrics)."""
+        with urllib.request.urlopen(self.url + path, timeout=10, context=self._context()) as r:
+            return r.read().decode()
 
     def start(self) -> None:
         self.admin("db", "upgrade")
         self.log_path = self.data_dir / "server.log"
+        tls_args = (
+            ["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []
+        )
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "bench.server", "--data-dir", str(self.data_dir),
-                 "--listen", f"127.0.0.1:{self.port}", *self.extra_args],
+                 "--listen", f"127.0.0.1:{self.port}", *self.extra_args, *tls_args],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=REPO,
             )  # fmt: skip
         deadline = time.monotonic() + 30
@@ -42,7 +80,8 @@ class BenchService(Service):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"bench server exited: {self.log_path.read_text()}")
             try:
-                with urllib.request.urlopen(self.url + NOOP_PATH, timeout=1) as r:
+                ctx = self._context()
+                with urllib.request.urlopen(self.url + NOOP_PATH, timeout=1, context=ctx) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -54,25 +93,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.server")
     p.add_argument("--data-dir", required=True)
     p.add_argument("--listen", required=True)
+    p.add_argument("--tls-cert")
+    p.add_argument("--tls-key")
     p.add_argument(
         "--pool-size",
         type=int,
         default=0,
-        help="experiment: SQLAlchemy pool of exactly N connections (0: the service's default)",
+        help="experiment: SQLite pool of exactly N connections (0: the service's default)",
     )
     a = p.parse_args(argv)
     import uvicorn
 
     if a.pool_size:
-        import functools
-
-        import sqlalchemy
-
         from jit_hooks.server import db
 
-        db.create_engine = functools.partial(
-            sqlalchemy.create_engine, pool_size=a.pool_size, max_overflow=0, pool_timeout=10
-        )
+        db.SQLITE_POOL = {"pool_size": a.pool_size, "max_overflow": 0, "pool_timeout": 10}
 
     from jit_hooks.server.app import create_app
     from jit_hooks.server.settings import Settings
@@ -84,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
         return {"status": "ok"}
 
     host, _, port = a.listen.rpartition(":")
-    uvicorn.run(app, host=host, port=int(port), log_level="info", access_log=False,
-                server_header=False, proxy_headers=False)  # fmt: skip
+    uvicorn.run(app, host=host, port=int(port), ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key,
+                log_level="info", access_log=False, server_header=False,
+                proxy_headers=False)  # fmt: skip
     return 0
 
 

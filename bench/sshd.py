@@ -9,6 +9,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 from tests.utils.sshd import SshdSandbox
 
 
@@ -18,6 +22,18 @@ class HookedSshd(SshdSandbox):
     def __init__(self, *, max_startups: str | None = None, **kw) -> None:  # noqa: ANN003
         self.max_startups = max_startups
         super().__init__(password_auth=False, **kw)
+
+    def configure(self, urls: list[str], token: str, *, ca_file: Path | None = None, **kw) -> None:  # noqa: ANN003
+        """The sandbox's configure(), plus the CA of an HTTPS service (readable by the AKC user)."""
+        super().configure(urls, token, **kw)
+        if ca_file is not None:
+            dst = self.root / "etc" / "ca.pem"
+            shutil.copyfile(ca_file, dst)
+            os.chmod(dst, 0o644)
+            text = self.config_path.read_text()
+            self.config_path.write_text(
+                text.replace("[service]\n", f'[service]\nca_file = "{dst}"\n', 1)
+            )
 
     def _write_sshd_config(self) -> None:
         super()._write_sshd_config()

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from tests.utils.service import Service, free_port, start_service
 from tests.utils.syslog_sink import SyslogSink
@@ -99,6 +100,12 @@ class World:
             self.call("approver", "POST", f"/api/v1/requests/{req['id']}/approve", {})
         return key
 
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA the hooks must trust when the service speaks HTTPS."""
+        tls = getattr(self.svc, "tls", None)
+        return tls[2] if tls else None
+
     def hook_config(self, *, total_timeout: float = 5.0) -> Path:
         """A host config (TOML) for the hooks: this service, its host token, a state dir."""
         token_file = self.work / "host-token"
@@ -110,7 +117,8 @@ class World:
         path = self.work / "jit-hooks.toml"
         path.write_text(
             f'[service]\nurls = ["{self.svc.url}"]\ntoken_file = "{token_file}"\n'
-            f"connect_timeout = 2.0\ntotal_timeout = {total_timeout}\n"
+            + (f'ca_file = "{self.ca_file}"\n' if self.ca_file else "")
+            + f"connect_timeout = 2.0\ntotal_timeout = {total_timeout}\n"
             f'[host]\nname = "{self.host}"\n'
             f'[state]\ndir = "{state}"\n'
             f'[log]\nsyslog_socket = "{self.sink.path if self.sink else "/dev/log"}"\n'
@@ -132,6 +140,7 @@ def build_world(
     login: str = LOGIN,
     sink: bool = True,
     noop_route: bool = False,
+    tls: bool = False,
 ) -> World:
     """Start a service in ``work`` and seed it; users are req0.. (approved first).
 
@@ -139,12 +148,19 @@ def build_world(
     """
     (work / "keys").mkdir(parents=True, exist_ok=True)
     svc: Service
-    if noop_route:  # the same service plus GET /bench/noop (P3's floor)
+    if noop_route or tls:  # the same service plus GET /bench/noop (P3's floor), HTTPS
         from bench.server import BenchService
 
         (work / "server").mkdir(parents=True, exist_ok=True)
-        svc = BenchService(data_dir=work / "server", port=free_port(), env=dict(os.environ))
-        svc.start()
+        bsvc = BenchService(data_dir=work / "server", port=free_port(), env=dict(os.environ))
+        if tls:
+            from tests.utils.tls_certs import make_pki
+
+            pki = make_pki(work / "pki")
+            cert, key = cast("tuple[Path, Path]", pki["ok"])
+            bsvc.tls = (Path(cert), Path(key), Path(str(pki["ca"])))
+        bsvc.start()
+        svc = bsvc
     else:
         svc = start_service(work / "server")
     w = World(svc=svc, work=work, login=login)
