@@ -17,6 +17,7 @@ sshd / pam_exec give them. Each case asserts:
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ from pathlib import Path
 import pytest
 
 from tests.utils.fault_server import FaultServer
+from tests.utils.raw_server import RawServer
 from tests.utils.report import record
 from tests.utils.seed import World, basic_world, make_key
 from tests.utils.service import Service, free_port, start_service
@@ -92,6 +94,11 @@ class Env:
     def server(self, **kw) -> FaultServer:  # noqa: ANN003
         kw.setdefault("answer", self.good)
         return self.stack.enter_context(FaultServer(**kw))
+
+    def raw(self, make: Callable[[bytes], bytes]) -> str:
+        """A server sending ``make(valid JSON answer)`` byte for byte; its URL."""
+        body = json.dumps(self.good).encode()
+        return self.stack.enter_context(RawServer(make(body))).url
 
     def tls_server(self, name: str) -> FaultServer:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -212,6 +219,98 @@ def _unreadable_token(env: Env) -> None:
 def _missing_token(env: Env) -> None:
     env.urls = [env.svc.url]
     env.no_token_file = True
+
+
+JSON_200 = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+
+
+def _proto(make: Callable[[bytes], bytes]) -> Callable[[Env], None]:
+    def setup(env: Env) -> None:
+        env.urls = [env.raw(make)]
+
+    return setup
+
+
+def _length(body: bytes) -> bytes:
+    return b"Content-Length: %d\r\n" % len(body)
+
+
+PROTOCOL_CASES: list[tuple[Case, Callable[[Env], None]]] = [
+    (
+        Case("p_http10", "HTTP/1.0, body until close (valid: control)", "allow", "decision=allow"),
+        _proto(lambda b: b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\n\r\n" + b),
+    ),
+    (
+        Case("p_status", "broken status line", "deny", r"reason=bad_http"),
+        _proto(lambda b: b"HTXP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + b),
+    ),
+    (
+        Case("p_header_flood", "500 distinct response headers", "deny", r"reason=bad_http"),
+        _proto(
+            lambda b: (
+                JSON_200
+                + b"".join(b"X-%d: b\r\n" % i for i in range(500))
+                + _length(b)
+                + b"\r\n"
+                + b
+            )
+        ),
+    ),
+    (
+        Case("p_header_bytes", "24 KB of repeated headers", "deny", r"reason=bad_http"),
+        _proto(lambda b: JSON_200 + b"X-A: b\r\n" * 3000 + _length(b) + b"\r\n" + b),
+    ),
+    (
+        Case("p_long_header", "one 100 KB header line", "deny", r"reason=bad_http"),
+        _proto(lambda b: JSON_200 + b"X-A: " + b"a" * 100_000 + b"\r\n\r\n" + b),
+    ),
+    (
+        Case("p_short_body", "Content-Length longer than the body", "deny", r"reason=bad_http"),
+        _proto(lambda b: JSON_200 + b"Content-Length: %d\r\n\r\n" % (len(b) + 50) + b),
+    ),
+    (
+        Case("p_cut_length", "Content-Length cuts the JSON", "deny", r"reason=malformed"),
+        _proto(lambda b: JSON_200 + b"Content-Length: 5\r\n\r\n" + b),
+    ),
+    (
+        Case("p_two_lengths", "two different Content-Lengths", "deny", r"reason=bad_http"),
+        _proto(lambda b: JSON_200 + b"Content-Length: 5\r\n" + _length(b) + b"\r\n" + b),
+    ),
+    (
+        Case("p_no_ctype", "valid JSON without Content-Type", "deny", r"reason=malformed"),
+        _proto(lambda b: b"HTTP/1.1 200 OK\r\n" + _length(b) + b"\r\n" + b),
+    ),
+    (
+        Case("p_interim", "ten 100 Continue, then the answer", "deny", r"reason=bad_http"),
+        _proto(
+            lambda b: b"HTTP/1.1 100 Continue\r\n\r\n" * 10 + JSON_200 + _length(b) + b"\r\n" + b
+        ),
+    ),
+    (
+        Case("p_bad_chunk", "chunked, size not hex", "deny", r"reason=bad_http"),
+        _proto(lambda b: JSON_200 + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n" + b),
+    ),
+    (
+        Case("p_huge_chunk", "chunked, one 2 GiB chunk announced", "deny", r"reason=oversize"),
+        _proto(lambda b: JSON_200 + b"Transfer-Encoding: chunked\r\n\r\n7fffffff\r\n" + b),
+    ),
+    (
+        Case("p_gzip", "Transfer-Encoding: gzip", "deny", r"reason=bad_http"),
+        _proto(lambda b: JSON_200 + b"Transfer-Encoding: gzip\r\n\r\n" + b),
+    ),
+    (
+        Case("p_deep_json", "200, JSON nested 30,000 deep", "deny", r"reason=malformed"),
+        _proto(lambda b: JSON_200 + b"\r\n" + b"[" * 30000 + b"]" * 30000),
+    ),
+    (
+        Case("p_bad_utf8", "200, JSON with invalid UTF-8", "deny", r"reason=malformed"),
+        _proto(lambda b: JSON_200 + b"\r\n" + b.replace(b'"', b'"\xff', 1)),
+    ),
+    (
+        Case("p_204", "204 No Content", "deny", r"reason=http_204"),
+        _proto(lambda b: b"HTTP/1.1 204 No Content\r\n\r\n"),
+    ),
+]
 
 
 def _malformed_config(env: Env) -> None:
@@ -412,6 +511,7 @@ CASES: list[tuple[Case, Callable[[Env], None]]] = [
         _unreadable_token,
     ),
     (Case("token_missing", "token file missing", "deny", r"reason=config"), _missing_token),
+    *PROTOCOL_CASES,
     (Case("config_malformed", "config is not TOML", "deny", r"reason=config"), _malformed_config),
     (
         Case("config_invalid", "config has invalid values", "deny", r"reason=config"),
