@@ -20,21 +20,19 @@ import time
 
 import pytest
 import requests
-
-schemathesis = pytest.importorskip("schemathesis")
-
-from hypothesis import HealthCheck, Phase, given, settings  # noqa: E402
-from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
+import schemathesis  # test extra: a missing install fails, never skips
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis.errors import FlakyStrategyDefinition, Unsatisfiable
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
 )
 
-from tests.utils.report import record  # noqa: E402
-from tests.utils.seed import World, make_key  # noqa: E402
-from tests.utils.service import start_service  # noqa: E402
+from tests.utils.report import record
+from tests.utils.seed import World, make_key
+from tests.utils.service import start_service
 
 # Per operation and mode. 20 operations x 2 modes x EXAMPLES, plus the host-token
 # portion and the stateful phase: > 5,000 calls in about two minutes on 2 cores.
