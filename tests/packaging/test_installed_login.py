@@ -52,6 +52,8 @@ def make_key(directory: Path, name: str) -> Path:
 
 
 def add_user(name: str, home: Path) -> None:
+    # A run that was killed may have left the account behind.
+    subprocess.run(["userdel", name], timeout=30, capture_output=True)
     subprocess.run(
         ["useradd", "--home-dir", str(home), "--create-home", "--shell", "/bin/sh", name],
         check=True,
