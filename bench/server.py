@@ -101,8 +101,19 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="experiment: SQLite pool of exactly N connections (0: the service's default)",
     )
+    p.add_argument(
+        "--no-hook-audit",
+        action="store_true",
+        help="experiment only (never a real deployment): hook decisions are not audited, "
+        "to measure what the audit write costs",
+    )
     a = p.parse_args(argv)
     import uvicorn
+
+    if a.no_hook_audit:
+        from jit_hooks.server import decisions
+
+        decisions._record = lambda *args, **kwargs: None  # type: ignore[assignment]
 
     if a.pool_size:
         from jit_hooks.server import db
