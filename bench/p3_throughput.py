@@ -38,9 +38,17 @@ def hook_target(world, user: str = "req0") -> Target:  # noqa: ANN001
     return Target("/api/v1/hook/authorized-keys", "POST", json.dumps(body), world.host_token)
 
 
-def measure(ctx, world, *, label: str) -> tuple[dict[str, dict], list[str]]:  # noqa: ANN001
-    """Interleaved load rounds of /healthz and the hook endpoint; stats per case."""
+def measure(
+    ctx,
+    world,
+    *,
+    label: str,
+    connections: int | None = None,
+    healthz: bool = True,  # noqa: ANN001
+) -> tuple[dict[str, dict], list[str]]:
+    """Interleaved load rounds of the no-op, /healthz and the hook endpoint; stats per case."""
     opts = ctx.options
+    conns = connections or opts.get("connections", 16)
     rounds = 2 if ctx.quick else opts.get("rounds", 5)
     seconds = 1.0 if ctx.quick else opts.get("duration", 3.0)
     targets = {
@@ -48,16 +56,15 @@ def measure(ctx, world, *, label: str) -> tuple[dict[str, dict], list[str]]:  # 
         f"{label}GET /healthz (SELECT 1)": Target("/healthz"),
         f"{label}POST /api/v1/hook/authorized-keys": hook_target(world),
     }
-    ctx.log(
-        f"P3{label}: {rounds} rounds x {seconds:g} s per endpoint, "
-        f"{opts.get('connections', 16)} connections"
-    )
+    if not healthz:
+        del targets[f"{label}GET /healthz (SELECT 1)"]
+    ctx.log(f"P3{label}: {rounds} rounds x {seconds:g} s per endpoint, {conns} connection(s)")
     runs = interleaved_load(
         world.svc.url,
         targets,
         rounds=rounds,
         seconds=seconds,
-        connections=opts.get("connections", 16),
+        connections=conns,
         max_responses=MAX_RESPONSES,
         log=ctx.log,
     )
@@ -68,6 +75,11 @@ def run(ctx) -> dict:  # noqa: ANN001
     world = build_world(ctx.work / "p3", approved=1, noop_route=True)
     try:
         cases, (noop, health, hook) = measure(ctx, world, label="")
+        # One connection: no queueing, so p50 is the service's own time per call.
+        single, (noop1, hook1) = measure(
+            ctx, world, label="1 connection: ", connections=1, healthz=False
+        )
+        cases.update(single)
     finally:
         world.close()
     ratio_cases = {n: {"rps": c["rps"]} for n, c in cases.items()}
@@ -87,6 +99,10 @@ def run(ctx) -> dict:  # noqa: ANN001
         value_row("hook p99 latency", cases[hook]["p99"], "ms", higher_is_better=False),
         compare("hook p99 / no-op p99", hook, noop, cases, key="p99"),
         compare("hook checks/s / GET /healthz requests/s", hook, health, ratio_cases, key="rps"),
+        compare("1 connection: hook p50 / no-op p50", hook1, noop1, cases, key="median"),
+        value_row(
+            "1 connection: hook p50 latency", cases[hook1]["median"], "ms", higher_is_better=False
+        ),  # fmt: skip
     ]
     return {
         "title": "service throughput",
