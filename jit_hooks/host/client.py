@@ -91,11 +91,17 @@ class HookClient:
         deadline = self._clock() + self.budget
         self.attempts = []
         error: ServiceError = ServiceUnreachable("timeout", "no time left to try a URL")
-        for url in self.config.urls:
-            if deadline - self._clock() <= 0:
+        urls = self.config.urls
+        for index, url in enumerate(urls):
+            remaining = deadline - self._clock()
+            if remaining <= 0:
                 break
+            # A replica that accepts and never answers must not eat the whole
+            # budget: each URL gets an equal share of what is left, so the
+            # last one still gets at least budget / len(urls).
+            attempt_deadline = self._clock() + remaining / (len(urls) - index)
             try:
-                answer = self._request_one(url, method, path, payload, token, deadline)
+                answer = self._request_one(url, method, path, payload, token, attempt_deadline)
             except ServiceError as e:
                 e.url = url
                 self.attempts.append((url, e.reason))
