@@ -227,12 +227,53 @@ def token() -> None:
 
 @token.command("create")
 @click.argument("user_name", metavar="USER")
+@click.option("--name", "label", default="cli", show_default=True, help="A label for the token.")
 @pass_env
-def token_create(env: Env, user_name: str) -> None:
+def token_create(env: Env, user_name: str, label: str) -> None:
     """Create a user API token and print it (shown once)."""
     from jit_hooks.server import store
 
-    click.echo(env.run(store.create_user_token, name=user_name, actor=env.actor, now=env.now()))
+    click.echo(
+        env.run(
+            store.create_user_token, name=user_name, actor=env.actor, now=env.now(), label=label
+        )
+    )
+
+
+@token.command("list")
+@click.argument("user_name", metavar="[USER]", required=False)
+@json_option
+@pass_env
+def token_list(env: Env, user_name: str | None, as_json: bool) -> None:
+    """List live (unrevoked) user tokens, of USER or everyone. Never the secrets."""
+    from jit_hooks.server import store
+
+    def rows(conn):  # noqa: ANN001, ANN202
+        uid = None if user_name is None else store.get_user(conn, name=user_name)["id"]
+        return [
+            {k: v for k, v in t.items() if k != "current"}
+            for t in store.list_user_tokens(conn, user_id=uid)
+        ]
+
+    _print(env.run(rows), ["id", "user", "name", "created_at", "last_used_at"], as_json)
+
+
+@token.command("revoke")
+@click.argument("token_id", metavar="ID", type=click.IntRange(min=1, max=2**62))
+@pass_env
+def token_revoke(env: Env, token_id: int) -> None:
+    """Revoke user token ID (see `token list`): it answers 401 at once."""
+    from jit_hooks.server import store
+
+    t = env.run(
+        store.revoke_user_token,
+        token_id=token_id,
+        owner_id=None,
+        actor=env.actor,
+        now=env.now(),
+        via="cli",
+    )
+    click.echo(f"revoked token {token_id} ({t['name']}) of user {t['user']}", err=True)
 
 
 # -- hosts ---------------------------------------------------------------------

@@ -121,7 +121,7 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from jit_hooks.server.routes import audit, health, hooks, login, me, requests
+    from jit_hooks.server.routes import audit, health, hooks, login, me, requests, tokens
 
     app = FastAPI(
         title="jit-hooks approval service",
@@ -139,7 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)
     }
-    for r in (health, login, me, requests, audit, hooks):
+    for r in (health, login, me, tokens, requests, audit, hooks):
         app.include_router(r.router, responses=errors)
 
     @app.exception_handler(ServiceDomainError)

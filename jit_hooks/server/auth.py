@@ -15,6 +15,9 @@ from jit_hooks.server.tables import hosts, tokens, users
 USER_PREFIX = "jitu_"
 HOST_PREFIX = "jith_"
 MAX_TOKEN_LEN = 200
+# last_used_at is kept to this many seconds: a busy client writes it at most
+# once a minute, not on every call.
+LAST_USED_RESOLUTION = 60
 
 
 def new_token(kind: str) -> str:
@@ -30,6 +33,8 @@ class UserPrincipal:
     id: int
     name: str
     roles: frozenset[str]
+    token_id: int = 0
+    token_last_used: int | None = None
 
     @property
     def is_admin(self) -> bool:
@@ -47,6 +52,8 @@ def authenticate(conn: Connection, token: str) -> UserPrincipal | HostPrincipal:
     digest = token_hash(token)
     row = conn.execute(
         select(
+            tokens.c.id.label("tid"),
+            tokens.c.last_used_at,
             tokens.c.token_hash,
             tokens.c.kind,
             tokens.c.revoked_at,
@@ -69,10 +76,19 @@ def authenticate(conn: Connection, token: str) -> UserPrincipal | HostPrincipal:
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
         raise Unauthorized("unknown or revoked token")
     if row.kind == "user" and row.uid is not None and not row.disabled:
-        return UserPrincipal(row.uid, row.uname, frozenset(row.roles.split()))
+        return UserPrincipal(
+            row.uid, row.uname, frozenset(row.roles.split()), row.tid, row.last_used_at
+        )
     if row.kind == "host" and row.hid is not None and not row.removed:
         return HostPrincipal(row.hid, row.hname)
     raise Unauthorized("token belongs to a disabled user or removed host")
+
+
+def touch(conn: Connection, user: UserPrincipal, now: int) -> None:
+    """Record that the user's token was used (skipped if it was, this minute)."""
+    last = user.token_last_used
+    if last is None or not 0 <= now - last < LAST_USED_RESOLUTION:
+        conn.execute(tokens.update().where(tokens.c.id == user.token_id).values(last_used_at=now))
 
 
 def require_user(p: UserPrincipal | HostPrincipal) -> UserPrincipal:

@@ -40,7 +40,10 @@ class Context:
     ) -> Iterator[tuple[Connection, auth.UserPrincipal]]:
         token = _token(creds)
         with self.engine.begin() as conn:
-            yield conn, auth.require_user(auth.authenticate(conn, token))
+            user = auth.require_user(auth.authenticate(conn, token))
+            # User calls are off the hook path: one small write in the same transaction.
+            auth.touch(conn, user, self.now())
+            yield conn, user
 
     @contextmanager
     def host_tx(

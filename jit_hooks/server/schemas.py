@@ -71,6 +71,18 @@ class KeyList(BaseModel):
     keys: list[KeyOut]
 
 
+class TokenOut(BaseModel):
+    id: int
+    name: str
+    created_at: int
+    last_used_at: int | None
+    current: bool
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenOut]
+
+
 class RequestIn(_In):
     host: Annotated[StrictStr, Field(min_length=1, max_length=253)] | None = None
     selector: Annotated[dict[StrictStr, StrictStr], Field(min_length=1, max_length=16)] | None = (

@@ -84,18 +84,91 @@ def disable_user(conn: Connection, *, name: str, actor: str, now: int) -> dict:
 
 
 def create_user_token(
-    conn: Connection, *, name: str, actor: str, now: int, via: str = "cli"
+    conn: Connection, *, name: str, actor: str, now: int, via: str = "cli", label: str = ""
 ) -> str:
     """A new user token (returned once; only its hash is stored)."""
     user = get_user(conn, name=name)
+    label = label or ("login" if via == "password" else via)
+    if not NAME_RE.match(label):
+        raise InvalidInput("token name: letters, digits, '.', '_' or '-', at most 64", field="name")
     token = auth.new_token("user")
-    conn.execute(
+    tid = conn.execute(
         tokens.insert().values(
-            token_hash=auth.token_hash(token), kind="user", user_id=user["id"], created_at=now
+            token_hash=auth.token_hash(token),
+            kind="user",
+            user_id=user["id"],
+            created_at=now,
+            name=label,
         )
+    ).inserted_primary_key[0]  # type: ignore[index]
+    audit.append(
+        conn,
+        at=now,
+        kind="token.created",
+        actor=actor,
+        data={"user": name, "via": via, "token_id": tid, "name": label},
     )
-    audit.append(conn, at=now, kind="token.created", actor=actor, data={"user": name, "via": via})
     return token
+
+
+def token_dict(row: Any, current_id: int | None = None) -> dict:
+    return {
+        "id": row.id,
+        "name": row.name,
+        "user": row.uname,
+        "created_at": row.created_at,
+        "last_used_at": row.last_used_at,
+        "current": row.id == current_id,
+    }
+
+
+def _live_user_tokens():  # noqa: ANN202
+    return (
+        select(tokens, users.c.name.label("uname"))
+        .join(users, users.c.id == tokens.c.user_id)
+        .where(tokens.c.kind == "user", tokens.c.revoked_at.is_(None))
+    )
+
+
+def list_user_tokens(
+    conn: Connection, *, user_id: int | None = None, current_id: int | None = None
+) -> list[dict]:
+    """Unrevoked user tokens (never their hashes), of one user or everyone."""
+    q = _live_user_tokens().order_by(tokens.c.id)
+    if user_id is not None:
+        q = q.where(tokens.c.user_id == user_id)
+    return [token_dict(r, current_id) for r in conn.execute(q)]
+
+
+def revoke_user_token(
+    conn: Connection, *, token_id: int, owner_id: int | None, actor: str, now: int, via: str
+) -> dict:
+    """Revoke a live user token; ``owner_id`` None means any user's (admin).
+
+    Unknown, already revoked, host and other users' tokens are all NotFound,
+    so ids don't leak.
+    """
+    q = _live_user_tokens().where(tokens.c.id == token_id)
+    if owner_id is not None:
+        q = q.where(tokens.c.user_id == owner_id)
+    row = conn.execute(q).first()
+    if row is None:
+        raise NotFound(f"unknown token id {token_id}")
+    done = conn.execute(
+        tokens.update()
+        .where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+        .values(revoked_at=now)
+    ).rowcount
+    if done != 1:  # revoked concurrently
+        raise NotFound(f"unknown token id {token_id}")
+    audit.append(
+        conn,
+        at=now,
+        kind="token.revoked",
+        actor=actor,
+        data={"user": row.uname, "token_id": token_id, "name": row.name, "via": via},
+    )
+    return token_dict(row)
 
 
 # -- hosts -------------------------------------------------------------------

@@ -47,6 +47,10 @@ tokens = Table(
     Column("host_id", Integer, ForeignKey("hosts.id"), nullable=True),
     Column("created_at", Integer, nullable=False),
     Column("revoked_at", Integer, nullable=True),
+    # User tokens only: a label for `jit tokens list`, and when it was last used
+    # (to the minute; host tokens are never written to on the hook path).
+    Column("name", String(64), nullable=False, server_default=""),
+    Column("last_used_at", Integer, nullable=True),
 )
 
 keys = Table(
