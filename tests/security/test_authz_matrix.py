@@ -108,6 +108,16 @@ PROBES = [
         },
     ),
     Probe("GET", "/api/v1/audit", {"-": users({"requester": 403, "approver": 403, "admin": 200})}),
+    Probe("GET", "/api/v1/tokens", {"-": users(200)}),
+    Probe(
+        "DELETE",
+        "/api/v1/tokens/{token_id}",
+        {
+            "mine": {u: 204 for u in USERS},
+            "other": users({"requester": 404, "approver": 404, "admin": 204}),
+        },
+    ),
+    Probe("POST", "/api/v1/logout", {"-": users(204)}),  # with a fresh token of the user
     *[
         Probe(m, f"/api/v1/hook/{name}", {"-": {"host_a": 200, "host_b": 200, **HOOK_GATE}})
         for m, name in (
@@ -178,6 +188,8 @@ def prepare(sw: SecWorld, probe: Probe, own: str, role: str) -> tuple[str, objec
     if "{key_id}" in path:
         key_id, _ = sw.new_key(user)
         path = path.replace("{key_id}", str(key_id))
+    elif "{token_id}" in path:
+        path = path.replace("{token_id}", str(fresh_token(sw, user)[0]))
     elif "{request_id}" in path:
         make = sw.approved_request if path.endswith("/revoke") else sw.new_request
         path = path.replace("{request_id}", str(make(user)))
@@ -207,6 +219,14 @@ def prepare(sw: SecWorld, probe: Probe, own: str, role: str) -> tuple[str, objec
     if probe.query:
         path += "?" + probe.query
     return path, body
+
+
+def fresh_token(sw: SecWorld, user: str) -> tuple[int, str]:
+    """A new token of ``user`` (so revoking it spares the role's own); (id, token)."""
+    tok = sw.svc.admin("token", "create", user).strip()
+    sw.w.secrets.append(tok)
+    _, text = raw_call(sw, "GET", "/api/v1/tokens", tok, None)
+    return next(t["id"] for t in json.loads(text)["tokens"] if t["current"]), tok
 
 
 def raw_call(sw: SecWorld, method: str, path: str, token: str | None, body) -> tuple[int, str]:  # noqa: ANN001
@@ -247,7 +267,10 @@ def forbidden_text(sw: SecWorld, role: str) -> set[str]:
 @pytest.mark.parametrize(("probe", "own", "role"), CELLS)
 def test_cell(secworld: SecWorld, probe: Probe, own: str, role: str):
     path, body = prepare(secworld, probe, own, role)
-    status, text = raw_call(secworld, probe.method, path, secworld.token(role), body)
+    token = secworld.token(role)
+    if probe.path == "/api/v1/logout" and role in USERS:
+        token = fresh_token(secworld, ROLE_USER[role])[1]
+    status, text = raw_call(secworld, probe.method, path, token, body)
     expected = probe.expect[own][role]
     assert status == expected, f"{probe.id} as {role} ({own}): {status} {text[:300]}"
     leaked = sorted(s for s in forbidden_text(secworld, role) if s in text)
@@ -259,6 +282,8 @@ def test_cell(secworld: SecWorld, probe: Probe, own: str, role: str):
         return
     if probe.path.startswith("/api/v1/hook/"):
         check_hook_answer(secworld, probe, role, json.loads(text))
+    elif probe.path == "/api/v1/logout":  # positive control: the token is dead now
+        assert raw_call(secworld, "GET", "/api/v1/me", token, None)[0] == 401
     elif probe.path == "/api/v1/me":
         assert json.loads(text)["name"] == ROLE_USER[role]
     elif probe.path == "/api/v1/requests" and probe.method == "GET" and not probe.query:
