@@ -18,6 +18,7 @@ HOOK_ACCOUNT = f"{API_PREFIX}/hook/account"
 HOOK_SESSION = f"{API_PREFIX}/hook/session"
 HOOK_BREAK_GLASS = f"{API_PREFIX}/hook/break-glass"
 HOOK_PING = f"{API_PREFIX}/hook/ping"
+HOOK_SESSIONS = f"{API_PREFIX}/hook/sessions"
 
 # Key types sshd may offer that we accept (sk- are FIDO security keys).
 KEY_TYPES = frozenset(
@@ -125,6 +126,32 @@ class BreakGlassQuery(TypedDict):
     rhost: str | None
     connection: str | None
     stage: str  # "authorized-keys" | "account" | "session"
+
+
+class SessionToEnd(TypedDict):
+    """A live session whose approval is no longer active: the host ends it."""
+
+    connection: str
+    login: str
+    request_id: int | None
+    reason: str  # "revoked" | "expired" | "user_disabled" | "not_active"
+
+
+class SessionActive(TypedDict):
+    """A live session whose approval is still active, and when that ends."""
+
+    connection: str
+    login: str
+    request_id: int
+    expires_at: int
+
+
+class SessionsAnswer(TypedDict):
+    """GET HOOK_SESSIONS answer: this host's open sessions as the service sees them now."""
+
+    end: list[SessionToEnd]
+    active: list[SessionActive]
+    time: int
 
 
 class PingAnswer(TypedDict):

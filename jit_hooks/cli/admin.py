@@ -422,6 +422,50 @@ def check(layout: wiring.Layout, login: str, key_file) -> None:
     sys.exit(0 if text and decision["decision"] == "allow" else 1)
 
 
+@cli.command()
+@_layout_options
+@click.option("--once", is_flag=True, help="One pass, then exit (what the systemd timer runs).")
+@click.option(
+    "--interval",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1.0),
+    help="Seconds between passes without --once.",
+)
+@_fail_as_one_line
+def enforce(layout: wiring.Layout, once: bool, interval: float) -> None:
+    """End sessions whose approval was revoked or expired, or whose user was disabled.
+
+    Asks the service for this host's sessions to end, checks each connection
+    against /proc (same pid, same start time, an sshd) and sends its sshd
+    SIGTERM. If the service cannot be reached nothing is ended: exit 1.
+    """
+    from jit_hooks.host import enforce as enforcer
+    from jit_hooks.host.log import HookLog
+
+    config = _config(layout)
+    log = HookLog(enforcer.IDENT, config.syslog_socket)
+    while True:
+        try:
+            result = enforcer.run_once(config, log)
+        except ServiceError as e:
+            click.echo(
+                f"jit-hooks: service unreachable ({e.reason}) at {e.url or config.urls[0]}: "
+                "no session ended",
+                err=True,
+            )
+            if once:
+                sys.exit(1)
+        else:
+            if once:
+                click.echo(
+                    f"ended {result.ended}, reported closed {result.closed}, "
+                    f"refused {result.refused}, warned {result.warned}"
+                )
+                return
+        time.sleep(interval)
+
+
 def _render_config(
     *,
     urls: list[str],

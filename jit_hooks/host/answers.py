@@ -5,12 +5,17 @@ from __future__ import annotations
 from jit_hooks.errors import BadResponse
 from jit_hooks.protocol import (
     ALLOWED_KEY_OPTIONS,
+    CONNECTION_RE,
     FINGERPRINT_RE,
     KEY_BLOB_RE,
     KEY_TYPES,
+    LOGIN_RE,
     AuthorizedKey,
     DecisionAnswer,
     PingAnswer,
+    SessionActive,
+    SessionsAnswer,
+    SessionToEnd,
 )
 
 MAX_KEYS = 100
@@ -111,6 +116,62 @@ def ping(answer: object) -> PingAnswer:
     if not isinstance(host, str) or not isinstance(now, int) or not _time(now):
         raise BadResponse("schema", "expected {'host': str, 'time': int}")
     return PingAnswer(host=sanitize(host, 253), time=now)
+
+
+MAX_SESSIONS = 1000
+END_REASONS = frozenset({"revoked", "expired", "user_disabled", "not_active"})
+
+
+def _session_base(item: object) -> dict:
+    if not isinstance(item, dict):
+        raise BadResponse("schema", "session entry is not an object")
+    conn, login = item.get("connection"), item.get("login")
+    if not isinstance(conn, str) or not CONNECTION_RE.match(conn):
+        raise BadResponse("schema", "session connection is not a connection id")
+    if not isinstance(login, str) or not LOGIN_RE.match(login):
+        raise BadResponse("schema", "session login is not a login name")
+    request_id = item.get("request_id")
+    if request_id is not None and not _is_int(request_id):
+        raise BadResponse("schema", "session request_id must be an integer or null")
+    return item
+
+
+def sessions(answer: object) -> SessionsAnswer:
+    """Check a sessions answer; any bad entry rejects the whole answer (nothing is ended)."""
+    if not isinstance(answer, dict):
+        raise BadResponse("schema", "expected an object")
+    end, active, now = answer.get("end"), answer.get("active"), answer.get("time")
+    if not isinstance(end, list) or not isinstance(active, list) or not _time(now):
+        raise BadResponse("schema", "expected {'end': [...], 'active': [...], 'time': int}")
+    if len(end) + len(active) > MAX_SESSIONS:
+        raise BadResponse("schema", f"more than {MAX_SESSIONS} sessions")
+    out_end: list[SessionToEnd] = []
+    for item in end:
+        item = _session_base(item)
+        if item.get("reason") not in END_REASONS:
+            raise BadResponse("schema", "session reason is not a known reason")
+        out_end.append(
+            SessionToEnd(
+                connection=item["connection"],
+                login=item["login"],
+                request_id=item.get("request_id"),
+                reason=item["reason"],
+            )
+        )
+    out_active: list[SessionActive] = []
+    for item in active:
+        item = _session_base(item)
+        if not _is_int(item.get("request_id")) or not _time(item.get("expires_at")):
+            raise BadResponse("schema", "active session needs request_id and expires_at")
+        out_active.append(
+            SessionActive(
+                connection=item["connection"],
+                login=item["login"],
+                request_id=item["request_id"],
+                expires_at=item["expires_at"],
+            )
+        )
+    return SessionsAnswer(end=out_end, active=out_active, time=now)
 
 
 def recorded(answer: object) -> bool:

@@ -30,6 +30,7 @@ from jit_hooks.protocol import (
     HOOK_BREAK_GLASS,
     HOOK_PING,
     HOOK_SESSION,
+    HOOK_SESSIONS,
     MAX_HOOK_RESPONSE_BYTES,
     AccountQuery,
     AuthorizedKeysQuery,
@@ -37,6 +38,7 @@ from jit_hooks.protocol import (
     DecisionAnswer,
     PingAnswer,
     SessionQuery,
+    SessionsAnswer,
 )
 
 USER_AGENT = f"jit-hooks/{__version__}"
@@ -75,6 +77,10 @@ class HookClient:
 
     def session(self, query: SessionQuery) -> DecisionAnswer:
         return answers.decision(self.request("POST", HOOK_SESSION, query))
+
+    def open_sessions(self) -> SessionsAnswer:
+        """This host's open sessions: those to end now, and the still-valid ones."""
+        return answers.sessions(self.request("GET", HOOK_SESSIONS))
 
     def break_glass(self, query: BreakGlassQuery) -> bool:
         return answers.recorded(self.request("POST", HOOK_BREAK_GLASS, query))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, case, select
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import KeyParseError
@@ -285,6 +285,85 @@ def session(
         **answer,
     )
     return answer
+
+
+# Open sessions one answer lists at most (the host reads at most 64 KiB); the
+# sessions to end come first, so they are never the ones cut off.
+MAX_SESSIONS = 400
+
+
+def _end_reason(row: Any, now: int) -> str | None:
+    """Why a session's approval no longer covers it now, or None while it does."""
+    if row.request_id is None or row.state is None:
+        return "not_active"
+    if row.disabled:
+        return "user_disabled"
+    if row.state == "revoked":
+        return "revoked"
+    if row.state != "approved":
+        return "not_active"
+    if row.ends_at is None or row.ends_at <= now:
+        return "expired"
+    if row.starts_at is None or row.starts_at > now:
+        return "not_active"
+    return None
+
+
+def open_sessions(conn: Connection, *, host: HostPrincipal, now: int) -> dict:
+    """This host's open sessions: those to end now (audited as hook.enforce), and the rest.
+
+    One query on ix_sessions_host_connection (host_id) joined to the session's
+    request and user by primary key.
+    """
+    active = and_(
+        requests.c.state == "approved",
+        requests.c.starts_at <= now,
+        requests.c.ends_at > now,
+        users.c.disabled.is_(False),
+    )
+    q = (
+        select(
+            sessions.c.connection,
+            sessions.c.login,
+            sessions.c.request_id,
+            requests.c.state,
+            requests.c.starts_at,
+            requests.c.ends_at,
+            users.c.name.label("user"),
+            users.c.disabled,
+        )
+        .select_from(
+            sessions.outerjoin(requests, requests.c.id == sessions.c.request_id).outerjoin(
+                users, users.c.id == sessions.c.user_id
+            )
+        )
+        .where(sessions.c.host_id == host.id, sessions.c.closed_at.is_(None))
+        .order_by(case((active, 1), else_=0), sessions.c.id)
+        .limit(MAX_SESSIONS)
+    )
+    end: list[dict] = []
+    still: list[dict] = []
+    for row in conn.execute(q):
+        reason = _end_reason(row, now)
+        if reason is None:
+            still.append(
+                {
+                    "connection": row.connection,
+                    "login": row.login,
+                    "request_id": row.request_id,
+                    "expires_at": row.ends_at,
+                }
+            )
+            continue
+        item = {
+            "connection": row.connection,
+            "login": row.login,
+            "request_id": row.request_id,
+            "reason": reason,
+        }
+        end.append(item)
+        _record(conn, host, "hook.enforce", row.user, now, decision="end", **item)
+    return {"end": end, "active": still, "time": now}
 
 
 def break_glass(

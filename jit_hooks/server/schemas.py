@@ -238,6 +238,26 @@ class BreakGlassOut(BaseModel):
     recorded: StrictBool
 
 
+class SessionEndOut(BaseModel):
+    connection: str
+    login: str
+    request_id: int | None
+    reason: str
+
+
+class SessionActiveOut(BaseModel):
+    connection: str
+    login: str
+    request_id: int
+    expires_at: int
+
+
+class SessionsOut(BaseModel):
+    end: list[SessionEndOut]
+    active: list[SessionActiveOut]
+    time: int
+
+
 class PingOut(BaseModel):
     host: str
     time: int

@@ -126,6 +126,7 @@ PROBES = [
             ("POST", "session"),
             ("POST", "break-glass"),
             ("GET", "ping"),
+            ("GET", "sessions"),
         )
     ],
 ]
@@ -306,5 +307,7 @@ def check_hook_answer(sw: SecWorld, probe: Probe, role: str, answer: dict) -> No
         assert answer["decision"] == ("allow" if on_a else "deny")
     elif name == "ping":
         assert answer["host"] == ("web1" if on_a else "web2")
+    elif name == "sessions":  # only this host's own sessions, never host A's on B
+        assert all(s["connection"] != "10:20" for s in answer["end"] + answer["active"]) or on_a
     else:
         assert answer == {"recorded": True}

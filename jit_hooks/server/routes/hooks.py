@@ -15,6 +15,7 @@ from jit_hooks.server.schemas import (
     DecisionOut,
     PingOut,
     SessionIn,
+    SessionsOut,
 )
 
 router = APIRouter(prefix="/api/v1/hook", tags=["hooks"])
@@ -73,6 +74,17 @@ def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
                 now=ctx.now(),
             )
     ctx.metrics.hook_decisions.labels("session", answer["decision"]).inc()
+    return answer
+
+
+@router.get("/sessions", response_model=SessionsOut)
+def open_sessions(ctx: CtxDep, creds: Creds) -> dict:
+    """Open sessions of this host; those whose approval ended are to be ended (enforce)."""
+    with ctx.metrics.hook_latency.labels("sessions").time():
+        with ctx.host_tx(creds) as (conn, host):
+            answer = decisions.open_sessions(conn, host=host, now=ctx.now())
+    if answer["end"]:
+        ctx.metrics.hook_decisions.labels("enforce", "end").inc(len(answer["end"]))
     return answer
 
 
