@@ -180,6 +180,16 @@ class Client:
     def remove_key(self, key_id: int) -> None:
         self.call("DELETE", f"{API_PREFIX}/keys/{key_id}")
 
+    def logout(self) -> None:
+        """Revoke the token this client calls with."""
+        self.call("POST", f"{API_PREFIX}/logout")
+
+    def list_tokens(self) -> list[Any]:
+        return _items(self.call("GET", f"{API_PREFIX}/tokens"), "tokens")
+
+    def revoke_token(self, token_id: int) -> None:
+        self.call("DELETE", f"{API_PREFIX}/tokens/{token_id}")
+
     def create_request(self, body: dict[str, Any]) -> Any:
         return self.call("POST", f"{API_PREFIX}/requests", body=body)
 

@@ -110,15 +110,68 @@ def login(token_stdin: bool, username: str | None, password_stdin: bool, print_t
 
 @cli.command()
 @api_options
-def logout() -> None:
-    """Forget the saved token (the URL stays). The token itself stays valid on the service."""
+def logout() -> int:
+    """Revoke the token on the service, then remove it from the config file (the URL stays).
+
+    If the service cannot revoke it (unreachable, refused), the token is still
+    removed from the config file, a warning says so, and the exit status is 1.
+    """
     s = settings()
     assert s.config_path is not None
-    if not userconfig.load(s.config_path).get("token"):
+    saved = userconfig.load(s.config_path).get("token")
+    if not s.token:
         info(f"No token saved in {s.config_path}.")
-        return
-    userconfig.save(s.config_path, {"token": None})
-    info(f"Removed the token from {s.config_path}.")
+        return 0
+    problem = None
+    try:
+        s.client().logout()
+    except ApiError as e:
+        if e.status != 401:  # 401: already revoked (or its user disabled): nothing to undo
+            problem = str(e)
+    except CliError as e:
+        problem = str(e)
+    if saved and saved == s.token:
+        userconfig.save(s.config_path, {"token": None})
+        where = f"removed it from {s.config_path}"
+    else:
+        where = "it came from JIT_TOKEN or --token, so the config file is unchanged"
+    if problem:
+        click.echo(
+            f"jit: warning: the token was NOT revoked on the service ({problem}); {where}",
+            err=True,
+        )
+        return 1
+    info(f"Revoked the token on the service; {where}.")
+    return 0
+
+
+# -- tokens ------------------------------------------------------------------
+
+
+@cli.group()
+def tokens() -> None:
+    """Your API tokens on the service (never their secrets)."""
+
+
+@tokens.command("list")
+@json_option
+@api_options
+def tokens_list(as_json: bool) -> None:
+    """List your live tokens; CURRENT marks the one this command used."""
+    items = settings().client().list_tokens()
+    if as_json:
+        output.emit_json(items)
+    else:
+        output.tokens_table(items)
+
+
+@tokens.command("revoke")
+@click.argument("token_id", metavar="ID", type=click.IntRange(min=1))
+@api_options
+def tokens_revoke(token_id: int) -> None:
+    """Revoke your token ID (see `jit tokens list`); it answers 401 from now on."""
+    settings().client().revoke_token(token_id)
+    info(f"Revoked token {token_id}.")
 
 
 # -- keys --------------------------------------------------------------------

@@ -206,6 +206,23 @@ def keys_table(keys: Sequence[dict[str, Any]]) -> None:
     )
 
 
+def tokens_table(tokens: Sequence[dict[str, Any]]) -> None:
+    table(
+        ["ID", "NAME", "CREATED", "LAST USED", "CURRENT"],
+        [
+            [
+                str(t.get("id")),
+                t.get("name") or "",
+                short_when(t.get("created_at")),
+                short_when(t.get("last_used_at")) if t.get("last_used_at") else "never",
+                "*" if t.get("current") else "",
+            ]
+            for t in tokens
+        ],
+        empty="no live tokens",
+    )
+
+
 def audit_table(events: Sequence[dict[str, Any]]) -> None:
     table(
         ["ID", "AT", "KIND", "ACTOR", "HOST", "DATA"],

@@ -10,7 +10,8 @@ import subprocess
 
 import pytest
 
-from tests.cli.conftest import REPO, World
+from tests.cli.conftest import REPO, Jit, World
+from tests.utils.service import free_port
 
 
 def one_error_line(stderr: str) -> str:
@@ -144,13 +145,70 @@ def test_password_login_through_pam(world: World, tmp_path, unix_user):
     assert f'token = "{token}"' in j.config.read_text()
 
 
-def test_logout_forgets_the_token(world: World, tmp_path):
-    j = world.logged_in(tmp_path, "alice")
-    j.ok("logout")
+def fresh_login(world: World, tmp_path, user: str) -> tuple[Jit, str]:
+    """A `jit` logged in with a new token of its own (logout revokes it)."""
+    token = world.service.admin("token", "create", user).strip()
+    j = world.jit(tmp_path / f"home-{user}-fresh")
+    j.ok("login", "--url", world.service.url, "--token-stdin", input=token + "\n")
+    return j, token
+
+
+def test_logout_revokes_and_forgets_the_token(world: World, tmp_path):
+    j, token = fresh_login(world, tmp_path, "alice")
+    assert world.service.call("GET", "/api/v1/me", token=token)[0] == 200
+    r = j("logout")
+    assert r.returncode == 0, r.stderr
+    assert "Revoked the token on the service" in r.stderr and token not in r.stderr + r.stdout
     text = j.config.read_text()
     assert "token" not in text and world.service.url in text
+    # The old token is dead on the service itself, not just forgotten here.
+    status, body = world.service.call("GET", "/api/v1/me", token=token)
+    assert status == 401 and body["error"] == "unauthorized"
     r = j("list")
     assert r.returncode == 1 and "jit login" in one_error_line(r.stderr)
+    # Nothing left to log out of.
+    assert j("logout").returncode == 0
+
+
+def test_logout_with_the_service_down_still_forgets_but_warns(world: World, tmp_path):
+    j, token = fresh_login(world, tmp_path, "alice")
+    dead = f"http://127.0.0.1:{free_port()}"  # nobody listens: connection refused, for real
+    r = j("logout", "--url", dead)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("jit: warning: "), r.stderr
+    assert "NOT revoked" in lines[0] and dead in lines[0] and token not in r.stderr
+    assert "token" not in j.config.read_text()
+    # The service never heard of it: the token still works there.
+    assert world.service.call("GET", "/api/v1/me", token=token)[0] == 200
+    assert world.service.call("POST", "/api/v1/logout", token=token)[0] == 204
+
+
+def test_tokens_list_and_revoke(world: World, tmp_path):
+    j, token = fresh_login(world, tmp_path, "dave")
+    other = world.service.admin("token", "create", "dave", "--name", "laptop").strip()
+    listed = json.loads(j.ok("tokens", "list", "--json"))
+    assert token not in json.dumps(listed) and other not in json.dumps(listed)
+    (current,) = [t for t in listed if t["current"]]
+    (laptop,) = [t for t in listed if t["name"] == "laptop"]
+    assert laptop["last_used_at"] is None and current["last_used_at"] is not None
+    table = j.ok("tokens", "list")
+    assert "LAST USED" in table and "laptop" in table and "never" in table
+    r = j("tokens", "revoke", str(laptop["id"]))
+    assert r.returncode == 0 and f"Revoked token {laptop['id']}" in r.stderr
+    assert world.service.call("GET", "/api/v1/me", token=other)[0] == 401
+    assert laptop["id"] not in {t["id"] for t in json.loads(j.ok("tokens", "list", "--json"))}
+    # Another user's token id: the same 404 as an unknown one.
+    bobs = world.service.admin("token", "create", "bob").strip()
+    bob_id = next(
+        t["id"]
+        for t in world.service.call("GET", "/api/v1/tokens", token=bobs)[1]["tokens"]
+        if t["current"]
+    )
+    r = j("tokens", "revoke", str(bob_id))
+    assert r.returncode == 1 and "(HTTP 404)" in one_error_line(r.stderr)
+    assert world.service.call("GET", "/api/v1/me", token=bobs)[0] == 200
+    assert world.service.call("POST", "/api/v1/logout", token=bobs)[0] == 204
 
 
 def test_env_and_flags_override_the_config_file(world: World, tmp_path):
