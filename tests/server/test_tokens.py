@@ -153,3 +153,52 @@ def test_admin_cli_lists_and_revokes(shared_world):
         timeout=60,
     )
     assert again.returncode == 1 and "unknown token id" in again.stderr
+
+
+def test_last_used_is_written_for_users_never_on_the_hook_path(shared_world):
+    w = shared_world
+    w.svc.sqlite("UPDATE tokens SET last_used_at = NULL WHERE kind = 'host'")
+    assert w.call("web1", "GET", "/api/v1/hook/ping")[0] == 200
+    assert w.akc("web1", "alice")[0] == 200
+    assert w.svc.sqlite("SELECT last_used_at FROM tokens WHERE kind = 'host'") == [(None,)] * len(
+        w.svc.sqlite("SELECT id FROM tokens WHERE kind = 'host'")
+    )
+    tok = fresh_token(w, "alice")
+    tid = token_id(w, tok)
+    (first,) = w.svc.sqlite("SELECT last_used_at FROM tokens WHERE id = ?", (tid,))[0]
+    assert first is not None
+
+
+def test_migration_keeps_existing_tokens_working(tmp_path):
+    from sqlalchemy import text
+
+    from jit_hooks.server import auth
+    from jit_hooks.server.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'jit.db'}")
+    try:
+        upgrade(engine, "0002")
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO users (id, name, roles, disabled, created_at)"
+                    " VALUES (1, 'alice', 'requester', 0, 1)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO tokens (token_hash, kind, user_id, created_at)"
+                    " VALUES (:h, 'user', 1, 1)"
+                ),
+                {"h": auth.token_hash("jitu_old")},
+            )
+        upgrade(engine)
+        with engine.begin() as conn:
+            who = auth.authenticate(conn, "jitu_old")
+            assert who.name == "alice" and who.token_id == 1
+            from jit_hooks.server import store
+
+            (row,) = store.list_user_tokens(conn, user_id=1)
+            assert row["name"] == "" and row["last_used_at"] is None
+    finally:
+        engine.dispose()
