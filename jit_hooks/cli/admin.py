@@ -287,6 +287,10 @@ def enable(layout: wiring.Layout, force: bool, no_reload: bool) -> None:
     click.echo(service)
     click.echo(f"break-glass: {', '.join(break_glass) or 'none (--force)'}")
     click.echo(_reload(layout, no_reload))
+    click.echo(
+        "sessions: run `systemctl enable --now jit-hooks-enforce.timer` to end sessions "
+        "when their approval is revoked or expires"
+    )
 
 
 @cli.command()
