@@ -202,3 +202,35 @@ def test_service_down_ends_nothing(world):
         assert not session_closed(world, conn)
     finally:
         stop(proc, 1204)
+
+
+def test_session_with_a_pty_is_warned_before_expiry(world):
+    # 120 s left is within the 5-minute warning window: the user sees one line.
+    rid = world.request("alice", duration=120)
+    world.approve(rid)
+    key = world.person("alice").key_path
+    args = world.box.ssh_args(
+        world.login, "-tt", "-i", str(key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        [*args, "sleep 1205"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    try:
+        conn = open_session(world, rid, proc)
+        wait_until(lambda: remote_commands(1205), "the remote command runs")
+        result = enforce_once(world)
+        assert result.returncode == 0, result.stderr
+        assert "ended 0," in result.stdout and "warned 1" in result.stdout
+        os.set_blocking(proc.stdout.fileno(), False)
+        seen = b""
+
+        def warned() -> bool:
+            nonlocal seen
+            seen += proc.stdout.read() or b""
+            return b"jit: your access as " + world.login.encode() + b" ends in about" in seen
+
+        wait_until(warned, "the warning reached the user's terminal")
+        assert proc.poll() is None  # warned, not ended
+        world.box.sink.wait_for(rf"action=warn login={world.login} connection={conn}", ENFORCE)
+    finally:
+        stop(proc, 1205)
