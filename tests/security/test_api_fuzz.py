@@ -42,6 +42,9 @@ TIME_CAP = float(os.environ.get("JIT_FUZZ_SECONDS", "200"))  # whole module, all
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 
 STATS = {"cases": 0, "failures": [], "by_status": {}}
+# Revocation routes are fuzzed with a throwaway user's tokens: root's own revoked
+# (by logout, or an admin's DELETE) would turn every later case into a 401.
+TOKEN_OPS = ("/api/v1/logout", "/api/v1/tokens/{token_id}")
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +56,9 @@ def fuzz_env(tmp_path_factory):
         w.user("root", "admin", "approver", "requester")
         w.user("alice", "requester")
         w.user("bob", "approver")
+        w.user("tok", "requester")
+        for _ in range(4):  # live token rows for fuzzed ids to land on
+            w.secrets.append(svc.admin("token", "create", "tok").strip())
         w.host("web1", "env=prod")
         w.host("web2", "env=staging")
         w.policy()
@@ -137,7 +143,8 @@ def test_fuzz_operations(fuzz_env):
     host_token = w.host_tokens["web1"]
     for op in ops:
         is_hook = op.path.startswith("/api/v1/hook/")
-        fuzz_operation(op, w.svc.url, host_token if is_hook else user_token, deadline, EXAMPLES)
+        token = w.tokens["tok"] if op.path in TOKEN_OPS else user_token
+        fuzz_operation(op, w.svc.url, host_token if is_hook else token, deadline, EXAMPLES)
         if is_hook:  # the same with a user token: must be a clean 403 every time
             fuzz_operation(op, w.svc.url, user_token, deadline, max(10, EXAMPLES // 8))
     failures = STATS["failures"]
@@ -164,7 +171,8 @@ def test_fuzz_stateful(fuzz_env):
             self.session = requests.Session()
 
         def get_call_kwargs(self, case) -> dict:  # noqa: ANN001
-            headers = {"Authorization": f"Bearer {token}"}
+            t = w.tokens["tok"] if case.operation.path in TOKEN_OPS else token
+            headers = {"Authorization": f"Bearer {t}"}
             return {"headers": headers, "session": self.session, "base_url": url, "timeout": 10}
 
         def validate_response(self, response, case, additional_checks=(), **kwargs) -> None:  # noqa: ANN001, ANN003
