@@ -1,7 +1,8 @@
-"""Hook entry points as a host runs them: `#!/usr/bin/python3 -I` wrappers (packaging/host).
+"""Hook entry points as a host runs them: `#!/usr/bin/python3 -IS` wrappers (packaging/host).
 
-The wrappers here are the packaged ones plus one line that puts this checkout
-on sys.path (the .deb installs the package into dist-packages instead).
+The wrappers here are the packaged ones (same interpreter flags) plus one line
+that puts this checkout on sys.path (the .deb installs the package into
+dist-packages instead).
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ def install_wrappers(bin_dir: Path) -> dict[str, Path]:
         packaged = REPO / "packaging" / "host" / "usr" / "bin" / name
         body = packaged.read_text() if packaged.exists() else f"from {module} import main\n"
         lines = body.splitlines(keepends=True)
-        shebang = f"#!{SYSTEM_PYTHON} -I\n"
+        flags = " -I"
         if lines and lines[0].startswith("#!"):
+            flags = " " + " ".join(lines[0].split()[1:]) if len(lines[0].split()) > 1 else ""
             lines = lines[1:]
+        shebang = f"#!{SYSTEM_PYTHON}{flags}\n"
         path = bin_dir / name
         path.write_text(
             shebang + f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + "".join(lines)
@@ -37,3 +40,9 @@ def install_wrappers(bin_dir: Path) -> dict[str, Path]:
         os.chmod(path, 0o755)
         out[name] = path
     return out
+
+
+def interpreter(wrapper: Path) -> list[str]:
+    """The argv prefix the wrapper's ``#!`` line means (one flags word, as Linux passes it)."""
+    words = wrapper.read_text().splitlines()[0][2:].split(None, 1)
+    return words[:1] + [w for w in words[1:2] if w]

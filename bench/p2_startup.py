@@ -1,10 +1,11 @@
 """P2 hook start-up: one jit-authorized-keys run against a live local service ÷ bare python3.
 
-Cases (interleaved): the packaged wrapper (`#!/usr/bin/python3 -I`) on sshd's
+Cases (interleaved): the packaged wrapper (`#!/usr/bin/python3 -IS`) on sshd's
 first run of a connection (a real HTTP call to a real service), `python3 -I -c
 pass`, `python3 -c 'import requests'`, the stdlib floor of an HTTPS + JSON + TOML
 hook, the venv console-script wrapper, and sshd's second run of the same
-connection (the hook reprints the first answer without asking the service).
+connection (the hook reprints the first answer without asking the service),
+and the same wrapper run by `python3 -I` (site on: what `-S` saves).
 Plus `-X importtime` top offenders of the hook.
 """
 
@@ -14,7 +15,7 @@ import os
 import subprocess
 import time
 
-from bench.hooks import SYSTEM_PYTHON, install_wrappers
+from bench.hooks import SYSTEM_PYTHON, install_wrappers, interpreter
 from bench.report import case_stats, compare
 from bench.runner import Case, command, interleave
 from bench.world import REPO, build_world
@@ -54,7 +55,8 @@ def run(ctx) -> dict:  # noqa: ANN001
             if r.returncode != 0 or key.blob.encode() not in r.stdout:
                 raise RuntimeError(f"hook did not print the key: rc={r.returncode} {r.stderr!r}")
 
-        hook = [SYSTEM_PYTHON, "-I", str(bins["jit-authorized-keys"]), *args]
+        wrapper = bins["jit-authorized-keys"]
+        hook = [*interpreter(wrapper), str(wrapper), *args]
         state = cfg.parent / "state"
 
         def first_run(argv: list[str]) -> Case:
@@ -83,6 +85,9 @@ def run(ctx) -> dict:  # noqa: ANN001
                 [str(REPO / ".venv" / "bin" / "jit-authorized-keys"), *args]
             ),
             "hook: sshd's second run (reprints the first answer)": command(hook, check=expect_key),
+            "hook, first run, by python3 -I (site on)": first_run(
+                [SYSTEM_PYTHON, "-I", str(wrapper), *args]
+            ),
         }
         names = list(cases)
         ctx.log(f"P2: {ctx.runs} interleaved rounds of {len(cases)} cases")
@@ -111,10 +116,13 @@ def run(ctx) -> dict:  # noqa: ANN001
             ),  # fmt: skip
             compare("AKC second run (reprint) / python3 -I -c pass", names[5], names[1], stats),
             compare("venv console-script wrapper / packaged wrapper", names[4], names[0], stats),
+            compare(
+                "packaged wrapper / the same by python3 -I (site on)", names[0], names[6], stats
+            ),
         ]
         for name in os.listdir(state):
             os.unlink(state / name)
-        imports = importtime([SYSTEM_PYTHON, "-I", "-X", "importtime", *hook[2:]])
+        imports = importtime([*interpreter(wrapper), "-X", "importtime", str(wrapper), *args])
         return {
             "title": "hook start-up",
             "rows": rows,

@@ -5,7 +5,7 @@ Never touches the machine's sshd, /etc/ssh or port 22:
 * the hooks are installed into a fresh root-owned 0755 directory under
   /var/lib/jit-hooks-test/ (sshd refuses an AuthorizedKeysCommand under a
   non-root-owned or group/world-writable directory, so not under /tmp) and run
-  with ``/usr/bin/python3 -I``; with JIT_HOOKS_INSTALLED=1 the installed
+  with ``/usr/bin/python3 -IS`` like the packaged wrappers; with JIT_HOOKS_INSTALLED=1 the installed
   /usr/bin/jit-* commands of the Debian package are used instead;
 * sshd runs as a symlink named ``sshd-jit-<random>``, so PAM uses our own
   /etc/pam.d/sshd-jit-<random> (removed at close) and not /etc/pam.d/sshd;
@@ -191,7 +191,7 @@ class SshdSandbox:
         for name, module in HOOKS.items():
             path = self.root / "bin" / name
             path.write_text(
-                "#!/usr/bin/python3 -I\n"
+                "#!/usr/bin/python3 -IS\n"
                 f"import sys\nsys.path.insert(0, {str(self.root / 'lib')!r})\n"
                 f"from {module} import main\n\nraise SystemExit(main())\n"
             )
