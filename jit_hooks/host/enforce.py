@@ -46,6 +46,7 @@ class ProcStat(NamedTuple):
     ppid: int
     tty_nr: int
     start: str  # clock ticks since boot, as in the connection id
+    state: str = "R"  # "Z": a zombie, already dead
 
 
 def proc_stat(pid: int, proc: str = "/proc") -> ProcStat | None:
@@ -56,8 +57,13 @@ def proc_stat(pid: int, proc: str = "/proc") -> ProcStat | None:
     except OSError:
         return None
     # The command name (field 2) may contain spaces and ')': split after the last ')'.
-    fields = data[data.rindex(")") + 2 :].split()
-    return ProcStat(ppid=int(fields[1]), tty_nr=int(fields[4]), start=fields[19])
+    try:
+        fields = data[data.rindex(")") + 2 :].split()
+        return ProcStat(
+            ppid=int(fields[1]), tty_nr=int(fields[4]), start=fields[19], state=fields[0]
+        )
+    except (ValueError, IndexError):
+        return None
 
 
 def is_sshd(pid: int, proc: str = "/proc") -> bool:
@@ -129,11 +135,16 @@ def _signal_verified(pid: int, start: str, sig: int) -> bool:
 def _end_leftovers(procs: list[tuple[int, ProcStat]], grace: float) -> int:
     """SIGTERM, then SIGKILL after ``grace``, the listed processes still alive; how many."""
     hit = [(pid, st.start) for pid, st in procs if _signal_verified(pid, st.start, signal.SIGTERM)]
+
+    def running(pid: int, start: str) -> bool:
+        st = proc_stat(pid)
+        return st is not None and st.start == start and st.state != "Z"
+
     deadline = time.monotonic() + grace
     alive = hit
     while alive and time.monotonic() < deadline:
         time.sleep(0.05)
-        alive = [(p, s) for p, s in alive if (proc_stat(p) or ProcStat(0, 0, "")).start == s]
+        alive = [(p, s) for p, s in alive if running(p, s)]
     for pid, start in alive:
         _signal_verified(pid, start, signal.SIGKILL)
     return len(hit)

@@ -138,3 +138,23 @@ def test_malformed_answer_ends_nothing(config, fault, sink, child, answer):
         enforce.run_once(config, HookLog(enforce.IDENT, config.syslog_socket))
     assert child.poll() is None
     assert fault.requests[0].path == "/api/v1/hook/sessions"
+
+
+def test_leftover_processes_get_sigterm_then_sigkill(child):
+    stubborn = subprocess.Popen(
+        [sys.executable, "-c",
+         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1, flush=True);"
+         " time.sleep(120)"],
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert stubborn.stdout.readline() == b"1\n"  # its SIGTERM handler is in place
+        st, other = enforce.proc_stat(stubborn.pid), enforce.proc_stat(child.pid)
+        wrong = other._replace(start=str(int(other.start) + 1))  # "recycled": not signalled
+        hit = enforce._end_leftovers([(stubborn.pid, st), (child.pid, wrong)], grace=0.3)
+        assert hit == 1
+        assert stubborn.wait(10) == -9  # SIGTERM ignored, SIGKILL after the grace
+        assert child.poll() is None
+    finally:
+        stubborn.kill()
+        stubborn.wait(10)
