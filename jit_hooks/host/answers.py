@@ -141,8 +141,10 @@ def sessions(answer: object) -> SessionsAnswer:
     if not isinstance(answer, dict):
         raise BadResponse("schema", "expected an object")
     end, active, now = answer.get("end"), answer.get("active"), answer.get("time")
-    if not isinstance(end, list) or not isinstance(active, list) or not _time(now):
+    if not isinstance(end, list) or not isinstance(active, list) or not isinstance(now, int):
         raise BadResponse("schema", "expected {'end': [...], 'active': [...], 'time': int}")
+    if not _time(now):
+        raise BadResponse("schema", "time must be unix seconds")
     if len(end) + len(active) > MAX_SESSIONS:
         raise BadResponse("schema", f"more than {MAX_SESSIONS} sessions")
     out_end: list[SessionToEnd] = []

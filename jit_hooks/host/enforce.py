@@ -277,22 +277,22 @@ def run_once(
             # The session is ended either way; the next run reports it again.
             log.warning(action="report", **fields, reported="no", error=getattr(e, "reason", e))
     now = int(clock())
-    for item in answer["active"]:
-        left = item["expires_at"] - now
+    for active in answer["active"]:
+        left = active["expires_at"] - now
         if 0 < left <= WARN_BEFORE:
             minutes = max(1, round(left / 60))
             sent = warn_users(
-                item["connection"],
-                f"jit: your access as {item['login']} ends in about {minutes} min "
-                f"(request {item['request_id']}); this session will be closed then.",
+                active["connection"],
+                f"jit: your access as {active['login']} ends in about {minutes} min "
+                f"(request {active['request_id']}); this session will be closed then.",
             )
             if sent:
                 warned += 1
                 log.info(
                     action="warn",
-                    login=item["login"],
-                    connection=item["connection"],
-                    request=item["request_id"],
+                    login=active["login"],
+                    connection=active["connection"],
+                    request=active["request_id"],
                     left=left,
                 )
     return Result(ended=ended, closed=closed, refused=refused, warned=warned)
