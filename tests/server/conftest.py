@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import textwrap
 import tomllib
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.utils.keys import SshKey, make_key  # noqa: F401 (re-exported)
 from tests.utils.service import Service, start_service
 
 POLICY = """
@@ -24,32 +24,6 @@ max_duration = 14400
 reason_required = true
 options = ["no-agent-forwarding", "no-port-forwarding"]
 """
-
-
-@dataclass
-class SshKey:
-    line: str
-    key_type: str
-    blob: str
-    fingerprint: str
-
-
-def make_key(directory: Path, name: str) -> SshKey:
-    """A fresh ed25519 key made by the real ssh-keygen."""
-    path = directory / name
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{name}@test", "-f", str(path)],
-        check=True,
-    )
-    line = (directory / f"{name}.pub").read_text().strip()
-    fp = subprocess.run(
-        ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{path}.pub"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()[1]
-    key_type, blob = line.split()[:2]
-    return SshKey(line=line, key_type=key_type, blob=blob, fingerprint=fp)
 
 
 @dataclass

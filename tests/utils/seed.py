@@ -6,10 +6,10 @@ API, so the tokens and rows are exactly what production would hold.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.utils.keys import SshKey, make_key  # noqa: F401 (re-exported)
 from tests.utils.service import Service
 
 POLICY = """\
@@ -24,35 +24,6 @@ max_duration = 14400
 reason_required = true
 options = ["no-agent-forwarding", "no-port-forwarding"]
 """
-
-
-@dataclass
-class SshKey:
-    line: str
-    key_type: str
-    blob: str
-    fingerprint: str
-    private: Path
-
-
-def make_key(directory: Path, name: str, kind: str = "ed25519") -> SshKey:
-    """A fresh key pair made by the real ssh-keygen."""
-    path = directory / name
-    subprocess.run(
-        ["ssh-keygen", "-q", "-t", kind, "-N", "", "-C", f"{name}@test", "-f", str(path)],
-        check=True,
-        timeout=30,
-    )
-    line = (directory / f"{name}.pub").read_text().strip()
-    fp = subprocess.run(
-        ["ssh-keygen", "-l", "-E", "sha256", "-f", f"{path}.pub"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout.split()[1]
-    key_type, blob = line.split()[:2]
-    return SshKey(line=line, key_type=key_type, blob=blob, fingerprint=fp, private=path)
 
 
 @dataclass
