@@ -255,11 +255,8 @@ class Demo:
         for e in events[-12:]:
             detail = e.get("data", {})
             decision = detail.get("decision", "")
-            print(
-                paint(
-                    "2", f"     | #{e['id']:<4} {e['kind']:<22} actor={e.get('actor')} {decision}"
-                )
-            )
+            actor = e.get("actor") or "-"
+            print(paint("2", f"     | #{e['id']:<4} {e['kind']:<22} actor={actor} {decision}"))
         show_output(self.admin("audit", "verify"))
         print(paint("1;32", "\n== Demo complete: request -> approve -> ssh -> revoke -> denied."))
 
