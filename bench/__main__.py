@@ -74,6 +74,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=3.0, help="P3: seconds per load round")
     p.add_argument("--rounds", type=int, default=5, help="P3: interleaved load rounds")
     p.add_argument("--connections", type=int, default=16, help="P3: concurrent connections")
+    p.add_argument(
+        "--workers", type=int, default=1, help="P3: service worker processes (serve --workers)"
+    )
     p.add_argument("--storm", type=int, default=200, help="P4: concurrent ssh logins")
     p.add_argument("--scale", type=float, default=1.0, help="P3s: fraction of full data size")
     p.add_argument("--keep", action="store_true", help="keep the work directory")

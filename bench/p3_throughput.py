@@ -72,7 +72,8 @@ def measure(
 
 
 def run(ctx) -> dict:  # noqa: ANN001
-    world = build_world(ctx.work / "p3", approved=1, noop_route=True)
+    workers = ctx.options.get("workers", 1)
+    world = build_world(ctx.work / "p3", approved=1, noop_route=True, workers=workers)
     try:
         cases, (noop, health, hook) = measure(ctx, world, label="")
         # One connection: no queueing, so p50 is the service's own time per call.
@@ -108,5 +109,10 @@ def run(ctx) -> dict:  # noqa: ANN001
         "title": "service throughput",
         "rows": rows,
         "cases": cases,
-        "notes": ["latency percentiles are wrk's per round; the medians across rounds are shown"],
+        "workers": workers,
+        "notes": [
+            "latency percentiles are wrk's per round; the medians across rounds are shown",
+            f"service worker processes: {workers} (jit-server serve --workers; "
+            "the no-op is served by the same processes)",
+        ],
     }

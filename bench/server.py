@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import ssl
 import subprocess
 import sys
@@ -107,8 +108,43 @@ def main(argv: list[str] | None = None) -> int:
         help="experiment only (never a real deployment): hook decisions are not audited, "
         "to measure what the audit write costs",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes (jit-server serve --workers)",
+    )
     a = p.parse_args(argv)
     import uvicorn
+
+    host, _, port = a.listen.rpartition(":")
+    if a.workers > 1:
+        # As `jit-server serve --workers N`: each spawned worker builds the app itself.
+        os.environ[_WORKER_ENV] = json.dumps(vars(a))
+        from jit_hooks.server.workers import NoDelayH11Protocol
+
+        uvicorn.run(f"{__name__}:worker_app", factory=True, workers=a.workers, host=host,
+                    port=int(port), ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key,
+                    log_level="info", access_log=False, server_header=False,
+                    proxy_headers=False, http=NoDelayH11Protocol)  # fmt: skip
+        return 0
+    app = _app(a)
+    uvicorn.run(app, host=host, port=int(port), ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key,
+                log_level="info", access_log=False, server_header=False,
+                proxy_headers=False)  # fmt: skip
+    return 0
+
+
+_WORKER_ENV = "JIT_BENCH_SERVER_ARGS"
+
+
+def worker_app():  # noqa: ANN201
+    """The app of one worker process (uvicorn's factory)."""
+    return _app(argparse.Namespace(**json.loads(os.environ[_WORKER_ENV])))
+
+
+def _app(a: argparse.Namespace):  # noqa: ANN202
+    """The service's app with the experiment flags applied, plus the no-op route."""
 
     if a.no_hook_audit:
         from jit_hooks.server import decisions
@@ -129,11 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     def noop() -> dict:
         return {"status": "ok"}
 
-    host, _, port = a.listen.rpartition(":")
-    uvicorn.run(app, host=host, port=int(port), ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key,
-                log_level="info", access_log=False, server_header=False,
-                proxy_headers=False)  # fmt: skip
-    return 0
+    return app
 
 
 if __name__ == "__main__":

@@ -141,6 +141,7 @@ def build_world(
     sink: bool = True,
     noop_route: bool = False,
     tls: bool = False,
+    workers: int = 1,
 ) -> World:
     """Start a service in ``work`` and seed it; users are req0.. (approved first).
 
@@ -153,6 +154,8 @@ def build_world(
 
         (work / "server").mkdir(parents=True, exist_ok=True)
         bsvc = BenchService(data_dir=work / "server", port=free_port(), env=dict(os.environ))
+        if workers > 1:
+            bsvc.extra_args = ("--workers", str(workers))
         if tls:
             from tests.utils.tls_certs import make_pki
 

@@ -133,6 +133,15 @@ def db_upgrade(env: Env) -> None:
     help="PAM service that checks passwords for POST /api/v1/login.",
 )
 @click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--workers",
+    envvar="JIT_WORKERS",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="Worker processes sharing the listening socket (SQLite in WAL mode is safe "
+    "across processes; about one per core).",
+)
 @pass_env
 def serve(
     env: Env,
@@ -141,6 +150,7 @@ def serve(
     tls_key: str | None,
     pam_service: str,
     log_level: str,
+    workers: int,
 ) -> None:
     """Run the HTTP(S) service."""
     import dataclasses
@@ -158,9 +168,25 @@ def serve(
     if not schema_is_current(env.engine):
         raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
     env.engine.dispose()
-    app = create_app(dataclasses.replace(env.settings, pam_service=pam_service))
+    if workers > 1:
+        # Each worker is a fresh (spawned) process that builds its own app and
+        # engine from the environment: see worker_app().
+        ddir = env.settings.data_dir
+        os.environ[_WORKER_ENV] = json.dumps(
+            {"database_url": env.settings.database_url, "pam_service": pam_service,
+             "data_dir": None if ddir is None else str(ddir)}
+        )  # fmt: skip
+        app = f"{__name__}:worker_app"
+        from jit_hooks.server.workers import NoDelayH11Protocol
+
+        extra = {"http": NoDelayH11Protocol}
+    else:
+        extra = {}
+        app = create_app(dataclasses.replace(env.settings, pam_service=pam_service))
     uvicorn.run(
         app,
+        factory=workers > 1,
+        workers=workers,
         host=host.strip("[]"),
         port=int(port),
         ssl_certfile=tls_cert,
@@ -169,6 +195,25 @@ def serve(
         access_log=False,
         server_header=False,
         proxy_headers=False,
+        **extra,
+    )
+
+
+_WORKER_ENV = "JIT_SERVER_WORKER_SETTINGS"
+
+
+def worker_app():  # noqa: ANN201
+    """The app of one `serve --workers N` worker process (uvicorn calls this factory)."""
+    from jit_hooks.server.app import create_app
+    from jit_hooks.server.settings import Settings
+
+    opts = json.loads(os.environ[_WORKER_ENV])
+    return create_app(
+        Settings(
+            database_url=opts["database_url"],
+            data_dir=None if opts["data_dir"] is None else Path(opts["data_dir"]),
+            pam_service=opts["pam_service"],
+        )
     )
 
 

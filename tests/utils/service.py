@@ -30,6 +30,7 @@ class Service:
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
     env: dict = field(default_factory=dict)
+    serve_args: tuple[str, ...] = ()  # extra `serve` options, e.g. ("--workers", "2")
 
     @property
     def url(self) -> str:
@@ -66,6 +67,7 @@ class Service:
                 "serve",
                 "--listen",
                 f"127.0.0.1:{self.port}",
+                *self.serve_args,
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
