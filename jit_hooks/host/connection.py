@@ -112,7 +112,9 @@ def accepted_key(
     now = time.time() if now is None else now
     try:
         dir_st = os.stat(state_dir)
-        fd = os.open(_record_path(state_dir, conn), os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted in the state dir must not hang the hook
+        # (the fstat below then refuses anything but a regular file).
+        fd = os.open(_record_path(state_dir, conn), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except (OSError, ValueError):
         return None
     with os.fdopen(fd, encoding="ascii", errors="replace") as f:

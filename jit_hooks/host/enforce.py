@@ -39,7 +39,7 @@ TERM_GRACE = 5.0
 # seconds (once per run of the timer, so a few times in the last minutes).
 WARN_BEFORE = 300
 
-Check = Literal["match", "gone", "recycled", "not_sshd"]
+Check = Literal["match", "gone", "recycled", "not_sshd", "not_monitor"]
 
 
 class ProcStat(NamedTuple):
@@ -87,7 +87,23 @@ def check_connection(conn: str, proc: str = "/proc") -> Check:
         return "gone"
     if st.start != start:
         return "recycled"
-    return "match" if is_sshd(pid, proc) else "not_sshd"
+    if not is_sshd(pid, proc):
+        return "not_sshd"
+    # Only a per-connection monitor (a child of the sshd listener) may be ended.
+    # The listener itself would take every session, break-glass included, and
+    # the daemon with it: a connection id naming it is refused.
+    if not is_sshd(st.ppid, proc) or b"[listener]" in _cmdline(pid, proc):
+        return "not_monitor"
+    return "match"
+
+
+def _cmdline(pid: int, proc: str = "/proc") -> bytes:
+    """The process title sshd sets (e.g. ``sshd: alice [priv]``); b"" if unreadable."""
+    try:
+        with open(f"{proc}/{pid}/cmdline", "rb") as f:
+            return f.read(4096)
+    except OSError:
+        return b""
 
 
 def descendants(pid: int, proc: str = "/proc") -> list[tuple[int, ProcStat]]:
@@ -154,8 +170,8 @@ def end_connection(conn: str, *, grace: float = TERM_GRACE) -> str:
     """End the sshd connection ``conn`` and its processes if /proc proves it is that sshd.
 
     Returns what happened: ``terminated``, ``killed`` (SIGKILL after ``grace``),
-    ``gone`` / ``recycled`` (nothing to end, nothing signalled) or ``not_sshd``
-    (refused: nothing signalled).
+    ``gone`` / ``recycled`` (nothing to end, nothing signalled) or ``not_sshd`` /
+    ``not_monitor`` (refused: nothing signalled).
 
     SIGTERM makes the monitor end its session child and close the connection, but
     a command run without a pty does not die with it (measured with OpenSSH 9.2):
@@ -251,9 +267,9 @@ def run_once(
             "why": item["reason"],
         }
         outcome = end_connection(item["connection"], grace=grace)
-        if outcome == "not_sshd":
+        if outcome in ("not_sshd", "not_monitor"):
             refused += 1
-            log.alert(action="refused", **fields, reason="pid_is_not_sshd")
+            log.alert(action="refused", **fields, reason=f"pid_is_{outcome}")
             continue
         if outcome in ("terminated", "killed"):
             ended += 1

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from jit_hooks.host import enforce
 from tests.utils.sshd import installed
 
 ENFORCE = "jit-hooks-enforce"
@@ -234,3 +235,21 @@ def test_session_with_a_pty_is_warned_before_expiry(world):
         world.box.sink.wait_for(rf"action=warn login={world.login} connection={conn}", ENFORCE)
     finally:
         stop(proc, 1205)
+
+
+def test_the_sshd_listener_is_never_ended(world):
+    """A connection id naming the sshd listener (not a per-connection monitor) is refused:
+    ending it would drop every session, break-glass included, and the daemon itself."""
+    rid = world.request("alice")
+    world.approve(rid)
+    alice = start_session(world, "alice", 1205)
+    try:
+        conn = open_session(world, rid, alice)
+        listener = world.box.proc.pid
+        listener_conn = f"{listener}:{enforce.proc_stat(listener).start}"
+        assert enforce.check_connection(conn) == "match"  # the real monitor
+        assert enforce.check_connection(listener_conn) == "not_monitor"
+        assert enforce.end_connection(listener_conn, grace=0.2) == "not_monitor"
+        assert world.box.proc.poll() is None and alice.poll() is None
+    finally:
+        stop(alice, 1205)
