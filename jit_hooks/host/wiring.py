@@ -5,11 +5,22 @@
 * the sshd drop-in ``<sshd_config dir>/sshd_config.d/10-jit-hooks.conf`` (Debian 12's
   sshd_config includes ``sshd_config.d/*.conf`` at its top, and the first value of a
   keyword wins, so the drop-in decides the keywords it sets);
-* a marked block appended to sshd's PAM service file (``/etc/pam.d/sshd``), between
-  ``# BEGIN jit-hooks`` and ``# END jit-hooks`` lines. sshd's PAM service name is
-  fixed, and Debian's pam-auth-update only manages the common-* files shared by
-  every service (su, sudo, login...), so an appended block is the smallest edit
-  that touches sshd alone; removing it restores the file byte for byte.
+* a marked block in sshd's PAM service file (``/etc/pam.d/sshd``), between
+  ``# BEGIN jit-hooks`` and ``# END jit-hooks`` lines, inserted just before the
+  file's first account or session line (``@include common-account`` /
+  ``common-session`` included), or appended if it has none. sshd's PAM service name
+  is fixed, and Debian's pam-auth-update only manages the common-* files shared by
+  every service (su, sudo, login...), so this block is the smallest edit that
+  touches sshd alone; removing it restores the file byte for byte.
+
+  Why before, not after: Debian's session stack runs ``pam_env.so user_readenv=1``,
+  which loads the login account's own ~/.pam_environment into the PAM environment.
+  pam_exec hands a hook that environment first and its own PAM_* values after, so a
+  hook running after pam_env could read PAM_TYPE / PAM_USER the user chose, and an
+  SSH_AUTH_INFO_0 the user replaced (pam_env overwrites sshd's value: only running
+  before pam_env protects it). The account line also has to precede common-account,
+  whose ``[new_authtok_reqd=done]`` (expired password) would skip it. The hooks
+  additionally take the last of duplicated PAM_* names (see pamenv.py).
 
 Break-glass accounts are kept independent of jit-hooks: sshd reads their keys from
 their own AuthorizedKeysFile, and in PAM the hooks run for them as ``optional``
@@ -112,7 +123,11 @@ def render_dropin(layout: Layout, break_glass: frozenset[str] | set[str]) -> str
 
 
 def render_pam_block(layout: Layout, break_glass: frozenset[str] | set[str]) -> str:
-    """The marked block enable appends to sshd's PAM file (without a BEGIN suffix)."""
+    """The marked block enable puts in sshd's PAM file (without a BEGIN suffix).
+
+    The break-glass ``success=2`` / ``default=1`` jumps count lines of this block only:
+    its account lines and its session lines are each contiguous wherever it is placed.
+    """
     account = f"pam_exec.so quiet stdout {layout.command('jit-pam-account')}"
     session = layout.command("jit-pam-session")
     opened = f"pam_exec.so quiet type=open_session {session}"
@@ -157,14 +172,23 @@ def find_pam_block(text: str) -> re.Match | None:
     return blocks[0] if blocks else None
 
 
+# The first line of the account or session stack: the block goes in front of it.
+_STACK_LINE_RE = re.compile(
+    r"^[ \t]*(?:-?(?:account|session)|@include[ \t]+common-(?:account|session)\S*)(?=[ \t]|$)",
+    re.M | re.I,
+)
+
+
 def add_pam_block(text: str, block: str) -> str:
-    """``text`` with ``block`` replacing the existing block, or appended at the end."""
-    found = find_pam_block(text)
-    if found:
-        old_begin = found.group("begin")
-        if _ADDED_NEWLINE in old_begin:
-            block = block.replace("\n", _ADDED_NEWLINE + "\n", 1)
-        return text[: found.start()] + block + text[found.end() :]
+    """``text`` with ``block`` before its first account/session line (else at the end).
+
+    An existing block is taken out first wherever it is (older versions appended it
+    at the end), so enabling again moves it into place and never stacks.
+    """
+    text = remove_pam_block(text)
+    first = _STACK_LINE_RE.search(text)
+    if first:
+        return text[: first.start()] + block + text[first.start() :]
     if text and not text.endswith("\n"):
         return text + "\n" + block.replace("\n", _ADDED_NEWLINE + "\n", 1)
     return text + block
@@ -421,12 +445,14 @@ def wiring_status(layout: Layout, break_glass: frozenset[str] | set[str]) -> Wir
         d = "absent"
     else:
         d = "current" if dropin == render_dropin(layout, break_glass).encode() else "different"
-    pam_state = FileState.read(_real(layout.pam_path))
-    body = pam_block_body(_decode(pam_state))
-    if body is None:
+    pam_text = _decode(FileState.read(_real(layout.pam_path)))
+    if find_pam_block(pam_text) is None:
         p = "absent"
     else:
-        p = "current" if body == render_pam_block(layout, break_glass) else "different"
+        # Current means the same block in the same place (a block an older version
+        # appended at the end is "different": enable moves it).
+        wanted = add_pam_block(pam_text, render_pam_block(layout, break_glass))
+        p = "current" if wanted == pam_text else "different"
     return WiringStatus(d, p)
 
 

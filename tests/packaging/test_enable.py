@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from jit_hooks.host import wiring
 from tests.packaging.conftest import Root, write_host_config
 
 pytestmark = pytest.mark.usefixtures("hook_user")
@@ -58,8 +59,12 @@ def test_enable_disable_round_trip(enabled_root):
     state = (root.path / "run/jit-hooks").stat()  # created for the AKC's records
     assert (state.st_uid, state.st_mode & 0o777) == (pwd.getpwnam("jit-hooks").pw_uid, 0o700)
     pam = root.pam.read_text()
-    assert pam.startswith(before["etc/pam.d/sshd"][0].decode())
     assert "account required pam_exec.so quiet stdout" in pam
+    # In front of Debian's account/session stacks (before pam_env reads the user's
+    # ~/.pam_environment), everything else unchanged.
+    assert pam.index("# BEGIN jit-hooks") < pam.index("account    required     pam_nologin.so")
+    assert pam.index("@include common-auth") < pam.index("# BEGIN jit-hooks")
+    assert wiring.remove_pam_block(pam) == before["etc/pam.d/sshd"][0].decode()
 
     status = root.run("status")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -107,6 +112,23 @@ def test_changed_break_glass_list_rewrites_the_wiring(enabled_root):
     assert root.run("enable", "--no-reload").returncode == 0
     assert "Match User daemon,root" in root.dropin.read_text()
     assert root.pam.read_text().count("# BEGIN jit-hooks") == 1
+
+
+def test_enable_moves_a_block_older_versions_appended(enabled_root):
+    root = enabled_root
+    original = root.pam.read_text()
+    assert root.run("enable", "--no-reload").returncode == 0
+    current = root.pam.read_text()
+    block = wiring.pam_block_body(current)
+    # An upgrade from a version that appended the block after pam_env.
+    root.pam.write_text(original + block)
+    status = root.run("status")
+    assert status.returncode == 1 and "PAM block different" in status.stdout, status.stdout
+    r = root.run("enable", "--no-reload")
+    assert r.returncode == 0, r.stderr
+    assert root.pam.read_text() == current
+    assert root.run("disable", "--no-reload").returncode == 0
+    assert root.pam.read_text() == original
 
 
 def refused(root: Root, *args: str) -> str:

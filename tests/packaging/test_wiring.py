@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -81,3 +83,77 @@ def test_round_trip_any_text_without_markers(original):
 def test_unbalanced_markers_are_refused(broken):
     with pytest.raises(wiring.WiringError, match="markers"):
         wiring.remove_pam_block(broken)
+
+
+# /etc/pam.d/sshd as Debian 12's openssh-server ships it (unmodified copy).
+DEBIAN12_PAM = (Path(__file__).parents[1] / "data" / "debian12-pam-sshd").read_text()
+
+
+def _stack(text: str, kind: str) -> list[str]:
+    """The non-comment lines of one PAM stack (and its @include), in file order."""
+    out = []
+    for line in text.splitlines():
+        words = line.split()
+        if words and (words[0].lstrip("-") == kind or words[:2] == ["@include", f"common-{kind}"]):
+            out.append(line)
+    return out
+
+
+@pytest.mark.parametrize("break_glass", [set(), {"breakglass"}])
+def test_block_precedes_debian_account_and_session_stacks(break_glass):
+    block = wiring.render_pam_block(LAYOUT, break_glass)
+    enabled = wiring.add_pam_block(DEBIAN12_PAM, block)
+    # Inside the file exactly once, after the auth stack, before everything else.
+    assert enabled.count(block) == 1
+    assert enabled.index("@include common-auth") < enabled.index(block)
+    assert enabled.index(block) < enabled.index("account    required     pam_nologin.so")
+    # Our account lines come before common-account (whose new_authtok_reqd=done
+    # would skip them) and our session lines before pam_env user_readenv=1 (which
+    # loads the user's ~/.pam_environment into the environment hooks get).
+    account = _stack(enabled, "account")
+    session = _stack(enabled, "session")
+    ours_a = [i for i, ln in enumerate(account) if "jit-pam-account" in ln]
+    ours_s = [i for i, ln in enumerate(session) if "jit-pam-session" in ln]
+    assert max(ours_a) < account.index("@include common-account")
+    env = next(i for i, ln in enumerate(session) if "user_readenv=1" in ln)
+    assert max(ours_s) < env
+    assert max(ours_s) < session.index("@include common-session")
+    if break_glass:
+        # The jumps are relative: the lines they skip are our own, contiguous ones.
+        assert account[: ours_a[-1] + 1] == [
+            ln for ln in block.splitlines() if ln.startswith("account")
+        ]
+        assert session[: ours_s[-1] + 1] == [
+            ln for ln in block.splitlines() if ln.startswith("session")
+        ]
+    assert wiring.remove_pam_block(enabled) == DEBIAN12_PAM
+    assert wiring.add_pam_block(enabled, block) == enabled
+
+
+@pytest.mark.parametrize(
+    ("original", "expect_before"),
+    [
+        ("auth required pam_unix.so\n-session optional pam_systemd.so\n", "-session optional"),
+        ("auth x\n  @include common-session-noninteractive\n", "  @include common-session"),
+        ("auth x\nSESSION required pam_env.so\n", "SESSION required"),
+        ("# account required pam_x.so\naccounting\nsession required a.so\n", "session required"),
+    ],
+)
+def test_block_goes_before_the_first_account_or_session_line(original, expect_before):
+    block = wiring.render_pam_block(LAYOUT, set())
+    enabled = wiring.add_pam_block(original, block)
+    assert block + expect_before in enabled
+    assert wiring.remove_pam_block(enabled) == original
+
+
+def test_block_appended_by_older_versions_is_moved_into_place():
+    block = wiring.render_pam_block(LAYOUT, {"breakglass"})
+    old = DEBIAN12_PAM + block  # where versions before this one put it
+    assert wiring.add_pam_block(old, block) == wiring.add_pam_block(DEBIAN12_PAM, block)
+    # Also when the old block carried the "added the newline" marker.
+    unterminated = DEBIAN12_PAM.rstrip("\n")
+    old_marked = unterminated + "\n" + block.replace("\n", wiring._ADDED_NEWLINE + "\n", 1)
+    assert wiring.remove_pam_block(old_marked) == unterminated
+    moved = wiring.add_pam_block(old_marked, block)
+    assert moved == wiring.add_pam_block(unterminated, block)
+    assert wiring.remove_pam_block(moved) == unterminated
