@@ -15,7 +15,12 @@ Body = Callable[[HostConfig, HookLog, list[str], dict], int]
 
 
 def split_config_arg(argv: list[str]) -> tuple[str | None, list[str]]:
-    """Take ``--config PATH`` / ``--config=PATH`` out of argv (sshd passes no environment)."""
+    """Take ``--config PATH`` / ``--config=PATH`` out of argv.
+
+    Hooks never take the config path from $JIT_HOOKS_CONFIG: sshd gives the AKC no
+    environment, and pam_exec gives the PAM hooks one the login user can add to
+    (~/.pam_environment), which must not choose the config (service URL, token file).
+    """
     path, rest, it = None, [], iter(argv)
     for arg in it:
         if arg == "--config":
@@ -44,7 +49,7 @@ def run(ident: str, body: Body, argv: list[str] | None, *, user_message: bool) -
         return 1
 
     try:
-        config = load_config(config_path)
+        config = load_config(config_path or paths.CONFIG_PATH)
     except ConfigError as e:
         return deny("config", error=str(e))
     log = HookLog(ident, config.syslog_socket)

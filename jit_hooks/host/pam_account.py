@@ -11,9 +11,7 @@ stdout that pam_exec shows the ssh user.
 
 from __future__ import annotations
 
-import os
-
-from jit_hooks.host import break_glass, connection
+from jit_hooks.host import break_glass, connection, pamenv
 from jit_hooks.host.answers import sanitize
 from jit_hooks.host.client import HookClient, hard_deadline
 from jit_hooks.host.config import HostConfig
@@ -24,12 +22,17 @@ from jit_hooks.protocol import LOGIN_RE, AccountQuery
 IDENT = "jit-pam-account"
 
 
-def pam_env() -> tuple[str, str | None, str | None]:
-    """PAM_USER, PAM_RHOST and PAM_SERVICE as pam_exec passes them (sanitised)."""
-    login = os.environ.get("PAM_USER", "")
-    rhost = sanitize(os.environ.get("PAM_RHOST", ""), 253) or None
-    service = sanitize(os.environ.get("PAM_SERVICE", ""), 64) or None
-    return login, rhost, service
+def pam_env() -> tuple[str, str | None, str | None, str | None]:
+    """PAM_USER, PAM_RHOST, PAM_SERVICE (sanitised) and PAM_TYPE as pam_exec passes them.
+
+    Read through pamenv: a name the login user duplicated in the PAM environment
+    (~/.pam_environment) must not win over pam_exec's own value.
+    """
+    env = pamenv.pam_items("PAM_USER", "PAM_RHOST", "PAM_SERVICE", "PAM_TYPE")
+    login = env["PAM_USER"] or ""
+    rhost = sanitize(env["PAM_RHOST"] or "", 253) or None
+    service = sanitize(env["PAM_SERVICE"] or "", 64) or None
+    return login, rhost, service, env["PAM_TYPE"]
 
 
 def deny(log: HookLog, fields: dict, reason: str, message: str) -> int:
@@ -39,9 +42,9 @@ def deny(log: HookLog, fields: dict, reason: str, message: str) -> int:
 
 
 def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
-    login, rhost, service = pam_env()
+    login, rhost, service, pam_type = pam_env()
     fields.update(login=sanitize(login, 32), rhost=rhost)
-    if os.environ.get("PAM_TYPE", "account") != "account":
+    if (pam_type or "account") != "account":
         return deny(log, fields, "wrong_pam_type", "hook misconfigured")
     if not LOGIN_RE.match(login):
         return deny(log, fields, "bad_login", "invalid login name")

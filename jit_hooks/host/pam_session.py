@@ -43,8 +43,7 @@ def auth_key(auth_info: str) -> sshkeys.PublicKey | None:
 
 
 def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
-    login, rhost, _service = pam_env()
-    pam_type = os.environ.get("PAM_TYPE", "")
+    login, rhost, _service, pam_type = pam_env()
     event: Literal["open", "close"] | None = (
         "open" if pam_type == "open_session" else "close" if pam_type == "close_session" else None
     )
@@ -60,6 +59,9 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
             log.alert(decision="close", **fields, reason="break_glass")
             return 0
         return break_glass.allow(config, log, login=login, rhost=rhost, conn=conn, stage="session")
+    # SSH_AUTH_INFO_0 comes from the PAM environment, which pam_env user_readenv=1
+    # lets the login user overwrite; pamenv can't tell, the order of the PAM file
+    # does: `jit-hooks enable` runs this hook before pam_env (see wiring.py).
     key = auth_key(os.environ.get("SSH_AUTH_INFO_0", ""))
     fields["fingerprint"] = key.fingerprint if key else None
     query = SessionQuery(

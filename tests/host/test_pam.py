@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from jit_hooks.host import connection, pam_account, pam_session
+from jit_hooks.host import connection, pam_account, pam_session, paths
 
 ALLOW = {"decision": "allow", "reason": "approved", "request_id": 7, "expires_at": 4102444800}
 DENY = {
@@ -164,3 +166,20 @@ def test_auth_key_parsing(keypair):
     info = f"publickey ssh-rsa AAAA\npublickey {pub.key_type} {pub.blob}\n"
     assert pam_session.auth_key(info).fingerprint == pub.fingerprint
     assert pam_session.auth_key("publickey ssh-ed25519-cert-v01@openssh.com AAAA") is None
+
+
+def test_hooks_ignore_a_config_path_from_the_environment(config, fault, pam_env, monkeypatch):
+    # pam_exec passes the PAM environment, which the login user can add to
+    # (~/.pam_environment): it must not pick the config (service URL, token file).
+    if os.path.exists(paths.CONFIG_PATH):
+        pytest.skip(f"{paths.CONFIG_PATH} exists on this machine")
+    fault.answer = ALLOW
+    pam_env(pam_type="open_session")
+    monkeypatch.setenv(paths.CONFIG_ENV, config.path)
+    assert pam_account.main([]) == 1
+    assert pam_session.main([]) == 1
+    assert fault.requests == []
+    assert pam_account.main(["--config", config.path]) == 1  # PAM_TYPE is not account
+    pam_env()
+    assert pam_account.main(["--config", config.path]) == 0
+    assert len(fault.requests) == 1
