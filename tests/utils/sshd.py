@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jit_hooks import sshkeys
+from jit_hooks.host import wiring
 from tests.utils.syslog_sink import SyslogSink
 
 SANDBOX_PARENT = Path("/var/lib/jit-hooks-test")
@@ -230,14 +231,23 @@ class SshdSandbox:
         cfg = f"--config {self.config_path}"
         account = self.hook_command("jit-pam-account")
         session = self.hook_command("jit-pam-session")
-        self.pam_file.write_text(
+        # Shaped like Debian 12's /etc/pam.d/sshd where it matters: the session stack
+        # runs pam_env user_readenv=1 (the login's ~/.pam_environment), and the hook
+        # lines go where `jit-hooks enable` puts them, by the same wiring code.
+        base = (
             f"# jit-hooks e2e sandbox {self.root} (removed at teardown)\n"
             "auth     required pam_unix.so\n"
+            "session  required pam_env.so user_readenv=1 envfile=/etc/default/locale\n"
+            "password required pam_deny.so\n"
+        )
+        block = (
+            f"{wiring.PAM_BEGIN}: e2e sandbox\n"
             f"account  required pam_exec.so quiet stdout {account} {cfg}\n"
             f"session  required pam_exec.so quiet stdout type=open_session {session} {cfg}\n"
             f"session  optional pam_exec.so quiet type=close_session {session} {cfg}\n"
-            "password required pam_deny.so\n"
+            f"{wiring.PAM_END}\n"
         )
+        self.pam_file.write_text(wiring.add_pam_block(base, block))
 
     def configure(
         self,
