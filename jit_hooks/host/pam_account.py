@@ -17,7 +17,7 @@ from jit_hooks.host.client import HookClient, hard_deadline
 from jit_hooks.host.config import HostConfig
 from jit_hooks.host.hook import run
 from jit_hooks.host.log import HookLog
-from jit_hooks.protocol import LOGIN_RE, AccountQuery
+from jit_hooks.protocol import LOGIN_RE, AccountQuery, DecisionAnswer
 
 IDENT = "jit-pam-account"
 
@@ -39,6 +39,15 @@ def deny(log: HookLog, fields: dict, reason: str, message: str) -> int:
     log.warning(decision="deny", **fields, reason=reason)
     print(f"jit: access denied: {sanitize(message)}")
     return 1
+
+
+def conclude(log: HookLog, fields: dict, answer: DecisionAnswer) -> int:
+    """Exit status for the service's decision: 0 to allow, else deny with its reason."""
+    fields["request"] = answer["request_id"]
+    if answer["decision"] != "allow":
+        return deny(log, fields, "service_denied", answer["reason"] or "no active approval")
+    log.info(decision="allow", **fields, expires=answer["expires_at"])
+    return 0
 
 
 def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
@@ -64,11 +73,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
     )
     with hard_deadline(config.total_timeout + 0.5):
         answer = HookClient(config).account(query)
-    fields["request"] = answer["request_id"]
-    if answer["decision"] != "allow":
-        return deny(log, fields, "service_denied", answer["reason"] or "no active approval")
-    log.info(decision="allow", **fields, expires=answer["expires_at"])
-    return 0
+    return conclude(log, fields, answer)
 
 
 def main(argv: list[str] | None = None) -> int:

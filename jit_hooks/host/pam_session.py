@@ -23,7 +23,7 @@ from jit_hooks.host.client import HookClient, hard_deadline
 from jit_hooks.host.config import HostConfig
 from jit_hooks.host.hook import run
 from jit_hooks.host.log import HookLog
-from jit_hooks.host.pam_account import deny, pam_env
+from jit_hooks.host.pam_account import conclude, deny, pam_env
 from jit_hooks.protocol import LOGIN_RE, SessionQuery
 
 IDENT = "jit-pam-session"
@@ -85,11 +85,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
         return 0
     with hard_deadline(config.total_timeout + 0.5):
         answer = HookClient(config).session(query)
-    fields["request"] = answer["request_id"]
-    if answer["decision"] != "allow":
-        return deny(log, fields, "service_denied", answer["reason"] or "no active approval")
-    log.info(decision="allow", **fields, expires=answer["expires_at"])
-    return 0
+    return conclude(log, fields, answer)
 
 
 def main(argv: list[str] | None = None) -> int:
