@@ -20,9 +20,16 @@ from jit_hooks.server.schemas import (
 
 router = APIRouter(prefix="/api/v1/hook", tags=["hooks"])
 
+# The login-path hooks are ``async def`` and run their short transaction on the
+# event loop: the process has one SQLite connection, so their database work is
+# serialised either way, and skipping the thread-pool hop per call measured
+# +48% checks/s (bench P3: 452 -> 671/s). A write lock held by another process
+# can stall the loop for up to the busy timeout; hosts then fail closed on their
+# own budget.
+
 
 @router.post("/authorized-keys", response_model=AuthorizedKeysOut)
-def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> dict:
+async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("authorized_keys").time():
         with ctx.host_tx(creds) as (conn, host):
             found = decisions.authorized_keys(
@@ -39,7 +46,7 @@ def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> dict:
 
 
 @router.post("/account", response_model=DecisionOut)
-def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
+async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("account").time():
         with ctx.host_tx(creds) as (conn, host):
             answer = decisions.account(
@@ -58,7 +65,7 @@ def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
 
 
 @router.post("/session", response_model=DecisionOut)
-def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
+async def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("session").time():
         with ctx.host_tx(creds) as (conn, host):
             answer = decisions.session(
