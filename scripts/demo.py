@@ -81,6 +81,14 @@ class Demo:
             show_output(r.stdout)
         return r.stdout
 
+    def request_access(self, duration: str, reason: str) -> int:
+        """alice asks for access to web1 as the demo login; the new request's id."""
+        out = self.jit(
+            "alice", "request", "web1", "--login", self.login,
+            "--duration", duration, "--reason", reason, "--json",
+        )  # fmt: skip
+        return json.loads(out)["id"]
+
     def admin(self, *args: str) -> str:
         show_cmd(["jit-server", *args], "admin")
         return self.svc.admin(*args)
@@ -175,19 +183,7 @@ class Demo:
         self.ssh(expect_in=False)
 
         step(6, "alice asks for access; while it is pending she still cannot log in")
-        out = self.jit(
-            "alice",
-            "request",
-            "web1",
-            "--login",
-            self.login,
-            "--duration",
-            "30m",
-            "--reason",
-            "INC-42 disk full",
-            "--json",
-        )
-        rid = json.loads(out)["id"]
+        rid = self.request_access("30m", "INC-42 disk full")
         say(f"Request {rid} is pending.")
         self.ssh(expect_in=False)
 
@@ -205,19 +201,7 @@ class Demo:
         self.ssh(expect_in=False)
 
         step(9, "Approvals expire on their own: a 10 second approval")
-        out = self.jit(
-            "alice",
-            "request",
-            "web1",
-            "--login",
-            self.login,
-            "--duration",
-            "10s",
-            "--reason",
-            "INC-43 quick check",
-            "--json",
-        )
-        rid2 = json.loads(out)["id"]
+        rid2 = self.request_access("10s", "INC-43 quick check")
         self.jit("bob", "approve", str(rid2))
         self.ssh(expect_in=True)
         say("Waiting for the approval to end...")
@@ -229,19 +213,7 @@ class Demo:
         self.ssh(expect_in=False)
 
         step(10, "If the service is down, logins are denied (fail closed)")
-        approved = self.jit(
-            "alice",
-            "request",
-            "web1",
-            "--login",
-            self.login,
-            "--duration",
-            "30m",
-            "--reason",
-            "INC-44",
-            "--json",
-        )
-        self.jit("bob", "approve", str(json.loads(approved)["id"]))
+        self.jit("bob", "approve", str(self.request_access("30m", "INC-44")))
         self.svc.stop()
         say("jit-server stopped, although alice holds an active approval:")
         self.ssh(expect_in=False)
