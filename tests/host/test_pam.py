@@ -32,17 +32,22 @@ def pam_env(monkeypatch):
     return set_env
 
 
-def test_account_allow_with_recorded_key(config, fault, pam_env, sink, capsys, keypair):
-    _, pub = keypair
+def record_key(config, pub, *, login: str) -> None:
+    """What the AKC leaves for this connection after printing ``pub`` for ``login``."""
     connection.record_accepted(
         config.state_dir,
         connection.connection_id(),
-        login="deploy",
+        login=login,
         key_type=pub.key_type,
         fingerprint=pub.fingerprint,
         request_id=7,
         expires_at=4102444800,
     )
+
+
+def test_account_allow_with_recorded_key(config, fault, pam_env, sink, capsys, keypair):
+    _, pub = keypair
+    record_key(config, pub, login="deploy")
     fault.answer = ALLOW
     pam_env()
     assert pam_account.main(["--config", config.path]) == 0
@@ -67,15 +72,7 @@ def test_account_without_key_asks_by_login(config, fault, pam_env):
 
 def test_account_record_for_other_login_denies(config, fault, pam_env, keypair, capsys):
     _, pub = keypair
-    connection.record_accepted(
-        config.state_dir,
-        connection.connection_id(),
-        login="root",
-        key_type=pub.key_type,
-        fingerprint=pub.fingerprint,
-        request_id=7,
-        expires_at=4102444800,
-    )
+    record_key(config, pub, login="root")
     fault.answer = ALLOW
     pam_env()
     assert pam_account.main(["--config", config.path]) == 1
