@@ -257,6 +257,18 @@ def _check_commands(layout: wiring.Layout) -> None:
             raise AdminError(f"{path} is missing or not executable")
 
 
+def _helper(layout: wiring.Layout) -> tuple[bool, str]:
+    """(answers, one line) on the resident hook helper jit-hooksd, which is optional."""
+    helper = wiring.helper_status(layout)
+    units = f"; {helper.units}" if helper.units else ""
+    if helper.answers:
+        return True, f"jit-hooksd at {helper.path} accepts connections{units}"
+    return False, (
+        f"no jit-hooksd at {helper.path} ({helper.state}{units}): the hooks still work, "
+        "in-process (slower); `systemctl enable --now jit-hooksd.socket` turns it on"
+    )
+
+
 def _reload(layout: wiring.Layout, no_reload: bool) -> str:
     if no_reload:
         return "sshd not reloaded (--no-reload)"
@@ -355,6 +367,9 @@ def status(layout: wiring.Layout) -> None:
         line("clock skew", abs(skew) <= MAX_CLOCK_SKEW, f"{skew:+d} s vs the service")
     except (AdminError, ConfigError) as e:
         line("service", False, str(e))
+    # Optional: without the helper the hooks work in-process, so it never fails status.
+    answers, text = _helper(layout)
+    click.echo(f"{'helper:':<13} {'ok  ' if answers else 'off '} {text}")
     sys.exit(0 if ok else 1)
 
 
@@ -390,6 +405,8 @@ def check(layout: wiring.Layout, login: str, key_file) -> None:
             "AuthorizedKeysFile; the service is not asked"
         )
         sys.exit(0)
+    # sshd's hooks would go through the helper if it answers; this dry run itself is in-process.
+    click.echo(f"helper: {_helper(layout)[1]}")
     client = HookClient(config)
     try:
         answer = client.request(

@@ -50,6 +50,10 @@ _ADDED_NEWLINE = " (added the newline ending the line above)"
 # What sshd reads for break-glass accounts: Debian's default AuthorizedKeysFile.
 BREAK_GLASS_KEYS_FILE = ".ssh/authorized_keys .ssh/authorized_keys2"
 SSHD = "/usr/sbin/sshd"
+# The resident hook helper (jit-hooksd) the hook wrappers try first; without it
+# they do the same work in-process, only slower.
+HELPER_SOCKET = "/run/jit-hooks/hooksd.sock"
+HELPER_UNITS = ("jit-hooksd.socket", "jit-hooksd.service")
 # `sshd -t` / `sshd -T` read a few files and exit: 30 s only guards against a hang.
 SSHD_TIMEOUT = 30
 
@@ -521,3 +525,66 @@ def reload_sshd(layout: Layout) -> str:
         return f"{pidfile} names pid {pid} ({comm}), not sshd: not reloaded"
     os.kill(pid, signal.SIGHUP)
     return f"reloaded sshd (pid {pid})"
+
+
+@dataclass
+class HelperStatus:
+    path: str
+    answers: bool  # something accepted a connection on the socket
+    state: str  # one line: "accepts connections", "missing", "refuses connections: ...", ...
+    units: str | None = None  # "jit-hooksd.socket enabled active, ..." (None: no systemd here)
+
+
+def _systemd_units() -> str | None:
+    """The helper units' enablement and activity, if systemd runs this machine."""
+    import shutil
+
+    systemctl = shutil.which("systemctl")
+    if not systemctl or not os.path.isdir("/run/systemd/system"):
+        return None
+    parts = []
+    for unit in HELPER_UNITS:
+        states = []
+        for verb in ("is-enabled", "is-active"):
+            try:
+                r = subprocess.run(
+                    [systemctl, verb, unit],
+                    capture_output=True,
+                    text=True,
+                    timeout=10,
+                    stdin=subprocess.DEVNULL,
+                )
+                states.append(r.stdout.strip() or "unknown")
+            except (OSError, subprocess.TimeoutExpired):
+                states.append("unknown")
+        parts.append(f"{unit} {' '.join(states)}")
+    return ", ".join(parts)
+
+
+def helper_status(layout: Layout, timeout: float = 2.0) -> HelperStatus:
+    """Whether the helper's socket exists and accepts a connection (nothing is sent).
+
+    Under a --root the socket is looked for under it; systemd's view of the units
+    is only asked about for the real root.
+    """
+    import socket
+    import stat as stat_mod
+
+    path = layout.under_root(HELPER_SOCKET)
+    units = _systemd_units() if layout.root in ("/", "") else None
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return HelperStatus(path, False, "missing", units)
+    except OSError as e:
+        return HelperStatus(path, False, f"cannot look at it: {e.strerror}", units)
+    if not stat_mod.S_ISSOCK(st.st_mode):
+        return HelperStatus(path, False, "not a socket", units)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.connect(path)
+        except OSError as e:
+            why = e.strerror or type(e).__name__
+            return HelperStatus(path, False, f"refuses connections ({why})", units)
+    return HelperStatus(path, True, "accepts connections", units)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import socket
 import subprocess
 import tomllib
 
@@ -189,3 +190,31 @@ def test_enroll_copies_the_ca_where_the_hook_user_can_read_it(sshd_root, host_se
     assert tomllib.loads(sshd_root.config.read_text())["service"]["ca_file"] == str(copy)
     r = enroll(sshd_root, "--url", svc.url, "--ca-file", str(private / "ca.key"), token=token)
     assert r.returncode == 1 and "no PEM certificate" in r.stderr
+
+
+def test_status_and_check_report_the_helper_which_is_optional(sshd_root, host_service, tmp_path):
+    """status/check say whether jit-hooksd's socket (under --root) accepts connections;
+    without it the hooks run in-process, so its absence never fails status."""
+    svc, token = host_service
+    assert enroll(sshd_root, "--url", svc.url, "--break-glass", "root", token=token).returncode == 0
+    sock = sshd_root.path / "run/jit-hooks/hooksd.sock"
+    r = sshd_root.run("status")
+    assert f"helper:       off  no jit-hooksd at {sock} (missing)" in r.stdout, r.stdout
+    assert "the hooks still work, in-process (slower)" in r.stdout
+    rc_without = r.returncode
+    r = sshd_root.run("check", "deploy", "--key", str(make_key(tmp_path, "carol")))
+    assert f"helper: no jit-hooksd at {sock} (missing)" in r.stdout, r.stdout
+
+    sock.parent.mkdir(parents=True)
+    # status only connects and sends nothing: a plain listening socket is what it sees of
+    # jit-hooksd (the installed helper itself is served in test_hooksd.py).
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+        listener.bind(str(sock))
+        listener.listen(4)
+        r = sshd_root.run("status")
+        assert f"helper:       ok   jit-hooksd at {sock} accepts connections" in r.stdout
+        assert r.returncode == rc_without
+    # The socket file of a helper that is gone: refused, the hooks fall back in-process.
+    r = sshd_root.run("status")
+    assert f"no jit-hooksd at {sock} (refuses connections (Connection refused)" in r.stdout
+    assert r.returncode == rc_without
