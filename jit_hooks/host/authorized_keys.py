@@ -12,15 +12,14 @@ approval" prints nothing and exits 0. Each run logs one line.
 
 from __future__ import annotations
 
-import sys
 import time
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import KeyParseError
 from jit_hooks.host import answers, connection
-from jit_hooks.host.client import HookClient, hard_deadline
+from jit_hooks.host.client import HookClient
 from jit_hooks.host.config import HostConfig
-from jit_hooks.host.hook import run
+from jit_hooks.host.hook import Invocation, run
 from jit_hooks.host.log import HookLog
 from jit_hooks.protocol import (
     FINGERPRINT_RE,
@@ -128,7 +127,7 @@ def _reuse(config: HostConfig, conn: str, login: str, offered: sshkeys.PublicKey
     return render(key, offered)
 
 
-def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
+def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: Invocation) -> int:
     if len(args) != 4:
         log.warning(decision="deny", reason="usage", usage=USAGE)
         return 2
@@ -139,7 +138,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
     except KeyParseError as e:
         log.warning(decision="deny", **fields, reason="bad_input", error=str(e))
         return 1
-    conn = connection.connection_id()
+    conn = inv.connection_id()
     fields["connection"] = conn
     if login in config.break_glass:
         # Break-glass keys come from the account's own AuthorizedKeysFile.
@@ -147,20 +146,20 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
         return 0
     reused = _reuse(config, conn, login, offered)
     if reused is not None:
-        sys.stdout.write(reused)
-        sys.stdout.flush()
+        inv.write(reused)
         log.info(decision="allow", **fields, reused="yes")
         return 0
     query = AuthorizedKeysQuery(
         login=login, fingerprint=fingerprint, key_type=key_type, key=offered.blob
     )
-    with hard_deadline(config.total_timeout + HARD_DEADLINE_MARGIN):
+    with inv.deadline(config.total_timeout + HARD_DEADLINE_MARGIN):
         answer = HookClient(config).request("POST", HOOK_AUTHORIZED_KEYS, query)
     now = int(time.time())
     text, outcome = respond(answer, offered, now)
     if text:
         # Without this record the account hook could not tell which key got
         # in, so failing to write it denies the key.
+        inv.check_live()  # the helper may have denied already (hard deadline)
         try:
             connection.purge_stale(config.state_dir)
             connection.record_accepted(
@@ -176,8 +175,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
         except OSError as e:
             log.warning(decision="deny", **fields, reason="state", error=e.strerror)
             return 1
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        inv.write(text)
     decision = outcome.pop("decision")
     if "options" in outcome:
         outcome["options"] = ",".join(outcome["options"]) or None
@@ -185,8 +183,8 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run(IDENT, _main, argv, user_message=False)
+def main(argv: list[str] | None = None, *, inv: Invocation | None = None) -> int:
+    return run(IDENT, _main, argv, user_message=False, inv=inv)
 
 
 if __name__ == "__main__":

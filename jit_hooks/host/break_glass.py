@@ -18,20 +18,36 @@ def is_break_glass(config: HostConfig, login: str) -> bool:
 
 
 def allow(
-    config: HostConfig, log: HookLog, *, login: str, rhost: str | None, conn: str | None, stage: str
+    config: HostConfig,
+    log: HookLog,
+    *,
+    login: str,
+    rhost: str | None,
+    conn: str | None,
+    stage: str,
+    inv=None,  # noqa: ANN001 - hook.Invocation (the resident helper's deadline); None: SIGALRM
 ) -> int:
     """Log the use at ALERT, try to report it to the service's audit, and allow (0)."""
     fields = {"login": login, "rhost": rhost, "connection": conn, "stage": stage}
     log.alert(decision="allow", reason="break_glass", **fields)
     budget = min(REPORT_BUDGET, config.total_timeout)
+
+    def unreported(error: str) -> int:
+        log.alert(event="break_glass_report", reported="no", error=error, **fields)
+        return 0
+
+    deadline = (
+        hard_deadline(budget + 0.5)
+        if inv is None
+        else inv.deadline(budget + 0.5, lambda: unreported("timeout"))
+    )
     try:
-        with hard_deadline(budget + 0.5):
+        with deadline:
             HookClient(config, budget=budget).break_glass(
                 BreakGlassQuery(login=login, rhost=rhost, connection=conn, stage=stage)
             )
     except (ServiceError, ConfigError) as e:
-        error = getattr(e, "reason", "config")
-        log.alert(event="break_glass_report", reported="no", error=error, **fields)
+        return unreported(getattr(e, "reason", "config"))
     else:
         log.info(event="break_glass_report", reported="yes", **fields)
     return 0

@@ -14,6 +14,7 @@ is the accepted key. Records older than RECORD_MAX_AGE are ignored and purged.
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import stat
@@ -86,7 +87,8 @@ def record_accepted(
         written_at=time.time() if now is None else now,
     )
     path = _record_path(state_dir, conn)
-    tmp = f"{path}.{os.getpid()}.tmp"
+    # pid and thread: the resident helper writes records from several threads.
+    tmp = f"{path}.{os.getpid()}.{_thread.get_ident()}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as f:

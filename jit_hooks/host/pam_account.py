@@ -11,73 +11,76 @@ stdout that pam_exec shows the ssh user.
 
 from __future__ import annotations
 
-from jit_hooks.host import break_glass, connection, pamenv
+from jit_hooks.host import break_glass, connection
 from jit_hooks.host.answers import sanitize
-from jit_hooks.host.client import HookClient, hard_deadline
+from jit_hooks.host.client import HookClient
 from jit_hooks.host.config import HostConfig
-from jit_hooks.host.hook import run
+from jit_hooks.host.hook import Invocation, run
 from jit_hooks.host.log import HookLog
 from jit_hooks.protocol import LOGIN_RE, AccountQuery, DecisionAnswer
 
 IDENT = "jit-pam-account"
 
 
-def pam_env() -> tuple[str, str | None, str | None, str | None]:
+def pam_env(inv: Invocation | None = None) -> tuple[str, str | None, str | None, str | None]:
     """PAM_USER, PAM_RHOST, PAM_SERVICE (sanitised) and PAM_TYPE as pam_exec passes them.
 
     Read through pamenv: a name the login user duplicated in the PAM environment
     (~/.pam_environment) must not win over pam_exec's own value.
     """
-    env = pamenv.pam_items("PAM_USER", "PAM_RHOST", "PAM_SERVICE", "PAM_TYPE")
+    inv = inv or Invocation.from_process()
+    env = inv.pam_items("PAM_USER", "PAM_RHOST", "PAM_SERVICE", "PAM_TYPE")
     login = env["PAM_USER"] or ""
     rhost = sanitize(env["PAM_RHOST"] or "", 253) or None
     service = sanitize(env["PAM_SERVICE"] or "", 64) or None
     return login, rhost, service, env["PAM_TYPE"]
 
 
-def deny(log: HookLog, fields: dict, reason: str, message: str) -> int:
+def deny(inv: Invocation, log: HookLog, fields: dict, reason: str, message: str) -> int:
     log.warning(decision="deny", **fields, reason=reason)
-    print(f"jit: access denied: {sanitize(message)}")
+    inv.write(f"jit: access denied: {sanitize(message)}\n")
     return 1
 
 
-def conclude(log: HookLog, fields: dict, answer: DecisionAnswer) -> int:
+def conclude(inv: Invocation, log: HookLog, fields: dict, answer: DecisionAnswer) -> int:
     """Exit status for the service's decision: 0 to allow, else deny with its reason."""
     fields["request"] = answer["request_id"]
     if answer["decision"] != "allow":
-        return deny(log, fields, "service_denied", answer["reason"] or "no active approval")
+        return deny(inv, log, fields, "service_denied", answer["reason"] or "no active approval")
     log.info(decision="allow", **fields, expires=answer["expires_at"])
     return 0
 
 
-def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
-    login, rhost, service, pam_type = pam_env()
+def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: Invocation) -> int:
+    login, rhost, service, pam_type = pam_env(inv)
     fields.update(login=sanitize(login, 32), rhost=rhost)
     if (pam_type or "account") != "account":
-        return deny(log, fields, "wrong_pam_type", "hook misconfigured")
+        return deny(inv, log, fields, "wrong_pam_type", "hook misconfigured")
     if not LOGIN_RE.match(login):
-        return deny(log, fields, "bad_login", "invalid login name")
-    conn = connection.connection_id()
+        return deny(inv, log, fields, "bad_login", "invalid login name")
+    conn = inv.connection_id()
     fields["connection"] = conn
     if break_glass.is_break_glass(config, login):
-        return break_glass.allow(config, log, login=login, rhost=rhost, conn=conn, stage="account")
+        return break_glass.allow(
+            config, log, login=login, rhost=rhost, conn=conn, stage="account", inv=inv
+        )
     record = connection.accepted_key(config.state_dir, conn)
     fingerprint = None
     if record is not None:
         if record["login"] != login:
-            return deny(log, fields, "key_record_mismatch", "login does not match the key")
+            return deny(inv, log, fields, "key_record_mismatch", "login does not match the key")
         fingerprint = record["fingerprint"]
     fields["fingerprint"] = fingerprint
     query = AccountQuery(
         login=login, rhost=rhost, service=service, connection=conn, fingerprint=fingerprint
     )
-    with hard_deadline(config.total_timeout + 0.5):
+    with inv.deadline(config.total_timeout + 0.5):
         answer = HookClient(config).account(query)
-    return conclude(log, fields, answer)
+    return conclude(inv, log, fields, answer)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run(IDENT, _main, argv, user_message=True)
+def main(argv: list[str] | None = None, *, inv: Invocation | None = None) -> int:
+    return run(IDENT, _main, argv, user_message=True, inv=inv)
 
 
 if __name__ == "__main__":

@@ -12,16 +12,15 @@ the end of the session and always exits 0.
 
 from __future__ import annotations
 
-import os
 from typing import Literal
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import JitError, KeyParseError
-from jit_hooks.host import break_glass, connection
+from jit_hooks.host import break_glass
 from jit_hooks.host.answers import sanitize
-from jit_hooks.host.client import HookClient, hard_deadline
+from jit_hooks.host.client import HookClient
 from jit_hooks.host.config import HostConfig
-from jit_hooks.host.hook import run
+from jit_hooks.host.hook import Invocation, run
 from jit_hooks.host.log import HookLog
 from jit_hooks.host.pam_account import conclude, deny, pam_env
 from jit_hooks.protocol import LOGIN_RE, SessionQuery
@@ -42,27 +41,29 @@ def auth_key(auth_info: str) -> sshkeys.PublicKey | None:
     return key
 
 
-def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> int:
-    login, rhost, _service, pam_type = pam_env()
+def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: Invocation) -> int:
+    login, rhost, _service, pam_type = pam_env(inv)
     event: Literal["open", "close"] | None = (
         "open" if pam_type == "open_session" else "close" if pam_type == "close_session" else None
     )
     fields.update(event=event, login=sanitize(login, 32), rhost=rhost)
     if event is None:
-        return deny(log, fields, "wrong_pam_type", "hook misconfigured")
+        return deny(inv, log, fields, "wrong_pam_type", "hook misconfigured")
     if not LOGIN_RE.match(login):
-        return deny(log, fields, "bad_login", "invalid login name")
-    conn = connection.connection_id()
+        return deny(inv, log, fields, "bad_login", "invalid login name")
+    conn = inv.connection_id()
     fields["connection"] = conn
     if break_glass.is_break_glass(config, login):
         if event == "close":
             log.alert(decision="close", **fields, reason="break_glass")
             return 0
-        return break_glass.allow(config, log, login=login, rhost=rhost, conn=conn, stage="session")
+        return break_glass.allow(
+            config, log, login=login, rhost=rhost, conn=conn, stage="session", inv=inv
+        )
     # SSH_AUTH_INFO_0 comes from the PAM environment, which pam_env user_readenv=1
     # lets the login user overwrite; pamenv can't tell, the order of the PAM file
     # does: `jit-hooks enable` runs this hook before pam_env (see wiring.py).
-    key = auth_key(os.environ.get("SSH_AUTH_INFO_0", ""))
+    key = auth_key(inv.getenv("SSH_AUTH_INFO_0") or "")
     fields["fingerprint"] = key.fingerprint if key else None
     query = SessionQuery(
         event=event,
@@ -75,21 +76,25 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict) -> in
     )
     if event == "close":
         # A session that ends can't be refused; report it, and never fail.
+        def unreported(error: object) -> int:
+            log.warning(decision="close", **fields, reported="no", error=error)
+            return 0
+
         try:
-            with hard_deadline(config.total_timeout + 0.5):
+            with inv.deadline(config.total_timeout + 0.5, lambda: unreported("timeout")):
                 HookClient(config).session(query)
         except JitError as e:
-            log.warning(decision="close", **fields, reported="no", error=getattr(e, "reason", e))
+            return unreported(getattr(e, "reason", e))
         else:
             log.info(decision="close", **fields, reported="yes")
         return 0
-    with hard_deadline(config.total_timeout + 0.5):
+    with inv.deadline(config.total_timeout + 0.5):
         answer = HookClient(config).session(query)
-    return conclude(log, fields, answer)
+    return conclude(inv, log, fields, answer)
 
 
-def main(argv: list[str] | None = None) -> int:
-    return run(IDENT, _main, argv, user_message=True)
+def main(argv: list[str] | None = None, *, inv: Invocation | None = None) -> int:
+    return run(IDENT, _main, argv, user_message=True, inv=inv)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ def initial_environ(path: str = ENVIRON) -> list[tuple[str, str]]:
     except OSError as e:
         # Fail closed: without it a duplicated name can't be told apart.
         raise JitError(f"cannot read {path}: {e.strerror}") from None
+    return parse_environ(raw)
+
+
+def parse_environ(raw: bytes) -> list[tuple[str, str]]:
+    """NAME=value entries of a /proc/PID/environ image (NUL-separated), in order."""
     out = []
     for entry in raw.split(b"\0"):
         name, sep, value = entry.partition(b"=")
@@ -52,3 +57,24 @@ def pam_items(*names: str) -> dict[str, str | None]:
         values = seen.get(name, [])
         out[name] = values[-1] if len(values) > 1 else os.environ.get(name)
     return out
+
+
+def last_values(entries: list[tuple[str, str]], names: tuple[str, ...]) -> dict[str, str | None]:
+    """``names`` from forwarded entries (the resident helper): the last of duplicates wins.
+
+    Same values as ``pam_items`` in the hook process: a name set once is what its
+    os.environ held; of a duplicate, pam_exec's own value is the last.
+    """
+    out: dict[str, str | None] = dict.fromkeys(names)
+    for name, value in entries:
+        if name in out:
+            out[name] = value
+    return out
+
+
+def first_value(entries: list[tuple[str, str]], name: str) -> str | None:
+    """``name`` as the hook process's os.environ holds it: CPython keeps the FIRST duplicate."""
+    for key, value in entries:
+        if key == name:
+            return value
+    return None
