@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import signal
 import socket
 import sys
@@ -64,7 +65,6 @@ class HookClient:
         self.budget = config.total_timeout if budget is None else budget
         self._clock = clock
         self.attempts: list[tuple[str, str]] = []  # (url, outcome) of the last call
-        self._context = None  # ssl.SSLContext, built on first https use
 
     # -- typed endpoints ------------------------------------------------------
 
@@ -118,18 +118,7 @@ class HookClient:
         raise error
 
     def _ssl_context(self):  # noqa: ANN202 - ssl.SSLContext; ssl is imported lazily
-        """The TLS context (system CAs or ca_file), built once; ConfigError if unusable."""
-        if self._context is None:
-            import ssl  # only https URLs pay for it
-
-            try:
-                self._context = ssl.create_default_context(cafile=self.config.ca_file)
-            except (OSError, ssl.SSLError) as e:
-                reason = getattr(e, "strerror", None) or "not a PEM certificate file"
-                raise ConfigError(
-                    f"cannot load CA file: {reason}", path=self.config.ca_file
-                ) from None
-        return self._context
+        return tls_context(self.config.ca_file)
 
     def _request_one(
         self, url: str, method: str, path: str, payload: bytes | None, token: str, deadline: float
@@ -142,8 +131,7 @@ class HookClient:
             "Authorization": f"Bearer {token}",
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
-            "Connection": "close",
-        }
+        }  # the transport adds Connection: close, or keep-alive in jit-hooksd
         if payload is not None:
             headers["Content-Type"] = "application/json"
         try:
@@ -169,6 +157,36 @@ class HookClient:
         except ValueError:
             raise BadResponse("bad_http", "invalid HTTP") from None
         return _parse_json(response)
+
+
+# One SSLContext per CA file version, shared by every client of the process:
+# building one costs milliseconds, and the pooled connections of
+# transport.enable_keepalive() are keyed by the context object, so clients sharing
+# it share connections. The key includes the file's identity (inode, size, mtime):
+# a CA file replaced on disk gets a new context, and new connections.
+_CONTEXTS: dict[tuple, object] = {}
+
+
+def tls_context(ca_file: str | None):  # noqa: ANN201 - ssl.SSLContext; ssl is imported lazily
+    """The TLS context for ``ca_file`` (system CAs if None); ConfigError if unusable."""
+    try:
+        st = os.stat(ca_file) if ca_file else None
+    except OSError:
+        st = None  # create_default_context below reports it
+    key = (ca_file, st and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    context = _CONTEXTS.get(key)
+    if context is None:
+        import ssl  # only https URLs pay for it
+
+        try:
+            context = ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as e:
+            reason = getattr(e, "strerror", None) or "not a PEM certificate file"
+            raise ConfigError(f"cannot load CA file: {reason}", path=ca_file) from None
+        if len(_CONTEXTS) >= 16:  # old versions of rotated CA files
+            _CONTEXTS.clear()
+        _CONTEXTS[key] = context
+    return context
 
 
 def _classify(e: OSError, hostname: str | None) -> ServiceUnreachable:

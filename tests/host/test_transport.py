@@ -119,3 +119,256 @@ def test_closed_without_answer():
 def test_header_injection_refused():
     with pytest.raises(ValueError):
         transport._request("GET", "/x", "h", 1, {"A": "b\r\nEvil: 1"}, None)
+
+
+# -- connection reuse (transport.enable_keepalive) -----------------------------------
+
+
+class ScriptServer:
+    """A keep-alive listener on 127.0.0.1 that counts the connections it accepts.
+
+    ``script(conn_no, req_no) -> (raw answer, then)`` decides each answer, where
+    ``then`` is "keep" (wait for the next request), "close" (FIN) or "reset" (RST).
+    """
+
+    def __init__(self, script):
+        self.script = script
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self._srv = socket.socket()
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(32)
+        self.port = self._srv.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def close(self):
+        self._srv.close()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self._srv.accept()
+            except OSError:
+                return
+            self.connections += 1  # only this thread writes it
+            threading.Thread(target=self._serve, args=(conn, self.connections - 1)).start()
+
+    def _serve(self, conn: socket.socket, conn_no: int):
+        conn.settimeout(5)
+        req_no = 0
+        try:
+            while True:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(4096)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, rest = data.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                while len(rest) < length:
+                    rest += conn.recv(4096)
+                self.requests.append(head)
+                raw, then = self.script(conn_no, req_no)
+                conn.sendall(raw)
+                req_no += 1
+                if then == "reset":
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+                    return
+                if then == "close":
+                    return
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+KEEP = OK_HEAD + b"Content-Length: 2\r\n\r\n{}"
+
+
+@pytest.fixture
+def keepalive():
+    transport.enable_keepalive()
+    yield
+    transport.disable_keepalive()
+
+
+@pytest.fixture
+def script_server():
+    servers = []
+
+    def make(script):
+        servers.append(ScriptServer(script))
+        return servers[-1]
+
+    yield make
+    for s in servers:
+        s.close()
+
+
+def get(port: int, budget: float = 5.0) -> transport.Response:
+    return transport.exchange(
+        host="127.0.0.1", port=port, method="GET", target="/x", headers={}, body=None,
+        connect_timeout=2, deadline=time.monotonic() + budget, clock=time.monotonic,
+        max_body=1000,
+    )  # fmt: skip
+
+
+def test_keepalive_reuses_one_connection(keepalive, script_server):
+    srv = script_server(lambda c, r: (KEEP, "keep"))
+    assert [get(srv.port).body for _ in range(5)] == [b"{}"] * 5
+    assert srv.connections == 1
+    assert all(b"\r\nConnection: keep-alive" in head for head in srv.requests)
+    assert transport.keepalive_stats() == {"opened": 1, "reused": 4, "retried": 0, "idle": 1}
+
+
+def test_disabled_is_one_connection_per_call(script_server):
+    srv = script_server(lambda c, r: (KEEP, "keep"))
+    for _ in range(3):
+        assert get(srv.port).body == b"{}"
+    assert srv.connections == 3
+    assert all(head.count(b"Connection:") == 1 for head in srv.requests)
+    assert all(b"\r\nConnection: close" in head for head in srv.requests)
+    assert transport.keepalive_stats() is None
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        OK_HEAD + b"Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+        OK_HEAD + b"Content-Length: 2\r\nConnection: Keep-Alive, Close\r\n\r\n{}",
+        OK_HEAD + b"\r\n{}",  # no Content-Length: the body ends at the close
+        b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+        OK_HEAD + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        b"HTTP/1.1 404 X\r\nContent-Length: 2\r\n\r\n{}",  # body not read: not consumed
+        KEEP + b"extra",  # bytes past the answer
+    ],
+    ids=["close", "close-token", "no-length", "http10", "te-and-cl", "non-200", "extra"],
+)
+def test_answers_that_are_not_reused(keepalive, script_server, raw):
+    srv = script_server(lambda c, r: (raw, "close"))  # the server closes too, as it should
+    for _ in range(3):
+        get(srv.port)
+    assert srv.connections == 3
+    assert transport.keepalive_stats()["idle"] == 0
+
+
+def test_chunked_answer_is_reused(keepalive, script_server):
+    chunked = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    srv = script_server(lambda c, r: (chunked, "keep"))
+    assert [get(srv.port).body for _ in range(3)] == [b"{}"] * 3
+    assert srv.connections == 1
+
+
+@pytest.mark.parametrize("then", ["close", "reset"])
+def test_stale_reused_connection_is_retried_once_on_a_fresh_one(keepalive, script_server, then):
+    # The first connection answers once, then drops the next request unanswered:
+    # what a server closing an idle connection looks like to the client.
+    srv = script_server(lambda c, r: (b"", then) if (c, r) == (0, 1) else (KEEP, "keep"))
+    assert get(srv.port).body == b"{}"
+    assert get(srv.port).body == b"{}"
+    assert srv.connections == 2
+    assert transport.keepalive_stats()["retried"] == 1
+
+
+def test_server_closing_idle_connection_is_transparent(keepalive, script_server):
+    srv = script_server(lambda c, r: (KEEP, "close"))  # keep-alive promised, closed anyway
+    assert [get(srv.port).body for _ in range(3)] == [b"{}"] * 3
+    assert srv.connections == 3
+
+
+def test_no_retry_after_a_byte_of_the_answer(keepalive, script_server):
+    srv = script_server(lambda c, r: (b"HTTP/1.1 2", "close") if r == 1 else (KEEP, "keep"))
+    get(srv.port)
+    with pytest.raises(BadResponse):
+        get(srv.port)
+    assert srv.connections == 1
+    assert transport.keepalive_stats()["retried"] == 0
+
+
+def test_no_retry_on_a_fresh_connection(keepalive, script_server):
+    srv = script_server(lambda c, r: (b"", "close"))
+    with pytest.raises(ServiceUnreachable, match="bad_http"):
+        get(srv.port)
+    assert srv.connections == 1
+
+
+def test_no_retry_when_a_reused_connection_times_out(keepalive, script_server):
+    hang = threading.Event()
+
+    def script(c, r):
+        if r == 1:
+            hang.wait(10)  # answers nothing until the test is over
+        return KEEP, "keep"
+
+    srv = script_server(script)
+    get(srv.port)
+    with pytest.raises(TimeoutError):
+        get(srv.port, budget=0.3)
+    hang.set()
+    assert srv.connections == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        OK_HEAD + b"Content-Length: 1001\r\n\r\n",
+        OK_HEAD + b"Content-Length: 5\r\n\r\n{}",  # then the server closes: short body
+        OK_HEAD + b"Bad Header\r\nContent-Length: 2\r\n\r\n{}",
+    ],
+    ids=["oversize", "short", "malformed"],
+)
+def test_connection_closed_after_a_bad_answer(keepalive, script_server, bad):
+    srv = script_server(lambda c, r: (bad, "close") if r == 1 else (KEEP, "keep"))
+    get(srv.port)
+    with pytest.raises(BadResponse):
+        get(srv.port)
+    assert get(srv.port).body == b"{}"  # a new connection: the bad one was not pooled
+    assert srv.connections == 2
+
+
+def test_idle_connections_expire(script_server):
+    transport.enable_keepalive(idle_seconds=0.05)
+    try:
+        srv = script_server(lambda c, r: (KEEP, "keep"))
+        get(srv.port)
+        time.sleep(0.1)
+        get(srv.port)
+        assert srv.connections == 2
+    finally:
+        transport.disable_keepalive()
+
+
+def test_pool_keeps_at_most_max_idle_per_origin(script_server):
+    transport.enable_keepalive(max_idle_per_origin=2)
+    try:
+        srv = script_server(lambda c, r: (KEEP, "keep"))
+        barrier = threading.Barrier(5)
+        errors = []
+
+        def call():
+            barrier.wait()
+            try:
+                get(srv.port)
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=call) for _ in range(5)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert transport.keepalive_stats()["idle"] <= 2
+    finally:
+        transport.disable_keepalive()
+
+
+@pytest.mark.parametrize("args", [(0, 4.0), (8, 0), (8, -1.0)])
+def test_enable_keepalive_refuses_bad_settings(args):
+    with pytest.raises(ValueError):
+        transport.enable_keepalive(*args)
+    assert transport.keepalive_stats() is None
