@@ -10,6 +10,8 @@ TOKEN_PATH = "/etc/jit-hooks/host-token"
 # Connection -> accepted key records; created by systemd-tmpfiles (0700 jit-hooks).
 STATE_DIR = "/run/jit-hooks"
 SYSLOG_SOCKET = "/dev/log"
+# The resident helper jit-hooksd (daemon.py), which the hook wrappers ask first.
+HOOKSD_SOCKET = "/run/jit-hooks/hooksd.sock"
 
 # Installed entry points (tiny `python3 -I` wrappers, see docs/host.md).
 AUTHORIZED_KEYS_COMMAND = "/usr/bin/jit-authorized-keys"

@@ -57,3 +57,42 @@ def test_entry_point_usage_smoke(tmp_path):
         )
         assert r.returncode == 1, hook
         assert "reason=config" in r.stderr
+
+
+def test_thin_client_fast_path_imports_only_socket(tmp_path):
+    """The wrappers' fast path (thin.main against a live helper) loads nothing but
+    ``_socket`` and the thin module itself on top of a bare ``python3 -IS``.
+
+    The helper here is the real daemon, run as this user (which may then ask for
+    the AKC), with a config whose service port is closed: it answers a deny.
+    """
+    from tests.utils.hooksd import HooksDaemon
+
+    token = tmp_path / "token"
+    token.write_text("jith_" + "t" * 43 + "\n")
+    (tmp_path / "state").mkdir(mode=0o700)
+    config = tmp_path / "c.toml"
+    config.write_text(
+        f'[service]\nurls = ["http://127.0.0.1:9"]\ntoken_file = "{token}"\n'
+        f'[state]\ndir = "{tmp_path / "state"}"\n[log]\nsyslog_socket = "{tmp_path / "nolog"}"\n'
+    )
+    sock = tmp_path / "h.sock"
+    python = "/usr/bin/python3"
+    bare = subprocess.run(
+        [python, "-IS", "-c", "import sys; print(' '.join(sorted(sys.modules)))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    code = (
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from jit_hooks.host import thin; "
+        f"rc = thin.main('authorized-keys', {str(sock)!r}); "
+        "print(' '.join(sorted(sys.modules)), file=sys.stderr); raise SystemExit(rc)"
+    )
+    args = ["--config", str(config), "deploy", "SHA256:" + "A" * 43, "ssh-ed25519", "AAAA"]
+    with HooksDaemon(ROOT, sock, log_path=tmp_path / "d.log") as daemon:
+        r = subprocess.run([python, "-IS", "-c", code, *args], capture_output=True, text=True)
+        helper_log = daemon.log_text()
+    assert r.returncode == 1 and r.stdout == ""
+    # The daemon ran the hook (its line, to stderr here: no syslog socket).
+    assert "reason=bad_input" in helper_log and "via=hooksd" in helper_log
+    extra = set(r.stderr.split()) - set(bare)
+    assert extra == {"_socket", "jit_hooks", "jit_hooks.host", "jit_hooks.host.thin"}

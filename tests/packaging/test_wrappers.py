@@ -27,7 +27,11 @@ def test_wrapper_imports_the_hook_main(name, module):
     assert text.startswith("#!/usr/bin/python3 -IS\n")
     assert 'sys.path.append("/usr/lib/python3/dist-packages")' in text
     assert path.stat().st_mode & 0o777 == 0o755
-    assert re.findall(r"^from (\S+) import main$", text, re.M) == [module]
+    # A thin client of jit-hooksd, falling back to the hook module itself (host/thin.py).
+    assert re.findall(r"^from (\S+) import main$", text, re.M) == ["jit_hooks.host.thin"]
+    mode = name.removeprefix("jit-")
+    assert f'main("{mode}", "/run/jit-hooks/hooksd.sock")' in text
+    assert importlib.import_module("jit_hooks.host.thin").MODES[mode] == module
     assert "importlib" not in text and "pkg_resources" not in text
     assert callable(importlib.import_module(module).main)
 

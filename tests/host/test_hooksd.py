@@ -1,0 +1,437 @@
+"""jit-hooksd (host/daemon.py) driven by the real thin client (host/thin.py), real service.
+
+The daemon runs as the AKC user (jit-hooks) on a socket in a temp dir, as it runs
+on a host; each hook is a ``python3 -IS`` wrapper process like the packaged ones.
+Every answer is compared byte for byte with the same hook run in-process (the
+wrapper's fallback when no helper listens), and the daemon's log lines must be
+the in-process lines plus ``via=hooksd``.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from jit_hooks.host import paths, thin
+from tests.utils.hooksd import HooksDaemon, wrapper_text
+from tests.utils.keys import make_key
+from tests.utils.seed import basic_world
+from tests.utils.service import start_service
+from tests.utils.sshd import ensure_hook_user
+from tests.utils.syslog_sink import SyslogSink
+
+REPO = str(Path(__file__).resolve().parent.parent.parent)
+MODES = ("authorized-keys", "pam-account", "pam-session")
+IDENTS = {m: "jit-" + m for m in MODES}
+DENIAL = b"jit: access denied: approval service unavailable or host misconfigured\n"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv, jit-hooks user)")
+
+
+class Env:
+    """A host's worth of files in a 0755 temp dir, a real service, a real daemon."""
+
+    def __init__(self, root: Path, svc, world, stranger):
+        self.root, self.svc, self.world, self.stranger = root, svc, world, stranger
+        self.sink = SyslogSink(root / "log.sock")
+        ensure_hook_user()
+        hook = pwd.getpwnam(paths.HOOK_USER)
+        self.token = root / "host-token"
+        self.token.write_text(world.host_tokens["web1"] + "\n")
+        os.chown(self.token, 0, hook.pw_gid)
+        os.chmod(self.token, 0o640)
+        self.state = root / "state"
+        self.state.mkdir(mode=0o700)
+        os.chown(self.state, hook.pw_uid, hook.pw_gid)
+        self.config = self.write_config("jit-hooks.toml", [svc.url])
+        run_dir = root / "run"  # like /run/jit-hooks: the daemon's own directory
+        run_dir.mkdir(mode=0o755)
+        os.chown(run_dir, hook.pw_uid, hook.pw_gid)
+        self.socket = str(run_dir / "hooksd.sock")
+        for name, sock in (("bin", self.socket), ("fallback", str(root / "missing.sock"))):
+            (root / name).mkdir(mode=0o755)
+            for mode in MODES:
+                path = root / name / mode
+                path.write_text(wrapper_text(REPO, mode, sock))
+                os.chmod(path, 0o755)
+        self.daemon = HooksDaemon(
+            REPO, self.socket, user=paths.HOOK_USER, syslog_socket=self.sink.path,
+            log_path=root / "hooksd.log",
+        ).start()  # fmt: skip
+
+    def write_config(self, name: str, urls: list[str], total: float = 5.0) -> str:
+        path = self.root / name
+        url_list = ", ".join(f'"{u}"' for u in urls)
+        path.write_text(
+            f'[service]\nurls = [{url_list}]\ntoken_file = "{self.token}"\n'
+            f"connect_timeout = 2.0\ntotal_timeout = {total}\n"
+            f'[host]\nname = "web1"\n[break_glass]\naccounts = ["breakglass"]\n'
+            f'[state]\ndir = "{self.state}"\n[log]\nsyslog_socket = "{self.sink.path}"\n'
+        )
+        os.chmod(path, 0o644)
+        return str(path)
+
+    def run(
+        self,
+        mode: str,
+        *args: str,
+        pam: dict | None = None,
+        fallback: bool = False,
+        wrapper: str | None = None,
+        user: str | None = None,
+        config: str | None = None,
+    ) -> subprocess.CompletedProcess:
+        cmd = [wrapper or str(self.root / ("fallback" if fallback else "bin") / mode)]
+        cmd += ["--config", config or self.config, *args]
+        if user:
+            pw = pwd.getpwnam(user)
+            ids = [f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups"]
+            cmd = ["setpriv", *ids, "--", *cmd]
+        return subprocess.run(cmd, env=pam or {}, capture_output=True, timeout=60)
+
+    def akc_args(self, key) -> tuple[str, ...]:
+        return ("deploy", key.fingerprint, key.key_type, key.blob)
+
+    def clear_state(self) -> None:
+        for entry in self.state.iterdir():
+            entry.unlink()
+
+    def lines(self, ident: str, count: int, timeout: float = 10) -> list[str]:
+        deadline = time.monotonic() + timeout
+        while len(self.sink.messages(ident)) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.05)  # nothing more should come
+        return self.sink.messages(ident)
+
+    def close(self) -> None:
+        self.daemon.stop()
+        self.sink.close()
+
+
+def pam_env(pam_type: str, user: str = "deploy", auth_info: str | None = None) -> dict:
+    env = {"PAM_TYPE": pam_type, "PAM_USER": user, "PAM_RHOST": "127.0.0.1", "PAM_SERVICE": "sshd"}
+    if auth_info:
+        env["SSH_AUTH_INFO_0"] = auth_info
+    return env
+
+
+@pytest.fixture(scope="module")
+def env():
+    root = Path(tempfile.mkdtemp(prefix="jhd", dir="/tmp"))  # short: unix socket paths
+    os.chmod(root, 0o755)
+    svc = start_service(root / "server")
+    e = None
+    try:
+        world = basic_world(svc, root)
+        stranger = make_key(root, "stranger")  # registered nowhere
+        e = Env(root, svc, world, stranger)
+        yield e
+    finally:
+        if e:
+            e.close()
+        svc.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def host(env):
+    if env.daemon.proc.poll() is not None:  # a test stopped it: a fresh one
+        env.daemon.start()
+        env.sink.wait_for("event=start", "jit-hooksd")
+    env.clear_state()
+    env.sink.clear()
+    return env
+
+
+def via_daemon_and_in_process(host, mode, *args, pam=None, before=None):
+    """Run a hook through the daemon and in-process; both answers and log lines."""
+    results = []
+    for fallback in (False, True):
+        if before:
+            before()
+        host.sink.clear()
+        r = host.run(mode, *args, pam=pam, fallback=fallback)
+        results.append((r, host.lines(IDENTS[mode], 1)))
+    (d, d_lines), (p, p_lines) = results
+    assert d_lines and p_lines
+    assert all(line.endswith(" via=hooksd") for line in d_lines)
+    assert not any("via=" in line for line in p_lines)
+    return d, p, d_lines, p_lines
+
+
+def assert_same(d, p, d_lines, p_lines):
+    assert (d.returncode, d.stdout) == (p.returncode, p.stdout)
+    assert [line.removesuffix(" via=hooksd") for line in d_lines] == p_lines
+
+
+def test_authorized_keys_allow_and_deny_match_the_in_process_hook(host):
+    alice = host.world.keys["alice"]
+    d, p, dl, pl = via_daemon_and_in_process(
+        host, "authorized-keys", *host.akc_args(alice), before=host.clear_state
+    )
+    assert d.returncode == 0 and d.stdout.startswith(b'expiry-time="')
+    assert d.stdout.endswith(f" {alice.key_type} {alice.blob} jit-request-1\n".encode())
+    assert_same(d, p, dl, pl)
+    assert "decision=allow" in dl[0]
+    # The daemon (as jit-hooks) writes the connection record the account hook reads.
+    host.clear_state()
+    assert host.run("authorized-keys", *host.akc_args(alice)).stdout == d.stdout
+    [record] = list(host.state.iterdir())
+    assert record.stat().st_uid == pwd.getpwnam(paths.HOOK_USER).pw_uid
+
+    d, p, dl, pl = via_daemon_and_in_process(host, "authorized-keys", *host.akc_args(host.stranger))
+    assert (d.returncode, d.stdout) == (0, b"")
+    assert_same(d, p, dl, pl)
+    assert "reason=no_approval" in dl[0]
+
+
+def test_pam_account_allow_and_deny_match(host):
+    alice = host.world.keys["alice"]
+
+    def record():  # what sshd's AKC run leaves for this connection
+        host.clear_state()
+        host.run("authorized-keys", *host.akc_args(alice))
+
+    d, p, dl, pl = via_daemon_and_in_process(
+        host, "pam-account", pam=pam_env("account"), before=record
+    )
+    assert (d.returncode, d.stdout) == (0, b"")
+    assert_same(d, p, dl, pl)
+    assert "decision=allow" in dl[0] and alice.fingerprint in dl[0]
+
+    d, p, dl, pl = via_daemon_and_in_process(
+        host, "pam-account", pam=pam_env("account", user="nobody"), before=host.clear_state
+    )
+    assert d.returncode == 1 and d.stdout.startswith(b"jit: access denied: ")
+    assert_same(d, p, dl, pl)
+
+
+def test_pam_session_open_and_close_match(host):
+    alice = host.world.keys["alice"]
+    info = f"publickey {alice.key_type} {alice.blob}"
+    d, p, dl, pl = via_daemon_and_in_process(
+        host, "pam-session", pam=pam_env("open_session", auth_info=info)
+    )
+    assert (d.returncode, d.stdout) == (0, b"")
+    assert_same(d, p, dl, pl)
+    d, p, dl, pl = via_daemon_and_in_process(
+        host, "pam-session", pam=pam_env("close_session", auth_info=info)
+    )
+    assert d.returncode == 0 and "reported=yes" in dl[0]
+    assert_same(d, p, dl, pl)
+    # A key nobody approved: the session is refused, with the user's line.
+    info = f"publickey {host.stranger.key_type} {host.stranger.blob}"
+    d, p, dl, pl = via_daemon_and_in_process(
+        host, "pam-session", pam=pam_env("open_session", auth_info=info)
+    )
+    assert d.returncode == 1 and d.stdout.startswith(b"jit: access denied: ")
+    assert_same(d, p, dl, pl)
+
+
+def test_duplicated_pam_items_last_wins_through_the_daemon(host):
+    """The client forwards its raw environ; pam_exec's own (last) PAM_TYPE wins."""
+    wrapper = str(host.root / "bin" / "pam-account")
+    # An environment with PAM_TYPE twice: os.execve takes a mapping, so call execve(2).
+    raw = [b"PAM_TYPE=account", b"PAM_USER=deploy", b"PAM_RHOST=127.0.0.1", b"PAM_TYPE=session"]
+    script = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        f"args = [{wrapper!r}.encode(), b'--config', {host.config!r}.encode()]\n"
+        f"envs = {raw!r}\n"
+        "argv = (ctypes.c_char_p * (len(args) + 1))(*args, None)\n"
+        "envp = (ctypes.c_char_p * (len(envs) + 1))(*envs, None)\n"
+        "libc.execve(args[0], argv, envp)\n"
+        "sys.exit(99)\n"
+    )
+    r = subprocess.run(["/usr/bin/python3", "-I", "-c", script], capture_output=True, timeout=60)
+    # PAM_TYPE=session (the last) is not "account": the account hook refuses to run.
+    assert r.returncode == 1, r.stderr
+    line = host.sink.wait_for("reason=wrong_pam_type", IDENTS["pam-account"])
+    assert line.endswith("via=hooksd")
+
+
+def test_peer_credentials(host):
+    """Root: every hook; the AKC user: the AKC only; anyone else: refused and logged.
+
+    The socket is 0600 (jit-hooks), so other users can't even connect (their wrapper
+    falls back to the in-process hook, which can't read the token). To test the
+    daemon's own check as well, this test opens the socket to everyone.
+    """
+    os.chmod(host.socket, 0o666)
+    try:
+        alice = host.world.keys["alice"]
+        r = host.run("authorized-keys", *host.akc_args(alice), user=paths.HOOK_USER)
+        assert r.returncode == 0 and r.stdout.endswith(f"{alice.blob} jit-request-1\n".encode())
+        assert host.lines(IDENTS["authorized-keys"], 1)[0].endswith("via=hooksd")
+
+        r = host.run("pam-account", pam=pam_env("account"), user=paths.HOOK_USER)
+        assert (r.returncode, r.stdout) == (1, b"")
+        uid = pwd.getpwnam(paths.HOOK_USER).pw_uid
+        host.sink.wait_for(rf"reason=peer_not_allowed .*peer_uid={uid}", "jit-hooksd")
+
+        for mode, pam in (("pam-session", pam_env("open_session")), ("authorized-keys", None)):
+            args = () if pam else host.akc_args(alice)
+            r = host.run(mode, *args, pam=pam, user="nobody")
+            assert (r.returncode, r.stdout) == (1, b"")
+        nobody = pwd.getpwnam("nobody").pw_uid
+        lines = host.sink.messages("jit-hooksd")
+        assert sum(f"peer_uid={nobody}" in line for line in lines) == 2
+        # No hook ran for the refused peers.
+        assert host.sink.messages(IDENTS["pam-session"]) == []
+        assert host.sink.messages(IDENTS["pam-account"]) == []
+    finally:
+        os.chmod(host.socket, 0o600)
+
+
+def raw_exchange(path: str, data: bytes) -> bytes:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(path)
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        return out
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", "request_garbled"),
+        (thin.REQUEST_MAGIC + (thin.MAX_REQUEST + 1).to_bytes(4, "big"), "request_oversize"),
+        (thin.REQUEST_MAGIC + (100).to_bytes(4, "big") + b"short", "request_truncated"),
+        (thin.REQUEST_MAGIC + (8).to_bytes(4, "big") + (99).to_bytes(4, "big") + b"abcd",
+         "request_garbled"),
+        (thin.encode_request("rm-rf", [], b""), "request_bad_mode"),
+    ],
+)  # fmt: skip
+def test_bad_requests_are_refused_and_the_daemon_keeps_serving(host, data, reason):
+    assert thin.decode_answer(raw_exchange(host.socket, data)) == (1, b"")
+    host.sink.wait_for(f"decision=deny reason={reason}", "jit-hooksd")
+    alice = host.world.keys["alice"]
+    r = host.run("authorized-keys", *host.akc_args(alice))
+    assert r.returncode == 0 and alice.blob.encode() in r.stdout
+
+
+class FakeHelper:
+    """Fault injection: a socket that answers like a broken helper (can't be produced
+    with the real daemon, whose answers are always well-formed)."""
+
+    def __init__(self, path: str, answer: bytes | None):
+        self.path, self.answer = path, answer
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(path)
+        self.sock.listen(4)
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        conn, _ = self.sock.accept()
+        with conn:
+            conn.recv(65536)
+            if self.answer is not None:
+                conn.sendall(self.answer)
+
+    def close(self) -> None:
+        self.sock.close()
+        os.unlink(self.path)
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        (None, "bad_answer_header"),  # closed without a word
+        (b"HTTP/1.1 200 OK\r\n\r\n", "bad_answer_header"),
+        (thin.ANSWER_MAGIC + bytes([7]) + (0).to_bytes(4, "big"), "bad_status"),
+        (thin.encode_answer(0, b"ssh-ed25519 AAAA x\n")[:-3], "bad_answer_length"),
+        (thin.encode_answer(0, b"ssh-ed25519 AAAA x\n") + b"extra", "bad_answer_length"),
+    ],
+)
+@pytest.mark.parametrize("mode", ["authorized-keys", "pam-account"])
+def test_a_broken_helper_answer_denies(host, answer, error, mode):
+    path = str(host.root / "fake.sock")
+    wrapper = host.root / "fake-wrapper"
+    wrapper.write_text(wrapper_text(REPO, mode, path))
+    os.chmod(wrapper, 0o755)
+    fake = FakeHelper(path, answer)
+    try:
+        args = () if mode == "pam-account" else host.akc_args(host.world.keys["alice"])
+        r = host.run(mode, *args, pam=pam_env("account"), wrapper=str(wrapper))
+    finally:
+        fake.close()
+    assert r.returncode == 1
+    assert r.stdout == (DENIAL if mode == "pam-account" else b"")
+    line = host.sink.wait_for("decision=deny reason=hooksd", IDENTS[mode])
+    assert f"error={error}" in line
+
+
+def test_daemon_killed_mid_request_denies(host, tmp_path):
+    """The service hangs, the daemon dies while the client waits: the client denies."""
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(8)  # accepts (backlog) and never answers
+    config = host.write_config("hang.toml", [f"http://127.0.0.1:{hang.getsockname()[1]}"], 20)
+    try:
+        proc = subprocess.Popen(
+            [str(host.root / "bin" / "pam-account"), "--config", config],
+            env=pam_env("account"),
+            stdout=subprocess.PIPE,
+        )
+        time.sleep(1.0)  # the request is in the daemon, waiting on the service
+        assert proc.poll() is None
+        host.daemon.proc.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        hang.close()
+    assert proc.returncode == 1 and out == DENIAL
+    assert "error=bad_answer_header" in host.sink.wait_for("reason=hooksd", IDENTS["pam-account"])
+
+
+def test_no_helper_falls_back_to_the_in_process_hook(host):
+    alice = host.world.keys["alice"]
+    r = host.run("authorized-keys", *host.akc_args(alice), fallback=True)
+    assert r.returncode == 0 and alice.blob.encode() in r.stdout
+    [line] = host.lines(IDENTS["authorized-keys"], 1)
+    assert "decision=allow" in line and "via=" not in line
+    assert host.sink.messages("jit-hooksd") == []
+
+
+def test_sigterm_stops_the_daemon_and_removes_its_socket(host):
+    assert host.daemon.stop() == 0
+    assert not os.path.exists(host.socket)
+    host.sink.wait_for("event=stop", "jit-hooksd")
+
+
+def test_fifty_parallel_clients_all_get_the_right_answer(host):
+    alice, stranger = host.world.keys["alice"], host.stranger
+
+    def one(i: int):
+        key = alice if i % 2 == 0 else stranger
+        return key, host.run("authorized-keys", *host.akc_args(key))
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        results = list(pool.map(one, range(50)))
+    for key, r in results:
+        assert r.returncode == 0, r.stderr
+        if key is alice:
+            assert r.stdout.endswith(f" {alice.blob} jit-request-1\n".encode())
+        else:
+            assert r.stdout == b""
+    lines = host.lines(IDENTS["authorized-keys"], 50)
+    assert len(lines) == 50 and all(line.endswith("via=hooksd") for line in lines)
+
+
+def test_thin_timeout_is_the_longest_budget_plus_one():
+    assert thin.TIMEOUT == paths.MAX_TIMEOUT + 1
