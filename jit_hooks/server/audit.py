@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
+from jit_hooks.server.sql import Prepared
 from jit_hooks.server.tables import audit_events, audit_head
 
 GENESIS = "0" * 64
@@ -44,6 +45,28 @@ def event_hash(
     return hashlib.sha256(body.encode()).hexdigest()
 
 
+# The append's three statements, prepared once (jit_hooks/server/sql.py): every
+# hook call appends an event. FOR UPDATE serialises appends on PostgreSQL;
+# SQLite already holds the write lock (BEGIN IMMEDIATE) and omits the clause.
+_HEAD = Prepared(select(audit_head.c.last_id, audit_head.c.hash).with_for_update())
+_INSERT = Prepared(
+    audit_events.insert().values(
+        {
+            c: bindparam(c)
+            for c in ("id", "at", "kind", "actor", "host", "data", "prev_hash", "hash")
+        }
+    )
+)
+_MOVE_HEAD = Prepared(
+    audit_head.update()
+    .where(audit_head.c.id == 1)
+    .values(last_id=bindparam("new_id"), hash=bindparam("digest"))
+)
+_NEW_HEAD = Prepared(
+    audit_head.insert().values(id=1, last_id=bindparam("new_id"), hash=bindparam("digest"))
+)
+
+
 def append(
     conn: Connection,
     *,
@@ -54,33 +77,25 @@ def append(
     data: dict | None = None,
 ) -> int:
     """Append one event inside the caller's (write) transaction; return its id."""
-    # FOR UPDATE serialises appends on PostgreSQL; SQLite already holds the
-    # write lock (BEGIN IMMEDIATE) and the clause is omitted there.
-    head = conn.execute(select(audit_head.c.last_id, audit_head.c.hash).with_for_update()).first()
+    head = _HEAD.first(conn)
     prev_id, prev_hash = (head.last_id, head.hash) if head else (0, GENESIS)
     new_id = prev_id + 1
     text = canonical(data or {})
     digest = event_hash(
         id=new_id, at=at, kind=kind, actor=actor, host=host, data=text, prev_hash=prev_hash
     )
-    conn.execute(
-        audit_events.insert().values(
-            id=new_id,
-            at=at,
-            kind=kind,
-            actor=actor,
-            host=host,
-            data=text,
-            prev_hash=prev_hash,
-            hash=digest,
-        )
+    _INSERT.execute(
+        conn,
+        id=new_id,
+        at=at,
+        kind=kind,
+        actor=actor,
+        host=host,
+        data=text,
+        prev_hash=prev_hash,
+        hash=digest,
     )
-    if head:
-        conn.execute(
-            audit_head.update().where(audit_head.c.id == 1).values(last_id=new_id, hash=digest)
-        )
-    else:
-        conn.execute(audit_head.insert().values(id=1, last_id=new_id, hash=digest))
+    (_MOVE_HEAD if head else _NEW_HEAD).execute(conn, new_id=new_id, digest=digest)
     return new_id
 
 

@@ -7,9 +7,10 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 
 from jit_hooks.server.errors import Forbidden, Unauthorized
+from jit_hooks.server.sql import Prepared
 from jit_hooks.server.tables import hosts, tokens, users
 
 USER_PREFIX = "jitu_"
@@ -47,31 +48,35 @@ class HostPrincipal:
     name: str
 
 
+# One indexed lookup (tokens.token_hash is unique) joined to the owner.
+_BY_HASH = Prepared(
+    select(
+        tokens.c.id.label("tid"),
+        tokens.c.last_used_at,
+        tokens.c.token_hash,
+        tokens.c.kind,
+        tokens.c.revoked_at,
+        users.c.id.label("uid"),
+        users.c.name.label("uname"),
+        users.c.roles,
+        users.c.disabled,
+        hosts.c.id.label("hid"),
+        hosts.c.name.label("hname"),
+        hosts.c.removed,
+    )
+    .select_from(
+        tokens.outerjoin(users, users.c.id == tokens.c.user_id).outerjoin(
+            hosts, hosts.c.id == tokens.c.host_id
+        )
+    )
+    .where(tokens.c.token_hash == bindparam("digest"))
+)
+
+
 def authenticate(conn: Connection, token: str) -> UserPrincipal | HostPrincipal:
     """Resolve a token to its (enabled) user or (present) host; Unauthorized otherwise."""
     digest = token_hash(token)
-    row = conn.execute(
-        select(
-            tokens.c.id.label("tid"),
-            tokens.c.last_used_at,
-            tokens.c.token_hash,
-            tokens.c.kind,
-            tokens.c.revoked_at,
-            users.c.id.label("uid"),
-            users.c.name.label("uname"),
-            users.c.roles,
-            users.c.disabled,
-            hosts.c.id.label("hid"),
-            hosts.c.name.label("hname"),
-            hosts.c.removed,
-        )
-        .select_from(
-            tokens.outerjoin(users, users.c.id == tokens.c.user_id).outerjoin(
-                hosts, hosts.c.id == tokens.c.host_id
-            )
-        )
-        .where(tokens.c.token_hash == digest)
-    ).first()
+    row = _BY_HASH.first(conn, digest=digest)
     # The lookup is by hash; compare again in constant time all the same.
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
         raise Unauthorized("unknown or revoked token")

@@ -62,7 +62,9 @@ def _token(creds: HTTPAuthorizationCredentials | None) -> str:
     return creds.credentials
 
 
-def get_context(request: Request) -> Context:
+async def get_context(request: Request) -> Context:
+    # async: FastAPI runs a plain ``def`` dependency in the thread pool, a thread
+    # hand-off per request just to read an attribute.
     return request.app.state.ctx
 
 

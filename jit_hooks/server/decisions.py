@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, select
+from sqlalchemy import Connection, and_, bindparam, case, select
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import KeyParseError
 from jit_hooks.server import audit
 from jit_hooks.server.auth import HostPrincipal
+from jit_hooks.server.sql import Prepared
 from jit_hooks.server.tables import keys, request_hosts, requests, sessions, users
 
 MAX_REASON = 200
@@ -26,10 +27,12 @@ def short_reason(text: str) -> str:
     return clean[:MAX_REASON]
 
 
-def _active(host_id: int, login: str, now: int):  # noqa: ANN202
+def _active():  # noqa: ANN202
+    """An approval of host ``:host_id`` and login ``:login`` that covers ``:now``."""
+    now = bindparam("now")
     return and_(
-        request_hosts.c.host_id == host_id,
-        requests.c.login == login,
+        request_hosts.c.host_id == bindparam("host_id"),
+        requests.c.login == bindparam("login"),
         requests.c.state == "approved",
         requests.c.starts_at <= now,
         requests.c.ends_at > now,
@@ -37,52 +40,56 @@ def _active(host_id: int, login: str, now: int):  # noqa: ANN202
     )
 
 
+# Both are prepared once (jit_hooks/server/sql.py): they run on every hook call.
+_FOR_KEY = Prepared(
+    select(
+        requests.c.id,
+        requests.c.ends_at,
+        requests.c.policy_spec,
+        users.c.id.label("user_id"),
+        users.c.name.label("user"),
+        keys.c.blob,
+        keys.c.key_type,
+        keys.c.fingerprint,
+    )
+    .select_from(
+        keys.join(users, users.c.id == keys.c.user_id)
+        .join(requests, requests.c.requester_id == keys.c.user_id)
+        .join(request_hosts, request_hosts.c.request_id == requests.c.id)
+    )
+    .where(keys.c.fingerprint == bindparam("fingerprint"), _active())
+    .order_by(requests.c.ends_at.desc())
+    .limit(1)
+)
+
+_FOR_LOGIN = Prepared(
+    select(
+        requests.c.id,
+        requests.c.ends_at,
+        users.c.id.label("user_id"),
+        users.c.name.label("user"),
+    )
+    .select_from(
+        request_hosts.join(requests, requests.c.id == request_hosts.c.request_id).join(
+            users, users.c.id == requests.c.requester_id
+        )
+    )
+    .where(_active())
+    .order_by(requests.c.ends_at.desc())
+    .limit(1)
+)
+
+
 def approval_for_key(
     conn: Connection, *, host_id: int, login: str, fingerprint: str, now: int
 ) -> Any:
     """The longest-running active approval whose requester owns this key, or None."""
-    q = (
-        select(
-            requests.c.id,
-            requests.c.ends_at,
-            requests.c.policy_spec,
-            users.c.id.label("user_id"),
-            users.c.name.label("user"),
-            keys.c.blob,
-            keys.c.key_type,
-            keys.c.fingerprint,
-        )
-        .select_from(
-            keys.join(users, users.c.id == keys.c.user_id)
-            .join(requests, requests.c.requester_id == keys.c.user_id)
-            .join(request_hosts, request_hosts.c.request_id == requests.c.id)
-        )
-        .where(keys.c.fingerprint == fingerprint, _active(host_id, login, now))
-        .order_by(requests.c.ends_at.desc())
-        .limit(1)
-    )
-    return conn.execute(q).first()
+    return _FOR_KEY.first(conn, host_id=host_id, login=login, fingerprint=fingerprint, now=now)
 
 
 def approval_for_login(conn: Connection, *, host_id: int, login: str, now: int) -> Any:
     """Any active approval for this host and login account (logins without a key)."""
-    q = (
-        select(
-            requests.c.id,
-            requests.c.ends_at,
-            users.c.id.label("user_id"),
-            users.c.name.label("user"),
-        )
-        .select_from(
-            request_hosts.join(requests, requests.c.id == request_hosts.c.request_id).join(
-                users, users.c.id == requests.c.requester_id
-            )
-        )
-        .where(_active(host_id, login, now))
-        .order_by(requests.c.ends_at.desc())
-        .limit(1)
-    )
-    return conn.execute(q).first()
+    return _FOR_LOGIN.first(conn, host_id=host_id, login=login, now=now)
 
 
 def _record(
