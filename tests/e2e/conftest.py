@@ -27,11 +27,14 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
-@pytest.fixture(scope="session")
-def box():
+def make_box(*, hooksd: bool = False) -> SshdSandbox:
+    """The e2e sandbox: people alice, bob, carol, mallory; accounts dep, oth, bg (break-glass).
+
+    ``hooksd``: the hooks are served by a real jit-hooksd (tests/utils/sshd.py).
+    """
     if os.geteuid() != 0:
         pytest.skip("e2e tests need root (real sshd, PAM, useradd)")
-    sandbox = SshdSandbox(break_glass=("bg",))
+    sandbox = SshdSandbox(break_glass=("bg",), hooksd=hooksd)
     try:
         sandbox.people = {n: sandbox.person(n) for n in ("alice", "bob", "carol", "mallory")}
         sandbox.login = sandbox.add_account("dep", password=PASSWORD)
@@ -39,6 +42,16 @@ def box():
         bg = sandbox.person("breakglass")
         sandbox.people["breakglass"] = bg
         sandbox.bg_login = sandbox.add_account("bg", keys=[bg.public_line])
+    except BaseException:
+        sandbox.close()
+        raise
+    return sandbox
+
+
+@pytest.fixture(scope="session")
+def box():
+    sandbox = make_box()
+    try:
         yield sandbox
     finally:
         sandbox.close()

@@ -75,7 +75,7 @@ class Env:
         url_list = ", ".join(f'"{u}"' for u in urls)
         path.write_text(
             f'[service]\nurls = [{url_list}]\ntoken_file = "{self.token}"\n'
-            f"connect_timeout = 2.0\ntotal_timeout = {total}\n"
+            f"connect_timeout = {min(2.0, total)}\ntotal_timeout = {total}\n"
             f'[host]\nname = "web1"\n[break_glass]\naccounts = ["breakglass"]\n'
             f'[state]\ndir = "{self.state}"\n[log]\nsyslog_socket = "{self.sink.path}"\n'
         )
@@ -435,3 +435,62 @@ def test_fifty_parallel_clients_all_get_the_right_answer(host):
 
 def test_thin_timeout_is_the_longest_budget_plus_one():
     assert thin.TIMEOUT == paths.MAX_TIMEOUT + 1
+
+
+class TlsDrip:
+    """A "service" that drips a TLS handshake record one byte at a time: the only way a
+    hook's service call outlives its budget (each read is bounded, the handshake is
+    not), so it meets the hook process's SIGALRM backstop or the helper's watchdog."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.stop = threading.Event()
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.sock.getsockname()[1]}"
+
+    def serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.drip, args=(conn,), daemon=True).start()
+
+    def drip(self, conn: socket.socket) -> None:
+        # A handshake record header announcing 16 KiB, then one byte every 0.1 s.
+        with conn:
+            try:
+                conn.sendall(b"\x16\x03\x03\x40\x00")
+                while not self.stop.wait(0.1):
+                    conn.sendall(b"\x00")
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.sock.close()
+
+
+def test_budget_is_enforced_by_the_daemon_like_the_hard_deadline(host):
+    drip = TlsDrip()
+    config = host.write_config("drip.toml", [drip.url], total=1.0)
+    try:
+        results = []
+        for fallback in (False, True):
+            host.sink.clear()
+            r = host.run("pam-account", pam=pam_env("account"), fallback=fallback, config=config)
+            results.append((r, host.lines(IDENTS["pam-account"], 1)))
+    finally:
+        drip.close()
+    (d, dl), (p, pl) = results
+    assert d.returncode == 1 and d.stdout == DENIAL, host.sink.lines
+    assert "reason=timeout" in dl[0] and dl[0].endswith(" via=hooksd")
+    assert_same(d, p, dl, pl)
+    # The late body said nothing more once the daemon had answered for it.
+    time.sleep(1.0)
+    assert len(host.sink.messages(IDENTS["pam-account"])) == 1

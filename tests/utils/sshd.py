@@ -10,7 +10,13 @@ Never touches the machine's sshd, /etc/ssh or port 22:
 * sshd runs as a symlink named ``sshd-jit-<random>``, so PAM uses our own
   /etc/pam.d/sshd-jit-<random> (removed at close) and not /etc/pam.d/sshd;
 * its own config, host key, pid file and log, 127.0.0.1 on a free high port;
-* the hooks log to a syslog socket in the sandbox that the tests read.
+* the hooks log to a syslog socket in the sandbox that the tests read;
+* the hook wrappers are thin clients of jit-hooksd (like the packaged ones) on
+  ``<sandbox>/run/hooksd.sock``: with ``hooksd=True`` a real helper process
+  (``tests/utils/hooksd.py``, as the AKC user) serves that socket, started
+  before sshd and stopped in ``close()``; without it nothing listens there and
+  the wrappers fall back to running the hook in-process (the hooks as they ran
+  before the helper existed).
 
 If the PAM file were missing PAM would silently fall back to /etc/pam.d/other
 and no hook would run: callers must assert the hooks' log lines.
@@ -31,6 +37,7 @@ from pathlib import Path
 
 from jit_hooks import sshkeys
 from jit_hooks.host import wiring
+from tests.utils.hooksd import HooksDaemon, wrapper_text
 from tests.utils.syslog_sink import SyslogSink
 
 SANDBOX_PARENT = Path("/var/lib/jit-hooks-test")
@@ -38,10 +45,11 @@ PAM_DIR = Path("/etc/pam.d")
 SSHD = "/usr/sbin/sshd"
 HOOK_USER = "jit-hooks"
 HOOKS = {
-    "jit-authorized-keys": "jit_hooks.host.authorized_keys",
-    "jit-pam-account": "jit_hooks.host.pam_account",
-    "jit-pam-session": "jit_hooks.host.pam_session",
+    "jit-authorized-keys": "authorized-keys",
+    "jit-pam-account": "pam-account",
+    "jit-pam-session": "pam-session",
 }
+INSTALLED_LIB = "/usr/lib/python3/dist-packages"
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
@@ -99,6 +107,7 @@ class SshdSandbox:
         break_glass: tuple[str, ...] = (),  # roles: accounts jt<tag><role>
         password_auth: bool = True,
         tz: str = "JIT-5",  # POSIX TZ string (5 h east of UTC): works without tzdata
+        hooksd: bool = False,  # serve the hooks from a real jit-hooksd (see the docstring)
     ):
         if os.geteuid() != 0:
             raise RuntimeError("the sshd sandbox needs root (sshd, PAM, useradd)")
@@ -112,6 +121,8 @@ class SshdSandbox:
         # sshd reads expiry-time="...Z" as UTC only if it honours the Z; running it
         # in a zone 5 h east of UTC makes any local-time misreading refuse the key.
         self.tz = tz
+        self.hooksd = hooksd
+        self.daemon: HooksDaemon | None = None
         SANDBOX_PARENT.mkdir(mode=0o755, exist_ok=True)
         self.root = SANDBOX_PARENT / self.tag
         self.root.mkdir(mode=0o755)
@@ -143,8 +154,18 @@ class SshdSandbox:
     def sshd_log(self) -> Path:
         return self.root / "sshd.log"
 
+    @property
+    def hooksd_socket(self) -> Path:
+        return self.root / "run" / "hooksd.sock"
+
+    @property
+    def hooksd_log(self) -> Path:
+        return self.root / "hooksd.log"
+
     def hook_command(self, name: str) -> str:
-        return f"/usr/bin/{name}" if installed() else str(self.root / "bin" / name)
+        if installed() and not self.hooksd:
+            return f"/usr/bin/{name}"  # they ask /run/jit-hooks/hooksd.sock: none in tests
+        return str(self.root / "bin" / name)
 
     # -- build ----------------------------------------------------------------
 
@@ -158,9 +179,20 @@ class SshdSandbox:
         os.chmod(self.root / "keys", 0o700)
         self.state_dir.mkdir(mode=0o700)
         os.chown(self.state_dir, hook_uid, hook_gid)
+        # Like /run/jit-hooks: the helper's socket dir, 0700 jit-hooks (root gets in anyway).
+        self.hooksd_socket.parent.mkdir(mode=0o700)
+        os.chown(self.hooksd_socket.parent, hook_uid, hook_gid)
         if not installed():
             self._install_hooks()
+        elif self.hooksd:  # the installed package's code, through the sandbox's socket
+            self._write_wrappers(INSTALLED_LIB)
         self.sink = SyslogSink(self.root / "log.sock")
+        if self.hooksd:
+            lib = INSTALLED_LIB if installed() else str(self.root / "lib")
+            self.daemon = HooksDaemon(
+                lib, self.hooksd_socket, user=HOOK_USER, syslog_socket=self.sink.path,
+                log_path=self.hooksd_log,
+            ).start()  # fmt: skip
         self.break_glass = tuple(self.account_name(role) for role in break_glass)
         self.token_path.write_text("")
         os.chown(self.token_path, 0, hook_gid)
@@ -189,13 +221,12 @@ class SshdSandbox:
             os.chmod(dirpath, 0o755)
             for name in files:
                 os.chmod(os.path.join(dirpath, name), 0o644)
-        for name, module in HOOKS.items():
+        self._write_wrappers(str(self.root / "lib"))
+
+    def _write_wrappers(self, lib: str) -> None:
+        for name, mode in HOOKS.items():
             path = self.root / "bin" / name
-            path.write_text(
-                "#!/usr/bin/python3 -IS\n"
-                f"import sys\nsys.path.insert(0, {str(self.root / 'lib')!r})\n"
-                f"from {module} import main\n\nraise SystemExit(main())\n"
-            )
+            path.write_text(wrapper_text(lib, mode, str(self.hooksd_socket)))
             os.chmod(path, 0o755)
 
     def _write_sshd_config(self) -> None:
@@ -410,6 +441,8 @@ class SshdSandbox:
 
     def close(self) -> None:
         self.stop()
+        if self.daemon is not None:
+            self.daemon.stop()
         for name in self.users:
             subprocess.run(["userdel", "-r", "-f", name], capture_output=True)
         self.users.clear()
