@@ -8,7 +8,8 @@ start, and the helper, which has the hook modules loaded, runs the same hook
 body (docs/host.md, "The helper daemon").
 
 * No helper (connect fails with ENOENT, ECONNREFUSED or EACCES): the hook runs
-  in this process, exactly as before (same argv; same decisions, just slower).
+  in this process, exactly as before (same argv; same decisions, just slower;
+  its log line ends with ``via=fallback``).
 * Anything else after connecting (timeout, truncated or garbled answer, bad
   status): deny, i.e. exit 1, one syslog authpriv line with the reason and, for
   the PAM hooks, the usual one-line message to the user.
@@ -141,9 +142,11 @@ def main(mode: str, socket_path: str, argv: list | None = None) -> int:
 
 
 def fallback(mode: str, argv: list) -> int:
-    """No helper: run the hook in this process (imports it only now)."""
+    """No helper: run the hook in this process (imports it only now); its lines say so."""
     module = __import__(MODES[mode], fromlist=["main"])
-    return module.main(argv)
+    from jit_hooks.host.hook import Invocation
+
+    return module.main(inv=Invocation(argv, via="fallback"))
 
 
 def deny(mode: str, argv: list, error: str) -> int:

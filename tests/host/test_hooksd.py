@@ -166,13 +166,16 @@ def via_daemon_and_in_process(host, mode, *args, pam=None, before=None):
     (d, d_lines), (p, p_lines) = results
     assert d_lines and p_lines
     assert all(line.endswith(" via=hooksd") for line in d_lines)
-    assert not any("via=" in line for line in p_lines)
+    assert all(line.endswith(" via=fallback") for line in p_lines)
     return d, p, d_lines, p_lines
 
 
 def assert_same(d, p, d_lines, p_lines):
+    """Same exit status and stdout bytes; same log lines but for the last field."""
     assert (d.returncode, d.stdout) == (p.returncode, p.stdout)
-    assert [line.removesuffix(" via=hooksd") for line in d_lines] == p_lines
+    assert [line.removesuffix(" via=hooksd") for line in d_lines] == [
+        line.removesuffix(" via=fallback") for line in p_lines
+    ]
 
 
 def test_authorized_keys_allow_and_deny_match_the_in_process_hook(host):
@@ -404,7 +407,7 @@ def test_no_helper_falls_back_to_the_in_process_hook(host):
     r = host.run("authorized-keys", *host.akc_args(alice), fallback=True)
     assert r.returncode == 0 and alice.blob.encode() in r.stdout
     [line] = host.lines(IDENTS["authorized-keys"], 1)
-    assert "decision=allow" in line and "via=" not in line
+    assert "decision=allow" in line and line.endswith(" via=fallback")
     assert host.sink.messages("jit-hooksd") == []
 
 
