@@ -7,18 +7,23 @@ hang: the server finally sends a valid answer) or hang, never pass.
 
 from __future__ import annotations
 
+import json
+import shutil
 import socket
 import ssl
 import subprocess
+import threading
 
 import pytest
 
 from jit_hooks.errors import BadResponse, ConfigError, ServiceError, ServiceUnreachable
+from jit_hooks.host import transport
 from jit_hooks.host.client import HookClient, hard_deadline
 from jit_hooks.host.config import load_config
 from jit_hooks.protocol import HOOK_ACCOUNT, HOOK_PING
 from tests.host.conftest import TOKEN
 from tests.utils.fault_server import FaultServer
+from tests.utils.tls_certs import make_pki
 
 ALLOW = {"decision": "allow", "reason": "approved", "request_id": 7, "expires_at": 1764003600}
 
@@ -228,3 +233,165 @@ def test_unusable_ca_file_is_a_config_error(write_config, tmp_path, content):
     cfg = load_config(write_config(["https://127.0.0.1:1"], extra=f'ca_file = "{ca}"\n'))
     with pytest.raises(ConfigError, match="CA file"):
         HookClient(cfg).ping()
+
+
+# -- connection reuse (transport.enable_keepalive, as jit-hooksd runs it) -----------
+
+
+class KeepAliveServer(FaultServer):
+    """The fault server speaking HTTP/1.1 keep-alive: many requests per connection.
+
+    Answers every request with a decision whose reason echoes the request's
+    login (so crossed answers show), counts accepted connections, and with
+    ``drop_after_answer`` closes each connection after its first answer although
+    the answer said nothing about closing (a server's idle timeout, early).
+    """
+
+    def __post_init__(self):
+        self.connections = 0
+        self.drop_after_answer = False
+        self._count_lock = threading.Lock()
+        super().__post_init__()
+        self._sock.listen(64)  # room for 20 threads connecting at once
+
+    def _handle(self, conn: socket.socket) -> None:
+        with self._count_lock:
+            self.connections += 1
+        conn.settimeout(5)
+        try:
+            if self.tls:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            while (request := self._read_request(conn)) is not None:
+                login = (request.json() or {}).get("login", "")
+                body = json.dumps({**ALLOW, "reason": login}).encode()
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
+                if self.drop_after_answer:
+                    break
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+
+@pytest.fixture
+def keepalive():
+    transport.enable_keepalive()
+    yield
+    transport.disable_keepalive()
+
+
+@pytest.fixture
+def ka_server():
+    server = KeepAliveServer()
+    yield server
+    server.stop()
+
+
+def test_keepalive_sequential_calls_share_one_connection(keepalive, write_config, ka_server):
+    cfg = load_config(write_config([ka_server.url]))
+    for i in range(5):
+        # a new client per call, as the daemon may build one per hook request
+        assert HookClient(cfg).account({"login": f"u{i}"})["reason"] == f"u{i}"
+    assert ka_server.connections == 1
+    assert all(r.headers["connection"] == "keep-alive" for r in ka_server.requests)
+
+
+def test_without_keepalive_every_call_connects(write_config, ka_server):
+    cfg = load_config(write_config([ka_server.url]))
+    for i in range(5):
+        assert HookClient(cfg).account({"login": f"u{i}"})["reason"] == f"u{i}"
+    assert ka_server.connections == 5
+    assert all(r.headers["connection"] == "close" for r in ka_server.requests)
+
+
+def test_keepalive_server_closing_connections_is_transparent(keepalive, write_config, ka_server):
+    ka_server.drop_after_answer = True
+    client = HookClient(load_config(write_config([ka_server.url])))
+    for i in range(5):
+        assert client.account({"login": f"u{i}"})["reason"] == f"u{i}"
+        assert client.attempts == [(ka_server.url, "ok")]
+    assert ka_server.connections == 5
+
+
+def test_keepalive_concurrent_calls_get_their_own_answers(keepalive, write_config, ka_server):
+    # Generous timeouts: 20 threads on 2 loaded cores; only wrong answers matter here.
+    cfg = load_config(write_config([ka_server.url], total=10.0, connect=3.0))
+    wrong: list[object] = []
+
+    def calls(t: int) -> None:
+        for i in range(10):
+            login = f"t{t}-{i}"
+            try:
+                got = HookClient(cfg).account({"login": login})["reason"]
+            except Exception as e:  # noqa: BLE001 - reported below
+                got = e
+            if got != login:
+                wrong.append(got)
+
+    threads = [threading.Thread(target=calls, args=(t,)) for t in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+    assert len(ka_server.requests) == 200
+    assert ka_server.connections < 200  # connections were reused
+    assert transport.keepalive_stats()["idle"] <= 8
+
+
+def test_keepalive_failover_still_works(keepalive, write_config, ka_server):
+    cfg = load_config(write_config([f"http://127.0.0.1:{closed_port()}", ka_server.url]))
+    for i in range(3):
+        client = HookClient(cfg)
+        assert client.account({"login": f"u{i}"})["reason"] == f"u{i}"
+        assert [o for _u, o in client.attempts] == ["refused", "ok"]
+    assert ka_server.connections == 1
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_keepalive_over_tls_and_ca_file_is_part_of_the_key(keepalive, write_config, pki, tmp_path):
+    cert, key = pki["ok"]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    with KeepAliveServer(tls=ctx) as server:
+        cfg = load_config(write_config([server.url], extra=f'ca_file = "{pki["ca"]}"\n'))
+        for i in range(4):
+            assert HookClient(cfg).account({"login": f"u{i}"})["reason"] == f"u{i}"
+        assert server.connections == 1
+        # The same CA under another path: other TLS settings, so not that connection.
+        other_ca = tmp_path / "other-ca.pem"
+        shutil.copy(pki["ca"], other_ca)
+        other = load_config(write_config([server.url], extra=f'ca_file = "{other_ca}"\n'))
+        assert HookClient(other).account({"login": "x"})["reason"] == "x"
+        assert server.connections == 2
+        assert HookClient(cfg).account({"login": "y"})["reason"] == "y"
+        assert server.connections == 2
+
+
+def test_keepalive_tls_failure_is_not_pooled(keepalive, write_config, pki):
+    cert, key = pki["untrusted"]
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    with KeepAliveServer(tls=ctx) as server:
+        cfg = load_config(write_config([server.url], extra=f'ca_file = "{pki["ca"]}"\n'))
+        for _ in range(2):
+            with pytest.raises(ServiceUnreachable, match="tls_verify"):
+                HookClient(cfg).ping()
+        assert server.requests == []
+        assert transport.keepalive_stats()["idle"] == 0
+
+
+def test_keepalive_against_the_real_service(keepalive, write_config, service):
+    token = service.admin("host", "add", "web1").strip()
+    cfg = load_config(write_config([service.url], token=token))
+    for _ in range(5):
+        assert HookClient(cfg).ping()["host"] == "web1"
+    stats = transport.keepalive_stats()
+    assert (stats["opened"], stats["reused"], stats["retried"]) == (1, 4, 0)
