@@ -114,6 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="uvicorn worker processes (jit-server serve --workers)",
     )
+    p.add_argument(
+        "--h11-asyncio",
+        action="store_true",
+        help="experiment: uvicorn's pure-Python h11 parser and the stdlib asyncio loop "
+        "(what `jit-server serve` used before httptools + uvloop)",
+    )
     a = p.parse_args(argv)
     import uvicorn
 
@@ -121,21 +127,28 @@ def main(argv: list[str] | None = None) -> int:
     if a.workers > 1:
         # As `jit-server serve --workers N`: each spawned worker builds the app itself.
         os.environ[_WORKER_ENV] = json.dumps(vars(a))
-        from jit_hooks.server.workers import NoDelayH11Protocol
-
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=a.workers, host=host,
                     port=int(port), ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key,
                     log_level="info", access_log=False, server_header=False,
-                    proxy_headers=False, http=NoDelayH11Protocol)  # fmt: skip
+                    proxy_headers=False, **_uvicorn_options(a))  # fmt: skip
         return 0
     app = _app(a)
     uvicorn.run(app, host=host, port=int(port), ssl_certfile=a.tls_cert, ssl_keyfile=a.tls_key,
                 log_level="info", access_log=False, server_header=False,
-                proxy_headers=False)  # fmt: skip
+                proxy_headers=False, **_uvicorn_options(a))  # fmt: skip
     return 0
 
 
 _WORKER_ENV = "JIT_BENCH_SERVER_ARGS"
+
+
+def _uvicorn_options(a: argparse.Namespace) -> dict:
+    """Those of `jit-server serve`, or h11 + asyncio for the --h11-asyncio experiment."""
+    from jit_hooks.server.workers import NoDelayH11Protocol, uvicorn_options
+
+    if a.h11_asyncio:
+        return {"http": NoDelayH11Protocol, "loop": "asyncio"}
+    return uvicorn_options()
 
 
 def worker_app():  # noqa: ANN201

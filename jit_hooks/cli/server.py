@@ -159,6 +159,7 @@ def serve(
 
     from jit_hooks.server.app import create_app
     from jit_hooks.server.db import schema_is_current
+    from jit_hooks.server.workers import uvicorn_options
 
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
@@ -177,11 +178,7 @@ def serve(
              "data_dir": None if ddir is None else str(ddir)}
         )  # fmt: skip
         app = f"{__name__}:worker_app"
-        from jit_hooks.server.workers import NoDelayH11Protocol
-
-        extra = {"http": NoDelayH11Protocol}
     else:
-        extra = {}
         app = create_app(dataclasses.replace(env.settings, pam_service=pam_service))
     uvicorn.run(
         app,
@@ -195,7 +192,7 @@ def serve(
         access_log=False,
         server_header=False,
         proxy_headers=False,
-        **extra,
+        **uvicorn_options(),  # httptools + uvloop, TCP_NODELAY (jit_hooks/server/workers.py)
     )
 
 
