@@ -52,7 +52,7 @@ BREAK_GLASS_KEYS_FILE = ".ssh/authorized_keys .ssh/authorized_keys2"
 SSHD = "/usr/sbin/sshd"
 # The resident hook helper (jit-hooksd) the hook wrappers try first; without it
 # they do the same work in-process, only slower.
-HELPER_SOCKET = "/run/jit-hooks/hooksd.sock"
+HELPER_SOCKET = paths.HOOKSD_SOCKET
 HELPER_UNITS = ("jit-hooksd.socket", "jit-hooksd.service")
 # `sshd -t` / `sshd -T` read a few files and exit: 30 s only guards against a hang.
 SSHD_TIMEOUT = 30

@@ -11,6 +11,7 @@ any real jit-hooksd.socket) is never touched.
 from __future__ import annotations
 
 import grp
+import importlib
 import json
 import os
 import pwd
@@ -52,6 +53,7 @@ def test_wrapper_is_a_python3_IS_script_importing_the_daemon_main():
     assert 'sys.path.append("/usr/lib/python3/dist-packages")' in text
     assert re.findall(r"^from (\S+) import main$", text, re.M) == ["jit_hooks.host.daemon"]
     assert "raise SystemExit(main())" in text
+    assert callable(importlib.import_module("jit_hooks.host.daemon").main)
     assert WRAPPER.stat().st_mode & 0o777 == 0o755
 
 
