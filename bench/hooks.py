@@ -1,8 +1,10 @@
-"""Hook entry points as a host runs them: `#!/usr/bin/python3 -IS` wrappers (packaging/host).
+"""Hook entry points as a host runs them: `#!/usr/bin/python3 -IS` thin-client wrappers.
 
-The wrappers here are the packaged ones (same interpreter flags) plus one line
-that puts this checkout on sys.path (the .deb installs the package into
-dist-packages instead).
+The wrappers are the packaged ones (packaging/host/usr/bin/jit-*: same
+interpreter flags, same `jit_hooks.host.thin.main(MODE, SOCKET)` call) with
+this checkout first on sys.path and a socket of the benchmark's choosing: the
+socket of a real jit-hooksd (the default on an installed host), or one nobody
+listens on, so the wrapper falls back to running the hook in its own process.
 """
 
 from __future__ import annotations
@@ -11,35 +13,31 @@ import os
 from pathlib import Path
 
 from bench.world import REPO
+from tests.utils.hooksd import HooksDaemon, wrapper_text
 
 SYSTEM_PYTHON = "/usr/bin/python3"
-HOOKS = {
-    "jit-authorized-keys": "jit_hooks.host.authorized_keys",
-    "jit-pam-account": "jit_hooks.host.pam_account",
-    "jit-pam-session": "jit_hooks.host.pam_session",
+MODES = {
+    "jit-authorized-keys": "authorized-keys",
+    "jit-pam-account": "pam-account",
+    "jit-pam-session": "pam-session",
 }
 
 
-def install_wrappers(bin_dir: Path) -> dict[str, Path]:
-    """Write the three hook wrappers into ``bin_dir`` (which must be root-owned for sshd)."""
+def install_wrappers(bin_dir: Path, socket_path: Path) -> dict[str, Path]:
+    """Write the three thin-client wrappers into ``bin_dir``, asking ``socket_path``."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     out = {}
-    for name, module in HOOKS.items():
-        packaged = REPO / "packaging" / "host" / "usr" / "bin" / name
-        body = packaged.read_text() if packaged.exists() else f"from {module} import main\n"
-        lines = body.splitlines(keepends=True)
-        flags = " -I"
-        if lines and lines[0].startswith("#!"):
-            flags = " " + " ".join(lines[0].split()[1:]) if len(lines[0].split()) > 1 else ""
-            lines = lines[1:]
-        shebang = f"#!{SYSTEM_PYTHON}{flags}\n"
+    for name, mode in MODES.items():
         path = bin_dir / name
-        path.write_text(
-            shebang + f"import sys; sys.path.insert(0, {str(REPO)!r})\n" + "".join(lines)
-        )
+        path.write_text(wrapper_text(str(REPO), mode, str(socket_path)))
         os.chmod(path, 0o755)
         out[name] = path
     return out
+
+
+def start_hooksd(socket_path: Path, *, syslog_socket: Path | None, log_path: Path) -> HooksDaemon:
+    """A real jit-hooksd on ``socket_path`` running this checkout (as root: every hook allowed)."""
+    return HooksDaemon(REPO, socket_path, syslog_socket=syslog_socket, log_path=log_path).start()
 
 
 def interpreter(wrapper: Path) -> list[str]:

@@ -1,12 +1,14 @@
 """P2 hook start-up: one jit-authorized-keys run against a live local service ÷ bare python3.
 
-Cases (interleaved): the packaged wrapper (`#!/usr/bin/python3 -IS`) on sshd's
-first run of a connection (a real HTTP call to a real service), `python3 -I -c
-pass`, `python3 -c 'import requests'`, the stdlib floor of an HTTPS + JSON + TOML
-hook, the venv console-script wrapper, and sshd's second run of the same
-connection (the hook reprints the first answer without asking the service),
-and the same wrapper run by `python3 -I` (site on: what `-S` saves).
-Plus `-X importtime` top offenders of the hook.
+Cases (interleaved): the packaged thin-client wrapper (`#!/usr/bin/python3 -IS`)
+with a real jit-hooksd behind it (an installed host's default) on sshd's first
+run of a connection (the helper makes a real HTTPS call to a real service);
+the same wrapper with no helper listening (it runs the hook in its own
+process, the fallback); `python3 -I -c pass`; `python3 -c 'import requests'`;
+`python3 -IS -c pass` (the thin client's own floor); the stdlib floor of an
+in-process HTTPS + JSON + TOML hook; and sshd's second run of the same
+connection (the helper reprints the first answer without asking the service).
+Plus `-X importtime` top offenders of both paths.
 """
 
 from __future__ import annotations
@@ -15,10 +17,10 @@ import os
 import subprocess
 import time
 
-from bench.hooks import SYSTEM_PYTHON, install_wrappers, interpreter
+from bench.hooks import SYSTEM_PYTHON, install_wrappers, interpreter, start_hooksd
 from bench.report import case_stats, compare
 from bench.runner import Case, command, interleave
-from bench.world import REPO, build_world
+from bench.world import build_world
 
 TARGET = 3.0
 
@@ -44,8 +46,15 @@ def importtime(argv: list[str], *, top: int = 12) -> dict:
 
 def run(ctx) -> dict:  # noqa: ANN001
     world = build_world(ctx.work / "p2", approved=1, tls=True)
+    daemon = None
     try:
-        bins = install_wrappers(ctx.work / "p2" / "bin")
+        hooksd_socket = ctx.work / "p2" / "hooksd.sock"
+        bins = install_wrappers(ctx.work / "p2" / "bin", hooksd_socket)
+        local = install_wrappers(ctx.work / "p2" / "bin-fallback", ctx.work / "p2" / "no.sock")
+        assert world.sink is not None
+        daemon = start_hooksd(
+            hooksd_socket, syslog_socket=world.sink.path, log_path=ctx.work / "p2" / "hooksd.log"
+        )
         cfg = world.hook_config()
         key = world.keys["req0"]
         args = ["--config", str(cfg), world.login, key.fingerprint, key.key_type, key.blob]
@@ -74,30 +83,32 @@ def run(ctx) -> dict:  # noqa: ANN001
 
             return case
 
+        in_process = [*interpreter(local["jit-authorized-keys"]), str(local["jit-authorized-keys"])]
         cases = {
-            "hook: jit-authorized-keys, first run (asks the service)": first_run(hook),
+            "hook via jit-hooksd, first run (asks the service)": first_run(hook),
             "python3 -I -c pass": command([SYSTEM_PYTHON, "-I", "-c", "pass"]),
             "python3 -c 'import requests'": command([SYSTEM_PYTHON, "-c", "import requests"]),
             "python3 -I -c 'import socket, ssl, json, tomllib'": command(
                 [SYSTEM_PYTHON, "-I", "-c", "import socket, ssl, json, tomllib"]
             ),
-            "venv console script, first run": first_run(
-                [str(REPO / ".venv" / "bin" / "jit-authorized-keys"), *args]
+            "hook in-process (no helper), first run": first_run([*in_process, *args]),
+            "hook via jit-hooksd, sshd's second run (reprints the first answer)": command(
+                hook, check=expect_key
             ),
-            "hook: sshd's second run (reprints the first answer)": command(hook, check=expect_key),
-            "hook, first run, by python3 -I (site on)": first_run(
-                [SYSTEM_PYTHON, "-I", str(wrapper), *args]
-            ),
+            "python3 -IS -c pass": command([SYSTEM_PYTHON, "-IS", "-c", "pass"]),
         }
         names = list(cases)
         ctx.log(f"P2: {ctx.runs} interleaved rounds of {len(cases)} cases")
         samples = interleave(cases, runs=ctx.runs, progress=ctx.log)
         stats = case_stats(samples)
         time.sleep(0.5)  # let the sink read the last lines
-        assert world.sink is not None
         lines = world.sink.messages("jit-authorized-keys")
         reused = sum("reused=yes" in m for m in lines)
         asked = sum("decision=allow" in m and "reused=yes" not in m for m in lines)
+        via = sum('via="hooksd"' in m or "via=hooksd" in m for m in lines)
+        fallback = sum("via=fallback" in m for m in lines)
+        if via < ctx.runs or fallback < ctx.runs:
+            raise RuntimeError(f"hook runs not where expected: hooksd={via} fallback={fallback}")
         rows = [
             compare(
                 "jit-authorized-keys / python3 -I -c pass", names[0], names[1], stats, target=TARGET
@@ -108,31 +119,46 @@ def run(ctx) -> dict:  # noqa: ANN001
             compare(
                 "jit-authorized-keys / python3 -c 'import requests'", names[0], names[2], stats
             ),  # fmt: skip
+            compare("AKC second run (reprint) / python3 -I -c pass", names[5], names[1], stats),
             compare(
-                "floor: import socket, ssl, json, tomllib / python3 -I -c pass",
+                "thin client floor: python3 -IS -c pass / python3 -I -c pass",
+                names[6],
+                names[1],
+                stats,
+            ),  # fmt: skip
+            compare("no helper (in-process hook) / python3 -I -c pass", names[4], names[1], stats),
+            compare(
+                "in-process floor: import socket, ssl, json, tomllib / python3 -I -c pass",
                 names[3],
                 names[1],
                 stats,
             ),  # fmt: skip
-            compare("AKC second run (reprint) / python3 -I -c pass", names[5], names[1], stats),
-            compare("venv console-script wrapper / packaged wrapper", names[4], names[0], stats),
-            compare(
-                "packaged wrapper / the same by python3 -I (site on)", names[0], names[6], stats
-            ),
         ]
         for name in os.listdir(state):
             os.unlink(state / name)
         imports = importtime([*interpreter(wrapper), "-X", "importtime", str(wrapper), *args])
+        for name in os.listdir(state):
+            os.unlink(state / name)
+        imports_local = importtime([*in_process[:-1], "-X", "importtime", in_process[-1], *args])
         return {
             "title": "hook start-up",
             "rows": rows,
             "cases": stats,
             "importtime": imports,
-            "hook_runs": {"asked_the_service": asked, "reprinted": reused},
+            "importtime_in_process": imports_local,
+            "hook_runs": {
+                "asked_the_service": asked,
+                "reprinted": reused,
+                "via_hooksd": via,
+                "in_process": fallback,
+            },
             "notes": [
-                "hook = full run: config, token, HTTP POST to a real local service "
-                "(which audits the call in SQLite), validate, print the key, state record",
+                "hook = full run: config, token, HTTPS POST to a real local service "
+                "(which audits the call in SQLite), validate, print the key, state record; "
+                "via jit-hooksd the helper does that and the wrapper relays its answer",
             ],
         }
     finally:
+        if daemon is not None:
+            daemon.stop()
         world.close()
