@@ -258,11 +258,11 @@ def _check_commands(layout: wiring.Layout) -> None:
 
 
 def _helper(layout: wiring.Layout) -> tuple[bool, str]:
-    """(answers, one line) on the resident hook helper jit-hooksd, which is optional."""
+    """(listening, one line) on the resident hook helper jit-hooksd, which is optional."""
     helper = wiring.helper_status(layout)
     units = f"; {helper.units}" if helper.units else ""
-    if helper.answers:
-        return True, f"jit-hooksd at {helper.path} accepts connections{units}"
+    if helper.listening:
+        return True, f"jit-hooksd socket {helper.path} is listening{units}"
     return False, (
         f"no jit-hooksd at {helper.path} ({helper.state}{units}): the hooks still work, "
         "in-process (slower); `systemctl enable --now jit-hooksd.socket` turns it on"
@@ -368,8 +368,8 @@ def status(layout: wiring.Layout) -> None:
     except (AdminError, ConfigError) as e:
         line("service", False, str(e))
     # Optional: without the helper the hooks work in-process, so it never fails status.
-    answers, text = _helper(layout)
-    click.echo(f"{'helper:':<13} {'ok  ' if answers else 'off '} {text}")
+    listening, text = _helper(layout)
+    click.echo(f"{'helper:':<13} {'ok  ' if listening else 'off '} {text}")
     sys.exit(0 if ok else 1)
 
 

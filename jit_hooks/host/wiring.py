@@ -530,8 +530,8 @@ def reload_sshd(layout: Layout) -> str:
 @dataclass
 class HelperStatus:
     path: str
-    answers: bool  # something accepted a connection on the socket
-    state: str  # one line: "accepts connections", "missing", "refuses connections: ...", ...
+    listening: bool  # a socket is listening at path (systemd's, or the helper's own)
+    state: str  # one line: "listening", "missing", "no listener (stale socket file)", ...
     units: str | None = None  # "jit-hooksd.socket enabled active, ..." (None: no systemd here)
 
 
@@ -561,13 +561,36 @@ def _systemd_units() -> str | None:
     return ", ".join(parts)
 
 
-def helper_status(layout: Layout, timeout: float = 2.0) -> HelperStatus:
-    """Whether the helper's socket exists and accepts a connection (nothing is sent).
+# /proc/net/unix: "Num RefCount Protocol Flags Type St Inode Path"; __SO_ACCEPTCON in Flags
+# marks a listening socket.
+_SO_ACCEPTCON = 0x10000
+
+
+def _listening_at(path: str) -> bool | None:
+    """Whether a stream socket listens at ``path`` (None: /proc/net/unix unreadable).
+
+    Read from the kernel's socket table rather than by connecting: a connection would
+    start the helper through systemd and make it log a refused (empty) request.
+    """
+    try:
+        with open("/proc/net/unix", encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split(None, 7)
+        if len(fields) == 8 and fields[7] == path and fields[4] == "0001":
+            if int(fields[3], 16) & _SO_ACCEPTCON:
+                return True
+    return False
+
+
+def helper_status(layout: Layout) -> HelperStatus:
+    """Whether the helper's socket exists and something listens on it.
 
     Under a --root the socket is looked for under it; systemd's view of the units
     is only asked about for the real root.
     """
-    import socket
     import stat as stat_mod
 
     path = layout.under_root(HELPER_SOCKET)
@@ -580,11 +603,9 @@ def helper_status(layout: Layout, timeout: float = 2.0) -> HelperStatus:
         return HelperStatus(path, False, f"cannot look at it: {e.strerror}", units)
     if not stat_mod.S_ISSOCK(st.st_mode):
         return HelperStatus(path, False, "not a socket", units)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        try:
-            s.connect(path)
-        except OSError as e:
-            why = e.strerror or type(e).__name__
-            return HelperStatus(path, False, f"refuses connections ({why})", units)
-    return HelperStatus(path, True, "accepts connections", units)
+    listening = _listening_at(path)
+    if listening is None:
+        return HelperStatus(path, False, "cannot tell: /proc/net/unix unreadable", units)
+    if not listening:
+        return HelperStatus(path, False, "no listener: a stale socket file", units)
+    return HelperStatus(path, True, "listening", units)

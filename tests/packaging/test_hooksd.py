@@ -391,6 +391,15 @@ def test_installed_helper_serves_the_installed_akc(service, helper, tmp_path):
         stdin=subprocess.DEVNULL,
     )
     assert (r.returncode, r.stdout) == (1, ""), r.stdout + r.stderr
+    # The admin's view of it (status only looks for the listener, it does not connect).
+    r = subprocess.run(
+        in_run_dir(run_dir, "root", "/usr/bin/jit-hooks", "status"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert f"helper:       ok   jit-hooksd socket {SOCK} is listening" in r.stdout, r.stdout
     probe = "import socket, sys; socket.socket(socket.AF_UNIX).connect(sys.argv[1])"
     r = subprocess.run(
         in_run_dir(run_dir, "nobody", "/usr/bin/python3", "-I", "-c", probe, SOCK),
