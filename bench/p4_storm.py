@@ -1,4 +1,4 @@
-"""P4 login storm: N concurrent real ssh logins against the sshd with hooks.
+"""P4 login storm: N concurrent real ssh logins against the sshd with hooks (via jit-hooksd).
 
 Half the people hold an active approval, half only a pending request. Every
 login is judged from the outside (did the command run?) and explained from the
@@ -61,7 +61,7 @@ def run(ctx) -> dict:  # noqa: ANN001
     max_startups = f"{n + 50}:30:{n + 100}"
     box = world = None
     try:
-        box = HookedSshd(max_startups=max_startups)
+        box = HookedSshd(max_startups=max_startups, hooksd=True)
         login = box.add_account("deploy")
         world = build_world(
             ctx.work / "p4",
@@ -117,7 +117,9 @@ def run(ctx) -> dict:  # noqa: ANN001
         wrong_deny_lines = 0
         for _pri, ident, msg in list(box.sink.lines):
             f = fields(msg)
-            reasons[f"{ident} {f.get('decision', '?')} {f.get('reason', '-')}"] += 1
+            reasons[
+                f"{ident} {f.get('decision', '?')} {f.get('reason', '-')} via={f.get('via', '-')}"
+            ] += 1
             owner = fp_owner.get(f.get("fingerprint", ""))
             if f.get("decision") == "deny" and f.get("reason") in DECISION_REASONS:
                 if owner in approved:
