@@ -109,18 +109,18 @@ def exchange(
             sock.close()
 
     key = (host, port, ssl_context)  # the context object stands for the TLS settings
-    sock = pool.get(key)
-    if sock is not None:
-        raw = _DeadlineReader(sock, deadline, clock)
+    idle = pool.get(key)
+    if idle is not None:
+        raw = _DeadlineReader(idle, deadline, clock)
         try:
-            response, reusable = _roundtrip(sock, request, raw, max_body)
+            response, reusable = _roundtrip(idle, request, raw, max_body)
         except BaseException as e:
-            sock.close()
+            idle.close()
             if not _stale(e, raw):
                 raise
             pool.count("retried")
         else:
-            pool.release(key, sock, reusable)
+            pool.release(key, idle, reusable)
             return response
     remaining = deadline - clock()
     if remaining <= 0:
@@ -420,7 +420,8 @@ class _Pool:
 def _looks_open(sock: socket.socket) -> bool:
     """False if an idle connection has anything to read: EOF, a reset, a TLS alert or
     stray bytes all mean it is not safe to send the next request on it."""
-    if getattr(sock, "pending", None) is not None and sock.pending():
+    pending = getattr(sock, "pending", None)  # an SSLSocket's
+    if pending is not None and pending():
         return False  # decrypted bytes nobody asked for
     try:
         sock.settimeout(0)  # a peek that never waits

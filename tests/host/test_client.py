@@ -321,7 +321,7 @@ def test_keepalive_concurrent_calls_get_their_own_answers(keepalive, write_confi
     cfg = load_config(write_config([ka_server.url], total=10.0, connect=3.0))
     wrong: list[object] = []
 
-    def calls(t: int) -> None:
+    def calls(t):
         for i in range(10):
             login = f"t{t}-{i}"
             try:
