@@ -70,6 +70,8 @@ def test_enable_disable_round_trip(enabled_root):
     assert status.returncode == 0, status.stdout + status.stderr
     assert "enabled (drop-in current, PAM block current)" in status.stdout
     lines = status_lines(status.stdout)
+    # No jit-hooksd in this root: reported, but the hooks work in-process, so not a failure.
+    assert lines.pop("helper")[:3] == ("off", "no", "jit-hooksd")
     assert {v[0] for v in lines.values()} == {"ok"}
     assert set(lines) == {
         "config",
