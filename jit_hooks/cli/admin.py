@@ -204,6 +204,25 @@ def _check_hook_user_can_read(config: HostConfig) -> None:
             )
 
 
+# jit-hooksd.service sees none of these (ProtectHome=yes, PrivateTmp=yes).
+_HIDDEN_FROM_HELPER = ("/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/")
+
+
+def _warn_hidden_from_helper(config: HostConfig) -> None:
+    """Files the sandboxed helper can't read would make it deny every key login."""
+    for what, path in (
+        ("config", config.path),
+        ("token", config.token_file),
+        ("CA file", config.ca_file),
+    ):
+        if path and os.path.abspath(path).startswith(_HIDDEN_FROM_HELPER):
+            click.echo(
+                f"jit-hooks: warning: {what} {path} is hidden from jit-hooksd (its unit has "
+                "ProtectHome= and PrivateTmp=): keep it under /etc/jit-hooks",
+                err=True,
+            )
+
+
 def _check_break_glass(config: HostConfig, force: bool) -> list[str]:
     """Break-glass accounts that exist here; refuses when there are none, unless forced."""
     present, missing = [], []
@@ -290,6 +309,8 @@ def enable(layout: wiring.Layout, force: bool, no_reload: bool) -> None:
     _check_hook_user()
     _check_token_file(config)
     _check_hook_user_can_read(config)
+    if layout.root in ("/", ""):
+        _warn_hidden_from_helper(config)
     _check_commands(layout)
     _ensure_state_dir(config, create=True)
     service = _check_service(config, force)

@@ -219,3 +219,23 @@ def test_status_and_check_report_the_helper_which_is_optional(sshd_root, host_se
     r = sshd_root.run("status")
     assert f"no jit-hooksd at {sock} (no listener: a stale socket file)" in r.stdout
     assert r.returncode == rc_without
+
+
+def test_enable_warns_about_files_jit_hooksd_cannot_see(capsys):
+    """`enable` on / warns when config, token or CA sit where the helper's sandbox hides them."""
+    from jit_hooks.cli import admin
+    from jit_hooks.host.config import parse_config
+
+    def config(token_file: str, ca_file: str | None = None):
+        service = {"urls": ["https://jit.example.org"], "token_file": token_file}
+        if ca_file:
+            service["ca_file"] = ca_file
+        return parse_config({"service": service}, path="/etc/jit-hooks/jit-hooks.toml")
+
+    admin._warn_hidden_from_helper(config("/etc/jit-hooks/host-token", "/etc/jit-hooks/ca.pem"))
+    assert capsys.readouterr().err == ""
+    admin._warn_hidden_from_helper(config("/root/host-token", "/tmp/ca.pem"))
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("jit-hooks: warning: token /root/host-token is hidden from jit-hooksd")
+    assert err[1].startswith("jit-hooks: warning: CA file /tmp/ca.pem is hidden from jit-hooksd")
