@@ -17,6 +17,7 @@ import os
 import pwd
 import re
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
@@ -259,6 +260,32 @@ def in_run_dir(run_dir: Path, user: str, *cmd: str) -> list[str]:
     ]
 
 
+class Helper:
+    """The helper process tree: unshare -> sh -> strace, whose child is jit-hooksd."""
+
+    def __init__(self, proc: subprocess.Popen, run_dir: Path, base: Path, trace: Path):
+        self.proc, self.run_dir, self.base, self.trace = proc, run_dir, base, trace
+
+    def log(self) -> str:
+        return (self.base / "helper.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        """SIGTERM to jit-hooksd itself (strace would only detach from it)."""
+        if self.proc.poll() is not None:
+            return
+        pid = self.proc.pid
+        try:
+            pid = int(Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            pass
+        try:
+            os.kill(pid, signal.SIGTERM)
+            self.proc.wait(10)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait(10)
+
+
 @pytest.fixture
 def helper(service, hook_user):
     """The installed jit-hooksd, socket-activated as jit-hooks on a scratch /run/jit-hooks.
@@ -266,6 +293,7 @@ def helper(service, hook_user):
     Only the helper sees a config for the live service (a scratch /etc/jit-hooks bound
     over the package's in its own namespace): a hook that fell back to running
     in-process would read the package's unenrolled config and deny everything.
+    Under strace, to check it against the unit's system call filter.
     """
     base = Path(tempfile.mkdtemp(prefix="jitpkg-hooksd-", dir="/tmp"))
     base.chmod(0o755)
@@ -283,10 +311,12 @@ def helper(service, hook_user):
     (etc / "host-token").write_text(token + "\n")
     os.chown(etc / "host-token", 0, grp.getgrnam(HOOK_USER).gr_gid)
     (etc / "host-token").chmod(0o640)
+    trace = base / "helper.strace"
     log = open(base / "helper.log", "wb")
     script = (
         'mount --bind "$1" /run/jit-hooks && mount --bind "$2" /etc/jit-hooks && umask 077 && '
-        f"exec setpriv --reuid={HOOK_USER} --regid={HOOK_USER} --clear-groups -- "
+        f"exec strace -f -qq -o {trace} "
+        f"setpriv --reuid={user.pw_uid} --regid={user.pw_gid} --clear-groups -- "
         f"systemd-socket-activate -l {SOCK} /usr/sbin/jit-hooksd"
     )
     proc = subprocess.Popen(
@@ -297,21 +327,60 @@ def helper(service, hook_user):
         stderr=subprocess.STDOUT,
     )
     log.close()
+    h = Helper(proc, run_dir, base, trace)
     try:
         for _ in range(300):
             if (run_dir / "hooksd.sock").exists() or proc.poll() is not None:
                 break
             time.sleep(0.05)
-        assert (run_dir / "hooksd.sock").exists(), (base / "helper.log").read_text()
-        yield run_dir, base
+        assert (run_dir / "hooksd.sock").exists(), h.log()
+        yield h
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+        h.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def syscall_group(name: str) -> set[str]:
+    """The system calls of a systemd group like @system-service, nested groups expanded."""
+    out = subprocess.run(
+        ["systemd-analyze", "syscall-filter"], capture_output=True, text=True, timeout=60
+    ).stdout
+    groups: dict[str, list[str]] = {}
+    current = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            current = groups.setdefault(line.split()[0], [])
+        elif current is not None and line.strip() and not line.lstrip().startswith("#"):
+            current.append(line.split()[0])
+
+    def expand(group: str, seen: set[str]) -> set[str]:
+        calls = set()
+        for item in groups.get(group, []):
+            if item.startswith("@"):
+                if item not in seen:
+                    seen.add(item)
+                    calls |= expand(item, seen)
+            else:
+                calls.add(item)
+        return calls
+
+    return expand(name, {name})
+
+
+def traced_helper_calls(trace: Path) -> tuple[set[str], list[str]]:
+    """(system calls, W+X mappings) of jit-hooksd: the trace after its execve."""
+    lines = trace.read_text(errors="replace").splitlines()
+    start = next(i for i, ln in enumerate(lines) if 'execve("/usr/sbin/jit-hooksd"' in ln)
+    calls, wx = set(), []
+    for line in lines[start + 1 :]:
+        m = re.match(r"\d+\s+([a-z0-9_]+)\(", line)
+        if not m:
+            continue
+        calls.add(m.group(1))
+        if m.group(1) in ("mmap", "mprotect", "pkey_mprotect"):
+            if "PROT_WRITE" in line and "PROT_EXEC" in line:
+                wx.append(line)
+    return calls, wx
 
 
 def akc(run_dir: Path, key: tuple[str, str, str], login: str = "deploy"):
@@ -326,11 +395,13 @@ def akc(run_dir: Path, key: tuple[str, str, str], login: str = "deploy"):
 
 
 @needs_installed
+@needs_analyze
 @pytest.mark.skipif(
-    not shutil.which("systemd-socket-activate"), reason="systemd-socket-activate not installed"
+    not shutil.which("systemd-socket-activate") or not shutil.which("strace"),
+    reason="systemd-socket-activate (systemd) or strace not installed",
 )
 def test_installed_helper_serves_the_installed_akc(service, helper, tmp_path):
-    run_dir, base = helper
+    run_dir = helper.run_dir
     st = (run_dir / "hooksd.sock").stat()
     assert stat.S_ISSOCK(st.st_mode)
     # Bound by systemd-socket-activate running as jit-hooks: owned by it, as SocketUser=
@@ -357,7 +428,7 @@ def test_installed_helper_serves_the_installed_akc(service, helper, tmp_path):
     assert status == 200
 
     r = akc(run_dir, approved)
-    assert r.returncode == 0, r.stdout + r.stderr + (base / "helper.log").read_text()
+    assert r.returncode == 0, r.stdout + r.stderr + helper.log()
     line = r.stdout.strip()
     assert line.startswith('expiry-time="'), line
     assert line.endswith(f"ssh-ed25519 {approved[2]} jit-request-{req['id']}"), line
@@ -409,3 +480,13 @@ def test_installed_helper_serves_the_installed_akc(service, helper, tmp_path):
         stdin=subprocess.DEVNULL,
     )
     assert r.returncode == 1 and "PermissionError" in r.stderr, r.stderr
+
+    # What it did stays inside jit-hooksd.service's SystemCallFilter= (a call outside
+    # would be EPERM under systemd) and MemoryDenyWriteExecute=.
+    helper.stop()
+    calls, wx = traced_helper_calls(helper.trace)
+    allowed = syscall_group("@system-service") - syscall_group("@privileged")
+    allowed -= syscall_group("@resources")
+    assert {"accept4", "connect", "sendto"} <= calls, sorted(calls)
+    assert not calls - allowed, sorted(calls - allowed)
+    assert not wx, wx[:3]
