@@ -207,6 +207,34 @@ def account(
     return answer
 
 
+_CLOSE_SESSION = Prepared(
+    sessions.update()
+    .where(
+        sessions.c.host_id == bindparam("host_id"),
+        sessions.c.connection == bindparam("connection"),
+        sessions.c.login == bindparam("login"),
+        sessions.c.closed_at.is_(None),
+    )
+    .values(closed_at=bindparam("now"))
+)
+_OPEN_SESSION = Prepared(
+    sessions.insert().values(
+        {
+            c: bindparam(c)
+            for c in (
+                "host_id",
+                "login",
+                "user_id",
+                "request_id",
+                "connection",
+                "rhost",
+                "opened_at",
+            )
+        }
+    )
+)
+
+
 def session(
     conn: Connection,
     *,
@@ -221,15 +249,8 @@ def session(
     now: int,
 ) -> dict:
     if event == "close":
-        res = conn.execute(
-            sessions.update()
-            .where(
-                sessions.c.host_id == host.id,
-                sessions.c.connection == connection,
-                sessions.c.login == login,
-                sessions.c.closed_at.is_(None),
-            )
-            .values(closed_at=now)
+        closed = _CLOSE_SESSION.execute(
+            conn, host_id=host.id, connection=connection, login=login, now=now
         )
         answer = {
             "decision": "allow",
@@ -247,7 +268,7 @@ def session(
             login=login,
             rhost=rhost,
             connection=connection,
-            closed=res.rowcount,
+            closed=closed,
             **answer,
         )
         return answer
@@ -267,16 +288,15 @@ def session(
         row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
     answer = _answer(row, reason)
     if row is not None:
-        conn.execute(
-            sessions.insert().values(
-                host_id=host.id,
-                login=login,
-                user_id=row.user_id,
-                request_id=row.id,
-                connection=connection,
-                rhost=rhost,
-                opened_at=now,
-            )
+        _OPEN_SESSION.execute(
+            conn,
+            host_id=host.id,
+            login=login,
+            user_id=row.user_id,
+            request_id=row.id,
+            connection=connection,
+            rhost=rhost,
+            opened_at=now,
         )
     _record(
         conn,

@@ -31,7 +31,7 @@ router = APIRouter(prefix="/api/v1/hook", tags=["hooks"])
 @router.post("/authorized-keys", response_model=AuthorizedKeysOut)
 async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("authorized_keys").time():
-        with ctx.host_tx(creds) as (conn, host):
+        with ctx.hook_tx(creds) as (conn, host):
             found = decisions.authorized_keys(
                 conn,
                 host=host,
@@ -48,7 +48,7 @@ async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> 
 @router.post("/account", response_model=DecisionOut)
 async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("account").time():
-        with ctx.host_tx(creds) as (conn, host):
+        with ctx.hook_tx(creds) as (conn, host):
             answer = decisions.account(
                 conn,
                 host=host,
@@ -67,7 +67,7 @@ async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
 @router.post("/session", response_model=DecisionOut)
 async def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("session").time():
-        with ctx.host_tx(creds) as (conn, host):
+        with ctx.hook_tx(creds) as (conn, host):
             answer = decisions.session(
                 conn,
                 host=host,
