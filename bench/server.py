@@ -3,9 +3,10 @@
     python -m bench.server --data-dir DIR --listen 127.0.0.1:PORT [--tls-cert F --tls-key F]
 
 ``GET /bench/noop`` goes through everything a hook call goes through (uvicorn,
-the app's middleware, routing, a sync handler in the thread pool, JSON
-response) except authentication, the database and the decision itself. The
-uvicorn settings are those of `jit-server serve` (jit_hooks/cli/server.py).
+the app's middleware, routing, an ``async def`` LeanRoute on the event loop
+like the login-path hooks, JSON through a response model) except
+authentication, the database and the decision itself. The uvicorn settings
+are those of `jit-server serve` (jit_hooks/cli/server.py).
 """
 
 from __future__ import annotations
@@ -170,13 +171,17 @@ def _app(a: argparse.Namespace):  # noqa: ANN202
         db.SQLITE_POOL = {"pool_size": a.pool_size, "max_overflow": 0, "pool_timeout": 10}
 
     from jit_hooks.server.app import create_app
+    from jit_hooks.server.leanroute import LeanRoute
     from jit_hooks.server.settings import Settings
 
     app = create_app(Settings.from_options(data_dir=a.data_dir))
 
-    @app.get(NOOP_PATH)
-    def noop() -> dict:
+    # The same kind of route as the login-path hooks (routes/hooks.py): ``async
+    # def`` and a LeanRoute (FastAPI's per-request machinery skipped the same way).
+    async def noop() -> dict:
         return {"status": "ok"}
+
+    app.router.add_api_route(NOOP_PATH, noop, methods=["GET"], route_class_override=LeanRoute)
 
     return app
 

@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from jit_hooks.server import decisions
 from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.leanroute import LeanRoute
 from jit_hooks.server.schemas import (
     AccountIn,
     AuthorizedKeysIn,
@@ -18,7 +19,9 @@ from jit_hooks.server.schemas import (
     SessionsOut,
 )
 
-router = APIRouter(prefix="/api/v1/hook", tags=["hooks"])
+# LeanRoute: the async hooks' common requests skip FastAPI's per-request
+# dependency and validation machinery (jit_hooks/server/leanroute.py).
+router = APIRouter(prefix="/api/v1/hook", tags=["hooks"], route_class=LeanRoute)
 
 # The login-path hooks are ``async def`` and run their short transaction on the
 # event loop: the process has one SQLite connection, so their database work is
