@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
@@ -26,6 +27,7 @@ class Context:
     settings: Settings
     engine: Engine
     metrics: Metrics
+    _batch: _Batch | None = field(default=None, init=False, repr=False)
 
     def now(self) -> int:
         return self.settings.clock()
@@ -55,37 +57,81 @@ class Context:
         with self.engine.begin() as conn:
             yield conn, auth.require_host(auth.authenticate(conn, token))
 
-    @contextmanager
-    def hook_tx(
+    @asynccontextmanager
+    async def hook_tx(
         self, creds: HTTPAuthorizationCredentials | None
-    ) -> Iterator[tuple[Any, auth.HostPrincipal]]:
-        """host_tx for the login-path hooks, whose statements are all ``Prepared``.
+    ) -> AsyncIterator[tuple[Any, auth.HostPrincipal]]:
+        """host_tx for the login-path hooks (async routes), whose statements are all ``Prepared``.
 
-        On SQLite the transaction is driven on the pooled sqlite3 connection
-        itself (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error): SQLAlchemy's
-        Connection and transaction objects around it were a fifth of a hook
-        call (bench P3). Same pool, same lock, same atomicity; errors are
-        wrapped as SQLAlchemy wraps them (503 on a busy or broken database).
+        On SQLite, **group commit**: the hook calls that run in one turn of the
+        event loop share one write transaction (BEGIN IMMEDIATE on the pooled
+        sqlite3 connection, committed by a callback on the loop's next turn),
+        each inside its own SAVEPOINT, so a failing call undoes only its own
+        work. Every caller waits for that COMMIT before it answers: no answer
+        leaves before its decision is in the audit log; if the commit fails,
+        every call of the batch fails (503). BEGIN and COMMIT were a fifth of a
+        hook call each on their own (bench P3, docs/performance.md). The body
+        of the ``async with`` must not await (it runs inside the shared
+        transaction). Other databases keep host_tx, one transaction per call.
         """
         if self.engine.dialect.name != "sqlite":
             with self.host_tx(creds) as pair:
                 yield pair
             return
         token = _token(creds)
+        batch = self._batch or self._open_batch()
+        raw = batch.raw
+        _raw(raw, "SAVEPOINT hook_call")
+        try:
+            tx = RawTx(self.engine.dialect, batch.fairy)
+            yield tx, auth.require_host(auth.authenticate(tx, token))
+        except BaseException:
+            if raw.in_transaction:
+                _raw(raw, "ROLLBACK TO hook_call")
+                _raw(raw, "RELEASE hook_call")
+            raise
+        _raw(raw, "RELEASE hook_call")
+        # Committed (or the commit's error raised); shielded: a client that
+        # hangs up does not cancel the batch.
+        await asyncio.shield(batch.committed)
+
+    def _open_batch(self) -> _Batch:
+        loop = asyncio.get_running_loop()
         fairy = self.engine.raw_connection()  # the pool's FIFO hand-over, PoolTimeout -> 503
         try:
-            raw = fairy.driver_connection
-            _raw(raw, "BEGIN IMMEDIATE")
-            try:
-                tx = RawTx(self.engine.dialect, fairy)
-                yield tx, auth.require_host(auth.authenticate(tx, token))
-                _raw(raw, "COMMIT")
-            except BaseException:
-                if raw.in_transaction:
-                    raw.rollback()
-                raise
+            _raw(fairy.driver_connection, "BEGIN IMMEDIATE")
+        except BaseException:
+            fairy.close()
+            raise
+        batch = _Batch(fairy, fairy.driver_connection, loop.create_future())
+        # Nobody may be left waiting: retrieve the error even if all callers failed first.
+        batch.committed.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._batch = batch
+        loop.call_soon(self._commit, batch)
+        return batch
+
+    def _commit(self, batch: _Batch) -> None:
+        """The loop's next turn: commit the batch's transaction and wake its callers."""
+        self._batch = None
+        try:
+            _raw(batch.raw, "COMMIT")
+        except BaseException as e:
+            if batch.raw.in_transaction:
+                batch.raw.rollback()
+            batch.committed.set_exception(e)
+        else:
+            batch.committed.set_result(None)
         finally:
-            fairy.close()  # back to the pool
+            batch.fairy.close()  # back to the pool
+
+
+@dataclass
+class _Batch:
+    """One group-commit transaction of hook calls."""
+
+    fairy: Any  # the pooled connection
+    raw: sqlite3.Connection
+    committed: asyncio.Future
 
 
 @dataclass(frozen=True)

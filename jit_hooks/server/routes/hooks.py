@@ -34,7 +34,7 @@ router = APIRouter(prefix="/api/v1/hook", tags=["hooks"], route_class=LeanRoute)
 @router.post("/authorized-keys", response_model=AuthorizedKeysOut)
 async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("authorized_keys").time():
-        with ctx.hook_tx(creds) as (conn, host):
+        async with ctx.hook_tx(creds) as (conn, host):
             found = decisions.authorized_keys(
                 conn,
                 host=host,
@@ -51,7 +51,7 @@ async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> 
 @router.post("/account", response_model=DecisionOut)
 async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("account").time():
-        with ctx.hook_tx(creds) as (conn, host):
+        async with ctx.hook_tx(creds) as (conn, host):
             answer = decisions.account(
                 conn,
                 host=host,
@@ -70,7 +70,7 @@ async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
 @router.post("/session", response_model=DecisionOut)
 async def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
     with ctx.metrics.hook_latency.labels("session").time():
-        with ctx.hook_tx(creds) as (conn, host):
+        async with ctx.hook_tx(creds) as (conn, host):
             answer = decisions.session(
                 conn,
                 host=host,
