@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -124,10 +127,22 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
     return _error(422, "validation_error", f"{field}: {msg}", field)
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Everything loaded so far (FastAPI, SQLAlchemy, pydantic: ~80,000 objects)
+    # lives as long as the process. Moved out of the cyclic GC's reach, a full
+    # collection takes microseconds instead of ~37 ms, which stalled every
+    # request in flight (bench P3: a 40 ms p99 tail at 6+ connections).
+    gc.collect()
+    gc.freeze()
+    yield
+
+
 def create_app(settings: Settings) -> FastAPI:
     from jit_hooks.server.routes import audit, health, hooks, login, me, requests, tokens
 
     app = FastAPI(
+        lifespan=_lifespan,
         title="jit-hooks approval service",
         version="1",
         description="Just-in-time SSH access: requests, approvals, host hooks. See docs/api.md.",
