@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from types import SimpleNamespace
 from typing import cast
 
 from bench.gen_data import generate
@@ -29,17 +30,35 @@ ONE_ROW_TABLES = {"audit_head"}
 class _Capture:
     """Stands in for a Connection: records the statements a query function runs."""
 
+    # Not "sqlite": jit_hooks/server/sql.py's Prepared statements then go through
+    # execute(statement, params) as on any other database, and are recorded.
+    dialect = SimpleNamespace(name="capture")
+
     def __init__(self) -> None:
         self.statements: list = []
 
     def execute(self, statement, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN201
-        self.statements.append(statement)
+        params = args[0] if args and isinstance(args[0], dict) else {}
+        self.statements.append(_with_values(statement, params))
         return self
 
     def first(self) -> None:
         return None
 
     rowcount = 0
+
+
+def _with_values(statement, params: dict):  # noqa: ANN001, ANN202
+    """The statement with its named bind parameters replaced by their values."""
+    from sqlalchemy import BindParameter, literal
+    from sqlalchemy.sql import visitors
+
+    def value(el):  # noqa: ANN001, ANN202
+        if isinstance(el, BindParameter) and el.key in params:
+            return literal(params[el.key], el.type)
+        return None
+
+    return visitors.replacement_traverse(statement, {}, value)
 
 
 def hook_statements(*, host_id: int, login: str, fingerprint: str, now: int) -> dict[str, str]:
