@@ -1,11 +1,13 @@
 """P3 service throughput: the authorized-keys hook endpoint ÷ a no-op endpoint.
 
 The no-op is GET /bench/noop, added by bench/server.py to the very same app
-(same middleware, thread pool, uvicorn settings): /healthz is no no-op, it
-opens a SQLite transaction. All are loaded by the same wrk (one thread, N connections, loopback), in
-alternating rounds bounded by time and by count, against one real jit-server
-process. Every hook call is a real decision for an approved key (the answer is
-checked once up front) and is audited in SQLite like in production.
+as the same kind of route as the hooks (an ``async def`` LeanRoute; same
+middleware and uvicorn settings): /healthz is no no-op, it opens a SQLite
+transaction (in the thread pool). All are loaded by the same wrk (one thread,
+N connections, loopback), in alternating rounds bounded by time and by count,
+against one real jit-server process. Every hook call is a real decision for an
+approved key (the answer is checked once up front) and is audited in SQLite
+like in production.
 """
 
 from __future__ import annotations

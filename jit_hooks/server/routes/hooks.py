@@ -26,9 +26,10 @@ router = APIRouter(prefix="/api/v1/hook", tags=["hooks"], route_class=LeanRoute)
 # The login-path hooks are ``async def`` and run their short transaction on the
 # event loop: the process has one SQLite connection, so their database work is
 # serialised either way, and skipping the thread-pool hop per call measured
-# +48% checks/s (bench P3: 452 -> 671/s). A write lock held by another process
-# can stall the loop for up to the busy timeout; hosts then fail closed on their
-# own budget.
+# +48% checks/s (bench P3: 452 -> 671/s). On SQLite the calls of one loop turn
+# share one group-committed transaction, each answering after the COMMIT
+# (Context.hook_tx). A write lock held by another process can stall the loop for
+# up to the busy timeout; hosts then fail closed on their own budget.
 
 
 @router.post("/authorized-keys", response_model=AuthorizedKeysOut)
