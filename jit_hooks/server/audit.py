@@ -22,9 +22,13 @@ from jit_hooks.server.tables import audit_events, audit_head
 GENESIS = "0" * 64
 
 
+# One encoder, built once: json.dumps with options builds a JSONEncoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
 def canonical(obj: Any) -> str:
     """Deterministic JSON: sorted keys, no whitespace, ASCII only."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return _CANONICAL.encode(obj)
 
 
 def event_hash(
@@ -67,6 +71,45 @@ _NEW_HEAD = Prepared(
 )
 
 
+class HeadCache:
+    """The chain head of one group-commit batch (Context.hook_tx) and its unwritten events.
+
+    Inside one write transaction that nobody else can write to, the head need
+    not be read and moved per event: the batch reads it once, chains its events
+    in order in Python, and :meth:`flush` writes them with one ``executemany``
+    and moves the head once, in the same transaction, before its COMMIT.
+    """
+
+    __slots__ = ("loaded", "existed", "last_id", "hash", "pending")
+
+    def __init__(self) -> None:
+        self.loaded = False
+        self.existed = False
+        self.last_id = 0
+        self.hash = GENESIS
+        self.pending: list[dict[str, Any]] = []
+
+    def mark(self) -> tuple[int, str, int]:
+        """A point to go back to if the current call fails (see :meth:`undo`)."""
+        return self.last_id, self.hash, len(self.pending)
+
+    def undo(self, mark: tuple[int, str, int]) -> None:
+        """Forget the events appended since ``mark`` (their call failed before writing)."""
+        self.last_id, self.hash, n = mark
+        del self.pending[n:]
+
+    def flush(self, conn: Any) -> None:
+        """Write the pending events and move the head (in the batch's transaction)."""
+        if not self.pending:
+            return
+        _INSERT.executemany(conn, self.pending)
+        (_MOVE_HEAD if self.existed else _NEW_HEAD).execute(
+            conn, new_id=self.last_id, digest=self.hash
+        )
+        self.pending = []
+        self.existed = True
+
+
 def append(
     conn: Connection,
     *,
@@ -76,25 +119,40 @@ def append(
     host: str | None = None,
     data: dict | None = None,
 ) -> int:
-    """Append one event inside the caller's (write) transaction; return its id."""
-    head = _HEAD.first(conn)
-    prev_id, prev_hash = (head.last_id, head.hash) if head else (0, GENESIS)
+    """Append one event inside the caller's (write) transaction; return its id.
+
+    In a hook batch (``conn.audit`` is a :class:`HeadCache`) the event is chained
+    now and written by the batch's flush before its COMMIT.
+    """
+    cache: HeadCache | None = getattr(conn, "audit", None)
+    if cache is not None and cache.loaded:
+        head = None
+        prev_id, prev_hash = cache.last_id, cache.hash
+    else:
+        head = _HEAD.first(conn)
+        prev_id, prev_hash = (head.last_id, head.hash) if head else (0, GENESIS)
+        if cache is not None:
+            cache.loaded, cache.existed = True, head is not None
     new_id = prev_id + 1
     text = canonical(data or {})
     digest = event_hash(
         id=new_id, at=at, kind=kind, actor=actor, host=host, data=text, prev_hash=prev_hash
     )
-    _INSERT.execute(
-        conn,
-        id=new_id,
-        at=at,
-        kind=kind,
-        actor=actor,
-        host=host,
-        data=text,
-        prev_hash=prev_hash,
-        hash=digest,
-    )
+    row = {
+        "id": new_id,
+        "at": at,
+        "kind": kind,
+        "actor": actor,
+        "host": host,
+        "data": text,
+        "prev_hash": prev_hash,
+        "hash": digest,
+    }
+    if cache is not None:
+        cache.pending.append(row)
+        cache.last_id, cache.hash = new_id, digest
+        return new_id
+    _INSERT.execute(conn, **row)
     (_MOVE_HEAD if head else _NEW_HEAD).execute(conn, new_id=new_id, digest=digest)
     return new_id
 

@@ -12,9 +12,9 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
-from jit_hooks.server import auth
+from jit_hooks.server import audit, auth
 from jit_hooks.server.errors import Unauthorized
 from jit_hooks.server.metrics import Metrics
 from jit_hooks.server.settings import Settings
@@ -65,14 +65,20 @@ class Context:
 
         On SQLite, **group commit**: the hook calls that run in one turn of the
         event loop share one write transaction (BEGIN IMMEDIATE on the pooled
-        sqlite3 connection, committed by a callback on the loop's next turn),
-        each inside its own SAVEPOINT, so a failing call undoes only its own
-        work. Every caller waits for that COMMIT before it answers: no answer
-        leaves before its decision is in the audit log; if the commit fails,
-        every call of the batch fails (503). BEGIN and COMMIT were a fifth of a
-        hook call each on their own (bench P3, docs/performance.md). The body
-        of the ``async with`` must not await (it runs inside the shared
-        transaction). Other databases keep host_tx, one transaction per call.
+        sqlite3 connection, committed by a callback on the loop's next turn).
+        Their audit events are chained in order in Python and written by one
+        ``executemany`` plus one head update just before the COMMIT
+        (audit.HeadCache). Every caller waits for that COMMIT before it answers:
+        no answer leaves before its decision is in the audit log; if the commit
+        fails, every call of the batch fails (503). A call that fails without
+        having written anything (e.g. an unknown token: 401) forgets its own
+        unwritten events and leaves the batch alone; a call that fails after a
+        write to the database fails the whole batch at once (rolled back, 503
+        to the others, nothing of it committed), so no per-call SAVEPOINT is
+        needed. BEGIN and COMMIT were a fifth of a hook call each on their own
+        (bench P3, docs/performance.md). The body of the ``async with`` must
+        not await (it runs inside the shared transaction). Other databases keep
+        host_tx, one transaction per call.
         """
         if self.engine.dialect.name != "sqlite":
             with self.host_tx(creds) as pair:
@@ -80,20 +86,36 @@ class Context:
             return
         token = _token(creds)
         batch = self._batch or self._open_batch()
-        raw = batch.raw
-        _raw(raw, "SAVEPOINT hook_call")
+        raw, tx = batch.raw, batch.tx
+        changes, mark = raw.total_changes, tx.audit.mark()
         try:
-            tx = RawTx(self.engine.dialect, batch.fairy)
             yield tx, auth.require_host(auth.authenticate(tx, token))
         except BaseException:
-            if raw.in_transaction:
-                _raw(raw, "ROLLBACK TO hook_call")
-                _raw(raw, "RELEASE hook_call")
+            if raw.total_changes != changes or not raw.in_transaction:
+                self._fail(batch)  # it wrote: the whole batch goes
+            else:
+                tx.audit.undo(mark)
             raise
-        _raw(raw, "RELEASE hook_call")
         # Committed (or the commit's error raised); shielded: a client that
         # hangs up does not cancel the batch.
         await asyncio.shield(batch.committed)
+
+    def _fail(self, batch: _Batch) -> None:
+        """Roll the batch back now and fail its waiting callers (503)."""
+        if self._batch is batch:
+            self._batch = None
+        if batch.committed.done():
+            return
+        try:
+            if batch.raw.in_transaction:
+                batch.raw.rollback()
+        except sqlite3.Error:
+            pass  # the pool's reset on return rolls back again, or discards it
+        finally:
+            batch.committed.set_exception(
+                OperationalError("group commit", None, Exception("a call of the batch failed"))
+            )
+            batch.fairy.close()
 
     def _open_batch(self) -> _Batch:
         loop = asyncio.get_running_loop()
@@ -103,7 +125,8 @@ class Context:
         except BaseException:
             fairy.close()
             raise
-        batch = _Batch(fairy, fairy.driver_connection, loop.create_future())
+        tx = RawTx(self.engine.dialect, fairy, audit.HeadCache())
+        batch = _Batch(fairy, fairy.driver_connection, loop.create_future(), tx)
         # Nobody may be left waiting: retrieve the error even if all callers failed first.
         batch.committed.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._batch = batch
@@ -112,8 +135,12 @@ class Context:
 
     def _commit(self, batch: _Batch) -> None:
         """The loop's next turn: commit the batch's transaction and wake its callers."""
-        self._batch = None
+        if self._batch is batch:
+            self._batch = None
+        if batch.committed.done():  # failed already (_fail)
+            return
         try:
+            batch.tx.audit.flush(batch.tx)
             _raw(batch.raw, "COMMIT")
         except BaseException as e:
             if batch.raw.in_transaction:
@@ -132,6 +159,7 @@ class _Batch:
     fairy: Any  # the pooled connection
     raw: sqlite3.Connection
     committed: asyncio.Future
+    tx: RawTx
 
 
 @dataclass(frozen=True)
@@ -140,6 +168,7 @@ class RawTx:
 
     dialect: Any
     connection: Any
+    audit: Any = None  # the batch's audit.HeadCache
 
 
 def _raw(raw: sqlite3.Connection, sql: str) -> None:

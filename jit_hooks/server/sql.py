@@ -64,6 +64,19 @@ class Prepared:
         found = cur.fetchone()
         return None if found is None else row._make(found)
 
+    def executemany(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Run a statement without result rows once per parameter set, in order."""
+        if conn.dialect.name != "sqlite":
+            conn.execute(self.stmt, rows)
+            return
+        sql, names, defaults, _ = self._compiled(conn)
+        args = [[p[n] if n in p else defaults[n] for n in names] for p in rows]
+        raw = conn.connection.driver_connection
+        try:
+            raw.executemany(sql, args)  # type: ignore[union-attr]
+        except sqlite3.Error as e:
+            raise DBAPIError.instance(sql, args, e, sqlite3.Error) from e
+
     def execute(self, conn: Connection, **params: Any) -> int:
         """Run a statement without result rows; returns the affected row count."""
         if conn.dialect.name != "sqlite":

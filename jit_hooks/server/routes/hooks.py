@@ -34,7 +34,8 @@ router = APIRouter(prefix="/api/v1/hook", tags=["hooks"], route_class=LeanRoute)
 
 @router.post("/authorized-keys", response_model=AuthorizedKeysOut)
 async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> dict:
-    with ctx.metrics.hook_latency.labels("authorized_keys").time():
+    m = ctx.metrics
+    with m.child(m.hook_latency, "authorized_keys").time():
         async with ctx.hook_tx(creds) as (conn, host):
             found = decisions.authorized_keys(
                 conn,
@@ -45,13 +46,14 @@ async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> 
                 key=body.key,
                 now=ctx.now(),
             )
-    ctx.metrics.hook_decisions.labels("authorized_keys", "allow" if found else "deny").inc()
+    m.child(m.hook_decisions, "authorized_keys", "allow" if found else "deny").inc()
     return {"keys": found}
 
 
 @router.post("/account", response_model=DecisionOut)
 async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
-    with ctx.metrics.hook_latency.labels("account").time():
+    m = ctx.metrics
+    with m.child(m.hook_latency, "account").time():
         async with ctx.hook_tx(creds) as (conn, host):
             answer = decisions.account(
                 conn,
@@ -63,14 +65,15 @@ async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
                 fingerprint=body.fingerprint,
                 now=ctx.now(),
             )
-    ctx.metrics.hook_decisions.labels("account", answer["decision"]).inc()
-    ctx.metrics.logins.labels(answer["decision"]).inc()
+    m.child(m.hook_decisions, "account", answer["decision"]).inc()
+    m.child(m.logins, answer["decision"]).inc()
     return answer
 
 
 @router.post("/session", response_model=DecisionOut)
 async def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
-    with ctx.metrics.hook_latency.labels("session").time():
+    m = ctx.metrics
+    with m.child(m.hook_latency, "session").time():
         async with ctx.hook_tx(creds) as (conn, host):
             answer = decisions.session(
                 conn,
@@ -84,7 +87,7 @@ async def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
                 fingerprint=body.fingerprint,
                 now=ctx.now(),
             )
-    ctx.metrics.hook_decisions.labels("session", answer["decision"]).inc()
+    m.child(m.hook_decisions, "session", answer["decision"]).inc()
     return answer
 
 
