@@ -6,6 +6,7 @@ requests) and every decision is audited in the same transaction.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -92,6 +93,12 @@ def approval_for_login(conn: Connection, *, host_id: int, login: str, now: int) 
     return _FOR_LOGIN.first(conn, host_id=host_id, login=login, now=now)
 
 
+@functools.lru_cache(maxsize=256)
+def _options(policy_spec: str) -> tuple:
+    """The key options of a stored policy (its text parsed once: few policies, many calls)."""
+    return tuple(json.loads(policy_spec).get("options", []))
+
+
 def _record(
     conn: Connection, host: HostPrincipal, kind: str, actor: str | None, now: int, **data: Any
 ) -> None:
@@ -143,7 +150,7 @@ def authorized_keys(
             "key": row.blob,
             "fingerprint": row.fingerprint,
             "expires_at": row.ends_at,
-            "options": json.loads(row.policy_spec).get("options", []),
+            "options": list(_options(row.policy_spec)),
             "request_id": row.id,
         }
     ]

@@ -85,3 +85,26 @@ def test_recomputed_hash_still_breaks_the_next_link(engine):
         )
     result = _verify(engine)
     assert (result.ok, result.event_id) == (False, 3)
+
+
+def test_event_hash_fast_path_is_byte_identical_to_canonical_json():
+    """event_hash writes the common case out by hand; it must hash what canonical() would."""
+    import hashlib
+
+    from jit_hooks.server.audit import GENESIS, canonical, event_hash
+
+    cases = [
+        dict(id=1, at=0, kind="hook.x", actor=None, host=None, data="{}", prev_hash=GENESIS),
+        dict(
+            id=2**40,
+            at=1_700_000_000,
+            kind='k"\\\n\u00e9\U0001f600',
+            actor="al\tice\x00",
+            host="web-1",
+            data=canonical({"reason": 'quote " back \\ é', "n": [1, None]}),
+            prev_hash="f" * 64,
+        ),
+    ]
+    for c in cases:
+        slow = hashlib.sha256(canonical(c).encode()).hexdigest()
+        assert event_hash(**c) == slow

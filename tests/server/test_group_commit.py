@@ -45,3 +45,59 @@ def test_concurrent_hook_calls_are_answered_and_audited_once(world):
     # No cached decision: the revocation holds on the next call.
     assert w.call("bob", "POST", f"{R}/{req['id']}/revoke", {})[0] == 200
     assert w.akc("web1", "alice")[1] == {"keys": []}
+
+
+def test_a_call_that_fails_after_writing_fails_its_whole_batch(world):
+    """In-process, on the service's own SQLite file: three hook calls in one loop turn.
+
+    The failures are injected inside the call bodies (a real write, then an
+    exception): no real hook fails that way on demand. A call that fails
+    before writing leaves the batch alone (its unwritten event is dropped);
+    one that fails after a write takes the batch so far down (nothing of it is
+    committed, the calls waiting on it get the 503 error, later calls start a
+    new batch); the chain verifies either way.
+    """
+    import asyncio
+
+    from fastapi.security import HTTPAuthorizationCredentials
+    from sqlalchemy.exc import OperationalError
+
+    from jit_hooks.server import audit
+    from jit_hooks.server.context import Context
+    from jit_hooks.server.db import make_engine
+    from jit_hooks.server.metrics import Metrics
+    from jit_hooks.server.settings import Settings
+
+    db = world.svc.data_dir / "jit.db"
+    engine = make_engine(f"sqlite:///{db}")
+    ctx = Context(Settings(database_url=f"sqlite:///{db}"), engine, Metrics())
+    creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=world.host_tokens["web1"])
+
+    def events() -> int:
+        return world.svc.sqlite("SELECT count(*) FROM audit_events WHERE kind = 'test.batch'")[0][0]
+
+    async def call(fail: str) -> str:
+        async with ctx.hook_tx(creds) as (tx, host):
+            audit.append(tx, at=1, kind="test.batch", host=host.name, data={"f": fail})
+            if fail == "write":
+                tx.connection.driver_connection.execute("UPDATE hosts SET name = name")
+            if fail:
+                raise RuntimeError(fail)
+        return "ok"
+
+    async def batch(*fails: str) -> list:
+        return await asyncio.gather(*(call(f) for f in fails), return_exceptions=True)
+
+    try:
+        out = asyncio.run(batch("", "quiet", ""))
+        assert out[0] == out[2] == "ok" and str(out[1]) == "quiet"
+        assert events() == 2  # the quiet failure's event is gone, the others committed
+        out = asyncio.run(batch("", "write", ""))
+        assert str(out[1]) == "write" and isinstance(out[0], OperationalError)
+        # The batch was rolled back and detached at once: the third call opened a new one.
+        assert out[2] == "ok"
+        assert events() == 3  # nothing of the failed batch's first two calls
+        with engine.connect() as conn:
+            assert audit.verify(conn).ok
+    finally:
+        engine.dispose()
