@@ -49,13 +49,7 @@ def run(ctx) -> dict:  # noqa: ANN001
         login = hooked.add_account("deploy")  # unix accounts are machine-wide: `local` uses it too
         world = build_world(ctx.work / "p1", approved=1, login=login, sink=False, tls=True)
         for box in (hooked, local):
-            box.configure(
-                [world.svc.url],
-                world.host_token,
-                ca_file=world.ca_file,
-                connect_timeout=2.0,
-                total_timeout=5.0,
-            )
+            box.use_world(world)
         key = world.keys["req0"]
         static_login = static.add_account("deploy", keys=[key.line])
 

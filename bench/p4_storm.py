@@ -71,13 +71,7 @@ def run(ctx) -> dict:  # noqa: ANN001
             sink=False,
             tls=True,
         )
-        box.configure(
-            [world.svc.url],
-            world.host_token,
-            ca_file=world.ca_file,
-            connect_timeout=2.0,
-            total_timeout=5.0,
-        )
+        box.use_world(world)
         names = [f"req{i}" for i in range(people)]
         approved = {f"req{i}" for i in range(people // 2)}
         fp_owner = {world.keys[p].fingerprint: p for p in names}

@@ -35,6 +35,16 @@ class HookedSshd(SshdSandbox):
                 text.replace("[service]\n", f'[service]\nca_file = "{dst}"\n', 1)
             )
 
+    def use_world(self, world) -> None:  # noqa: ANN001
+        """Point the hooks at the bench world's service (its URL, host token and CA)."""
+        self.configure(
+            [world.svc.url],
+            world.host_token,
+            ca_file=world.ca_file,
+            connect_timeout=2.0,
+            total_timeout=5.0,
+        )
+
     def _write_sshd_config(self) -> None:
         super()._write_sshd_config()
         if self.max_startups:
