@@ -109,13 +109,17 @@ class HeadCache:
         self.hash = GENESIS
         self.pending: list[dict[str, Any]] = []
 
-    def mark(self) -> tuple[int, str, int]:
+    def mark(self) -> tuple[bool, int, str, int]:
         """A point to go back to if the current call fails (see :meth:`undo`)."""
-        return self.last_id, self.hash, len(self.pending)
+        return self.loaded, self.last_id, self.hash, len(self.pending)
 
-    def undo(self, mark: tuple[int, str, int]) -> None:
-        """Forget the events appended since ``mark`` (their call failed before writing)."""
-        self.last_id, self.hash, n = mark
+    def undo(self, mark: tuple[bool, int, str, int]) -> None:
+        """Forget the events appended since ``mark`` (their call failed before writing).
+
+        ``loaded`` goes back too: a call that read the head first and then failed
+        must not leave the next call chaining from the unloaded (0, GENESIS).
+        """
+        self.loaded, self.last_id, self.hash, n = mark
         del self.pending[n:]
 
     def flush(self, conn: Any) -> None:
