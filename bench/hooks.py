@@ -1,7 +1,7 @@
 """Hook entry points as a host runs them: `#!/usr/bin/python3 -IS` thin-client wrappers.
 
 The wrappers are the packaged ones (packaging/host/usr/bin/jit-*: same
-interpreter flags, same `jit_hooks.host.thin.main(MODE, SOCKET)` call) with
+interpreter flags, same `jit_hooks.host.login.thin.main(MODE, SOCKET)` call) with
 this checkout first on sys.path and a socket of the benchmark's choosing: the
 socket of a real jit-hooksd (the default on an installed host), or one nobody
 listens on, so the wrapper falls back to running the hook in its own process.

@@ -6,7 +6,7 @@
 the app's middleware, routing, an ``async def`` LeanRoute on the event loop
 like the login-path hooks, JSON through a response model) except
 authentication, the database and the decision itself. The uvicorn settings
-are those of `jit-server serve` (jit_hooks/cli/server.py).
+are those of `jit-server serve` (jit_hooks/server/cli.py).
 """
 
 from __future__ import annotations

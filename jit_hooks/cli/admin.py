@@ -17,9 +17,10 @@ import click
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import ConfigError, JitError, ServiceError
-from jit_hooks.host import config as host_config
-from jit_hooks.host import paths, wiring
-from jit_hooks.host.config import HostConfig, load_config, parse_config
+from jit_hooks.host.login import config as host_config
+from jit_hooks.host import paths
+from jit_hooks.host.admin import wiring
+from jit_hooks.host.login.config import HostConfig, load_config, parse_config
 from jit_hooks.protocol import HOOK_AUTHORIZED_KEYS
 
 # Hook commands enable refuses to point sshd at unless they exist.
@@ -246,7 +247,7 @@ def _check_break_glass(config: HostConfig, force: bool) -> list[str]:
 
 def _ping(config: HostConfig) -> tuple[str, int]:
     """(host name the token belongs to, clock skew in seconds: service - here)."""
-    from jit_hooks.host.client import HookClient
+    from jit_hooks.host.login.client import HookClient
 
     try:
         answer = HookClient(config).ping()
@@ -411,8 +412,8 @@ def check(layout: wiring.Layout, login: str, key_file) -> None:
     Asks the service like the hooks do (the answers are audited like any hook
     call). Exit 0 if the key would be accepted now, 1 if not.
     """
-    from jit_hooks.host import authorized_keys
-    from jit_hooks.host.client import HookClient
+    from jit_hooks.host.login import authorized_keys
+    from jit_hooks.host.login.client import HookClient
 
     config = _config(layout)
     try:
@@ -482,8 +483,8 @@ def enforce(layout: wiring.Layout, once: bool, interval: float) -> None:
     against /proc (same pid, same start time, an sshd) and sends its sshd
     SIGTERM. If the service cannot be reached nothing is ended: exit 1.
     """
-    from jit_hooks.host import enforce as enforcer
-    from jit_hooks.host.log import HookLog
+    from jit_hooks.host.admin import enforce as enforcer
+    from jit_hooks.host.login.log import HookLog
 
     config = _config(layout)
     log = HookLog(enforcer.IDENT, config.syslog_socket)

@@ -53,9 +53,9 @@ def test_tiny_p2_run_writes_well_formed_json(tmp_path):
     # in-process (checked in the bench itself); the import-time profiles name the thin
     # client (helper path) and the hook's own module (in-process path).
     assert p2["hook_runs"]["via_hooksd"] >= 3 and p2["hook_runs"]["in_process"] >= 3
-    assert any(name == "jit_hooks.host.thin"
+    assert any(name == "jit_hooks.host.login.thin"
                for name, _ms in p2["importtime"]["top_level_cumulative_ms"])  # fmt: skip
-    assert any(name == "jit_hooks.host.authorized_keys"
+    assert any(name == "jit_hooks.host.login.authorized_keys"
                for name, _ms in p2["importtime_in_process"]["top_level_cumulative_ms"])  # fmt: skip
     # The table went to stdout with the figure in it.
     assert "jit-authorized-keys / python3 -I -c pass" in r.stdout

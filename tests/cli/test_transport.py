@@ -36,7 +36,7 @@ def tls_service(world: World, tmp_path_factory):
     log = open(world.service.data_dir / "tls-server.log", "ab")
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "jit_hooks.cli.server", "--data-dir",
+            sys.executable, "-m", "jit_hooks.server.cli", "--data-dir",
             str(world.service.data_dir), "serve", "--listen", f"127.0.0.1:{port}",
             "--tls-cert", str(cert), "--tls-key", str(key),
         ],

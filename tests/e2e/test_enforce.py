@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from jit_hooks.host import enforce
+from jit_hooks.host.admin import enforce
 from tests.utils.sshd import installed
 
 ENFORCE = "jit-hooks-enforce"

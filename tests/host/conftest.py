@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from jit_hooks import sshkeys
-from jit_hooks.host.config import load_config
+from jit_hooks.host.login.config import load_config
 from tests.utils.fault_server import FaultServer
 from tests.utils.syslog_sink import SyslogSink
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from jit_hooks.errors import BadResponse, KeyParseError
-from jit_hooks.host import authorized_keys, connection
-from jit_hooks.host.authorized_keys import expiry_time, main, offered_key, respond
+from jit_hooks.host.login import authorized_keys, connection
+from jit_hooks.host.login.authorized_keys import expiry_time, main, offered_key, respond
 
 GOLDEN = Path(__file__).parent.parent / "data" / "akc"
 EXPIRES = 1764003600

@@ -17,9 +17,9 @@ import threading
 import pytest
 
 from jit_hooks.errors import BadResponse, ConfigError, ServiceError, ServiceUnreachable
-from jit_hooks.host import transport
-from jit_hooks.host.client import HookClient, hard_deadline
-from jit_hooks.host.config import load_config
+from jit_hooks.host.login import transport
+from jit_hooks.host.login.client import HookClient, hard_deadline
+from jit_hooks.host.login.config import load_config
 from jit_hooks.protocol import HOOK_ACCOUNT, HOOK_PING
 from tests.host.conftest import TOKEN
 from tests.utils.fault_server import FaultServer

@@ -6,7 +6,7 @@ import pytest
 
 from jit_hooks.errors import ConfigError
 from jit_hooks.host import paths
-from jit_hooks.host.config import config_path, load_config, parse_config
+from jit_hooks.host.login.config import config_path, load_config, parse_config
 
 
 def test_full_config_loads(write_config, tmp_path):

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from jit_hooks.host import connection
+from jit_hooks.host.login import connection
 
 FP = "SHA256:" + "A" * 43
 

@@ -1,4 +1,4 @@
-"""jit_hooks.host.enforce with real processes: it never signals a process it has not proven is
+"""jit_hooks.host.admin.enforce with real processes: it never signals a process it has not proven is
 the session's sshd (same pid, same start time, an sshd binary), and acts only on a
 positive, well-formed service answer (the real service here, or a fault server)."""
 
@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from jit_hooks.errors import BadResponse, ServiceError
-from jit_hooks.host import enforce
-from jit_hooks.host.config import load_config
-from jit_hooks.host.log import HookLog
+from jit_hooks.host.admin import enforce
+from jit_hooks.host.login.config import load_config
+from jit_hooks.host.login.log import HookLog
 from tests.utils.seed import basic_world
 
 

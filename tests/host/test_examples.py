@@ -34,6 +34,8 @@ def test_sshd_accepts_the_example(tmp_path):
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "hk")], check=True
     )
+    # sshd -t insists on its privilege separation directory (made at boot on a host).
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     config = tmp_path / "sshd_config"
     config.write_text(f"HostKey {tmp_path / 'hk'}\n" + EXAMPLE.read_text())
     r = subprocess.run(["/usr/sbin/sshd", "-t", "-f", str(config)], capture_output=True, text=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from jit_hooks.host.hook import split_config_arg
+from jit_hooks.host.login.hook import split_config_arg
 
 
 @pytest.mark.parametrize(

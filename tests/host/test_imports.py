@@ -23,7 +23,7 @@ HOOKS = ("authorized_keys", "pam_account", "pam_session")
 def test_hook_imports_are_stdlib_only(hook):
     code = (
         f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-        f"import jit_hooks.host.{hook}; print('\\n'.join(sorted(sys.modules)))"
+        f"import jit_hooks.host.login.{hook}; print('\\n'.join(sorted(sys.modules)))"
     )
     # -I: isolated, as the installed wrappers run it (no site-packages, no env).
     out = subprocess.run(
@@ -31,7 +31,7 @@ def test_hook_imports_are_stdlib_only(hook):
     ).stdout.split()
     loaded = [m for m in out if m.split(".")[0] in FORBIDDEN or m in FORBIDDEN]
     assert loaded == []
-    assert f"jit_hooks.host.{hook}" in out
+    assert f"jit_hooks.host.login.{hook}" in out
 
 
 def test_entry_point_usage_smoke(tmp_path):
@@ -43,7 +43,7 @@ def test_entry_point_usage_smoke(tmp_path):
                 "-I",
                 "-c",
                 f"import sys; sys.path.insert(0, {str(ROOT)!r}); "
-                f"from jit_hooks.host.{hook} import main; raise SystemExit(main())",
+                f"from jit_hooks.host.login.{hook} import main; raise SystemExit(main())",
                 "--config",
                 str(tmp_path / "missing.toml"),
                 "deploy",
@@ -83,7 +83,7 @@ def test_thin_client_fast_path_imports_only_socket(tmp_path):
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     code = (
-        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from jit_hooks.host import thin; "
+        f"import sys; sys.path.insert(0, {str(ROOT)!r}); from jit_hooks.host.login import thin; "
         f"rc = thin.main('authorized-keys', {str(sock)!r}); "
         "print(' '.join(sorted(sys.modules)), file=sys.stderr); raise SystemExit(rc)"
     )
@@ -95,4 +95,6 @@ def test_thin_client_fast_path_imports_only_socket(tmp_path):
     # The daemon ran the hook (its line, to stderr here: no syslog socket).
     assert "reason=bad_input" in helper_log and "via=hooksd" in helper_log
     extra = set(r.stderr.split()) - set(bare)
-    assert extra == {"_socket", "jit_hooks", "jit_hooks.host", "jit_hooks.host.thin"}
+    assert extra == {
+        "_socket", "jit_hooks", "jit_hooks.host", "jit_hooks.host.login", "jit_hooks.host.login.thin"
+    }  # fmt: skip

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from jit_hooks.host.log import HookLog, format_fields
+from jit_hooks.host.login.log import HookLog, format_fields
 
 
 def test_format_fields_quotes_and_strips():

@@ -1,4 +1,4 @@
-"""jit_hooks.host.pamenv: pam_exec's PAM_* values win over ones the user duplicated.
+"""jit_hooks.host.login.pamenv: pam_exec's PAM_* values win over ones the user duplicated.
 
 A real child process is started with a raw envp holding duplicated names, the way
 pam_exec builds it (PAM environment first, its own PAM_* values appended). Neither
@@ -15,7 +15,7 @@ import sys
 import pytest
 
 from jit_hooks.errors import JitError
-from jit_hooks.host import pamenv
+from jit_hooks.host.login import pamenv
 
 LAUNCHER = r"""
 import ctypes, json, sys
@@ -30,7 +30,7 @@ sys.exit("execve: errno %d" % ctypes.get_errno())
 
 CHILD = r"""
 import json, os
-from jit_hooks.host import pamenv, pam_account
+from jit_hooks.host.login import pamenv, pam_account
 print(json.dumps({
     "os_environ": os.environ.get("PAM_TYPE"),
     "items": pamenv.pam_items("PAM_TYPE", "PAM_USER", "PAM_RHOST", "LANG", "PAM_TTY"),

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from jit_hooks.errors import BadResponse, ServiceUnreachable
-from jit_hooks.host import transport
+from jit_hooks.host.login import transport
 
 
 def serve_once(raw: bytes):

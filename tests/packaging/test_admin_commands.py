@@ -224,7 +224,7 @@ def test_status_and_check_report_the_helper_which_is_optional(sshd_root, host_se
 def test_enable_warns_about_files_jit_hooksd_cannot_see(capsys):
     """`enable` on / warns when config, token or CA sit where the helper's sandbox hides them."""
     from jit_hooks.cli import admin
-    from jit_hooks.host.config import parse_config
+    from jit_hooks.host.login.config import parse_config
 
     def config(token_file: str, ca_file: str | None = None):
         service = {"urls": ["https://jit.example.org"], "token_file": token_file}

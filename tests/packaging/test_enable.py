@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from jit_hooks.host import wiring
+from jit_hooks.host.admin import wiring
 from tests.packaging.conftest import Root, write_host_config
 
 pytestmark = pytest.mark.usefixtures("hook_user")

@@ -52,9 +52,9 @@ def test_wrapper_is_a_python3_IS_script_importing_the_daemon_main():
     text = WRAPPER.read_text()
     assert text.startswith("#!/usr/bin/python3 -IS\n")
     assert 'sys.path.append("/usr/lib/python3/dist-packages")' in text
-    assert re.findall(r"^from (\S+) import main$", text, re.M) == ["jit_hooks.host.daemon"]
+    assert re.findall(r"^from (\S+) import main$", text, re.M) == ["jit_hooks.host.login.daemon"]
     assert "raise SystemExit(main())" in text
-    assert callable(importlib.import_module("jit_hooks.host.daemon").main)
+    assert callable(importlib.import_module("jit_hooks.host.login.daemon").main)
     assert WRAPPER.stat().st_mode & 0o777 == 0o755
 
 

@@ -196,7 +196,7 @@ def test_venv_install_from_the_wheel_migrates_and_serves(tmp_path):
             f"sys.path[:0] = [{str(target)!r}, {str(site_packages)!r}]",
             "import jit_hooks",
             f"assert jit_hooks.__file__.startswith({str(target)!r}), jit_hooks.__file__",
-            "from jit_hooks.cli.server import main",
+            "from jit_hooks.server.cli import main",
             f"sys.argv = ['jit-server', '--data-dir', {str(data)!r}, 'db', 'upgrade']",
             "try:",
             "    main()",

@@ -1,4 +1,4 @@
-"""The PAM block and drop-in rendering of jit_hooks.host.wiring (pure text logic)."""
+"""The PAM block and drop-in rendering of jit_hooks.host.admin.wiring (pure text logic)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jit_hooks.host import wiring
+from jit_hooks.host.admin import wiring
 
 LAYOUT = wiring.Layout(root="/", bin_dir="/usr/bin")
 DEBIAN_PAM = "@include common-auth\naccount required pam_nologin.so\n@include common-account\n"

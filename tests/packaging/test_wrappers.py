@@ -13,9 +13,9 @@ import pytest
 from tests.packaging.conftest import REPO
 
 WRAPPERS = {
-    "jit-authorized-keys": "jit_hooks.host.authorized_keys",
-    "jit-pam-account": "jit_hooks.host.pam_account",
-    "jit-pam-session": "jit_hooks.host.pam_session",
+    "jit-authorized-keys": "jit_hooks.host.login.authorized_keys",
+    "jit-pam-account": "jit_hooks.host.login.pam_account",
+    "jit-pam-session": "jit_hooks.host.login.pam_session",
 }
 
 
@@ -28,10 +28,10 @@ def test_wrapper_imports_the_hook_main(name, module):
     assert 'sys.path.append("/usr/lib/python3/dist-packages")' in text
     assert path.stat().st_mode & 0o777 == 0o755
     # A thin client of jit-hooksd, falling back to the hook module itself (host/thin.py).
-    assert re.findall(r"^from (\S+) import main$", text, re.M) == ["jit_hooks.host.thin"]
+    assert re.findall(r"^from (\S+) import main$", text, re.M) == ["jit_hooks.host.login.thin"]
     mode = name.removeprefix("jit-")
     assert f'main("{mode}", "/run/jit-hooks/hooksd.sock")' in text
-    assert importlib.import_module("jit_hooks.host.thin").MODES[mode] == module
+    assert importlib.import_module("jit_hooks.host.login.thin").MODES[mode] == module
     assert "importlib" not in text and "pkg_resources" not in text
     assert callable(importlib.import_module(module).main)
 

@@ -121,7 +121,7 @@ def exercise(w: World, tmp: Path, sink: SyslogSink, run: Run, revoked: str, forg
     run(jit + ["list", "-v"], env={**env, "JIT_TOKEN": forged[0]})
     # The admin CLI's export.
     export = tmp / "audit.jsonl"
-    server = [sys.executable, "-m", "jit_hooks.cli.server", "--data-dir", str(w.svc.data_dir)]
+    server = [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(w.svc.data_dir)]
     run(server + ["audit", "export", "-o", str(export)])
     return cli_cfg, export
 
@@ -172,7 +172,7 @@ def test_data_files_have_tight_modes(sec, tmp_path):
     # A data dir the service creates itself (the fixture's one was made by the test).
     fresh = tmp_path / "fresh" / "data"
     r = subprocess.run(
-        [sys.executable, "-m", "jit_hooks.cli.server", "--data-dir", str(fresh), "db", "upgrade"],
+        [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(fresh), "db", "upgrade"],
         capture_output=True,
         text=True,
         timeout=60,

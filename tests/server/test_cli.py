@@ -21,7 +21,7 @@ from tests.utils.service import free_port
 
 def run(data_dir, *args, input=None):  # noqa: ANN001, ANN002, A002, ANN201
     return subprocess.run(
-        [sys.executable, "-m", "jit_hooks.cli.server", "--data-dir", str(data_dir), *args],
+        [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(data_dir), *args],
         capture_output=True,
         text=True,
         input=input,
@@ -183,7 +183,7 @@ def test_serve_tls(data_dir, tmp_path):
         [
             sys.executable,
             "-m",
-            "jit_hooks.cli.server",
+            "jit_hooks.server.cli",
             "--data-dir",
             str(data_dir),
             "serve",

@@ -21,7 +21,7 @@ def _verify(svc):  # noqa: ANN001, ANN202
         [
             sys.executable,
             "-m",
-            "jit_hooks.cli.server",
+            "jit_hooks.server.cli",
             "--data-dir",
             str(svc.data_dir),
             "audit",

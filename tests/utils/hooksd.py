@@ -1,4 +1,4 @@
-"""A real jit-hooksd process (jit_hooks/host/daemon.py) for tests, the sshd sandbox and bench.
+"""A real jit-hooksd process (jit_hooks/host/login/daemon.py) for tests, the sshd sandbox and bench.
 
 Started with ``/usr/bin/python3 -IS`` like the packaged ``/usr/sbin/jit-hooksd``,
 optionally as another user (``setpriv``, e.g. the AKC user ``jit-hooks``).
@@ -20,13 +20,13 @@ def wrapper_text(lib: str, mode: str, socket_path: str) -> str:
     return (
         "#!/usr/bin/python3 -IS\n"
         f"import sys\nsys.path.insert(0, {lib!r})\n"
-        "from jit_hooks.host.thin import main\n\n"
+        "from jit_hooks.host.login.thin import main\n\n"
         f"raise SystemExit(main({mode!r}, {socket_path!r}))\n"
     )
 
 
 class HooksDaemon:
-    """``python3 -IS -m``-style run of jit_hooks.host.daemon; ``stop()`` ends it (SIGTERM)."""
+    """``python3 -IS -m``-style run of jit_hooks.host.login.daemon; ``stop()`` ends it (SIGTERM)."""
 
     def __init__(
         self,
@@ -47,7 +47,7 @@ class HooksDaemon:
     def command(self) -> list[str]:
         code = (
             f"import sys; sys.path.insert(0, {self.lib!r}); "
-            "from jit_hooks.host.daemon import main; sys.exit(main())"
+            "from jit_hooks.host.login.daemon import main; sys.exit(main())"
         )
         cmd = [PYTHON, "-IS", "-c", code, "--socket", self.socket_path]
         if self.syslog_socket:

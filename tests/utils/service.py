@@ -41,7 +41,7 @@ class Service:
         cmd = [
             sys.executable,
             "-m",
-            "jit_hooks.cli.server",
+            "jit_hooks.server.cli",
             "--data-dir",
             str(self.data_dir),
             *args,
@@ -61,7 +61,7 @@ class Service:
             [
                 sys.executable,
                 "-m",
-                "jit_hooks.cli.server",
+                "jit_hooks.server.cli",
                 "--data-dir",
                 str(self.data_dir),
                 "serve",

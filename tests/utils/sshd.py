@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jit_hooks import sshkeys
-from jit_hooks.host import wiring
+from jit_hooks.host.admin import wiring
 from tests.utils.hooksd import HooksDaemon, wrapper_text
 from tests.utils.syslog_sink import SyslogSink
 

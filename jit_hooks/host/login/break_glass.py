@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from jit_hooks.errors import ConfigError, ServiceError
-from jit_hooks.host.client import HookClient, hard_deadline
-from jit_hooks.host.config import HostConfig
-from jit_hooks.host.log import HookLog
+from jit_hooks.host.login.client import HookClient, hard_deadline
+from jit_hooks.host.login.config import HostConfig
+from jit_hooks.host.login.log import HookLog
 from jit_hooks.protocol import BreakGlassQuery
 
 # Reporting is best effort and must not make an emergency login wait for a

@@ -16,13 +16,13 @@ from typing import Literal
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import JitError, KeyParseError
-from jit_hooks.host import break_glass
-from jit_hooks.host.answers import sanitize
-from jit_hooks.host.client import HookClient
-from jit_hooks.host.config import HostConfig
-from jit_hooks.host.hook import Invocation, run
-from jit_hooks.host.log import HookLog
-from jit_hooks.host.pam_account import conclude, deny, pam_env
+from jit_hooks.host.login import break_glass
+from jit_hooks.host.login.answers import sanitize
+from jit_hooks.host.login.client import HookClient
+from jit_hooks.host.login.config import HostConfig
+from jit_hooks.host.login.hook import Invocation, run
+from jit_hooks.host.login.log import HookLog
+from jit_hooks.host.login.pam_account import conclude, deny, pam_env
 from jit_hooks.protocol import LOGIN_RE, SessionQuery
 
 IDENT = "jit-pam-session"

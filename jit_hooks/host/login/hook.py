@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from jit_hooks.errors import ConfigError, JitError, ServiceError
-from jit_hooks.host import connection, pamenv, paths
-from jit_hooks.host.config import HostConfig, load_config
-from jit_hooks.host.log import HookLog
+from jit_hooks.host import paths
+from jit_hooks.host.login import connection, pamenv
+from jit_hooks.host.login.config import HostConfig, load_config
+from jit_hooks.host.login.log import HookLog
 
 USER_DENIAL = "jit: access denied: approval service unavailable or host misconfigured"
 
@@ -109,7 +110,7 @@ class Invocation:
         default the deny of ``run``), ignoring whatever the body does afterwards.
         """
         if self._out is None:
-            from jit_hooks.host.client import hard_deadline
+            from jit_hooks.host.login.client import hard_deadline
 
             with hard_deadline(seconds):
                 yield

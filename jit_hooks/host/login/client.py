@@ -23,8 +23,8 @@ from urllib.parse import urlsplit
 
 from jit_hooks import __version__
 from jit_hooks.errors import BadResponse, ConfigError, ServiceError, ServiceUnreachable
-from jit_hooks.host import answers, transport
-from jit_hooks.host.config import HostConfig
+from jit_hooks.host.login import answers, transport
+from jit_hooks.host.login.config import HostConfig
 from jit_hooks.protocol import (
     HOOK_ACCOUNT,
     HOOK_AUTHORIZED_KEYS,

@@ -11,12 +11,12 @@ stdout that pam_exec shows the ssh user.
 
 from __future__ import annotations
 
-from jit_hooks.host import break_glass, connection
-from jit_hooks.host.answers import sanitize
-from jit_hooks.host.client import HookClient
-from jit_hooks.host.config import HostConfig
-from jit_hooks.host.hook import Invocation, run
-from jit_hooks.host.log import HookLog
+from jit_hooks.host.login import break_glass, connection
+from jit_hooks.host.login.answers import sanitize
+from jit_hooks.host.login.client import HookClient
+from jit_hooks.host.login.config import HostConfig
+from jit_hooks.host.login.hook import Invocation, run
+from jit_hooks.host.login.log import HookLog
 from jit_hooks.protocol import LOGIN_RE, AccountQuery, DecisionAnswer
 
 IDENT = "jit-pam-account"

@@ -6,7 +6,7 @@ bare interpreter plus ``_socket`` (thin.py) and the helper, which has everything
 imported already, runs the SAME hook body the process would (hook.Invocation
 carries argv, the PAM environment, the parent pid and stdout).
 
-    python3 -m jit_hooks.host.daemon [--socket PATH] [--syslog-socket PATH]
+    python3 -m jit_hooks.host.login.daemon [--socket PATH] [--syslog-socket PATH]
 
 Listens on a unix stream socket (default paths.HOOKSD_SOCKET, created 0600), or
 on fd 3 under systemd socket activation (LISTEN_PID/LISTEN_FDS). Runs as the
@@ -31,9 +31,11 @@ import sys
 import threading
 import time
 
-from jit_hooks.host import authorized_keys, pam_account, pam_session, pamenv, paths, thin, transport
-from jit_hooks.host.hook import Invocation
-from jit_hooks.host.log import HookLog
+from jit_hooks.host import paths
+
+from jit_hooks.host.login import authorized_keys, pam_account, pam_session, pamenv, thin, transport
+from jit_hooks.host.login.hook import Invocation
+from jit_hooks.host.login.log import HookLog
 
 IDENT = "jit-hooksd"
 HOOKS = {

@@ -37,9 +37,9 @@ MAX_ARGS = 64
 STATUSES = (0, 1, 2)
 TIMEOUT = 31.0  # paths.MAX_TIMEOUT + 1 (tests check they agree; no import here)
 MODES = {
-    "authorized-keys": "jit_hooks.host.authorized_keys",
-    "pam-account": "jit_hooks.host.pam_account",
-    "pam-session": "jit_hooks.host.pam_session",
+    "authorized-keys": "jit_hooks.host.login.authorized_keys",
+    "pam-account": "jit_hooks.host.login.pam_account",
+    "pam-session": "jit_hooks.host.login.pam_session",
 }
 ENVIRON = "/proc/self/environ"
 # ENOENT, EACCES, ECONNREFUSED on Linux (no errno import): no helper to ask.
@@ -144,7 +144,7 @@ def main(mode: str, socket_path: str, argv: list | None = None) -> int:
 def fallback(mode: str, argv: list) -> int:
     """No helper: run the hook in this process (imports it only now); its lines say so."""
     module = __import__(MODES[mode], fromlist=["main"])
-    from jit_hooks.host.hook import Invocation
+    from jit_hooks.host.login.hook import Invocation
 
     return module.main(inv=Invocation(argv, via="fallback"))
 
@@ -152,13 +152,13 @@ def fallback(mode: str, argv: list) -> int:
 def deny(mode: str, argv: list, error: str) -> int:
     """The helper failed after we reached it: deny, log why, tell the PAM user."""
     from jit_hooks.host import paths
-    from jit_hooks.host.hook import split_config_arg
-    from jit_hooks.host.log import HookLog
+    from jit_hooks.host.login.hook import split_config_arg
+    from jit_hooks.host.login.log import HookLog
 
     socket_path = paths.SYSLOG_SOCKET
     config_path, _args = split_config_arg(argv)
     try:
-        from jit_hooks.host.config import load_config
+        from jit_hooks.host.login.config import load_config
 
         socket_path = load_config(config_path or paths.CONFIG_PATH).syslog_socket
     except Exception:  # noqa: BLE001 - denying anyway; log where we can

@@ -24,9 +24,9 @@ from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 from jit_hooks.errors import JitError, ServiceError
-from jit_hooks.host.client import HookClient
-from jit_hooks.host.config import HostConfig
-from jit_hooks.host.log import HookLog
+from jit_hooks.host.login.client import HookClient
+from jit_hooks.host.login.config import HostConfig
+from jit_hooks.host.login.log import HookLog
 from jit_hooks.protocol import CONNECTION_RE, SessionQuery, SessionsAnswer
 
 IDENT = "jit-hooks-enforce"

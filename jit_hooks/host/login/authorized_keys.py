@@ -16,11 +16,11 @@ import time
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import KeyParseError
-from jit_hooks.host import answers, connection
-from jit_hooks.host.client import HookClient
-from jit_hooks.host.config import HostConfig
-from jit_hooks.host.hook import Invocation, run
-from jit_hooks.host.log import HookLog
+from jit_hooks.host.login import answers, connection
+from jit_hooks.host.login.client import HookClient
+from jit_hooks.host.login.config import HostConfig
+from jit_hooks.host.login.hook import Invocation, run
+from jit_hooks.host.login.log import HookLog
 from jit_hooks.protocol import (
     FINGERPRINT_RE,
     HOOK_AUTHORIZED_KEYS,

@@ -1,0 +1,1 @@
+"""Host administration that never runs on a login: sshd/PAM wiring, session enforcement."""
