@@ -17,9 +17,9 @@ import click
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import ConfigError, JitError, ServiceError
-from jit_hooks.host.login import config as host_config
 from jit_hooks.host import paths
 from jit_hooks.host.admin import wiring
+from jit_hooks.host.login import config as host_config
 from jit_hooks.host.login.config import HostConfig, load_config, parse_config
 from jit_hooks.protocol import HOOK_AUTHORIZED_KEYS
 

@@ -24,7 +24,6 @@ from pathlib import Path
 import pytest
 
 from jit_hooks.host import paths
-
 from jit_hooks.host.login import thin
 from tests.utils.hooksd import HooksDaemon, wrapper_text
 from tests.utils.keys import make_key

@@ -96,5 +96,6 @@ def test_thin_client_fast_path_imports_only_socket(tmp_path):
     assert "reason=bad_input" in helper_log and "via=hooksd" in helper_log
     extra = set(r.stderr.split()) - set(bare)
     assert extra == {
-        "_socket", "jit_hooks", "jit_hooks.host", "jit_hooks.host.login", "jit_hooks.host.login.thin"
+        "_socket", "jit_hooks", "jit_hooks.host", "jit_hooks.host.login",
+        "jit_hooks.host.login.thin",
     }  # fmt: skip

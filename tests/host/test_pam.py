@@ -7,7 +7,6 @@ import os
 import pytest
 
 from jit_hooks.host import paths
-
 from jit_hooks.host.login import connection, pam_account, pam_session
 
 ALLOW = {"decision": "allow", "reason": "approved", "request_id": 7, "expires_at": 4102444800}

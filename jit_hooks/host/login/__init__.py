@@ -1,1 +1,1 @@
-"""What runs on every login: the hook bodies, their helper and its client. Never imports host.admin, click, requests or the service."""
+"""What runs on every login: hook bodies, their helper and its client (stdlib only)."""

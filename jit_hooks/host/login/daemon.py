@@ -32,7 +32,6 @@ import threading
 import time
 
 from jit_hooks.host import paths
-
 from jit_hooks.host.login import authorized_keys, pam_account, pam_session, pamenv, thin, transport
 from jit_hooks.host.login.hook import Invocation
 from jit_hooks.host.login.log import HookLog
