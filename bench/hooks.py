@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from bench.world import REPO
-from tests.utils.hooksd import HooksDaemon, wrapper_text
+from jit_hooks.testing.hooksd import HooksDaemon, wrapper_text
 
 SYSTEM_PYTHON = "/usr/bin/python3"
 MODES = {

@@ -1,6 +1,6 @@
 """P1 login overhead: `ssh -p PORT user@127.0.0.1 true` with all hooks ÷ a static authorized_keys.
 
-Three real sshd processes from the e2e sandbox (tests/utils/sshd.py) run side
+Three real sshd processes from the e2e sandbox (jit_hooks/testing/sshd.py) run side
 by side: one with the AuthorizedKeysCommand, PAM account and PAM session hooks
 served by a real jit-hooksd (an installed host's default) that talks to a real
 local service over HTTPS; the same with no helper (each hook runs in its own

@@ -22,14 +22,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.utils.service import Service
+from jit_hooks.testing.service import Service
 
 NOOP_PATH = "/bench/noop"
 REPO = Path(__file__).resolve().parent.parent
 
 
 class BenchService(Service):
-    """tests/utils/service.py's Service, with ``python -m bench.server`` as the process.
+    """jit_hooks/testing/service.py's Service, with ``python -m bench.server`` as the process.
 
     With ``tls`` = (cert, key, ca) it serves HTTPS like production, and talks to
     itself trusting ``ca``.

@@ -1,4 +1,4 @@
-"""The sandboxed sshd of the e2e tests (tests/utils/sshd.py), in two benchmark variants.
+"""The sandboxed sshd of the e2e tests (jit_hooks/testing/sshd.py), in two benchmark variants.
 
 * ``HookedSshd``: the tests' sandbox as is (AKC + PAM account + PAM session
   hooks, run by /usr/bin/python3 -I from a root-owned copy of the package),
@@ -13,7 +13,7 @@ import os
 import shutil
 from pathlib import Path
 
-from tests.utils.sshd import SshdSandbox
+from jit_hooks.testing.sshd import SshdSandbox
 
 
 class HookedSshd(SshdSandbox):

@@ -1,6 +1,6 @@
 """A real service seeded for benchmarks: people, a host, a policy, keys and approvals.
 
-Uses the same building blocks as the tests (tests/utils/service.py starts the
+Uses the same building blocks as the tests (jit_hooks/testing/service.py starts the
 real jit-server process over real HTTP); everything goes through the admin CLI
 and the public API, as in production.
 """
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from tests.utils.service import Service, free_port, start_service
-from tests.utils.syslog_sink import SyslogSink
+from jit_hooks.testing.service import Service, free_port, start_service
+from jit_hooks.testing.syslog_sink import SyslogSink
 
 REPO = Path(__file__).resolve().parent.parent
 LOGIN = "deploy"
@@ -157,7 +157,7 @@ def build_world(
         if workers > 1:
             bsvc.extra_args = ("--workers", str(workers))
         if tls:
-            from tests.utils.tls_certs import make_pki
+            from jit_hooks.testing.tls_certs import make_pki
 
             pki = make_pki(work / "pki")
             cert, key = cast("tuple[Path, Path]", pki["ok"])

@@ -1,7 +1,7 @@
 """Walk-through of jit-hooks on one machine, narrated step by step (run via scripts/demo).
 
 Starts the approval service (SQLite in a temp dir) and a real, sandboxed sshd
-with the host hooks (tests/utils/sshd.py: own config, port and PAM service on
+with the host hooks (jit_hooks/testing/sshd.py: own config, port and PAM service on
 127.0.0.1), then plays requester alice and approver bob with the `jit` CLI and a
 real `ssh` client. Everything it creates is removed at the end, even on error.
 """
@@ -19,11 +19,10 @@ import textwrap
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from jit_hooks.testing.service import Service, start_service
+from jit_hooks.testing.sshd import SshdSandbox
 
-from tests.utils.service import Service, start_service  # noqa: E402
-from tests.utils.sshd import SshdSandbox  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 BIN = Path(sys.executable).parent
 COLOR = sys.stdout.isatty()
@@ -239,7 +238,17 @@ class Demo:
             self.svc.stop()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo",
+        description="Walk through jit-hooks on this machine: approval service (SQLite in a temp "
+        "dir), a sandboxed sshd with the hooks on 127.0.0.1, request -> approve -> ssh -> "
+        "revoke/expiry -> denied. Needs root; never touches the machine's own sshd or port 22; "
+        "removes everything it created.",
+    )
+    parser.parse_args(argv)
     if os.geteuid() != 0:
         print("demo: run as root (it starts a real sshd with its own PAM service)", file=sys.stderr)
         return 1

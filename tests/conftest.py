@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.utils.service import Service, start_service
+from jit_hooks.testing.service import Service, start_service
 
 
 @pytest.fixture

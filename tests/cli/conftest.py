@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils.service import Service, start_service
+from jit_hooks.testing.service import Service, start_service
 
 REPO = Path(__file__).resolve().parents[2]
 

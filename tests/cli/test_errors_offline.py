@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from jit_hooks.testing.service import free_port
 from tests.cli.conftest import Jit, clean_env
-from tests.utils.service import free_port
 
 
 def one_error_line(stderr: str) -> str:

@@ -10,8 +10,8 @@ import subprocess
 
 import pytest
 
+from jit_hooks.testing.service import free_port
 from tests.cli.conftest import REPO, Jit, World
-from tests.utils.service import free_port
 
 
 def one_error_line(stderr: str) -> str:

@@ -14,10 +14,10 @@ import time
 import pytest
 import requests
 
+from jit_hooks.testing.service import free_port
+from jit_hooks.testing.tls_certs import make_pki
 from tests.cli.conftest import Jit, World, clean_env
 from tests.utils.fault_server import FaultServer
-from tests.utils.service import free_port
-from tests.utils.tls_certs import make_pki
 
 
 def one_error_line(stderr: str) -> str:

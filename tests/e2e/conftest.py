@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.utils.service import Service, start_service
-from tests.utils.sshd import Person, SshdSandbox
+from jit_hooks.testing.service import Service, start_service
+from jit_hooks.testing.sshd import Person, SshdSandbox
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ def pytest_collection_modifyitems(items):
 def make_box(*, hooksd: bool = False) -> SshdSandbox:
     """The e2e sandbox: people alice, bob, carol, mallory; accounts dep, oth, bg (break-glass).
 
-    ``hooksd``: the hooks are served by a real jit-hooksd (tests/utils/sshd.py).
+    ``hooksd``: the hooks are served by a real jit-hooksd (jit_hooks/testing/sshd.py).
     """
     if os.geteuid() != 0:
         pytest.skip("e2e tests need root (real sshd, PAM, useradd)")

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from jit_hooks.host.admin import enforce
-from tests.utils.sshd import installed
+from jit_hooks.testing.sshd import installed
 
 ENFORCE = "jit-hooks-enforce"
 WAIT = 30  # seconds a bounded poll may take before the test fails (not a timing assert)

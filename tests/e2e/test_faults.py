@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from jit_hooks.testing.sshd import free_port
 from tests.utils.fault_server import FaultServer
-from tests.utils.sshd import free_port
 
 AKC = "jit-authorized-keys"
 ACCOUNT = "jit-pam-account"

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
+from jit_hooks.testing.service import start_service
 from tests.e2e import test_faults, test_login
 from tests.e2e.conftest import make_box, setup_world
 from tests.e2e.test_faults import fault, session_fails  # noqa: F401 (fixtures, on our world)
-from tests.utils.service import start_service
 
 IDENTS = ("jit-authorized-keys", "jit-pam-account", "jit-pam-session")
 

@@ -163,7 +163,7 @@ def test_wrong_password_never_reaches_the_account_hook(world):
 
 
 def test_dead_first_url_then_healthy_service_lets_in(world):
-    from tests.utils.sshd import free_port
+    from jit_hooks.testing.sshd import free_port
 
     world.box.configure([f"http://127.0.0.1:{free_port()}", world.svc.url], world.host_token)
     rid = world.request("alice")

@@ -11,8 +11,8 @@ import pytest
 
 from jit_hooks import sshkeys
 from jit_hooks.host.login.config import load_config
+from jit_hooks.testing.syslog_sink import SyslogSink
 from tests.utils.fault_server import FaultServer
-from tests.utils.syslog_sink import SyslogSink
 
 TOKEN = "jith_" + "t" * 43
 

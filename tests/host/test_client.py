@@ -21,9 +21,9 @@ from jit_hooks.host.login import transport
 from jit_hooks.host.login.client import HookClient, hard_deadline
 from jit_hooks.host.login.config import load_config
 from jit_hooks.protocol import HOOK_ACCOUNT, HOOK_PING
+from jit_hooks.testing.tls_certs import make_pki
 from tests.host.conftest import TOKEN
 from tests.utils.fault_server import FaultServer
-from tests.utils.tls_certs import make_pki
 
 ALLOW = {"decision": "allow", "reason": "approved", "request_id": 7, "expires_at": 1764003600}
 

@@ -13,7 +13,7 @@ from jit_hooks.errors import BadResponse, ServiceError
 from jit_hooks.host.admin import enforce
 from jit_hooks.host.login.config import load_config
 from jit_hooks.host.login.log import HookLog
-from tests.utils.seed import basic_world
+from jit_hooks.testing.seed import basic_world
 
 
 @pytest.fixture

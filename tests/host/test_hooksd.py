@@ -25,12 +25,12 @@ import pytest
 
 from jit_hooks.host import paths
 from jit_hooks.host.login import thin
-from tests.utils.hooksd import HooksDaemon, wrapper_text
-from tests.utils.keys import make_key
-from tests.utils.seed import basic_world
-from tests.utils.service import start_service
-from tests.utils.sshd import ensure_hook_user
-from tests.utils.syslog_sink import SyslogSink
+from jit_hooks.testing.hooksd import HooksDaemon, wrapper_text
+from jit_hooks.testing.keys import make_key
+from jit_hooks.testing.seed import basic_world
+from jit_hooks.testing.service import start_service
+from jit_hooks.testing.sshd import ensure_hook_user
+from jit_hooks.testing.syslog_sink import SyslogSink
 
 REPO = str(Path(__file__).resolve().parent.parent.parent)
 MODES = ("authorized-keys", "pam-account", "pam-session")

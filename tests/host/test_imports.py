@@ -66,7 +66,7 @@ def test_thin_client_fast_path_imports_only_socket(tmp_path):
     The helper here is the real daemon, run as this user (which may then ask for
     the AKC), with a config whose service port is closed: it answers a deny.
     """
-    from tests.utils.hooksd import HooksDaemon
+    from jit_hooks.testing.hooksd import HooksDaemon
 
     token = tmp_path / "token"
     token.write_text("jith_" + "t" * 43 + "\n")

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from jit_hooks.testing.service import start_service
 from tests.packaging.conftest import REPO
-from tests.utils.service import start_service
 
 UNITS = REPO / "packaging/server"
 POLICY = """

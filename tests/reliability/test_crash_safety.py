@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
+from jit_hooks.testing.seed import World, make_key
+from jit_hooks.testing.service import start_service
 from tests.utils.report import record
-from tests.utils.seed import World, make_key
-from tests.utils.service import start_service
 
 CYCLES = 3  # kill -9 / restart rounds
 BURST_SECONDS = 1.5  # traffic before the kill

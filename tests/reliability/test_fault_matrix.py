@@ -34,13 +34,13 @@ from pathlib import Path
 
 import pytest
 
+from jit_hooks.testing.seed import World, basic_world, make_key
+from jit_hooks.testing.service import Service, free_port, start_service
+from jit_hooks.testing.syslog_sink import SyslogSink
+from jit_hooks.testing.tls_certs import make_pki
 from tests.utils.fault_server import FaultServer
 from tests.utils.raw_server import RawServer
 from tests.utils.report import record
-from tests.utils.seed import World, basic_world, make_key
-from tests.utils.service import Service, free_port, start_service
-from tests.utils.syslog_sink import SyslogSink
-from tests.utils.tls_certs import make_pki
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 2.0  # service.total_timeout of every case

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils.seed import World, make_key
-from tests.utils.service import start_service
+from jit_hooks.testing.seed import World, make_key
+from jit_hooks.testing.service import start_service
 
 # Role under test -> the user behind it (None: not a user token).
 ROLE_USER = {

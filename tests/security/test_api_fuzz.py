@@ -30,9 +30,9 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
 )
 
+from jit_hooks.testing.seed import World, make_key
+from jit_hooks.testing.service import start_service
 from tests.utils.report import record
-from tests.utils.seed import World, make_key
-from tests.utils.service import start_service
 
 # Per operation and mode. 20 operations x 2 modes x EXAMPLES, plus the host-token
 # portion and the stateful phase: > 5,000 calls in about two minutes on 2 cores.

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from jit_hooks.testing.seed import World, make_key
+from jit_hooks.testing.service import start_service
 from tests.utils.report import record
-from tests.utils.seed import World, make_key
-from tests.utils.service import start_service
 
 LOOKALIKE = "d\u0435ploy"  # Cyrillic "е"
 BAD_LOGINS = [

@@ -25,10 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from jit_hooks.testing.seed import World
+from jit_hooks.testing.service import start_service
+from jit_hooks.testing.syslog_sink import SyslogSink
 from tests.utils.report import record
-from tests.utils.seed import World
-from tests.utils.service import start_service
-from tests.utils.syslog_sink import SyslogSink
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = Path(sysconfig.get_path("scripts"))

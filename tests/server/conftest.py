@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.utils.keys import SshKey, make_key  # noqa: F401 (re-exported)
-from tests.utils.service import Service, start_service
+from jit_hooks.testing.keys import SshKey, make_key  # noqa: F401 (re-exported)
+from jit_hooks.testing.service import Service, start_service
 
 POLICY = """
 [[policy]]

@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 
-from tests.utils.service import free_port
+from jit_hooks.testing.service import free_port
 
 
 def run(data_dir, *args, input=None):  # noqa: ANN001, ANN002, A002, ANN201

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tests.utils.seed import basic_world
+from jit_hooks.testing.seed import basic_world
 
 PATH = "/api/v1/hook/sessions"
 

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from jit_hooks.testing.service import Service, free_port
 from tests.server.conftest import build_world
-from tests.utils.service import Service, free_port
 
 CALLS = 60
 

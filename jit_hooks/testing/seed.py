@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.utils.keys import SshKey, make_key  # noqa: F401 (re-exported)
-from tests.utils.service import Service
+from jit_hooks.testing.keys import SshKey, make_key  # noqa: F401 (re-exported)
+from jit_hooks.testing.service import Service
 
 POLICY = """\
 [[policy]]

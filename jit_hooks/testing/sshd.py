@@ -13,7 +13,7 @@ Never touches the machine's sshd, /etc/ssh or port 22:
 * the hooks log to a syslog socket in the sandbox that the tests read;
 * the hook wrappers are thin clients of jit-hooksd (like the packaged ones) on
   ``<sandbox>/run/hooksd.sock``: with ``hooksd=True`` a real helper process
-  (``tests/utils/hooksd.py``, as the AKC user) serves that socket, started
+  (``jit_hooks/testing/hooksd.py``, as the AKC user) serves that socket, started
   before sshd and stopped in ``close()``; without it nothing listens there and
   the wrappers fall back to running the hook in-process (the hooks as they ran
   before the helper existed).
@@ -37,8 +37,8 @@ from pathlib import Path
 
 from jit_hooks import sshkeys
 from jit_hooks.host.admin import wiring
-from tests.utils.hooksd import HooksDaemon, wrapper_text
-from tests.utils.syslog_sink import SyslogSink
+from jit_hooks.testing.hooksd import HooksDaemon, wrapper_text
+from jit_hooks.testing.syslog_sink import SyslogSink
 
 SANDBOX_PARENT = Path("/var/lib/jit-hooks-test")
 PAM_DIR = Path("/etc/pam.d")
@@ -465,7 +465,7 @@ class SshdSandbox:
         self.close()
 
 
-if __name__ == "__main__":  # manual check: python -m tests.utils.sshd
+if __name__ == "__main__":  # manual check: python -m jit_hooks.testing.sshd
     with SshdSandbox() as box:
         print(box.root, box.port, file=sys.stderr)
         print(box.log_text())
