@@ -27,6 +27,7 @@ LATEST = REPO / "bench" / "results" / "latest.json"
 BENCHMARKS = {
     "P2": "bench.p2_startup",
     "P3": "bench.p3_throughput",
+    "P3pg": "bench.p3_postgres",
     "P1": "bench.p1_login",
     "P4": "bench.p4_storm",
     "P3s": "bench.p3_scale",

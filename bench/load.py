@@ -14,12 +14,17 @@ LUA = Path(__file__).parent / "wrk" / "call.lua"
 
 @dataclass(frozen=True)
 class Target:
-    """One endpoint to load: method, path, JSON body, bearer token."""
+    """One endpoint to load: method, path, JSON body, bearer token.
+
+    ``addrs`` ("127.0.0.1:PORT", ...): wrk thread i connects to address i mod n
+    instead of the base URL's (several replicas behind one wrk run).
+    """
 
     path: str
     method: str = "GET"
     body: str = ""
     token: str = ""
+    addrs: tuple[str, ...] = ()
 
 
 def have_wrk() -> bool:
@@ -48,6 +53,7 @@ def wrk(
         JB_BODY=target.body,
         JB_TOKEN=target.token,
         JB_MAX=str(max_responses),
+        JB_ADDRS=",".join(target.addrs),
     )
     argv = [
         "wrk",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from jit_hooks.testing.service import Service, free_port, start_service
+from jit_hooks.testing.service import Service, free_port
 from jit_hooks.testing.syslog_sink import SyslogSink
 
 REPO = Path(__file__).resolve().parent.parent
@@ -132,6 +132,19 @@ class World:
             shutil.rmtree(self.sink.path.parent, ignore_errors=True)
 
 
+def service_env(database_url: str | None) -> dict:
+    """The environment of a service process and its admin CLI: SQLite unless told.
+
+    A JIT_DATABASE_URL left in the caller's shell must not move a SQLite case onto
+    another database.
+    """
+    env = dict(os.environ)
+    env.pop("JIT_DATABASE_URL", None)
+    if database_url:
+        env["JIT_DATABASE_URL"] = database_url
+    return env
+
+
 def build_world(
     work: Path,
     *,
@@ -142,18 +155,22 @@ def build_world(
     noop_route: bool = False,
     tls: bool = False,
     workers: int = 1,
+    database_url: str | None = None,
 ) -> World:
     """Start a service in ``work`` and seed it; users are req0.. (approved first).
 
     The others (``denied``) have a key and a pending request, but no approval.
+    ``database_url``: the service (and its admin CLI) on that database instead of
+    SQLite in its data dir.
     """
     (work / "keys").mkdir(parents=True, exist_ok=True)
     svc: Service
+    env = service_env(database_url)
     if noop_route or tls:  # the same service plus GET /bench/noop (P3's floor), HTTPS
         from bench.server import BenchService
 
         (work / "server").mkdir(parents=True, exist_ok=True)
-        bsvc = BenchService(data_dir=work / "server", port=free_port(), env=dict(os.environ))
+        bsvc = BenchService(data_dir=work / "server", port=free_port(), env=env)
         if workers > 1:
             bsvc.extra_args = ("--workers", str(workers))
         if tls:
@@ -165,7 +182,9 @@ def build_world(
         bsvc.start()
         svc = bsvc
     else:
-        svc = start_service(work / "server")
+        (work / "server").mkdir(parents=True, exist_ok=True)
+        svc = Service(data_dir=work / "server", port=free_port(), env=env)
+        svc.start()
     w = World(svc=svc, work=work, login=login)
     if sink:
         # Short path: unix socket names are limited to 108 bytes.

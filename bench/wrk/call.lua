@@ -15,6 +15,23 @@ if token and token ~= "" then
   wrk.headers["Authorization"] = "Bearer " .. token
 end
 
+-- JB_ADDRS="127.0.0.1:P1,127.0.0.1:P2": thread i talks to address i (mod n), so one
+-- wrk run with one merged latency histogram loads several service replicas (P3pg).
+local addrs = os.getenv("JB_ADDRS") or ""
+local next_addr = 0
+setup = function(thread)
+  if addrs == "" then
+    return
+  end
+  local list = {}
+  for hostport in string.gmatch(addrs, "[^,]+") do
+    local host, port = string.match(hostport, "^(.*):(%d+)$")
+    table.insert(list, wrk.lookup(host, port)[1])
+  end
+  thread.addr = list[next_addr % #list + 1]
+  next_addr = next_addr + 1
+end
+
 local count = 0
 response = function(status, headers, resp_body)
   count = count + 1

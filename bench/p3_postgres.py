@@ -1,0 +1,287 @@
+"""P3pg: hook checks on PostgreSQL with 1 and 2 `jit-server serve` replicas, beside SQLite.
+
+Three cases under the same load, in interleaved rounds (rotating order):
+
+* SQLite: one `jit-server serve` on its SQLite file (the default deployment);
+* PostgreSQL, 1 replica: one `jit-server serve` on a PostgreSQL database;
+* PostgreSQL, 2 replicas: two `jit-server serve` processes on that same
+  database, each taking half of the connections.
+
+The load is one wrk run per round with 2 threads and N connections in all three
+cases (for 2 replicas, thread i talks to replica i: one merged latency
+histogram). Every call is a real, audited "allow" for an approved key (checked
+up front on every replica); `jit-server audit verify` runs on both databases
+afterwards. The PostgreSQL cluster is the bench's own (initdb in a temp dir,
+a free port: jit_hooks/testing/postgres.py), never the machine's.
+
+Besides checks/s and p99: CPU seconds per 1,000 checks of the service processes
+and of the whole PostgreSQL cluster (utime + stime from /proc, before and after
+each round; bench/procstat.py), which predicts what more cores would give, and
+the lock waits in the cluster during the PostgreSQL rounds, counted two ways
+(bench/pglocks.py): PostgreSQL's own log of every wait longer than
+deadlock_timeout (5 ms, log_lock_waits), and a sampler of ungranted pg_locks
+every 5 ms. The sampler runs through every round, SQLite's included, so all
+cases share its cost; its own backend is left out of the CPU figures.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections import Counter
+
+from bench.load import Target, summarize_load, wrk
+from bench.p3_throughput import MAX_RESPONSES, hook_target
+from bench.pglocks import DEADLOCK_TIMEOUT_MS, LOCK_LOG_CONF, LockSampler, LockWaitLog
+from bench.procstat import tree_cpu_seconds
+from bench.report import compare, value_row
+from bench.world import build_world, service_env
+from jit_hooks.testing import postgres
+from jit_hooks.testing.service import Service, free_port
+
+SQLITE = "SQLite, 1 replica"
+PG1 = "PostgreSQL, 1 replica"
+PG2 = "PostgreSQL, 2 replicas"
+TARGET_PG1_VS_SQLITE = 0.5
+TARGET_PG2_VS_PG1 = 1.0
+WRK_THREADS = 2  # one per replica in the 2-replica case; the same in every case
+
+
+def _verify(svc: Service) -> str | None:
+    """None if `jit-server audit verify` passes on the service's database, else why not."""
+    try:
+        out = svc.admin("audit", "verify")
+    except AssertionError as e:
+        return str(e)[-300:]
+    return None if "OK" in out else out[-300:]
+
+
+def run(ctx) -> dict:  # noqa: ANN001
+    if not postgres.available():
+        raise RuntimeError("PostgreSQL 15 server binaries missing (scripts/setup installs them)")
+    opts = ctx.options
+    conns = opts.get("connections", 16)
+    rounds = 2 if ctx.quick else opts.get("rounds", 5)
+    seconds = 1.0 if ctx.quick else opts.get("duration", 3.0)
+    work = ctx.work / "p3pg"
+    work.mkdir(parents=True, exist_ok=True)
+    cluster = postgres.make_cluster(work).init(extra_conf=LOCK_LOG_CONF)
+    services: list[Service] = []
+    worlds = []
+    try:
+        cluster.start()
+        url = cluster.create_database("jitbench")
+        lite = build_world(work / "sqlite", sink=False)
+        worlds.append(lite)
+        pg = build_world(work / "pg", sink=False, database_url=url)
+        worlds.append(pg)
+        (work / "pg-b").mkdir()
+        replica_b = Service(data_dir=work / "pg-b", port=free_port(), env=service_env(url))
+        replica_b.start()
+        services.append(replica_b)
+
+        hook_lite = hook_target(lite)
+        hook_pg = hook_target(pg)
+        status, answer = replica_b.call(
+            "POST", hook_pg.path, token=pg.host_token, body=json.loads(hook_pg.body)
+        )
+        if status != 200 or not answer["keys"]:
+            raise RuntimeError(f"replica B does not allow the approved key: {status} {answer}")
+        addrs = (f"127.0.0.1:{pg.svc.port}", f"127.0.0.1:{replica_b.port}")
+        cases: dict[str, tuple[str, Target, list[int]]] = {
+            SQLITE: (lite.svc.url, hook_lite, [_pid(lite.svc)]),
+            PG1: (pg.svc.url, hook_pg, [_pid(pg.svc), _pid(replica_b)]),
+            PG2: (
+                pg.svc.url,
+                Target(hook_pg.path, hook_pg.method, hook_pg.body, hook_pg.token, addrs),
+                [_pid(pg.svc), _pid(replica_b)],
+            ),
+        }
+        ctx.log(
+            f"P3pg: {rounds} rounds x {seconds:g} s per case, {conns} connections, "
+            f"{WRK_THREADS} wrk threads; PostgreSQL on 127.0.0.1:{cluster.port}"
+        )
+        runs, cpu, locks = _load(ctx, cluster, cases, rounds=rounds, seconds=seconds, conns=conns)
+        problems = {name: _verify(w.svc) for name, w in (("SQLite", lite), ("PostgreSQL", pg))}
+    finally:
+        for svc in services:
+            svc.stop()
+        for w in worlds:
+            w.close()
+        cluster.destroy()
+    return _result(runs, cpu, locks, problems, rounds=rounds, seconds=seconds, conns=conns)
+
+
+def _pid(svc: Service) -> int:
+    assert svc.proc is not None
+    return svc.proc.pid
+
+
+def _load(ctx, cluster, cases, *, rounds: int, seconds: float, conns: int):  # noqa: ANN001, ANN202
+    """Interleaved wrk rounds; per case: wrk results, CPU seconds, lock waits."""
+    names = list(cases)
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    cpu = {n: {"service": 0.0, "postgres": 0.0} for n in names}
+    log_waits = {n: 0 for n in names}
+    log_kinds: dict[str, Counter[str]] = {n: Counter() for n in names}
+    conninfo = f"host=127.0.0.1 port={cluster.port} user=postgres dbname=jitbench"
+    sampler = LockSampler(conninfo).start()
+    waitlog = LockWaitLog(cluster.log_path)
+    pg_root = [cluster.proc.pid]
+    mine = frozenset({sampler.backend_pid})
+    try:
+        for i in range(rounds):
+            order = names[i % len(names) :] + names[: i % len(names)]
+            for name in order:
+                base_url, target, svc_pids = cases[name]
+                waitlog.read()  # what happened before this round is not this round's
+                svc0 = tree_cpu_seconds(svc_pids)
+                pg0 = tree_cpu_seconds(pg_root, exclude=mine)
+                sampler.bucket = name
+                res = wrk(
+                    base_url,
+                    target,
+                    seconds=seconds,
+                    connections=conns,
+                    max_responses=MAX_RESPONSES,
+                    threads=WRK_THREADS,
+                )
+                sampler.bucket = None
+                cpu[name]["service"] += tree_cpu_seconds(svc_pids) - svc0
+                cpu[name]["postgres"] += tree_cpu_seconds(pg_root, exclude=mine) - pg0
+                logged = waitlog.read()
+                log_waits[name] += logged["waits"]
+                log_kinds[name].update(logged["kinds"])
+                runs[name].append(res)
+                ctx.log(
+                    f"  round {i + 1}/{rounds} {name}: {res['rps']:.0f}/s "
+                    f"p99 {res['p99_us'] / 1000:.1f} ms, lock waits: "
+                    f"{logged['waits']} logged, {sampler.waits[name]} sampled so far"
+                )
+    finally:
+        sampler.stop()
+    locks = {
+        n: {
+            "log": {"waits": log_waits[n], "top": dict(log_kinds[n].most_common(5))},
+            "sampled": sampler.report(n),
+        }
+        for n in names
+    }
+    return runs, cpu, locks
+
+
+def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # noqa: ANN001
+    cases = {}
+    for name, rs in runs.items():
+        c = summarize_load(rs)
+        per_1k = 1000.0 / c["n"]
+        c["cpu_s_per_1k_service"] = cpu[name]["service"] * per_1k
+        c["cpu_s_per_1k_postgres"] = cpu[name]["postgres"] * per_1k
+        c["lock_waits_logged"] = locks[name]["log"]["waits"]
+        c["lock_waits_sampled"] = locks[name]["sampled"]["waits"]
+        cases[name] = c
+    ratio_cases = {n: {"rps": c["rps"]} for n, c in cases.items()}
+    pg_cases = (PG1, PG2)
+    logged = sum(cases[n]["lock_waits_logged"] for n in pg_cases)
+    sampled = sum(cases[n]["lock_waits_sampled"] for n in pg_cases)
+    bad_verify = [f"{db}: {why}" for db, why in problems.items() if why]
+    rows = [
+        compare(
+            "PostgreSQL 1 replica / SQLite: hook checks/s",
+            PG1,
+            SQLITE,
+            ratio_cases,
+            key="rps",
+            target=TARGET_PG1_VS_SQLITE,
+            higher_is_better=True,
+        ),
+        compare(
+            "PostgreSQL 2 replicas / 1 replica: hook checks/s",
+            PG2,
+            PG1,
+            ratio_cases,
+            key="rps",
+            target=TARGET_PG2_VS_PG1,
+            higher_is_better=True,
+        ),
+    ]
+    for name in (SQLITE, PG1, PG2):
+        rows.append(value_row(f"{name}: hook checks/s", cases[name]["rps"], "/s"))
+    for name in (SQLITE, PG1, PG2):
+        rows.append(
+            value_row(f"{name}: hook p99", cases[name]["p99"], "ms", higher_is_better=False)
+        )
+    for name in (SQLITE, PG1, PG2):
+        rows.append(
+            value_row(
+                f"{name}: service CPU-s per 1,000 checks",
+                cases[name]["cpu_s_per_1k_service"],
+                "s",
+                higher_is_better=False,
+            )
+        )
+    for name in pg_cases:
+        rows.append(
+            value_row(
+                f"{name}: PostgreSQL CPU-s per 1,000 checks",
+                cases[name]["cpu_s_per_1k_postgres"],
+                "s",
+                higher_is_better=False,
+            )
+        )
+    rows += [
+        value_row(
+            f"lock waits > {DEADLOCK_TIMEOUT_MS} ms logged by PostgreSQL (PG rounds)",
+            logged,
+            "",
+            target=0,
+            higher_is_better=False,
+        ),
+        value_row(
+            "lock waits seen sampling pg_locks every 5 ms (PG rounds)",
+            sampled,
+            "",
+            target=0,
+            higher_is_better=False,
+        ),
+        value_row(
+            "audit verify failures after the run (SQLite + PostgreSQL)",
+            len(bad_verify),
+            "",
+            target=0,
+            higher_is_better=False,
+        ),
+    ]
+    return {
+        "title": "service throughput on PostgreSQL (1 and 2 replicas) beside SQLite",
+        "rows": rows,
+        "cases": cases,
+        "lock_waits": locks,
+        "audit_verify": problems,
+        "load": {
+            "rounds": rounds,
+            "seconds": seconds,
+            "connections": conns,
+            "wrk_threads": WRK_THREADS,
+        },
+        "postgres": {
+            "version": _pg_version(),
+            "conf": LOCK_LOG_CONF.strip().splitlines(),
+        },
+        "notes": [
+            "each case: one `jit-server serve` (1 worker) per replica; 2 replicas share one "
+            "database and split the connections (wrk thread i -> replica i)",
+            "CPU: utime+stime of the service processes (both PG replicas in both PG cases) "
+            "and of every process of the test cluster, lock sampler's backend excluded",
+            "lock waits: PostgreSQL's log_lock_waits lines (deadlock_timeout "
+            f"{DEADLOCK_TIMEOUT_MS} ms) and ungranted pg_locks rows sampled every 5 ms",
+        ],
+    }
+
+
+def _pg_version() -> str | None:
+    try:
+        argv = [str(postgres.PG_BIN / "postgres"), "--version"]
+        return subprocess.run(argv, capture_output=True, text=True).stdout.strip() or None
+    except OSError:
+        return None
