@@ -302,8 +302,14 @@ def _reload(layout: wiring.Layout, no_reload: bool) -> str:
 @_layout_options
 @click.option("--force", is_flag=True, help="Enable without an existing break-glass account.")
 @click.option("--no-reload", is_flag=True, help="Write and check the wiring, don't reload sshd.")
+@click.option(
+    "--allow-passwords",
+    is_flag=True,
+    help="Leave password and keyboard-interactive logins to sshd's other settings "
+    "(default: the drop-in turns them off).",
+)
 @_fail_as_one_line
-def enable(layout: wiring.Layout, force: bool, no_reload: bool) -> None:
+def enable(layout: wiring.Layout, force: bool, no_reload: bool, allow_passwords: bool) -> None:
     """Point sshd at the hooks (drop-in + PAM block), after checking it is safe."""
     config = _config(layout)
     break_glass = _check_break_glass(config, force)
@@ -315,9 +321,17 @@ def enable(layout: wiring.Layout, force: bool, no_reload: bool) -> None:
     _check_commands(layout)
     _ensure_state_dir(config, create=True)
     service = _check_service(config, force)
-    changed = wiring.enable(layout, config.break_glass)
+    changed = wiring.enable(layout, config.break_glass, allow_passwords=allow_passwords)
     what = "enabled" if changed else "already enabled"
     click.echo(f"{what}: {layout.dropin_path} and the jit-hooks block in {layout.pam_path}")
+    if allow_passwords:
+        click.echo(
+            "jit-hooks: warning: passwords allowed (--allow-passwords): while anyone holds "
+            "an approval for an account, anyone with that account's password gets in",
+            err=True,
+        )
+    else:
+        click.echo("passwords: off (PasswordAuthentication no, KbdInteractiveAuthentication no)")
     click.echo(service)
     click.echo(f"break-glass: {', '.join(break_glass) or 'none (--force)'}")
     click.echo(_reload(layout, no_reload))
@@ -365,8 +379,18 @@ def status(layout: wiring.Layout) -> None:
     problem = wiring.sshd_test(layout)
     line("sshd config", problem is None, problem or f"sshd -t accepts {layout.sshd_config_path}")
     if state.state == "enabled" and problem is None:
-        problems = wiring.verify_effective(layout, break_glass)
+        problems = wiring.verify_effective(
+            layout, break_glass, allow_passwords=state.allow_passwords
+        )
         line("sshd uses", not problems, problems[0] if problems else "the jit-hooks settings")
+        line(
+            "passwords",
+            True,
+            "allowed (enable --allow-passwords): an approval for an account lets in "
+            "anyone with its password"
+            if state.allow_passwords
+            else "off (key logins only)",
+        )
     if config is None:
         sys.exit(1)
     line("break-glass", bool(break_glass), ", ".join(sorted(break_glass)) or "none configured")

@@ -23,6 +23,7 @@ def test_example_has_the_essential_lines():
     assert "AuthorizedKeysCommandUser jit-hooks" in lines
     assert "AuthorizedKeysFile none" in lines
     assert "ExposeAuthInfo yes" in lines and "UsePAM yes" in lines
+    assert "PasswordAuthentication no" in lines and "KbdInteractiveAuthentication no" in lines
     # %C is refused by OpenSSH 9.2 in AuthorizedKeysCommand.
     assert not any("%C" in ln for ln in lines)
 

@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[2]
 INSTALLED = os.environ.get("JIT_HOOKS_INSTALLED") == "1"
 BIN_DIR = "/usr/bin" if INSTALLED else str(REPO / "packaging/host/usr/bin")
 HOOK_USER = "jit-hooks"
+# Root-owned 0755 parent of the throw-away roots (left in place, empty, after the tests).
+PACKAGING_PARENT = Path("/var/lib/jit-hooks-test-pkg")
 
 
 def jit_hooks_cmd() -> list[str]:
@@ -170,7 +172,11 @@ def free_port() -> int:
 def sshd_root() -> Root:
     # Outside pytest's 0700 tmp dir: the hook user must be able to read the
     # root's config and token, as it must on a real host (enable checks that).
-    base = Path(tempfile.mkdtemp(prefix="jitpkg-", dir="/tmp"))
+    # Not under /tmp either: the hooks refuse a config below a world-writable
+    # directory (sshd's StrictModes rule), sticky bit or not.
+    PACKAGING_PARENT.mkdir(mode=0o755, exist_ok=True)
+    PACKAGING_PARENT.chmod(0o755)
+    base = Path(tempfile.mkdtemp(prefix="jitpkg-", dir=PACKAGING_PARENT))
     base.chmod(0o755)
     try:
         yield write_sshd_root(base / "root", free_port())

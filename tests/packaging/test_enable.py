@@ -52,6 +52,8 @@ def test_enable_disable_round_trip(enabled_root):
     )
     assert eff["authorizedkeyscommanduser"] == "jit-hooks"
     assert eff["authorizedkeysfile"] == "none"
+    # Key-less logins are off by default, whatever sshd's own default says.
+    assert (eff["passwordauthentication"], eff["kbdinteractiveauthentication"]) == ("no", "no")
     # ... except for the break-glass account, which keeps its own keys.
     own_keys = ".ssh/authorized_keys .ssh/authorized_keys2"
     assert sshd_T(root, "root")["authorizedkeysfile"] == own_keys
@@ -78,6 +80,7 @@ def test_enable_disable_round_trip(enabled_root):
         "wiring",
         "sshd config",
         "sshd uses",
+        "passwords",
         "break-glass",
         "token",
         "state dir",
@@ -90,6 +93,54 @@ def test_enable_disable_round_trip(enabled_root):
     assert "disabled:" in r.stdout
     after = root.snapshot()
     assert after == before  # byte-identical, same modes
+
+
+def test_drop_in_turns_passwords_off_over_the_main_config(enabled_root):
+    """sshd takes a keyword's FIRST value: the drop-in, included at the top, beats the main file."""
+    root = enabled_root
+    with root.sshd_config.open("a") as f:
+        f.write("PasswordAuthentication yes\n")
+    assert sshd_T(root, "alice")["passwordauthentication"] == "yes"
+    r = root.run("enable", "--no-reload")
+    assert r.returncode == 0, r.stderr
+    assert "passwords: off" in r.stdout
+    eff = sshd_T(root, "alice")
+    assert (eff["passwordauthentication"], eff["kbdinteractiveauthentication"]) == ("no", "no")
+    # Break-glass accounts log in with their own keys, not passwords, either.
+    assert sshd_T(root, "root")["passwordauthentication"] == "no"
+    r = root.run("disable", "--no-reload")
+    assert r.returncode == 0, r.stderr
+    assert sshd_T(root, "alice")["passwordauthentication"] == "yes"
+
+
+def test_allow_passwords_warns_and_is_kept_by_status(enabled_root):
+    root = enabled_root
+    r = root.run("enable", "--no-reload", "--allow-passwords")
+    assert r.returncode == 0, r.stderr
+    assert "warning: passwords allowed (--allow-passwords)" in r.stderr
+    assert "anyone with that account's password gets in" in r.stderr
+    assert "PasswordAuthentication" not in root.dropin.read_text()
+    assert sshd_T(root, "alice")["passwordauthentication"] == "yes"  # sshd's default
+    status = root.run("status")
+    assert status.returncode == 0, status.stdout + status.stderr
+    lines = status_lines(status.stdout)
+    assert lines["wiring"][:4] == ("ok", "enabled", "(drop-in", "current,")
+    assert lines["passwords"][:2] == ("ok", "allowed")
+    # enable without the flag turns passwords off again.
+    r = root.run("enable", "--no-reload")
+    assert r.returncode == 0 and r.stdout.startswith("enabled:"), r.stdout + r.stderr
+    assert sshd_T(root, "alice")["passwordauthentication"] == "no"
+    assert status_lines(root.run("status").stdout)["passwords"][:2] == ("ok", "off")
+
+
+def test_an_earlier_drop_in_allowing_passwords_rolls_back(enabled_root):
+    root = enabled_root
+    early = root.path / "etc/ssh/sshd_config.d/05-passwords.conf"
+    early.write_text("PasswordAuthentication yes\n")
+    before = root.snapshot()
+    line = refused(root)
+    assert "rolled back: sshd uses passwordauthentication 'yes', not 'no'" in line
+    assert root.snapshot() == before
 
 
 def test_enable_is_idempotent(enabled_root):

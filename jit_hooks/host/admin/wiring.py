@@ -100,7 +100,13 @@ class Layout:
         return cmd
 
 
-def render_dropin(layout: Layout, break_glass: frozenset[str] | set[str]) -> str:
+# Marks a drop-in written by `enable --allow-passwords` (status and enable read it back).
+ALLOW_PASSWORDS_LINE = "# Passwords allowed (`jit-hooks enable --allow-passwords`)."
+
+
+def render_dropin(
+    layout: Layout, break_glass: frozenset[str] | set[str], *, allow_passwords: bool = False
+) -> str:
     """The sshd_config.d drop-in enable writes."""
     lines = [
         "# Written by `jit-hooks enable`; `jit-hooks disable` removes it. Do not edit:",
@@ -115,6 +121,18 @@ def render_dropin(layout: Layout, break_glass: frozenset[str] | set[str]) -> str
         "# The PAM account hook re-checks the approval for every login method.",
         "UsePAM yes",
     ]
+    if allow_passwords:
+        lines += [
+            ALLOW_PASSWORDS_LINE,
+            "# While anyone holds an approval for an account, its password lets anyone in.",
+        ]
+    else:
+        lines += [
+            "# Key-less logins off: the PAM account hook can only decide by the login",
+            "# account, so while anyone holds an approval for it, its password would do.",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+        ]
     if break_glass:
         lines += [
             "# Break-glass accounts: keys from their own file, independent of the service",
@@ -313,7 +331,9 @@ def _real(path: str) -> str:
     return os.path.realpath(path)
 
 
-def plan_enable(layout: Layout, break_glass: frozenset[str] | set[str]) -> list[Change]:
+def plan_enable(
+    layout: Layout, break_glass: frozenset[str] | set[str], *, allow_passwords: bool = False
+) -> list[Change]:
     """The file changes that make the wiring current (empty-effect changes if it already is)."""
     dropin_dir = os.path.dirname(layout.dropin_path)
     if not os.path.isdir(dropin_dir):
@@ -330,7 +350,10 @@ def plan_enable(layout: Layout, break_glass: frozenset[str] | set[str]) -> list[
         )
     new_pam = add_pam_block(text, render_pam_block(layout, break_glass))
     return [
-        Change(FileState.read(layout.dropin_path), render_dropin(layout, break_glass).encode()),
+        Change(
+            FileState.read(layout.dropin_path),
+            render_dropin(layout, break_glass, allow_passwords=allow_passwords).encode(),
+        ),
         Change(pam, new_pam.encode()),
     ]
 
@@ -402,7 +425,9 @@ def sshd_effective(layout: Layout, user: str) -> dict[str, str]:
 PROBE_USER = "jit-hooks-probe"
 
 
-def verify_effective(layout: Layout, break_glass: frozenset[str] | set[str]) -> list[str]:
+def verify_effective(
+    layout: Layout, break_glass: frozenset[str] | set[str], *, allow_passwords: bool = False
+) -> list[str]:
     """Problems with what sshd would really use (another file winning, no Include, ...)."""
     problems = []
     want = {
@@ -412,6 +437,9 @@ def verify_effective(layout: Layout, break_glass: frozenset[str] | set[str]) -> 
         "exposeauthinfo": "yes",
         "usepam": "yes",
     }
+    if not allow_passwords:
+        want["passwordauthentication"] = "no"
+        want["kbdinteractiveauthentication"] = "no"
     got = sshd_effective(layout, PROBE_USER)
     for key, value in want.items():
         if got.get(key) != value:
@@ -430,6 +458,7 @@ class WiringStatus:
     dropin: str  # "absent" | "current" | "different"
     pam: str  # "absent" | "current" | "different"
     problems: list[str] = field(default_factory=list)
+    allow_passwords: bool = False  # the drop-in was written by `enable --allow-passwords`
 
     @property
     def state(self) -> str:
@@ -445,10 +474,12 @@ class WiringStatus:
 def wiring_status(layout: Layout, break_glass: frozenset[str] | set[str]) -> WiringStatus:
     """Compare the files with what enable would write now."""
     dropin = FileState.read(layout.dropin_path).data
+    allow = dropin is not None and dropin_allows_passwords(dropin)
     if dropin is None:
         d = "absent"
     else:
-        d = "current" if dropin == render_dropin(layout, break_glass).encode() else "different"
+        wanted = render_dropin(layout, break_glass, allow_passwords=allow).encode()
+        d = "current" if dropin == wanted else "different"
     pam_text = _decode(FileState.read(_real(layout.pam_path)))
     if find_pam_block(pam_text) is None:
         p = "absent"
@@ -457,16 +488,23 @@ def wiring_status(layout: Layout, break_glass: frozenset[str] | set[str]) -> Wir
         # appended at the end is "different": enable moves it).
         wanted = add_pam_block(pam_text, render_pam_block(layout, break_glass))
         p = "current" if wanted == pam_text else "different"
-    return WiringStatus(d, p)
+    return WiringStatus(d, p, allow_passwords=allow)
 
 
-def enable(layout: Layout, break_glass: frozenset[str] | set[str]) -> bool:
+def dropin_allows_passwords(dropin: bytes) -> bool:
+    """Whether a drop-in on disk was written by `enable --allow-passwords`."""
+    return ALLOW_PASSWORDS_LINE.encode() in dropin.splitlines()
+
+
+def enable(
+    layout: Layout, break_glass: frozenset[str] | set[str], *, allow_passwords: bool = False
+) -> bool:
     """Write the wiring, check it with sshd, roll back on any problem.
 
     Returns False if it was already current (nothing written). The caller checks the
     service and the break-glass list first; this only deals with files and sshd.
     """
-    changes = plan_enable(layout, break_glass)
+    changes = plan_enable(layout, break_glass, allow_passwords=allow_passwords)
     if not any(c.changes_anything for c in changes):
         problem = sshd_test(layout)
         if problem:
@@ -477,7 +515,7 @@ def enable(layout: Layout, break_glass: frozenset[str] | set[str]) -> bool:
         problem = sshd_test(layout)
         if problem:
             raise WiringError(f"sshd -t rejects the result, rolled back: {problem}")
-        problems = verify_effective(layout, break_glass)
+        problems = verify_effective(layout, break_glass, allow_passwords=allow_passwords)
         if problems:
             raise WiringError(f"rolled back: {problems[0]}")
     except BaseException:
