@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from collections import Counter
 
 from bench.load import Target, summarize_load, wrk
@@ -146,6 +147,7 @@ def _load(ctx, cluster, cases, *, rounds: int, seconds: float, conns: int):  # n
                     max_responses=MAX_RESPONSES,
                     threads=WRK_THREADS,
                 )
+                _settle(svc_pids + pg_root, exclude=mine)
                 sampler.bucket = None
                 cpu[name]["service"] += tree_cpu_seconds(svc_pids) - svc0
                 cpu[name]["postgres"] += tree_cpu_seconds(pg_root, exclude=mine) - pg0
@@ -168,6 +170,22 @@ def _load(ctx, cluster, cases, *, rounds: int, seconds: float, conns: int):  # n
         for n in names
     }
     return runs, cpu, locks
+
+
+def _settle(pids: list[int], *, exclude: frozenset[int], limit: float = 5.0) -> None:
+    """Wait until the service and the cluster are idle.
+
+    When wrk stops, up to one request per connection is still being served (and
+    may be waiting for a lock): its CPU and its lock waits belong to this round.
+    """
+    deadline = time.monotonic() + limit
+    before = tree_cpu_seconds(pids, exclude=exclude)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = tree_cpu_seconds(pids, exclude=exclude)
+        if now - before < 0.02:  # under a fifth of a core: only background work is left
+            return
+        before = now
 
 
 def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # noqa: ANN001
