@@ -203,6 +203,13 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
     logged = sum(cases[n]["lock_waits_logged"] for n in pg_cases)
     sampled = sum(cases[n]["lock_waits_sampled"] for n in pg_cases)
     bad_verify = [f"{db}: {why}" for db, why in problems.items() if why]
+    # What the waiters were waiting in, so a MISS names its hot spot in the results.
+    hot = [
+        f"{n}, most common lock wait ({src}): {kind} (x{count})"
+        for n in pg_cases
+        for src in ("sampled", "log")
+        for kind, count in list(locks[n][src]["top"].items())[:1]
+    ]
     rows = [
         compare(
             "PostgreSQL 1 replica / SQLite: hook checks/s",
@@ -293,6 +300,8 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
             "and of every process of the test cluster, lock sampler's backend excluded",
             "lock waits: PostgreSQL's log_lock_waits lines (deadlock_timeout "
             f"{DEADLOCK_TIMEOUT_MS} ms) and ungranted pg_locks rows sampled every 5 ms",
+            *hot,
+            *bad_verify,
         ],
     }
 
