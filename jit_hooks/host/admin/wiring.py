@@ -478,8 +478,8 @@ def wiring_status(layout: Layout, break_glass: frozenset[str] | set[str]) -> Wir
     if dropin is None:
         d = "absent"
     else:
-        wanted = render_dropin(layout, break_glass, allow_passwords=allow).encode()
-        d = "current" if dropin == wanted else "different"
+        rendered = render_dropin(layout, break_glass, allow_passwords=allow).encode()
+        d = "current" if dropin == rendered else "different"
     pam_text = _decode(FileState.read(_real(layout.pam_path)))
     if find_pam_block(pam_text) is None:
         p = "absent"
