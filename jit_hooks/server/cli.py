@@ -119,6 +119,30 @@ def db_upgrade(env: Env) -> None:
     click.echo("database is up to date", err=True)
 
 
+@db.command("copy")
+@click.option("--from", "source", required=True, metavar="URL", help="Database to copy from.")
+@click.option("--to", "target", required=True, metavar="URL", help="Database to copy into.")
+@click.option("--replace", is_flag=True, help="Overwrite a target that already holds data.")
+def db_copy(source: str, target: str, replace: bool) -> None:
+    """Copy every table to another database (e.g. SQLite -> PostgreSQL), in one transaction.
+
+    The target is migrated first; the copied audit chain must verify there
+    before the copy commits. Stop the service first: writes made after the
+    copy started are not carried over.
+    """
+    from jit_hooks.server.dbcopy import copy_database
+
+    def progress(table: str, rows: int) -> None:
+        click.echo(f"{table}: {rows} rows", err=True)
+
+    result = copy_database(source, target, replace=replace, progress=progress)
+    total = sum(result.rows.values())
+    click.echo(
+        f"copied {total} rows in {len(result.rows)} tables; "
+        f"audit chain OK on the target: {result.audit_events} events"
+    )
+
+
 @cli.command()
 @click.option(
     "--listen", default="127.0.0.1:8443", show_default=True, help="HOST:PORT to listen on."
