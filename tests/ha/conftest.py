@@ -24,13 +24,22 @@ def _require_postgres() -> None:
         pytest.skip("PostgreSQL 15 server binaries not installed (scripts/setup installs them)")
 
 
+def start_cluster(**conf) -> postgres.PostgresCluster:  # noqa: ANN003
+    """A started primary (fsync on); skipped (failed under CI) without PostgreSQL."""
+    _require_postgres()
+    cluster = postgres.make_cluster().init(**conf)
+    try:
+        return cluster.start()
+    except BaseException:
+        cluster.destroy()
+        raise
+
+
 @pytest.fixture
 def pg():
     """A fresh primary (fsync on), destroyed after the test."""
-    _require_postgres()
-    cluster = postgres.make_cluster().init()
+    cluster = start_cluster()
     try:
-        cluster.start()
         yield cluster
     finally:
         cluster.destroy()
