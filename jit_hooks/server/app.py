@@ -135,7 +135,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # request in flight (bench P3: a 40 ms p99 tail at 6+ connections).
     gc.collect()
     gc.freeze()
-    yield
+    # Chains the audit events and exports signed checkpoints (on the leader replica).
+    from jit_hooks.server import audit_worker
+
+    audit_task = audit_worker.start(app.state.ctx)
+    app.state.audit_task = audit_task  # a reference, or the loop may drop the task
+    try:
+        yield
+    finally:
+        audit_task.cancel()
 
 
 def create_app(settings: Settings) -> FastAPI:

@@ -1,9 +1,11 @@
-"""Append-only, hash-chained audit log.
+"""Append-only, hash-chained audit log (design: docs/server.md, "Audit chain").
 
-Each event stores ``prev_hash`` (the previous event's hash, or GENESIS) and
-``hash`` = sha256 over the canonical JSON of its fields plus ``prev_hash``. An
-``audit_head`` row remembers the newest event, so edits, deletions, reorders
-and a cut-off tail are all detected by :func:`verify`.
+Each folded event stores its chain position ``seq``, ``prev_hash`` (the
+previous event's hash, or GENESIS) and ``hash`` = sha256 over the canonical
+JSON of its fields (with ``seq`` as "id") plus ``prev_hash``. The
+``audit_head`` row remembers the newest folded event, so edits, deletions,
+reorders and a cut-off tail are detected by :func:`verify`; signed checkpoints
+outside the database (server/checkpoints.py) catch a rewritten head or a wipe.
 """
 
 from __future__ import annotations
@@ -14,10 +16,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, func, select
 
+from jit_hooks.errors import JitError
 from jit_hooks.server.sql import Prepared
-from jit_hooks.server.tables import audit_events, audit_head
+from jit_hooks.server.tables import (
+    audit_archives,
+    audit_events,
+    audit_head,
+    hosts,
+    requests,
+    users,
+)
 
 GENESIS = "0" * 64
 
@@ -69,43 +79,59 @@ def event_hash(
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-# The append's three statements, prepared once (jit_hooks/server/sql.py): every
-# hook call appends an event. FOR UPDATE serialises appends on PostgreSQL;
-# SQLite already holds the write lock (BEGIN IMMEDIATE) and omits the clause.
-_HEAD = Prepared(select(audit_head.c.last_id, audit_head.c.hash).with_for_update())
-_INSERT = Prepared(
-    audit_events.insert().values(
-        {
-            c: bindparam(c)
-            for c in ("id", "at", "kind", "actor", "host", "data", "prev_hash", "hash")
-        }
-    )
+# The append's statements, prepared once (jit_hooks/server/sql.py): every hook
+# call appends an event. The head is read and moved only where one writer holds
+# the whole database anyway (SQLite, BEGIN IMMEDIATE): there the event is
+# chained at once. Elsewhere (PostgreSQL, several replicas) the login path only
+# INSERTs; the fold (server/fold.py) chains later, on one leader.
+_HEAD = Prepared(
+    select(audit_head.c.last_id, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
 )
+_COLUMNS = ("at", "kind", "actor", "host", "data", "seq", "prev_hash", "hash")
+_INSERT = Prepared(audit_events.insert().values({c: bindparam(c) for c in _COLUMNS}))
 _MOVE_HEAD = Prepared(
     audit_head.update()
     .where(audit_head.c.id == 1)
-    .values(last_id=bindparam("new_id"), hash=bindparam("digest"))
+    .values(last_id=bindparam("new_seq"), hash=bindparam("digest"))
 )
-_NEW_HEAD = Prepared(
-    audit_head.insert().values(id=1, last_id=bindparam("new_id"), hash=bindparam("digest"))
-)
+
+
+class ChainError(JitError):
+    """Raised when the chain head row is missing: the log was tampered with (fail closed)."""
+
+
+def chains_inline(conn: Any) -> bool:
+    """True where an append may chain at once: SQLite, whose write lock serialises writers."""
+    return conn.dialect.name == "sqlite"
+
+
+def read_head(conn: Any) -> tuple[int, str]:
+    """(last folded seq, its hash), locking the head row where the database can."""
+    head = _HEAD.first(conn)
+    if head is None:
+        raise ChainError("audit chain head record is missing: run `jit-server audit verify`")
+    return head.last_id, head.hash
+
+
+def move_head(conn: Any, seq: int, digest: str) -> None:
+    _MOVE_HEAD.execute(conn, new_seq=seq, digest=digest)
 
 
 class HeadCache:
-    """The chain head of one group-commit batch (Context.hook_tx) and its unwritten events.
+    """The audit events of one group-commit batch (Context.hook_tx), written at its flush.
 
-    Inside one write transaction that nobody else can write to, the head need
-    not be read and moved per event: the batch reads it once, chains its events
-    in order in Python, and :meth:`flush` writes them with one ``executemany``
-    and moves the head once, in the same transaction, before its COMMIT.
+    Inside one SQLite write transaction that nobody else can write to, the head
+    need not be read and moved per event: the batch reads it once, chains its
+    events in order in Python, and :meth:`flush` writes them with one
+    ``executemany`` and moves the head once, in the same transaction, before
+    its COMMIT. On other databases the events are written unchained.
     """
 
-    __slots__ = ("loaded", "existed", "last_id", "hash", "pending")
+    __slots__ = ("loaded", "last_id", "hash", "pending")
 
     def __init__(self) -> None:
         self.loaded = False
-        self.existed = False
-        self.last_id = 0
+        self.last_id = 0  # the last chained seq
         self.hash = GENESIS
         self.pending: list[dict[str, Any]] = []
 
@@ -127,11 +153,26 @@ class HeadCache:
         if not self.pending:
             return
         _INSERT.executemany(conn, self.pending)
-        (_MOVE_HEAD if self.existed else _NEW_HEAD).execute(
-            conn, new_id=self.last_id, digest=self.hash
-        )
+        if self.loaded:
+            move_head(conn, self.last_id, self.hash)
         self.pending = []
-        self.existed = True
+
+
+def chain(prev_seq: int, prev_hash: str, row: dict[str, Any]) -> tuple[int, str]:
+    """Give ``row`` (at, kind, actor, host, data) the next chain position; return the new head."""
+    seq = prev_seq + 1
+    # The hashed field is called "id" (events before migration 0004 had seq == id).
+    digest = event_hash(
+        id=seq,
+        at=row["at"],
+        kind=row["kind"],
+        actor=row["actor"],
+        host=row["host"],
+        data=row["data"],
+        prev_hash=prev_hash,
+    )
+    row["seq"], row["prev_hash"], row["hash"] = seq, prev_hash, digest
+    return seq, digest
 
 
 def append(
@@ -142,49 +183,48 @@ def append(
     actor: str | None = None,
     host: str | None = None,
     data: dict | None = None,
-) -> int:
-    """Append one event inside the caller's (write) transaction; return its id.
+) -> None:
+    """Append one event inside the caller's (write) transaction.
 
-    In a hook batch (``conn.audit`` is a :class:`HeadCache`) the event is chained
-    now and written by the batch's flush before its COMMIT.
+    It commits or rolls back with the caller's transaction: no answer leaves
+    without its event. On SQLite it is chained now; elsewhere it is inserted
+    unchained and the fold gives it its place. In a hook batch (``conn.audit``
+    is a :class:`HeadCache`) the batch's flush writes it before the COMMIT.
     """
-    cache: HeadCache | None = getattr(conn, "audit", None)
-    if cache is not None and cache.loaded:
-        head = None
-        prev_id, prev_hash = cache.last_id, cache.hash
-    else:
-        head = _HEAD.first(conn)
-        prev_id, prev_hash = (head.last_id, head.hash) if head else (0, GENESIS)
-        if cache is not None:
-            cache.loaded, cache.existed = True, head is not None
-    new_id = prev_id + 1
-    text = canonical(data or {})
-    digest = event_hash(
-        id=new_id, at=at, kind=kind, actor=actor, host=host, data=text, prev_hash=prev_hash
-    )
-    row = {
-        "id": new_id,
+    row: dict[str, Any] = {
         "at": at,
         "kind": kind,
         "actor": actor,
         "host": host,
-        "data": text,
-        "prev_hash": prev_hash,
-        "hash": digest,
+        "data": canonical(data or {}),
+        "seq": None,
+        "prev_hash": None,
+        "hash": None,
     }
+    cache: HeadCache | None = getattr(conn, "audit", None)
+    if not chains_inline(conn):
+        if cache is not None:
+            cache.pending.append(row)
+        else:
+            _INSERT.execute(conn, **row)
+        return
     if cache is not None:
+        if not cache.loaded:
+            cache.last_id, cache.hash = read_head(conn)
+            cache.loaded = True
+        cache.last_id, cache.hash = chain(cache.last_id, cache.hash, row)
         cache.pending.append(row)
-        cache.last_id, cache.hash = new_id, digest
-        return new_id
+        return
+    seq, digest = chain(*read_head(conn), row)
     _INSERT.execute(conn, **row)
-    (_MOVE_HEAD if head else _NEW_HEAD).execute(conn, new_id=new_id, digest=digest)
-    return new_id
+    move_head(conn, seq, digest)
 
 
 def event_dict(row: Any) -> dict:
-    """An audit row as the API's event object."""
+    """An audit row as the API's event object (seq, prev_hash, hash: null until folded)."""
     return {
         "id": row.id,
+        "seq": row.seq,
         "at": row.at,
         "kind": row.kind,
         "actor": row.actor,
@@ -202,53 +242,119 @@ def iter_events(conn: Connection, *, after_id: int = 0, limit: int | None = None
     yield from conn.execute(q)
 
 
+def iter_chain(conn: Connection, *, after_seq: int = 0) -> Iterator[Any]:
+    """Folded events in chain order."""
+    q = (
+        select(audit_events)
+        .where(audit_events.c.seq > after_seq)
+        .order_by(audit_events.c.seq)
+        .execution_options(yield_per=2000)
+    )
+    yield from conn.execute(q)
+
+
+def row_hash(row: Any) -> str:
+    """The hash an event row should carry, from its stored fields."""
+    return event_hash(
+        id=row.seq,
+        at=row.at,
+        kind=row.kind,
+        actor=row.actor,
+        host=row.host,
+        data=row.data,
+        prev_hash=row.prev_hash,
+    )
+
+
 @dataclass(frozen=True)
 class VerifyResult:
     ok: bool
-    count: int
+    count: int  # events checked in the database
     problem: str | None = None
-    event_id: int | None = None
+    event_id: int | None = None  # the seq where it broke
+    first_seq: int = 1  # where the database's chain starts (after the newest archive)
+    start_hash: str = GENESIS  # the prev_hash of first_seq
+    last_seq: int = 0
+    last_hash: str = GENESIS
 
 
-def verify(conn: Connection) -> VerifyResult:
-    """Walk the whole chain; report the first event that breaks it."""
-    prev_hash = GENESIS
-    expected_id = 1
+# Events not folded after this long mean the fold is not running (or rows were
+# slipped in behind it): a verify failure.
+FOLD_GRACE_SECONDS = 10
+
+
+def chain_start(conn: Connection) -> tuple[int, str]:
+    """(first seq, its prev_hash) of the database's chain: after the newest archive marker."""
+    m = conn.execute(
+        select(audit_archives.c.last_seq, audit_archives.c.last_hash)
+        .order_by(audit_archives.c.last_seq.desc())
+        .limit(1)
+    ).first()
+    return (1, GENESIS) if m is None else (m.last_seq + 1, m.last_hash)
+
+
+def verify(conn: Connection, *, now: int | None = None) -> VerifyResult:
+    """Walk the database's chain; report the first event that breaks it.
+
+    Detects edited, deleted and reordered events, a tail cut without moving the
+    head, events left unfolded, and an empty or short chain in a database that
+    holds users, hosts or requests (each of which was audited when made). A cut
+    tail *with* a rewritten head, or a wipe, needs the signed checkpoints
+    (server/checkpoints.py).
+    """
+    first, prev_hash = chain_start(conn)
+    start_hash = prev_hash
+    expected = first
     count = 0
-    for row in iter_events(conn):
-        if row.id != expected_id:
-            return VerifyResult(
-                False, count, f"event {expected_id} is missing (next is {row.id})", expected_id
-            )
+    bad = None
+    for row in iter_chain(conn, after_seq=-1):
+        if row.seq != expected:
+            bad = (f"event {expected} is missing (next is {row.seq})", expected)
+            if row.seq < first:
+                bad = (f"event {row.seq} lies before the chain start {first}", row.seq)
+            break
         if row.prev_hash != prev_hash:
-            return VerifyResult(
-                False, count, f"event {row.id}: prev_hash does not match event {row.id - 1}", row.id
-            )
-        digest = event_hash(
-            id=row.id,
-            at=row.at,
-            kind=row.kind,
-            actor=row.actor,
-            host=row.host,
-            data=row.data,
-            prev_hash=row.prev_hash,
-        )
-        if digest != row.hash:
-            return VerifyResult(
-                False, count, f"event {row.id}: contents do not match its hash", row.id
-            )
+            bad = (f"event {row.seq}: prev_hash does not match event {row.seq - 1}", row.seq)
+            break
+        if row_hash(row) != row.hash:
+            bad = (f"event {row.seq}: contents do not match its hash", row.seq)
+            break
         prev_hash = row.hash
-        expected_id += 1
+        expected += 1
         count += 1
-    head = conn.execute(select(audit_head.c.last_id, audit_head.c.hash)).first()
+    last = expected - 1
+
+    def result(problem: str | None, at: int | None = None) -> VerifyResult:
+        return VerifyResult(problem is None, count, problem, at, first, start_hash, last, prev_hash)
+
+    if bad is not None:
+        return result(*bad)
+    head = conn.execute(
+        select(audit_head.c.last_id, audit_head.c.hash).where(audit_head.c.id == 1)
+    ).first()
     if head is None:
-        if count:
-            return VerifyResult(False, count, "chain head record is missing", None)
-    elif head.last_id != count or head.hash != prev_hash:
-        return VerifyResult(
-            False,
-            count,
-            f"chain ends at event {count} but the head records event {head.last_id}",
-            head.last_id,
+        return result("chain head record is missing")
+    if head.last_id != last or head.hash != prev_hash:
+        return result(f"chain ends at event {last} but the head records event {head.last_id}",
+                      head.last_id)  # fmt: skip
+    if now is not None:
+        stale = conn.execute(
+            select(func.count(), func.min(audit_events.c.id)).where(
+                audit_events.c.seq.is_(None), audit_events.c.at < now - FOLD_GRACE_SECONDS
+            )
+        ).first()
+        if stale is not None and stale[0]:
+            return result(
+                f"{stale[0]} events not folded into the chain (first id {stale[1]}): "
+                "is the service's fold running?"
+            )
+    implied = sum(
+        conn.execute(select(func.count()).select_from(t)).scalar() or 0
+        for t in (users, hosts, requests)
+    )
+    if last < implied:
+        return result(
+            f"the chain holds {last} events but the database has {implied} users, hosts "
+            "and requests, each audited when made: events were deleted"
         )
-    return VerifyResult(True, count)
+    return result(None)

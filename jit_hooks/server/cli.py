@@ -455,59 +455,17 @@ def policy_remove(env: Env, name: str) -> None:
     click.echo(f"removed policy {name}", err=True)
 
 
-# -- audit ---------------------------------------------------------------------
+# -- audit: jit_hooks/server/audit_cli.py ---------------------------------------
 
 
-@cli.group("audit")
-def audit_group() -> None:
-    """The hash-chained audit log."""
+def _add_audit_commands() -> None:
+    from jit_hooks.server.audit_cli import audit_group
 
-
-@audit_group.command("verify")
-@pass_env
-def audit_verify(env: Env) -> None:
-    """Check the whole chain; exit 1 naming the first bad event."""
-    from jit_hooks.server import audit
-
-    result = env.run(audit.verify)
-    if not result.ok:
-        click.echo(f"jit-server: audit chain BROKEN: {result.problem}", err=True)
-        sys.exit(1)
-    click.echo(f"audit chain OK: {result.count} events")
-
-
-@audit_group.command("export")
-@click.option(
-    "--output",
-    "-o",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write JSON lines here instead of stdout.",
-)
-@click.option("--after-id", type=click.IntRange(min=0), default=0, show_default=True)
-@pass_env
-def audit_export(env: Env, output: Path | None, after_id: int) -> None:
-    """Export events as JSON lines."""
-    from jit_hooks.server import audit
-
-    def dump(conn, fh) -> int:  # noqa: ANN001
-        n = 0
-        for row in audit.iter_events(conn, after_id=after_id):
-            fh.write(json.dumps(audit.event_dict(row), sort_keys=True) + "\n")
-            n += 1
-        return n
-
-    if output is None:
-        env.run(dump, fh=sys.stdout)
-        return
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w") as fh:
-        n = env.run(dump, fh=fh)
-    os.replace(tmp, output)
-    click.echo(f"exported {n} events to {output}", err=True)
+    cli.add_command(audit_group)
 
 
 def main() -> None:
+    _add_audit_commands()
     try:
         cli(standalone_mode=False)
     except click.exceptions.Exit as e:

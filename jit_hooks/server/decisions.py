@@ -14,7 +14,8 @@ from sqlalchemy import Connection, and_, bindparam, case, select
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import KeyParseError
-from jit_hooks.server import audit
+from jit_hooks.server import audit, fold
+from jit_hooks.server.audit_settings import miss_window
 from jit_hooks.server.auth import HostPrincipal
 from jit_hooks.server.sql import Prepared
 from jit_hooks.server.tables import keys, request_hosts, requests, sessions, users
@@ -105,6 +106,29 @@ def _record(
     audit.append(conn, at=now, kind=kind, actor=actor, host=host.name, data=data)
 
 
+def _record_akc(
+    conn: Connection,
+    host: HostPrincipal,
+    row: Any,
+    login: str,
+    fingerprint: str,
+    reason: str,
+    now: int,
+) -> None:
+    _record(
+        conn,
+        host,
+        "hook.authorized_keys",
+        row.user if row else None,
+        now,
+        login=login,
+        fingerprint=fingerprint,
+        decision="allow" if row else "deny",
+        reason=short_reason(reason),
+        request_id=row.id if row else None,
+    )
+
+
 def authorized_keys(
     conn: Connection,
     *,
@@ -130,18 +154,20 @@ def authorized_keys(
         reason = "active approval" if row else f"no active approval for {login} with this key"
         if row is not None and (row.blob != offered.blob or row.key_type != offered.key_type):
             row, reason = None, "offered key differs from the registered key"
-    _record(
+    # An unauthenticated miss (any client can offer any number of keys) is
+    # audited once per (host, login, fingerprint) and window; repeats are counted
+    # and written as one event when the window closes (server/fold.py).
+    audit_now = row is not None or fold.count_miss(
         conn,
-        host,
-        "hook.authorized_keys",
-        row.user if row else None,
-        now,
+        host=host.name,
         login=login,
         fingerprint=fingerprint,
-        decision="allow" if row else "deny",
         reason=short_reason(reason),
-        request_id=row.id if row else None,
+        now=now,
+        window=miss_window(),
     )
+    if audit_now:
+        _record_akc(conn, host, row, login, fingerprint, reason, now)
     if row is None:
         return []
     return [

@@ -148,16 +148,52 @@ audit_events = Table(
     Column("actor", String(64), nullable=True),
     Column("host", String(253), nullable=True),
     Column("data", Text, nullable=False),  # canonical JSON
-    Column("prev_hash", String(64), nullable=False),
-    Column("hash", String(64), nullable=False),
+    # Chain position and hashes, set by the fold (server/fold.py); NULL until then.
+    Column("seq", Integer, nullable=True),
+    Column("prev_hash", String(64), nullable=True),
+    Column("hash", String(64), nullable=True),
+    Index("ux_audit_events_seq", "seq", unique=True),
 )
 
-# The hash and id of the newest event, kept next to the chain so that cutting
-# events off the end is detected too.
+# The seq and hash of the newest folded event (row 1, made by migration 0004),
+# kept next to the chain so that cutting events off the end is detected too.
 audit_head = Table(
     "audit_head",
     metadata,
     Column("id", Integer, primary_key=True),  # always 1
-    Column("last_id", Integer, nullable=False),
+    Column("last_id", Integer, nullable=False),  # the last folded seq
     Column("hash", String(64), nullable=False),
+)
+
+# One row per `jit-server audit archive`: where the database's chain now starts
+# (last_seq + 1, chained from last_hash) and which file holds what came before.
+audit_archives = Table(
+    "audit_archives",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("first_seq", Integer, nullable=False),
+    Column("last_seq", Integer, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("last_hash", String(64), nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("at", Integer, nullable=False),
+    Column("file", String(500), nullable=False),
+    Column("digest", String(64), nullable=False),  # sha256 of the archive file
+)
+
+# Unauthenticated AKC misses of one (host, login, fingerprint) in one time window:
+# the first writes an event, the rest only count here; the fold writes one
+# event with the count when the window closes (server/fold.py).
+audit_misses = Table(
+    "audit_misses",
+    metadata,
+    Column("host", String(253), primary_key=True),
+    Column("login", String(33), primary_key=True),
+    Column("fingerprint", String(100), primary_key=True),
+    Column("window_start", Integer, primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("first_at", Integer, nullable=False),
+    Column("last_at", Integer, nullable=False),
+    Column("reason", String(200), nullable=False),
+    Index("ix_audit_misses_window", "window_start"),
 )

@@ -1,0 +1,202 @@
+"""Anchors outside the database (issue 15 item 2): signed checkpoints and archives.
+
+Real `jit-server` processes on a real SQLite file; the attacks are the outside
+review's: cut the tail and rewrite the head, wipe everything, rewrite history.
+A chain alone cannot see the first and third; the checkpoints must.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from jit_hooks.server import audit
+
+
+class Cli:
+    """`jit-server` on a data dir (key, checkpoints) and a fresh database of the suite's backend."""
+
+    def __init__(self, data_dir: Path) -> None:
+        from jit_hooks.testing import service
+
+        self.data_dir = data_dir
+        self.env = {**os.environ, "JIT_AUDIT_SYSLOG": "0"}
+        factory = getattr(service, "database_factory", None)
+        self.url = factory() if factory else f"sqlite:///{data_dir / 'jit.db'}"
+        self.db_args = ["--database-url", self.url] if factory else []
+
+    def __call__(self, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
+        r = subprocess.run(
+            [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(self.data_dir),
+             *self.db_args, *args],
+            capture_output=True, text=True, timeout=60, env=self.env,
+        )  # fmt: skip
+        if ok is not None:
+            assert (r.returncode == 0) == ok, r.stderr + r.stdout
+        return r
+
+    def sql(self, stmt: str, **params: object) -> list:
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(self.url)
+        try:
+            with engine.begin() as conn:
+                r = conn.execute(text(stmt), params)
+                return [tuple(row) for row in r] if r.returns_rows else []
+        finally:
+            engine.dispose()
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.data_dir / "audit-checkpoints.jsonl"
+
+
+@pytest.fixture
+def cli(tmp_path) -> Cli:
+    c = Cli(tmp_path / "srv")
+    c("db", "upgrade")
+    for name in ("alice", "bob", "carol"):
+        c("user", "add", name, "--role", "requester")
+    c("host", "add", "web1")
+    c("audit", "checkpoint")  # seq 4
+    c("user", "add", "dave", "--role", "approver")
+    c("user", "disable", "carol")
+    c("audit", "checkpoint")  # seq 6
+    return c
+
+
+def _rechain(cli: Cli, upto: int) -> None:
+    """What an attacker with the database does after an edit: recompute every hash and the head."""
+    rows = cli.sql("SELECT seq, at, kind, actor, host, data FROM audit_events ORDER BY seq")
+    prev = audit.GENESIS
+    for seq, at, kind, actor, host, data in rows[:upto]:
+        h = audit.event_hash(
+            id=seq, at=at, kind=kind, actor=actor, host=host, data=data, prev_hash=prev
+        )
+        cli.sql(
+            "UPDATE audit_events SET prev_hash = :p, hash = :h WHERE seq = :s", p=prev, h=h, s=seq
+        )
+        prev = h
+    cli.sql("UPDATE audit_head SET last_id = :s, hash = :h", s=min(upto, len(rows)), h=prev)
+
+
+def test_intact_chain_matches_its_checkpoints(cli):
+    lines = cli.checkpoints.read_text().splitlines()
+    assert [json.loads(x)["signed"]["seq"] for x in lines] == [4, 6]
+    assert oct(cli.checkpoints.stat().st_mode & 0o777) == "0o600"
+    assert oct((cli.data_dir / "audit-signing.key").stat().st_mode & 0o777) == "0o600"
+    r = cli("audit", "verify", "--checkpoints", str(cli.checkpoints))
+    assert "audit chain OK: 6 events" in r.stdout and "2 checkpoints match" in r.stdout
+
+
+def test_cut_tail_with_rewritten_head_is_caught_by_the_checkpoints(cli):
+    """Reviewer's attack 1: delete the last events and move audit_head back."""
+    cli.sql("DELETE FROM audit_events WHERE seq > 5")  # carol's disabling goes
+    _rechain(cli, 5)
+    cli("audit", "verify")  # the chain alone still looks whole (5 events, 5 users+hosts)
+    r = cli("audit", "verify", "--checkpoints", str(cli.checkpoints), ok=False)
+    assert "checkpoint 2 (seq 6" in r.stderr and "the chain ends at seq 5" in r.stderr
+    assert "cut off or the log was wiped" in r.stderr
+
+
+def test_wipe_is_caught_with_and_without_checkpoints(cli):
+    """Reviewer's attack 2: delete every event and the head (then put an empty head back)."""
+    cli.sql("DELETE FROM audit_events")
+    cli.sql("DELETE FROM audit_head")
+    r = cli("audit", "verify", ok=False)
+    assert "chain head record is missing" in r.stderr
+    cli.sql("INSERT INTO audit_head (id, last_id, hash) VALUES (1, 0, :h)", h=audit.GENESIS)
+    r = cli("audit", "verify", ok=False)
+    assert "holds 0 events" in r.stderr and "5 users, hosts and requests" in r.stderr
+    r = cli("audit", "verify", "--checkpoints", str(cli.checkpoints), ok=False)
+    assert "checkpoint 1 (seq 4" in r.stderr and "checkpoint 2 (seq 6" in r.stderr
+
+
+def test_rewritten_history_is_caught_by_the_checkpoints(cli):
+    cli.sql("UPDATE audit_events SET actor = 'cli:nobody' WHERE seq = 2")
+    _rechain(cli, 6)
+    cli("audit", "verify")  # internally consistent again
+    r = cli("audit", "verify", "--checkpoints", str(cli.checkpoints), ok=False)
+    assert "event 4 has another hash: rewritten" in r.stderr
+    assert "event 6 has another hash: rewritten" in r.stderr
+
+
+def test_forged_checkpoint_is_refused(cli, tmp_path):
+    other = Cli(tmp_path / "other")
+    other("db", "upgrade")
+    other("audit", "checkpoint")
+    r = cli("audit", "verify", "--checkpoints", str(other.checkpoints), ok=False)
+    assert "checkpoint 1: bad signature" in r.stderr
+    doc = json.loads(cli.checkpoints.read_text().splitlines()[0])
+    doc["signed"]["seq"] = 5  # moved to another event: the signature no longer holds
+    forged = tmp_path / "forged.jsonl"
+    forged.write_text(json.dumps(doc) + "\n")
+    r = cli("audit", "verify", "--checkpoints", str(forged), ok=False)
+    assert "bad signature" in r.stderr
+
+
+def test_pubkey_verifies_without_the_private_key(cli, tmp_path):
+    pub = tmp_path / "audit.pub"
+    pub.write_text(cli("audit", "pubkey").stdout)
+    assert pub.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    (cli.data_dir / "audit-signing.key").rename(tmp_path / "away.key")
+    cli("audit", "verify", "--checkpoints", str(cli.checkpoints), "--pubkey", str(pub))
+
+
+# -- archives (issue 15 item 2, retention) ------------------------------------------
+
+
+def _tomorrow() -> str:
+    return (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
+
+
+def test_archive_moves_events_out_and_verify_joins_them(cli, tmp_path):
+    out = tmp_path / "audit-1.jsonl.gz"
+    cli("audit", "archive", "--before", _tomorrow(), "--out", str(out))
+    assert cli.sql("SELECT count(*) FROM audit_events") == [(0,)]
+    assert cli.sql("SELECT first_seq, last_seq, events FROM audit_archives") == [(1, 6, 6)]
+    cli("host", "add", "web2")
+    cli("audit", "checkpoint")  # seq 7
+    cps = str(cli.checkpoints)
+    # Without the archive: fine, the chain starts at the marker ...
+    r = cli("audit", "verify")
+    assert "1 events (seq 7-7)" in r.stdout and "starts at seq 7" in r.stderr
+    # ... but checkpoints older than the marker need the archive.
+    r = cli("audit", "verify", "--checkpoints", cps, ok=False)
+    assert "older than the database's chain start (seq 7)" in r.stderr
+    r = cli("audit", "verify", "--checkpoints", cps, "--archive", str(out))
+    assert "3 checkpoints match" in r.stdout and "6 archived events in 1 archives" in r.stdout
+
+
+def test_tampered_or_foreign_archive_fails(cli, tmp_path):
+    out = tmp_path / "a.jsonl.gz"
+    cli("audit", "archive", "--before", _tomorrow(), "--out", str(out))
+    lines = gzip.decompress(out.read_bytes()).decode().splitlines()
+    event = json.loads(lines[1])
+    event["actor"] = "cli:nobody"
+    lines[1] = json.dumps(event, sort_keys=True, separators=(",", ":"))
+    bad = tmp_path / "bad.jsonl.gz"
+    bad.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    r = cli("audit", "verify", "--archive", str(bad), ok=False)
+    assert "does not chain (tampered)" in r.stderr
+    del lines[-2]  # drop the newest archived event
+    bad.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    r = cli("audit", "verify", "--archive", str(bad), ok=False)
+    assert "tampered" in r.stderr
+    cli("audit", "verify", "--archive", str(out))
+
+
+def test_archive_refuses_bad_date_and_existing_file(cli, tmp_path):
+    r = cli("audit", "archive", "--before", "yesterday", "--out", str(tmp_path / "x"), ok=False)
+    assert "expected a date" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "x").write_text("")
+    r = cli("audit", "archive", "--before", _tomorrow(), "--out", str(tmp_path / "x"), ok=False)
+    assert "never overwritten" in r.stderr
+    assert cli.sql("SELECT count(*) FROM audit_events") == [(6,)]
