@@ -36,8 +36,10 @@ class HooksDaemon:
         user: str | None = None,
         syslog_socket: str | Path | None = None,
         log_path: str | Path | None = None,
+        args: tuple[str, ...] = (),
     ):
         self.lib = str(lib)
+        self.args = tuple(args)  # more command-line options, e.g. ("--max-bodies", "2")
         self.socket_path = str(socket_path)
         self.user = user
         self.syslog_socket = str(syslog_socket) if syslog_socket else None
@@ -52,6 +54,7 @@ class HooksDaemon:
         cmd = [PYTHON, "-IS", "-c", code, "--socket", self.socket_path]
         if self.syslog_socket:
             cmd += ["--syslog-socket", self.syslog_socket]
+        cmd += self.args
         if self.user:
             pw = pwd.getpwnam(self.user)
             cmd = [

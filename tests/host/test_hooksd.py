@@ -18,13 +18,14 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from jit_hooks.host import paths
-from jit_hooks.host.login import thin
+from jit_hooks.host.login import frames, thin
 from jit_hooks.testing.hooksd import HooksDaemon, wrapper_text
 from jit_hooks.testing.keys import make_key
 from jit_hooks.testing.seed import basic_world
@@ -35,6 +36,7 @@ from jit_hooks.testing.syslog_sink import SyslogSink
 REPO = str(Path(__file__).resolve().parent.parent.parent)
 MODES = ("authorized-keys", "pam-account", "pam-session")
 IDENTS = {m: "jit-" + m for m in MODES}
+TRUSTED_BASE = Path("/var/lib/jit-hooks-test")
 DENIAL = b"jit: access denied: approval service unavailable or host misconfigured\n"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (setpriv, jit-hooks user)")
@@ -129,7 +131,11 @@ def pam_env(pam_type: str, user: str = "deploy", auth_info: str | None = None) -
 
 @pytest.fixture(scope="module")
 def env():
-    root = Path(tempfile.mkdtemp(prefix="jhd", dir="/tmp"))  # short: unix socket paths
+    # The hooks trust a config only if root alone can change it and every directory
+    # above it (so not under /tmp): a root-owned 0755 directory, short for socket paths.
+    TRUSTED_BASE.mkdir(mode=0o755, exist_ok=True)
+    os.chmod(TRUSTED_BASE, 0o755)
+    root = Path(tempfile.mkdtemp(prefix="jhd", dir=TRUSTED_BASE))
     os.chmod(root, 0o755)
     svc = start_service(root / "server")
     e = None
@@ -321,15 +327,15 @@ def raw_exchange(path: str, data: bytes) -> bytes:
     "data, reason",
     [
         (b"GET / HTTP/1.1\r\n\r\n", "request_garbled"),
-        (thin.REQUEST_MAGIC + (thin.MAX_REQUEST + 1).to_bytes(4, "big"), "request_oversize"),
-        (thin.REQUEST_MAGIC + (100).to_bytes(4, "big") + b"short", "request_truncated"),
-        (thin.REQUEST_MAGIC + (8).to_bytes(4, "big") + (99).to_bytes(4, "big") + b"abcd",
+        (frames.REQUEST_MAGIC + (frames.MAX_REQUEST + 1).to_bytes(4, "big"), "request_oversize"),
+        (frames.REQUEST_MAGIC + (100).to_bytes(4, "big") + b"short", "request_truncated"),
+        (frames.REQUEST_MAGIC + (8).to_bytes(4, "big") + (99).to_bytes(4, "big") + b"abcd",
          "request_garbled"),
-        (thin.encode_request("rm-rf", [], b""), "request_bad_mode"),
+        (frames.encode_request("rm-rf", [], b""), "request_bad_mode"),
     ],
 )  # fmt: skip
 def test_bad_requests_are_refused_and_the_daemon_keeps_serving(host, data, reason):
-    assert thin.decode_answer(raw_exchange(host.socket, data)) == (1, b"")
+    assert frames.decode_answer(raw_exchange(host.socket, data)) == (1, b"")
     host.sink.wait_for(f"decision=deny reason={reason}", "jit-hooksd")
     alice = host.world.keys["alice"]
     r = host.run("authorized-keys", *host.akc_args(alice))
@@ -365,9 +371,9 @@ class FakeHelper:
     [
         (None, "bad_answer_header"),  # closed without a word
         (b"HTTP/1.1 200 OK\r\n\r\n", "bad_answer_header"),
-        (thin.ANSWER_MAGIC + bytes([7]) + (0).to_bytes(4, "big"), "bad_status"),
-        (thin.encode_answer(0, b"ssh-ed25519 AAAA x\n")[:-3], "bad_answer_length"),
-        (thin.encode_answer(0, b"ssh-ed25519 AAAA x\n") + b"extra", "bad_answer_length"),
+        (frames.ANSWER_MAGIC + bytes([7]) + (0).to_bytes(4, "big"), "bad_status"),
+        (frames.encode_answer(0, b"ssh-ed25519 AAAA x\n")[:-3], "bad_answer_length"),
+        (frames.encode_answer(0, b"ssh-ed25519 AAAA x\n") + b"extra", "bad_answer_length"),
     ],
 )
 @pytest.mark.parametrize("mode", ["authorized-keys", "pam-account"])
@@ -505,3 +511,216 @@ def test_budget_is_enforced_by_the_daemon_like_the_hard_deadline(host):
     # The late body said nothing more once the daemon had answered for it.
     time.sleep(1.0)
     assert len(host.sink.messages(IDENTS["pam-account"])) == 1
+
+
+# -- robustness: peers checked before a thread, caps, bounded log ---------------------
+
+
+def threads_of(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/task"))
+
+
+@pytest.fixture
+def small_daemon(host):
+    """A second helper on its own socket with small caps (the module's stays as it is)."""
+    daemons = []
+
+    def start(*args: str) -> HooksDaemon:
+        sock = str(host.root / "run" / f"small{len(daemons)}.sock")
+        d = HooksDaemon(
+            REPO, sock, user=paths.HOOK_USER, syslog_socket=host.sink.path,
+            log_path=host.root / "small.log", args=args,
+        ).start()  # fmt: skip
+        daemons.append(d)
+        host.sink.wait_for(f"event=start socket={sock}", "jit-hooksd")
+        return d
+
+    yield start
+    for d in daemons:
+        d.stop()
+
+
+CLIENTS = """
+import socket, sys
+path, count = sys.argv[1], int(sys.argv[2])
+socks = []
+for _ in range(count):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect(path)
+    socks.append(s)
+print("connected", flush=True)
+answers = []
+for s in socks:
+    data = b""
+    try:
+        while chunk := s.recv(65536):
+            data += chunk
+    except OSError as e:
+        data = type(e).__name__.encode()
+    answers.append(data)
+sys.stdin.readline()  # hold every connection open until the test has looked
+print(repr(answers), flush=True)
+"""
+
+
+def hold_connections(path: str, count: int, user: str | None = None) -> subprocess.Popen:
+    """``count`` connections to ``path`` that send nothing; prints "connected", then,
+    after a line on stdin, what each received (in order)."""
+    cmd = ["/usr/bin/python3", "-I", "-c", CLIENTS, path, str(count)]
+    if user:
+        pw = pwd.getpwnam(user)
+        cmd = ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--clear-groups", *cmd]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline() == "connected\n"
+    return proc
+
+
+def finish(proc: subprocess.Popen) -> list[bytes]:
+    out, _ = proc.communicate("go\n", timeout=60)
+    return eval(out)  # noqa: S307 - our own child's repr of a list of bytes
+
+
+def peak_threads(pid: int, until: Callable[[], bool], timeout: float = 30) -> int:
+    peak, deadline = 0, time.monotonic() + timeout
+    while not until() and time.monotonic() < deadline:
+        peak = max(peak, threads_of(pid))
+        time.sleep(0.01)
+    return max(peak, threads_of(pid))
+
+
+def test_refused_peers_get_no_thread_and_their_log_lines_are_bounded(host, small_daemon):
+    """200 connections from a user who may not ask (socket opened to everyone for the
+    test): each is refused by the accept loop itself, so the helper never runs more
+    threads than at rest; its log says so in a bounded number of lines and counts the
+    rest. (Before: a thread per connection, each waiting up to 5 s for a request, and
+    one log line each.)"""
+    d = small_daemon()
+    os.chmod(d.socket_path, 0o666)
+    at_rest = threads_of(d.proc.pid)
+    nobody = pwd.getpwnam("nobody").pw_uid
+    refused = f"reason=peer_not_allowed .*peer_uid={nobody}"
+
+    def logged() -> list[str]:
+        return [m for m in host.sink.messages("jit-hooksd") if f"peer_uid={nobody}" in m]
+
+    proc = hold_connections(d.socket_path, 200, user="nobody")
+    try:
+        # Until the accept loop went through all 200 (the rate limit then counts them).
+        peak = peak_threads(d.proc.pid, lambda: len(logged()) >= 20)
+        host.sink.wait_for(refused, "jit-hooksd")
+        answers = finish(proc)
+    finally:
+        proc.kill()
+    assert answers == [frames.encode_answer(1, b"")] * 200
+    assert peak <= at_rest
+    assert d.stop() == 0  # SIGTERM: the helper reports what it suppressed, then stops
+    host.sink.wait_for("event=stop", "jit-hooksd")
+    lines = logged()
+    assert 1 <= len(lines) <= 21  # the burst, and maybe one refilled token
+    suppressed = [m for m in host.sink.messages("jit-hooksd") if "event=suppressed" in m]
+    counted = sum(int(m.split("count=")[1].split()[0]) for m in suppressed)
+    carried = sum(int(m.split("suppressed=")[1].split()[0]) for m in lines if "suppressed=" in m)
+    assert len(lines) + counted + carried == 200  # every refusal is accounted for
+
+
+def test_connections_past_the_cap_are_refused_at_once(host, small_daemon):
+    """--max-connections 3: three silent connections hold a thread each; the next ones
+    get the "busy" refusal from the accept loop without a thread, and a hook run then
+    denies (PAM: the user's one line) with error=helper_busy."""
+    d = small_daemon("--max-connections", "3")
+    wrapper = host.root / "small-pam-account"
+    wrapper.write_text(wrapper_text(REPO, "pam-account", d.socket_path))
+    os.chmod(wrapper, 0o755)
+    at_rest = threads_of(d.proc.pid)
+    proc = hold_connections(d.socket_path, 10)  # as root: an allowed peer
+    try:
+        time.sleep(0.5)  # the three admitted connections are waiting for their request
+        assert threads_of(d.proc.pid) <= at_rest + 3
+        host.sink.clear()
+        r = host.run("pam-account", pam=pam_env("account"), wrapper=str(wrapper))
+        assert (r.returncode, r.stdout) == (1, DENIAL)
+        assert "error=helper_busy" in host.sink.wait_for("reason=hooksd", IDENTS["pam-account"])
+        answers = finish(proc)
+    finally:
+        proc.kill()
+    # The first three waited for a request that never came; the rest were refused.
+    assert answers[:3] == [frames.encode_answer(1, b"")] * 3
+    assert answers[3:] == [frames.encode_refusal("busy")] * 7
+    with pytest.raises(frames.Refusal, match="helper_busy"):
+        frames.decode_answer(answers[3])
+    host.sink.wait_for(r"reason=busy limit=connections", "jit-hooksd")
+    # Slots come back: a normal run through this helper works again.
+    alice = host.world.keys["alice"]
+    akc = host.root / "small-akc"
+    akc.write_text(wrapper_text(REPO, "authorized-keys", d.socket_path))
+    os.chmod(akc, 0o755)
+    r = host.run("authorized-keys", *host.akc_args(alice), wrapper=str(akc))
+    assert r.returncode == 0 and alice.blob.encode() in r.stdout
+
+
+class StuckBody:
+    """Fault injection: a hook body that declares a short deadline and then stays stuck
+    however the helper answers for it (what a body blocked in getaddrinfo or a kernel
+    call would do). Can't be produced for real with the shipped bodies: their service
+    connections are cut by the watchdog and the trust rule refuses a FIFO as config or
+    token, so this stands in for the hooks module in an in-process helper."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.started = self.ended = 0
+
+    def main(self, inv) -> int:  # noqa: ANN001 - hook.Invocation
+        self.started += 1
+        try:
+            with inv.deadline(0.2):
+                self.release.wait(60)
+            inv.write("output\n")  # dropped if the helper answered already
+            return 0
+        finally:
+            self.ended += 1
+
+
+def ask(path: str, mode: str = "pam-account") -> bytes:
+    return raw_exchange(path, frames.encode_request(mode, [], b""))
+
+
+def test_a_body_stuck_past_its_answer_keeps_its_slot_until_it_really_ends(tmp_path, monkeypatch):
+    from jit_hooks.host.login import daemon
+    from jit_hooks.host.login.log import RateLimitedLog
+
+    stuck = StuckBody()
+    monkeypatch.setitem(daemon.HOOKS, "pam-account", stuck)
+    sink = SyslogSink(tmp_path / "log.sock")
+    sock, _owned = daemon.listening_socket(str(tmp_path / "h.sock"))
+    server = daemon.Server(sock, RateLimitedLog("jit-hooksd", str(sink.path)), max_bodies=2)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        # Two bodies get stuck; each request is answered (deny) at its deadline anyway.
+        assert frames.decode_answer(ask(str(tmp_path / "h.sock"))) == (1, b"")
+        assert frames.decode_answer(ask(str(tmp_path / "h.sock"))) == (1, b"")
+        assert stuck.ended == 0
+        # Both slots are still held by the stuck bodies: the next request is refused at
+        # once, and no third body thread starts.
+        for _ in range(5):
+            assert ask(str(tmp_path / "h.sock")) == frames.encode_refusal("busy")
+        assert stuck.started == 2
+        sink.wait_for("reason=busy limit=bodies", "jit-hooksd")
+        # The bodies end (their late output goes nowhere) and their slots come back.
+        stuck.release.set()
+        for _ in range(500):
+            if stuck.ended == 2:
+                break
+            time.sleep(0.01)
+        assert stuck.ended == 2
+        for _ in range(100):  # the next body is not stuck: release is set
+            answer = ask(str(tmp_path / "h.sock"))
+            if answer != frames.encode_refusal("busy"):
+                break
+            time.sleep(0.02)  # the slot is released just after the body's last line
+        assert frames.decode_answer(answer) == (0, b"output\n")
+        assert stuck.started == 3
+    finally:
+        server.shutdown()
+        server.server_close()
+        sink.close()

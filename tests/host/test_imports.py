@@ -97,5 +97,5 @@ def test_thin_client_fast_path_imports_only_socket(tmp_path):
     extra = set(r.stderr.split()) - set(bare)
     assert extra == {
         "_socket", "jit_hooks", "jit_hooks.host", "jit_hooks.host.login",
-        "jit_hooks.host.login.thin",
+        "jit_hooks.host.login.frames", "jit_hooks.host.login.thin",
     }  # fmt: skip

@@ -1,12 +1,22 @@
-"""The hooks' HTTP/1.1 exchange against a real socket sending exact bytes."""
+"""The hooks' HTTP/1.1 exchange against a real socket sending exact bytes.
+
+Two paths: the strict minimal reader of a hook process (transport.exchange
+without keep-alive) and jit-hooksd's pool of http.client connections
+(transport.enable_keepalive, httppool.py). The reader is checked against
+http.client with hypothesis: whatever it accepts, http.client reads the same.
+"""
 
 from __future__ import annotations
 
+import http.client
+import io
 import socket
 import threading
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jit_hooks.errors import BadResponse, ServiceUnreachable
 from jit_hooks.host.login import transport
@@ -64,9 +74,18 @@ def test_body_until_close():
     assert r.body == b"until-close"
 
 
-def test_interim_100_skipped():
-    r, _ = call(b"HTTP/1.1 100 Continue\r\n\r\n" + OK_HEAD + b"Content-Length: 1\r\n\r\nx")
-    assert (r.status, r.body) == (200, b"x")
+def test_interim_answers_are_refused_by_the_minimal_reader():
+    # The service never sends 1xx to the hooks; skipping any was one of the old
+    # reader's leniencies over http.client (which skips only 100).
+    for interim in (b"100 Continue", b"102 Processing", b"103 Early Hints"):
+        with pytest.raises(BadResponse, match="interim"):
+            call(b"HTTP/1.1 " + interim + b"\r\n\r\n" + OK_HEAD + b"Content-Length: 1\r\n\r\nx")
+
+
+def test_chunked_body_with_extension_and_trailer():
+    raw = OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2;x=y\r\n{}\r\n0\r\nT: 1\r\n\r\n"
+    r, _ = call(raw)
+    assert r.body == b"{}"
 
 
 def test_non_200_body_not_read():
@@ -102,8 +121,18 @@ def test_non_200_body_not_read():
         (OK_HEAD + b"X: " + b"y" * 9000 + b"\r\n\r\n", "bad_http"),
         (OK_HEAD + b"".join(b"X%d: y\r\n" % i for i in range(200)) + b"\r\n", "bad_http"),
         (b"HTTP/1.1 200 OK\r\nContent-Ty", "bad_http"),
+        # The leniencies the differential fuzz found in the old reader:
+        (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\n{}\r\n0\r\n\r\n", "bad_http"),
+        (OK_HEAD + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}\n0\r\n\r\n", "bad_http"),
+        (OK_HEAD + b"X: a\x01b\r\nContent-Length: 2\r\n\r\n{}", "bad_http"),
+        (OK_HEAD + b"X: a\x7fb\r\nContent-Length: 2\r\n\r\n{}", "bad_http"),
+        (b"HTTP/1.2 200 OK\r\nContent-Length: 2\r\n\r\n{}", "bad_http"),
+        (b"HTTP/1.1 200 OK\nContent-Length: 2\n\n{}", "bad_http"),
+        (OK_HEAD + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+         "bad_http"),
+        (OK_HEAD + b"Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}", "bad_http"),
     ],
-)
+)  # fmt: skip
 def test_malformed_answers(raw, reason):
     with pytest.raises(BadResponse) as e:
         call(raw)
@@ -242,11 +271,10 @@ def test_disabled_is_one_connection_per_call(script_server):
         OK_HEAD + b"Content-Length: 2\r\nConnection: Keep-Alive, Close\r\n\r\n{}",
         OK_HEAD + b"\r\n{}",  # no Content-Length: the body ends at the close
         b"HTTP/1.0 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
-        OK_HEAD + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
         b"HTTP/1.1 404 X\r\nContent-Length: 2\r\n\r\n{}",  # body not read: not consumed
         KEEP + b"extra",  # bytes past the answer
     ],
-    ids=["close", "close-token", "no-length", "http10", "te-and-cl", "non-200", "extra"],
+    ids=["close", "close-token", "no-length", "http10", "non-200", "extra"],
 )
 def test_answers_that_are_not_reused(keepalive, script_server, raw):
     srv = script_server(lambda c, r: (raw, "close"))  # the server closes too, as it should
@@ -372,3 +400,183 @@ def test_enable_keepalive_refuses_bad_settings(args):
     with pytest.raises(ValueError):
         transport.enable_keepalive(*args)
     assert transport.keepalive_stats() is None
+
+
+# -- jit-hooksd's pool (http.client) under a hard deadline ----------------------------
+
+
+def test_pool_refuses_content_length_with_chunked(keepalive, script_server):
+    both = OK_HEAD + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n"
+    srv = script_server(lambda c, r: (both, "close"))
+    with pytest.raises(BadResponse, match="bad_http"):
+        get(srv.port)
+    assert transport.keepalive_stats()["idle"] == 0
+
+
+class Dripper:
+    """Accepts, then sends ``data`` one byte every ``every`` seconds; records how the
+    connection ended ("sent all" or the error our side's close caused)."""
+
+    def __init__(self, data: bytes, every: float = 0.1):
+        self.data, self.every = data, every
+        self.ended = threading.Event()
+        self.outcome = ""
+        self._srv = socket.socket()
+        self._srv.bind(("127.0.0.1", 0))
+        self._srv.listen(4)
+        self.port = self._srv.getsockname()[1]
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self):
+        conn, _ = self._srv.accept()
+        with conn:
+            try:
+                conn.recv(65536)
+                for i in range(len(self.data)):
+                    conn.sendall(self.data[i : i + 1])
+                    time.sleep(self.every)
+                self.outcome = "sent all"
+            except OSError as e:
+                self.outcome = type(e).__name__
+            finally:
+                self.ended.set()
+        self._srv.close()
+
+
+def test_pool_cuts_a_drip_at_the_deadline(keepalive):
+    # A valid answer at 10 bytes/s: per-read timeouts never fire, the deadline must.
+    body = b"{}" + b" " * 200
+    drip = Dripper(OK_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    with pytest.raises(TimeoutError):
+        get(drip.port, budget=0.5)
+    # Our side closed the connection: the server's next send fails long before the end.
+    assert drip.ended.wait(10)
+    assert drip.outcome in ("BrokenPipeError", "ConnectionResetError")
+    assert transport.keepalive_stats()["idle"] == 0
+
+
+def test_pool_cuts_a_dripped_tls_handshake(keepalive):
+    import ssl
+
+    # A TLS record header announcing 16 KiB, then the record one byte at a time.
+    drip = Dripper(b"\x16\x03\x03\x40\x00" + b"\x00" * 400)
+    with pytest.raises(TimeoutError):
+        transport.exchange(
+            host="127.0.0.1", port=drip.port, method="GET", target="/x", headers={},
+            body=None, connect_timeout=2, deadline=time.monotonic() + 0.5,
+            clock=time.monotonic, max_body=1000, ssl_context=ssl.create_default_context(),
+        )  # fmt: skip
+    assert drip.ended.wait(10)
+    assert drip.outcome in ("BrokenPipeError", "ConnectionResetError")
+
+
+def test_the_helpers_watchdog_cuts_the_bodys_connection(keepalive):
+    """daemon.Run answering for a body (expire) shuts the connection it is blocked on,
+    so the body thread ends then, not at the end of its own (here long) budget."""
+    from jit_hooks.host.login import httppool
+    from jit_hooks.host.login.daemon import Run
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(4)  # accepts (backlog) and never answers
+    run = Run()
+    errors: list[BaseException] = []
+
+    def body():
+        with httppool.watching(run):
+            try:
+                get(hang.getsockname()[1], budget=30)
+            except BaseException as e:  # noqa: BLE001 - recorded for the asserts
+                errors.append(e)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    try:
+        for _ in range(500):  # until the exchange has its connection
+            if run._conns:
+                break
+            time.sleep(0.01)
+        assert run._conns
+        assert run.expire(time.monotonic(), limit=0) is None  # no expiry callback set
+        t.join(10)
+        assert not t.is_alive()
+        assert errors and not run._conns
+    finally:
+        hang.close()
+
+
+# -- the minimal reader against http.client (differential, hypothesis) ---------------
+
+_STATUS_LINES = [
+    b"HTTP/1.1 200 OK", b"HTTP/1.0 200 OK", b"HTTP/1.1 200", b"HTTP/1.1 404 Not Found",
+    b"HTTP/1.1 100 Continue", b"HTTP/1.2 200 OK", b"HTTP/2 200 OK", b"HTTP/1.1 20 OK",
+    b"HTTP/1.1  200 OK", b"http/1.1 200 OK", b"HTTP/1.1 200 OK\x00", b"HTTP/1.1 2x0 OK",
+]  # fmt: skip
+_HEADERS = [
+    b"Content-Type: application/json", b"Content-Length: 2", b"Content-Length: 5",
+    b"Content-Length:  2 ", b"Content-Length: -1", b"Content-Length: 2, 2", b"Content-Length: +2",
+    b"Transfer-Encoding: chunked", b"Transfer-Encoding: Chunked ", b"Transfer-Encoding: gzip",
+    b"Transfer-Encoding: gzip, chunked", b"Connection: close", b"X: \x01", b"X: a\tb",
+    b" folded", b"\tfolded", b"Bad Header", b"X : y", b":y", b"X: \xff", b"X-Empty:",
+]  # fmt: skip
+_BODIES = [
+    b"{}", b"{}{}{}", b"", b"2\r\n{}\r\n0\r\n\r\n", b"2;e=1\r\n{}\r\n0\r\nT: 1\r\n\r\n",
+    b"2\n{}\n0\n\n", b"02\r\n{}\r\n0\r\n\r\n", b"2 \r\n{}\r\n0\r\n\r\n", b"zz\r\n",
+    b"1\r\n{\r\n1\r\n}\r\n0\r\n\r\n", b"2\r\n{}XX0\r\n\r\n", b"+2\r\n{}\r\n0\r\n\r\n",
+]  # fmt: skip
+
+
+@st.composite
+def responses(draw) -> bytes:
+    eol = st.sampled_from([b"\r\n"] * 6 + [b"\n", b"\r"])
+    lines = [draw(st.sampled_from(_STATUS_LINES))]
+    lines += draw(st.lists(st.sampled_from(_HEADERS), max_size=5))
+    data = b"".join(line + draw(eol) for line in lines) + draw(eol)
+    data += draw(st.sampled_from(_BODIES))
+    for _ in range(draw(st.integers(0, 3))):  # byte-level mutations
+        pos = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["insert", "delete", "replace"]))
+        byte = bytes([draw(st.sampled_from(b"\r\n\x00\t :;0aA\x7f\xff"))])
+        if op == "insert":
+            data = data[:pos] + byte + data[pos:]
+        elif pos < len(data):
+            data = data[:pos] + (byte if op == "replace" else b"") + data[pos + 1 :]
+    return data
+
+
+class _FakeSock:
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def makefile(self, mode):  # noqa: ANN001
+        return io.BytesIO(self.data)
+
+
+def _stdlib(data: bytes) -> tuple[int, bytes] | None:
+    """(status, body) as http.client reads ``data``, None if it refuses it."""
+    r = http.client.HTTPResponse(_FakeSock(data))  # type: ignore[arg-type]
+    try:
+        r.begin()
+        return r.status, r.read() if r.status == 200 else b""
+    except (http.client.HTTPException, ValueError):
+        return None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(responses())
+def test_the_minimal_reader_is_never_more_lenient_than_http_client(data):
+    try:
+        ours = transport.read_response(io.BufferedReader(io.BytesIO(data)), 1000)
+    except (BadResponse, ServiceUnreachable):
+        return  # refusing is always allowed
+    assert _stdlib(data) == (ours.status, ours.body), data
+
+
+def test_the_differential_generator_reaches_accepted_answers():
+    """The property above is not vacuous: valid answers are among those generated, and
+    both parsers read them alike (a sample, fixed)."""
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2;e=1\r\n{}\r\n0\r\n\r\n"
+    for data in (ok, chunked, b"HTTP/1.0 200 OK\r\n\r\n{}"):
+        r = transport.read_response(io.BufferedReader(io.BytesIO(data)), 1000)
+        assert _stdlib(data) == (r.status, r.body) == (200, b"{}")

@@ -4,23 +4,28 @@ A login runs four hook processes; each used to pay ~10 ms of interpreter start,
 ~24 ms of imports and a TLS handshake. With the helper, each hook process is a
 bare interpreter plus ``_socket`` (thin.py) and the helper, which has everything
 imported already, runs the SAME hook body the process would (hook.Invocation
-carries argv, the PAM environment, the parent pid and stdout).
+carries argv, the PAM environment and the parent pid; the per-request ``Run``
+supervises the body and collects its stdout).
 
     python3 -m jit_hooks.host.login.daemon [--socket PATH] [--syslog-socket PATH]
 
 Listens on a unix stream socket (default paths.HOOKSD_SOCKET, created 0600), or
 on fd 3 under systemd socket activation (LISTEN_PID/LISTEN_FDS). Runs as the
-AKC user (jit-hooks). Per connection: SO_PEERCRED decides who may ask what
-(root: every hook; the helper's own uid, i.e. sshd's AuthorizedKeysCommandUser:
-the AKC only; anyone else is refused and logged); one bounded request (thin.py
-has the framing) is read, the hook runs with the connection id of the PEER's
-parent (sshd's monitor), and the exit status and stdout go back. Config and
-token are read per request, as the hook process does. SIGTERM exits cleanly.
+AKC user (jit-hooks). The accept loop checks each peer (SO_PEERCRED) before any
+thread exists for it: root may ask for every hook, the helper's own uid (sshd's
+AuthorizedKeysCommandUser) for the AKC only, anyone else is refused there and
+logged. Admitted connections get a thread each, up to ``--max-connections``;
+one bounded request (frames.py) is read, the hook body runs in a thread of its
+own, up to ``--max-bodies`` alive at once, with the connection id of the PEER's
+parent (sshd's monitor), and the exit status and stdout go back. Past either cap
+the client gets a "busy" refusal at once and denies. The helper's own log lines
+are rate-limited per reason (log.RateLimitedLog). SIGTERM exits cleanly.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import signal
 import socket
@@ -30,11 +35,22 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from jit_hooks.host import paths
-from jit_hooks.host.login import authorized_keys, pam_account, pam_session, pamenv, thin, transport
+from jit_hooks.host.login import (
+    authorized_keys,
+    frames,
+    httppool,
+    pam_account,
+    pam_session,
+    pamenv,
+    transport,
+)
+from jit_hooks.host.login.config_cache import install as install_config_cache
 from jit_hooks.host.login.hook import Invocation
-from jit_hooks.host.login.log import HookLog
+from jit_hooks.host.login.log import RateLimitedLog
 
 IDENT = "jit-hooksd"
 HOOKS = {
@@ -43,12 +59,23 @@ HOOKS = {
     "pam-session": pam_session,
 }
 PAM_MODES = ("pam-account", "pam-session")
-MAX_CONCURRENT = 256  # hook runs at once; past that: deny "helper busy"
+# Hook bodies alive at once (answered or not): past that, a request gets the "busy"
+# refusal at once. A body is counted until it really ends, so bodies stuck past their
+# answer can't pile up threads without bound.
+MAX_BODIES = 256
+# Connections being served at once (one thread each, most waiting on their body):
+# past that, the accept loop itself answers "busy", without a thread.
+MAX_CONNECTIONS = 512
 READ_TIMEOUT = 5.0  # to receive a whole request, and to send the answer
 BACKLOG = 1024  # a login storm must not find the listen queue full
 # A body with no deadline of its own (e.g. stuck reading its config) is answered for
 # after this: the longest budget an admin may configure.
 BODY_LIMIT = paths.MAX_TIMEOUT
+# Connections refused by the accept loop stay open this long (answer sent, our side
+# shut for writing), so the client reads the answer before the close: closing a unix
+# socket with unread request bytes resets it. At most MAX_PARKED wait at once.
+PARK_SECONDS = 1.0
+MAX_PARKED = 1024
 _CRED = struct.Struct("3i")
 
 
@@ -89,139 +116,263 @@ def _recv_exact(sock: socket.socket, size: int, deadline: float) -> bytes:
 def read_request(sock: socket.socket) -> tuple[str, bytes, list[str]]:
     """(mode, raw environ, argv) of one request frame; raises Refused if it is not one."""
     deadline = time.monotonic() + READ_TIMEOUT
-    head = _recv_exact(sock, 8, deadline)
-    if head[:4] != thin.REQUEST_MAGIC:
-        raise Refused("request_garbled")
-    size = int.from_bytes(head[4:], "big")
-    if size > thin.MAX_REQUEST:
-        raise Refused("request_oversize")
-    payload = _recv_exact(sock, size, deadline)
-    fields, pos = [], 0
-    while pos < len(payload):
-        if pos + 4 > len(payload) or len(fields) > thin.MAX_ARGS + 2:
-            raise Refused("request_garbled")
-        n = int.from_bytes(payload[pos : pos + 4], "big")
-        if pos + 4 + n > len(payload):
-            raise Refused("request_garbled")
-        fields.append(payload[pos + 4 : pos + 4 + n])
-        pos += 4 + n
-    if len(fields) < 2:
-        raise Refused("request_garbled")
-    mode = fields[0].decode("ascii", "replace")
-    if mode not in HOOKS:
-        raise Refused("request_bad_mode")
-    argv = [os.fsdecode(f) for f in fields[2:]]
-    return mode, fields[1], argv
+    try:
+        size = frames.request_size(_recv_exact(sock, 8, deadline))
+        mode, environ, argv = frames.decode_request(_recv_exact(sock, size, deadline))
+    except frames.Garbled as e:
+        raise Refused(e.args[0]) from None
+    return mode, environ, [os.fsdecode(a) for a in argv]
 
 
-class Handler(socketserver.BaseRequestHandler):
-    server: Server
+class Run:
+    """The helper's own state for one hook body it supervises (hook.Supervisor).
 
-    def handle(self) -> None:
-        sock: socket.socket = self.request
-        log = self.server.log
+    The body runs in a thread of its own; the connection's thread watches the
+    deadline the body declares (``deadline``) and, when it passes, answers for the
+    body (``expire``): from then on the body is not live (its output and log lines
+    are dropped) and its service connections (``attach``) are shut, so a drip or a
+    hang can't keep it, or its socket, beyond the budget.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.deadline_at: float | None = None
+        self.on_expiry: Callable[[], int] | None = None
+        self.default_expiry: Callable[[], int] | None = None
+        self.cancelled = False
+        self.answering_thread: int | None = None
+        self.out: list[str] = []
+        self._conns: set[httppool.Cuttable] = set()
+
+    def live(self) -> bool:
+        return not self.cancelled or threading.get_ident() == self.answering_thread
+
+    def write(self, text: str) -> None:
+        with self.lock:
+            if self.live():
+                self.out.append(text)
+
+    @contextmanager
+    def deadline(self, seconds: float, on_expiry: Callable[[], int] | None) -> Iterator[None]:
+        with self.lock:
+            self.deadline_at = time.monotonic() + seconds
+            self.on_expiry = on_expiry
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.deadline_at = None
+                self.on_expiry = None
+
+    def attach(self, conn: httppool.Cuttable) -> None:
+        """A service connection of the body, to cut if the run expires."""
+        with self.lock:
+            if self.cancelled:
+                conn.cut()
+                raise TimeoutError("answered already: hard deadline reached")
+            self._conns.add(conn)
+
+    def detach(self, conn: httppool.Cuttable) -> None:
+        with self.lock:
+            self._conns.discard(conn)
+
+    def expire(self, now: float, limit: float) -> Callable[[], int] | None | bool:
+        """If the body's deadline (or ``limit``) passed: cancel the run and return what
+        answers for it (the expiry callback, or None: plain deny); else False."""
+        with self.lock:
+            due = (self.deadline_at is not None and now > self.deadline_at) or now > limit
+            if not due:
+                return False
+            self.cancelled = True
+            self.answering_thread = threading.get_ident()
+            self.out.clear()
+            for conn in self._conns:
+                conn.cut()  # wakes the body's blocked read
+            return self.on_expiry or self.default_expiry
+
+
+class Server(socketserver.UnixStreamServer):
+    """Accept loop: peer check, connection cap and refusals happen here, before any
+    thread exists; each admitted connection then gets a thread (``serve_connection``)."""
+
+    request_queue_size = BACKLOG
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        log: RateLimitedLog,
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        max_bodies: int = MAX_BODIES,
+    ):
+        super().__init__(sock.getsockname(), socketserver.BaseRequestHandler, False)
+        self.socket.close()
+        self.socket = sock
+        self.log = log
+        self.euid = os.geteuid()
+        self.connections = threading.BoundedSemaphore(max_connections)
+        self.bodies = threading.BoundedSemaphore(max_bodies)
+        self.parked: collections.deque[tuple[float, socket.socket]] = collections.deque()
+
+    # -- the accept loop (one thread) ------------------------------------------
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001
+        sock: socket.socket = request
         try:
             pid, uid, _gid = peer_credentials(sock)
         except OSError:
+            sock.close()
+            return
+        if uid != 0 and uid != self.euid:
+            self.log.warning(decision="deny", reason="peer_not_allowed", peer_pid=pid, peer_uid=uid)
+            self.park(sock, frames.encode_answer(1, b""))
+            return
+        if not self.connections.acquire(blocking=False):
+            self.log.warning(decision="deny", reason="busy", limit="connections", peer_pid=pid)
+            self.park(sock, frames.encode_refusal("busy"))
             return
         try:
-            try:
-                mode, environ, argv = read_request(sock)
-            finally:
-                if uid != 0 and uid != self.server.euid:
-                    raise Refused("peer_not_allowed")
+            threading.Thread(
+                target=self.serve_connection, args=(sock, pid, uid), daemon=True, name="conn"
+            ).start()
+        except RuntimeError:  # can't start a thread: out of memory or a ulimit
+            self.connections.release()
+            self.log.warning(decision="deny", reason="busy", limit="threads", peer_pid=pid)
+            self.park(sock, frames.encode_refusal("busy"))
+
+    def park(self, sock: socket.socket, frame: bytes) -> None:
+        """Answer ``frame`` without blocking and keep the socket a moment (PARK_SECONDS)."""
+        try:
+            sock.setblocking(False)
+            _drain(sock)
+            sock.send(frame)  # a few bytes into an empty socket buffer: never blocks
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        self.parked.append((time.monotonic(), sock))
+        while len(self.parked) > MAX_PARKED:
+            _close_drained(self.parked.popleft()[1])
+
+    def service_actions(self) -> None:
+        """Between requests and every poll interval: close parked sockets, report
+        suppressed log lines."""
+        now = time.monotonic()
+        while self.parked and now - self.parked[0][0] >= PARK_SECONDS:
+            _close_drained(self.parked.popleft()[1])
+        self.log.flush()
+
+    def shutdown_request(self, request) -> None:  # noqa: ANN001
+        try:
+            request.close()
+        except OSError:
+            pass
+
+    # -- one connection (its own thread) ---------------------------------------
+
+    def serve_connection(self, sock: socket.socket, pid: int, uid: int) -> None:
+        try:
+            self._serve(sock, pid, uid)
+        except Exception:  # noqa: BLE001 - the client denies on a closed socket
+            pass
+        finally:
+            sock.close()
+            self.connections.release()
+
+    def _serve(self, sock: socket.socket, pid: int, uid: int) -> None:
+        log = self.log
+        try:
+            mode, environ, argv = read_request(sock)
             if uid != 0 and mode != "authorized-keys":
                 raise Refused("peer_not_allowed")
             ppid = parent_pid(pid)
         except Refused as e:
             log.warning(decision="deny", reason=e.args[0], peer_pid=pid, peer_uid=uid)
-            self._refuse()
+            self._refuse(sock)
             return
         except (OSError, ValueError, IndexError):
             log.warning(decision="deny", reason="peer_gone", peer_pid=pid, peer_uid=uid)
-            self._refuse()
+            self._refuse(sock)
             return
-        if not self.server.slots.acquire(blocking=False):
-            log.warning(decision="deny", reason="busy", mode=mode, peer_pid=pid)
-            self._answer(1, thin.USER_DENIAL if mode in PAM_MODES else b"")
+        if not self.bodies.acquire(blocking=False):
+            log.warning(decision="deny", reason="busy", limit="bodies", mode=mode, peer_pid=pid)
+            self._send(sock, frames.encode_refusal("busy"))
             return
+        status, out = self.run_hook(mode, argv, environ, ppid)
         try:
-            status, out = self.server.run_hook(mode, argv, environ, ppid)
-        finally:
-            self.server.slots.release()
-        self._answer(status, out)
+            frame = frames.encode_answer(status, out)
+        except ValueError:
+            frame = frames.encode_answer(1, b"")
+        self._send(sock, frame)
 
-    def _refuse(self) -> None:
-        """Deny without running a hook. Unread request bytes are read away first: closing
-        a unix socket with unread data resets the connection before the client reads."""
-        sock = self.request
+    def _refuse(self, sock: socket.socket) -> None:
+        """Deny without running a hook; unread request bytes are read away first."""
         try:
             sock.setblocking(False)
-            for _ in range(64):
-                if not sock.recv(65536):
-                    break
+            _drain(sock)
         except OSError:
             pass
-        self._answer(1, b"")
+        self._send(sock, frames.encode_answer(1, b""))
 
-    def _answer(self, status: int, out: bytes) -> None:
+    def _send(self, sock: socket.socket, frame: bytes) -> None:
         try:
-            frame = thin.encode_answer(status, out)
-        except ValueError:
-            frame = thin.encode_answer(1, b"")
-        try:
-            self.request.settimeout(READ_TIMEOUT)
-            self.request.sendall(frame)
+            sock.settimeout(READ_TIMEOUT)
+            sock.sendall(frame)
         except OSError:
             pass  # the client gave up; it denies by itself
 
-
-class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
-    daemon_threads = True
-    block_on_close = False
-    request_queue_size = BACKLOG
-
-    def __init__(self, sock: socket.socket, log: HookLog):
-        super().__init__(sock.getsockname(), Handler, bind_and_activate=False)
-        self.socket.close()
-        self.socket = sock
-        self.log = log
-        self.euid = os.geteuid()
-        self.slots = threading.BoundedSemaphore(MAX_CONCURRENT)
-
     def run_hook(self, mode: str, argv: list[str], environ: bytes, ppid: int) -> tuple[int, bytes]:
-        """Run hook ``mode`` in a worker thread; answer for it if its deadline passes."""
-        out: list[str] = []
-        entries = pamenv.parse_environ(environ) if mode in PAM_MODES else []
-        inv = Invocation(argv, environ=entries, ppid=ppid, out=out.append, via="hooksd")
-        result: list[int] = []
+        """Run hook ``mode`` in a body thread (holding a ``bodies`` slot until it really
+        ends); answer for it if its deadline passes first."""
+        run = Run()
         done = threading.Event()
+        result: list[int] = []
+        try:
+            entries = pamenv.parse_environ(environ) if mode in PAM_MODES else []
+            inv = Invocation(argv, environ=entries, ppid=ppid, via="hooksd", supervisor=run)
 
-        def work() -> None:
-            try:
-                result.append(HOOKS[mode].main(inv=inv))
-            except BaseException:  # run() already turns failures into a deny
-                result.append(1)
-            finally:
-                done.set()
+            def work() -> None:
+                try:
+                    with httppool.watching(run):
+                        result.append(HOOKS[mode].main(inv=inv))
+                except BaseException:  # run() already turns failures into a deny
+                    result.append(1)
+                finally:
+                    done.set()
+                    self.bodies.release()
 
-        threading.Thread(target=work, daemon=True, name=f"hook-{mode}").start()
+            threading.Thread(target=work, daemon=True, name=f"hook-{mode}").start()
+        except BaseException:
+            if not done.is_set():
+                self.bodies.release()
+            return 1, b""
         limit = time.monotonic() + BODY_LIMIT
         while not done.wait(0.05):
-            now = time.monotonic()
-            with inv.lock:
-                expired = (inv.deadline_at is not None and now > inv.deadline_at) or now > limit
-                if not expired or done.is_set():
-                    continue
-                # From here on the body's output and log lines are ignored.
-                inv.cancelled = True
-                inv.answering_thread = threading.get_ident()
-                expiry = inv.on_expiry or inv.default_expiry
-                out.clear()
-            status = expiry() if expiry is not None else 1
-            return status, "".join(out).encode("utf-8", "replace")
-        status = result[0] if result and result[0] in thin.STATUSES else 1
-        return status, "".join(out).encode("utf-8", "replace")
+            expiry = run.expire(time.monotonic(), limit)
+            if expiry is False:
+                continue
+            status = expiry() if callable(expiry) else 1
+            return status, "".join(run.out).encode("utf-8", "replace")
+        status = result[0] if result and result[0] in frames.STATUSES else 1
+        return status, "".join(run.out).encode("utf-8", "replace")
+
+
+def _drain(sock: socket.socket) -> None:
+    """Read away what the client sent (non-blocking socket; at most one request's worth)."""
+    for _ in range(frames.MAX_REQUEST // 65536 + 2):
+        try:
+            if not sock.recv(65536):
+                return
+        except BlockingIOError:
+            return
+
+
+def _close_drained(sock: socket.socket) -> None:
+    try:
+        _drain(sock)
+    except OSError:
+        pass
+    sock.close()
 
 
 def listening_socket(path: str) -> tuple[socket.socket, bool]:
@@ -257,13 +408,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--syslog-socket", default=paths.SYSLOG_SOCKET, help="where the helper's own lines go"
     )
+    parser.add_argument(
+        "--max-connections", type=_positive, default=MAX_CONNECTIONS,
+        help="connections served at once; past that: refused as busy",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-bodies", type=_positive, default=MAX_BODIES,
+        help="hook bodies alive at once (answered or not); past that: refused as busy",
+    )  # fmt: skip
     args = parser.parse_args(argv)
-    log = HookLog(IDENT, args.syslog_socket)
-    keepalive = getattr(transport, "enable_keepalive", None)
-    if callable(keepalive):
-        keepalive()
+    # Config, CA and token are read again only when one of them changes (config_cache.py).
+    install_config_cache()
+    log = RateLimitedLog(IDENT, args.syslog_socket)
+    transport.enable_keepalive()
     sock, owned = listening_socket(args.socket)
-    server = Server(sock, log)
+    server = Server(sock, log, max_connections=args.max_connections, max_bodies=args.max_bodies)
 
     def stop(signum, frame):  # noqa: ANN001
         raise SystemExit(0)
@@ -281,8 +440,16 @@ def main(argv: list[str] | None = None) -> int:
                 os.unlink(args.socket)
             except OSError:
                 pass
+        log.flush(force=True)
         log.info(event="stop")
     return 0
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 if __name__ == "__main__":

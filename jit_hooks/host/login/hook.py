@@ -8,12 +8,11 @@ process builds it from itself (``Invocation.from_process``); the resident helper
 
 from __future__ import annotations
 
-import _thread
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
+from typing import Protocol
 
 from jit_hooks.errors import ConfigError, JitError, ServiceError
 from jit_hooks.host import paths
@@ -24,14 +23,34 @@ from jit_hooks.host.login.log import HookLog
 USER_DENIAL = "jit: access denied: approval service unavailable or host misconfigured"
 
 
+class Supervisor(Protocol):
+    """What the helper (daemon.py's per-request ``Run``) offers the body it runs.
+
+    The helper runs bodies in threads, where signals can't interrupt a call: it
+    watches the deadline the body declares and answers for the body when it passes;
+    from then on the body is not live (its output and log lines are ignored).
+    """
+
+    default_expiry: Callable[[], int] | None
+
+    def live(self) -> bool: ...
+
+    def write(self, text: str) -> None: ...
+
+    def deadline(
+        self, seconds: float, on_expiry: Callable[[], int] | None
+    ) -> AbstractContextManager[None]: ...
+
+
 class Invocation:
     """One hook run's inputs and output.
 
     ``argv``: the arguments after the program name. ``environ``: NAME=value entries
     in the order the hook process got them (``None``: this process's own, read
     through pamenv only when asked). ``ppid``: sshd's per-connection monitor (the
-    hook's parent). ``out``: where stdout text goes. ``via``: a log field naming
-    who ran the body ("hooksd"), None in the hook process itself.
+    hook's parent). ``via``: a log field naming who ran the body ("hooksd",
+    "fallback"), None in a plain hook process. ``supervisor``: the helper's
+    per-request object when the helper runs the body (stdout goes to it), else None.
     """
 
     def __init__(
@@ -40,22 +59,14 @@ class Invocation:
         *,
         environ: list[tuple[str, str]] | None = None,
         ppid: int | None = None,
-        out: Callable[[str], object] | None = None,
         via: str | None = None,
+        supervisor: Supervisor | None = None,
     ):
         self.argv = list(argv)
         self.environ = environ
         self.ppid = ppid
-        self._out = out
         self.via = via
-        # Set by the helper: a lock, the deadline the body is under, and whether the
-        # helper already answered for it (then nothing more may be written or logged).
-        self.lock = _thread.allocate_lock()
-        self.deadline_at: float | None = None
-        self.on_expiry: Callable[[], int] | None = None
-        self.default_expiry: Callable[[], int] | None = None
-        self.cancelled = False
-        self.answering_thread: int | None = None
+        self.supervisor = supervisor
 
     @classmethod
     def from_process(cls, argv: list[str] | None = None) -> Invocation:
@@ -80,17 +91,15 @@ class Invocation:
 
     def write(self, text: str) -> None:
         """Stdout of the hook (key lines, the PAM user message)."""
-        if self._out is not None:
-            with self.lock:
-                if self.live():
-                    self._out(text)
+        if self.supervisor is not None:
+            self.supervisor.write(text)
             return
         sys.stdout.write(text)
         sys.stdout.flush()
 
     def live(self) -> bool:
         """False in the body once the helper answered for it (its output is ignored)."""
-        return not self.cancelled or _thread.get_ident() == self.answering_thread
+        return self.supervisor is None or self.supervisor.live()
 
     def check_live(self) -> None:
         """Raise if the helper already answered for this run (don't act on it any more)."""
@@ -101,29 +110,22 @@ class Invocation:
     def deadline(
         self, seconds: float, on_expiry: Callable[[], int] | None = None
     ) -> Iterator[None]:
-        """Bound a service call by ``seconds`` in all (hard_deadline's SIGALRM backstop).
+        """Bound a service call by ``seconds`` in all.
 
-        In the hook process this is client.hard_deadline. The helper runs bodies in
-        threads, where signals can't interrupt a call: it records the deadline, and
-        its request handler answers for the body when it passes (``on_expiry``: the
-        exit status the body gives when the call times out, logging as it does; by
-        default the deny of ``run``), ignoring whatever the body does afterwards.
+        In the hook process this is client.hard_deadline (a SIGALRM backstop). In
+        the helper the supervisor answers for the body when the deadline passes
+        (``on_expiry``: the exit status the body gives when the call times out,
+        logging as it does; by default the deny of ``run``) and cuts the body's
+        service connection.
         """
-        if self._out is None:
+        if self.supervisor is None:
             from jit_hooks.host.login.client import hard_deadline
 
             with hard_deadline(seconds):
                 yield
             return
-        with self.lock:
-            self.deadline_at = time.monotonic() + seconds
-            self.on_expiry = on_expiry
-        try:
+        with self.supervisor.deadline(seconds, on_expiry):
             yield
-        finally:
-            with self.lock:
-                self.deadline_at = None
-                self.on_expiry = None
 
 
 class _Log(HookLog):
@@ -197,9 +199,13 @@ def run(
     try:
         config = load_config(config_path or paths.CONFIG_PATH)
     except ConfigError as e:
+        loaded = getattr(e, "config", None)  # the config file passed: log where it says
+        if loaded is not None:
+            log = _hook_log(ident, loaded.syslog_socket, inv)
         return deny("config", error=str(e))
     log = _hook_log(ident, config.syslog_socket, inv)
-    inv.default_expiry = lambda: deny("timeout")  # what hard_deadline's timeout gives
+    if inv.supervisor is not None:
+        inv.supervisor.default_expiry = lambda: deny("timeout")  # as hard_deadline's timeout
     try:
         return body(config, log, args, fields, inv)
     except ServiceError as e:

@@ -11,14 +11,11 @@ body (docs/host.md, "The helper daemon").
   in this process, exactly as before (same argv; same decisions, just slower;
   its log line ends with ``via=fallback``).
 * Anything else after connecting (timeout, truncated or garbled answer, bad
-  status): deny, i.e. exit 1, one syslog authpriv line with the reason and, for
-  the PAM hooks, the usual one-line message to the user.
+  status, the helper's refusal when it is at its cap): deny, i.e. exit 1, one
+  syslog authpriv line with the reason and, for the PAM hooks, the usual
+  one-line message to the user.
 
-Framing (all lengths unsigned 32-bit big-endian):
-
-    request: b"JHQ1" LEN FIELD... with FIELD = LEN BYTES:
-             mode, environ (raw /proc/self/environ; empty for the AKC), argv[1:]...
-    answer:  b"JHA1" STATUS(1 byte: 0, 1 or 2) LEN STDOUT, then the helper closes.
+The frames are in frames.py (imports nothing), shared with the helper.
 
 The helper enforces the configured time budget itself; this client only waits
 at most ``TIMEOUT`` in all (paths.MAX_TIMEOUT + 1), the longest budget an admin
@@ -29,12 +26,14 @@ import _socket
 import sys
 import time
 
-REQUEST_MAGIC = b"JHQ1"
-ANSWER_MAGIC = b"JHA1"
-MAX_REQUEST = 256 * 1024
-MAX_STDOUT = 64 * 1024
-MAX_ARGS = 64
-STATUSES = (0, 1, 2)
+from jit_hooks.host.login.frames import (
+    MAX_REQUEST,
+    MAX_STDOUT,
+    Garbled,
+    decode_answer,
+    encode_request,
+)
+
 TIMEOUT = 31.0  # paths.MAX_TIMEOUT + 1 (tests check they agree; no import here)
 MODES = {
     "authorized-keys": "jit_hooks.host.login.authorized_keys",
@@ -45,45 +44,6 @@ ENVIRON = "/proc/self/environ"
 # ENOENT, EACCES, ECONNREFUSED on Linux (no errno import): no helper to ask.
 NO_HELPER = (2, 13, 111)
 USER_DENIAL = b"jit: access denied: approval service unavailable or host misconfigured\n"
-
-
-class Garbled(Exception):
-    pass
-
-
-def _field(data: bytes) -> bytes:
-    return len(data).to_bytes(4, "big") + data
-
-
-def encode_request(mode: str, argv: list, environ: bytes) -> bytes:
-    """The request frame; ValueError if it would be over MAX_REQUEST / MAX_ARGS."""
-    if len(argv) > MAX_ARGS:
-        raise ValueError("too many arguments")
-    parts = [_field(mode.encode("ascii")), _field(environ)]
-    parts += [_field(a.encode("utf-8", "surrogateescape")) for a in argv]
-    payload = b"".join(parts)
-    if len(payload) > MAX_REQUEST:
-        raise ValueError("request too large")
-    return REQUEST_MAGIC + _field(payload)
-
-
-def decode_answer(data: bytes) -> tuple:
-    """(status, stdout) of an answer frame, checked strictly; raises Garbled."""
-    if len(data) < 9 or data[:4] != ANSWER_MAGIC:
-        raise Garbled("bad answer header")
-    status = data[4]
-    size = int.from_bytes(data[5:9], "big")
-    if status not in STATUSES:
-        raise Garbled("bad status")
-    if size > MAX_STDOUT or len(data) != 9 + size:
-        raise Garbled("bad answer length")
-    return status, data[9:]
-
-
-def encode_answer(status: int, stdout: bytes) -> bytes:
-    if status not in STATUSES or len(stdout) > MAX_STDOUT:
-        raise ValueError("answer out of range")
-    return ANSWER_MAGIC + bytes((status,)) + _field(stdout)
 
 
 def main(mode: str, socket_path: str, argv: list | None = None) -> int:
