@@ -116,8 +116,7 @@ def read(path: Path, pub: Any) -> tuple[dict, dict[int, str]]:
     for raw_line in lines[:-1]:
         digest.update(raw_line)
         try:
-            e = json.loads(raw_line)
-            row = _Row(e)
+            row = _Row(json.loads(raw_line))
             ok = row.seq == seq + 1 and row.prev_hash == prev and audit.row_hash(row) == row.hash
         except (ValueError, KeyError, TypeError):
             ok = False

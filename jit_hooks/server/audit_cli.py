@@ -111,7 +111,7 @@ def audit_verify(
         found = [] if result.ok else [str(result.problem)]
         if archive_files and result.ok:
             found += archive.check_continuity(manifests, result)
-        if docs:
+        if docs and pub is not None:
             found += checkpoints.check(conn, result, docs, pub, archived=archived)
         return result, found
 

@@ -70,12 +70,12 @@ def load_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:
             os.fsync(fh.fileno())
         return key
     try:
-        key = serialization.load_pem_private_key(data, password=None)
+        loaded = serialization.load_pem_private_key(data, password=None)
     except ValueError as e:
         raise CheckpointError(f"{path}: not a PEM private key ({e})") from None
-    if not isinstance(key, Ed25519PrivateKey):
+    if not isinstance(loaded, Ed25519PrivateKey):
         raise CheckpointError(f"{path}: not an Ed25519 key")
-    return key
+    return loaded
 
 
 def public_pem(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
