@@ -125,6 +125,7 @@ def _load(ctx, cluster, cases, *, rounds: int, seconds: float, conns: int):  # n
     cpu = {n: {"service": 0.0, "postgres": 0.0} for n in names}
     log_waits = {n: 0 for n in names}
     log_kinds: dict[str, Counter[str]] = {n: Counter() for n in names}
+    log_errors: dict[str, Counter[str]] = {n: Counter() for n in names}
     conninfo = f"host=127.0.0.1 port={cluster.port} user=postgres dbname=jitbench"
     sampler = LockSampler(conninfo).start()
     waitlog = LockWaitLog(cluster.log_path)
@@ -154,6 +155,7 @@ def _load(ctx, cluster, cases, *, rounds: int, seconds: float, conns: int):  # n
                 logged = waitlog.read()
                 log_waits[name] += logged["waits"]
                 log_kinds[name].update(logged["kinds"])
+                log_errors[name].update(logged["errors"])
                 runs[name].append(res)
                 ctx.log(
                     f"  round {i + 1}/{rounds} {name}: {res['rps']:.0f}/s "
@@ -165,6 +167,8 @@ def _load(ctx, cluster, cases, *, rounds: int, seconds: float, conns: int):  # n
     locks = {
         n: {
             "log": {"waits": log_waits[n], "top": dict(log_kinds[n].most_common(5))},
+            "errors": dict(log_errors[n].most_common(5)),
+            "error_count": sum(log_errors[n].values()),
             "sampled": sampler.report(n),
         }
         for n in names
@@ -268,6 +272,11 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
             "",
             target=0,
             higher_is_better=False,
+        ),
+        value_row(
+            "PostgreSQL ERROR lines in its log (PG rounds; e.g. retried conflicts)",
+            sum(locks[n]["error_count"] for n in pg_cases),
+            "",
         ),
         value_row(
             "audit verify failures after the run (SQLite + PostgreSQL)",

@@ -94,10 +94,11 @@ class LockSampler:
 
 _WAIT = re.compile(r"\[(\d+)\].*?LOG:\s+process \d+ still waiting for (.+?) after ([\d.]+) ms")
 _STATEMENT = re.compile(r"\[(\d+)\].*?STATEMENT:\s+(.*)")
+_ERROR = re.compile(r"\[\d+\].*?(?:ERROR|FATAL):\s+(.*)")
 
 
 class LockWaitLog:
-    """Counts PostgreSQL's own "still waiting for" log lines, read since the last mark."""
+    """Counts PostgreSQL's own "still waiting for" (and ERROR) log lines since the last read."""
 
     def __init__(self, log_path: Path) -> None:
         self.path = log_path
@@ -111,7 +112,7 @@ class LockWaitLog:
         # Only whole lines: a line being written now is read next time.
         raw = raw[: raw.rfind(b"\n") + 1]
         self.offset += len(raw)
-        waits, kinds = 0, Counter()
+        waits, kinds, errors = 0, Counter(), Counter()
         pending: dict[str, str] = {}  # pid -> lock text awaiting its STATEMENT line
         for line in raw.decode(errors="replace").splitlines():
             m = _WAIT.search(line)
@@ -121,9 +122,17 @@ class LockWaitLog:
                 pending[m.group(1)] = lock
                 kinds[lock] += 1
                 continue
+            e = _ERROR.search(line)
+            if e:  # e.g. a serialization failure or deadlock a retry hid from the client
+                errors[re.sub(r"\d+", "N", e.group(1))[:100]] += 1
+                continue
             s = _STATEMENT.search(line)
             if s and s.group(1) in pending:
                 lock = pending.pop(s.group(1))
                 kinds[lock] -= 1
                 kinds[f"{lock}: {s.group(2)[:100]}"] += 1
-        return {"waits": waits, "kinds": Counter({k: n for k, n in kinds.items() if n > 0})}
+        return {
+            "waits": waits,
+            "kinds": Counter({k: n for k, n in kinds.items() if n > 0}),
+            "errors": errors,
+        }

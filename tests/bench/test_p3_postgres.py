@@ -1,4 +1,4 @@
-"""P3pg's harness: its CPU and lock-wait counters see real work, a quick run gives every figure.
+"""P3pg harness: its CPU, lock-wait and error counters see real work; a quick run gives all figures.
 
 No timing asserts: the figures are checked for presence and sanity, not size.
 """
@@ -47,8 +47,10 @@ def test_tree_cpu_counts_a_grandchild_that_has_exited(tmp_path):
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    c = postgres.make_cluster(tmp_path).init(extra_conf=LOCK_LOG_CONF).start()
+def cluster():
+    # Its own temp dir, not tmp_path: another pytest session on the machine may
+    # prune old pytest-of-root/pytest-N directories while this one runs.
+    c = postgres.make_cluster().init(extra_conf=LOCK_LOG_CONF).start()
     try:
         yield c
     finally:
@@ -89,7 +91,14 @@ def test_lock_counters_see_a_real_row_lock_wait(cluster):
         sampler.stop()
         holder.close()
         waiter.close()
+    with psycopg.connect(url, autocommit=True) as other, pytest.raises(psycopg.Error):
+        other.execute("SELECT 1/0")
+    deadline = time.monotonic() + 30
+    while "division by zero" not in cluster.log_path.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
     logged = waitlog.read()
+    assert logged["errors"] == {"division by zero": 1}
     assert logged["waits"] == 1
     assert any("UPDATE hot SET" in kind for kind in logged["kinds"])
     seen = sampler.report("case")
