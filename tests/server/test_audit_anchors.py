@@ -60,14 +60,33 @@ class Cli:
 
 @pytest.fixture
 def cli(tmp_path) -> Cli:
+    """Six audited changes and two checkpoints (seq 4 and 6) of the suite's backend.
+
+    Set up in-process (as `jit-server` would: store functions, then a fold) to
+    spare a dozen process starts per test; the second checkpoint is made by the CLI.
+    """
+    from jit_hooks.server import checkpoints, fold, store
+    from jit_hooks.server.db import make_engine, upgrade
+
     c = Cli(tmp_path / "srv")
-    c("db", "upgrade")
-    for name in ("alice", "bob", "carol"):
-        c("user", "add", name, "--role", "requester")
-    c("host", "add", "web1")
-    c("audit", "checkpoint")  # seq 4
-    c("user", "add", "dave", "--role", "approver")
-    c("user", "disable", "carol")
+    c.data_dir.mkdir(mode=0o700)
+    engine = make_engine(c.url)
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            for name in ("alice", "bob", "carol"):
+                store.add_user(conn, name=name, roles=["requester"], actor="t", now=1000)
+            store.add_host(conn, name="web1", labels={}, actor="t", now=1001)
+        fold.fold_now(engine, now=1002)
+        key = checkpoints.load_key(c.data_dir / "audit-signing.key")
+        with engine.begin() as conn:
+            doc = checkpoints.make(conn, key, now=1002)
+        checkpoints.export(doc, file=c.checkpoints, to_syslog=False)  # seq 4
+        with engine.begin() as conn:
+            store.add_user(conn, name="dave", roles=["approver"], actor="t", now=1003)
+            store.disable_user(conn, name="carol", actor="t", now=1004)
+    finally:
+        engine.dispose()
     c("audit", "checkpoint")  # seq 6
     return c
 
