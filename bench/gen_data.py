@@ -153,8 +153,8 @@ def generate(
             )
             db.executemany("INSERT INTO request_hosts (request_id, host_id) VALUES (?, ?)", rh_rows)
             db.executemany(
-                "INSERT INTO audit_events (id, at, kind, actor, host, data, prev_hash, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO audit_events (id, seq, at, kind, actor, host, data, prev_hash, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 ev_rows,
             )
             req_rows.clear()
@@ -169,7 +169,8 @@ def generate(
                 id=last_id, at=at, kind=kind, actor=actor, host=host, data=text,
                 prev_hash=prev_hash,
             )  # fmt: skip
-            ev_rows.append((last_id, at, kind, actor, host, text, prev_hash, digest))
+            # Chained as SQLite's own appends are (seq = the chain position; here also the id).
+            ev_rows.append((last_id, last_id, at, kind, actor, host, text, prev_hash, digest))
             prev_hash = digest
 
         logins = ("deploy", "www-data", "postgres", "ubuntu", "admin")
