@@ -56,18 +56,37 @@ LOGIN_RE = re.compile(r"\A[a-z_][a-z0-9_-]{0,31}\$?\Z")
 # Connection id shared by the AKC and the PAM hooks of one sshd connection:
 # "<monitor pid>:<monitor start time in clock ticks since boot>".
 CONNECTION_RE = re.compile(r"\A[0-9]{1,10}:[0-9]{1,20}\Z")
+# Host names as the service stores them (and as host.name in the host config).
+HOST_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
 
 # Upper bound on a hook response body the host will read.
 MAX_HOOK_RESPONSE_BYTES = 64 * 1024
 
 
 class AuthorizedKeysQuery(TypedDict):
-    """POST HOOK_AUTHORIZED_KEYS body: sshd's %u %f %t %k."""
+    """POST HOOK_AUTHORIZED_KEYS body: sshd's %u %f %t %k, the host name and connection."""
 
+    host: str | None  # the host config's host.name, if set
     login: str
     fingerprint: str
     key_type: str
     key: str
+    connection: str | None
+
+
+class Echo(TypedDict):
+    """The question, repeated in every hook answer so it can't answer another one.
+
+    ``host`` is the name of the host the token belongs to; ``login``,
+    ``fingerprint`` and ``connection`` are the asked values, verbatim (null
+    where the hook sent none). The host denies an answer whose echo differs
+    from what it asked (a pooled connection or a proxy mixing up answers).
+    """
+
+    host: str
+    login: str
+    fingerprint: str | None
+    connection: str | None
 
 
 class AuthorizedKey(TypedDict):
@@ -81,13 +100,14 @@ class AuthorizedKey(TypedDict):
     request_id: int
 
 
-class AuthorizedKeysAnswer(TypedDict):
+class AuthorizedKeysAnswer(Echo):
     keys: list[AuthorizedKey]
 
 
 class AccountQuery(TypedDict):
     """POST HOOK_ACCOUNT body."""
 
+    host: str | None  # the host config's host.name, if set
     login: str
     rhost: str | None
     service: str | None
@@ -99,7 +119,7 @@ Decision = Literal["allow", "deny"]
 
 
 class DecisionAnswer(TypedDict):
-    """Answer of HOOK_ACCOUNT and HOOK_SESSION."""
+    """Answer of HOOK_ACCOUNT and HOOK_SESSION (besides its Echo)."""
 
     decision: Decision
     reason: str  # short, human, printable ASCII; host re-sanitises anyway
@@ -111,6 +131,7 @@ class SessionQuery(TypedDict):
     """POST HOOK_SESSION body."""
 
     event: Literal["open", "close"]
+    host: str | None  # the host config's host.name, if set
     login: str
     rhost: str | None
     connection: str

@@ -94,6 +94,60 @@ def approval_for_login(conn: Connection, *, host_id: int, login: str, now: int) 
     return _FOR_LOGIN.first(conn, host_id=host_id, login=login, now=now)
 
 
+# Audit context of a login let in by the login account alone: the approvals that
+# held it open (a bounded list: the audit row stays small).
+MAX_CONTEXT_REQUESTS = 20
+
+
+_NEXT_OPEN = Prepared(
+    select(requests.c.id)
+    .select_from(
+        request_hosts.join(requests, requests.c.id == request_hosts.c.request_id).join(
+            users, users.c.id == requests.c.requester_id
+        )
+    )
+    .where(_active(), requests.c.id > bindparam("after"))
+    .order_by(requests.c.id)
+    .limit(1)
+)
+
+
+def _open_requests(conn: Connection, *, host_id: int, login: str, now: int) -> list[int]:
+    """Ids of the active approvals that hold ``login`` open on this host (a key-less login).
+
+    One indexed row at a time: Prepared reads single rows, and a key-less login
+    is rare and held open by an approval or two.
+    """
+    ids: list[int] = []
+    while len(ids) < MAX_CONTEXT_REQUESTS:
+        after = ids[-1] if ids else 0
+        row = _NEXT_OPEN.first(conn, host_id=host_id, login=login, now=now, after=after)
+        if row is None:
+            break
+        ids.append(row.id)
+    return ids
+
+
+def echo(host: HostPrincipal, login: str, fingerprint: str | None, connection: str | None) -> dict:
+    """The question as the host asked it, for the answer (protocol.Echo): the host checks it.
+
+    ``host`` is always the token's host: an answer names who it was computed for.
+    """
+    return {
+        "host": host.name,
+        "login": login,
+        "fingerprint": fingerprint,
+        "connection": connection,
+    }
+
+
+def _host_mismatch(host: HostPrincipal, asked_host: str | None) -> str | None:
+    """Why the asking host's own name (its host.name) rules out an answer, or None."""
+    if asked_host is None or asked_host == host.name:
+        return None
+    return f"this host calls itself {asked_host}, its token is for {host.name}"
+
+
 @functools.lru_cache(maxsize=256)
 def _options(policy_spec: str) -> tuple:
     """The key options of a stored policy (its text parsed once: few policies, many calls)."""
@@ -138,14 +192,23 @@ def authorized_keys(
     key_type: str,
     key: str,
     now: int,
-) -> list[dict]:
-    """The offered key, if its owner holds an active approval for this host+login."""
+    asked_host: str | None = None,
+    connection: str | None = None,
+) -> dict:
+    """The answer (echo + ``keys``): the offered key, if its owner holds an active approval.
+
+    ``asked_host`` is the host's own name for itself (its config's host.name), if
+    it sent one: a host that thinks it is another host is answered no keys.
+    """
     try:
         offered = sshkeys.parse_blob(key_type, key)
     except KeyParseError:
         offered = None
     row = None
-    if offered is None:
+    wrong_host = _host_mismatch(host, asked_host)
+    if wrong_host is not None:
+        reason = wrong_host
+    elif offered is None:
         reason = "offered key is not a valid key"
     elif offered.fingerprint != fingerprint:
         reason = "fingerprint does not match the offered key"
@@ -168,18 +231,22 @@ def authorized_keys(
     )
     if audit_now:
         _record_akc(conn, host, row, login, fingerprint, reason, now)
-    if row is None:
-        return []
-    return [
-        {
-            "key_type": row.key_type,
-            "key": row.blob,
-            "fingerprint": row.fingerprint,
-            "expires_at": row.ends_at,
-            "options": list(_options(row.policy_spec)),
-            "request_id": row.id,
-        }
-    ]
+    answer = echo(host, login, fingerprint, connection)
+    answer["keys"] = (
+        []
+        if row is None
+        else [
+            {
+                "key_type": row.key_type,
+                "key": row.blob,
+                "fingerprint": row.fingerprint,
+                "expires_at": row.ends_at,
+                "options": list(_options(row.policy_spec)),
+                "request_id": row.id,
+            }
+        ]
+    )
+    return answer
 
 
 def _decide(
@@ -211,6 +278,30 @@ def _answer(row: Any, reason: str) -> dict:
     }
 
 
+def _actor(
+    conn: Connection,
+    row: Any,
+    *,
+    host: HostPrincipal,
+    login: str,
+    fingerprint: str | None,
+    now: int,
+) -> tuple[str | None, dict]:
+    """Who the audit names for a decision, and the context that says how it was reached.
+
+    A key names its owner. A login let in without a key (password,
+    keyboard-interactive, a certificate with no key record) proves nobody's
+    identity: any approval for the login account opened it, so the event names no
+    person; ``via=login-account`` and the approvals that held it open say why.
+    """
+    if row is None:
+        return None, {}
+    if fingerprint:
+        return row.user, {}
+    ids = _open_requests(conn, host_id=host.id, login=login, now=now)
+    return None, {"via": "login-account", "request_ids": ids}
+
+
 def account(
     conn: Connection,
     *,
@@ -221,23 +312,31 @@ def account(
     connection: str | None,
     fingerprint: str | None,
     now: int,
+    asked_host: str | None = None,
 ) -> dict:
-    row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
-    answer = _answer(row, reason)
+    """The answer (echo + decision) of the account hook; audited as hook.account."""
+    wrong_host = _host_mismatch(host, asked_host)
+    if wrong_host is not None:
+        row, reason = None, short_reason(wrong_host)
+    else:
+        row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
+    decision = _answer(row, reason)
+    actor, context = _actor(conn, row, host=host, login=login, fingerprint=fingerprint, now=now)
     _record(
         conn,
         host,
         "hook.account",
-        row.user if row else None,
+        actor,
         now,
         login=login,
         rhost=rhost,
         service=service,
         connection=connection,
         fingerprint=fingerprint,
-        **answer,
+        **decision,
+        **context,
     )
-    return answer
+    return echo(host, login, fingerprint, connection) | decision
 
 
 _CLOSE_SESSION = Prepared(
@@ -280,7 +379,10 @@ def session(
     key: str | None,
     fingerprint: str | None,
     now: int,
+    asked_host: str | None = None,
 ) -> dict:
+    """The answer (echo + decision) of the session hook; audited as hook.session."""
+    asked = echo(host, login, fingerprint, connection)
     if event == "close":
         closed = _CLOSE_SESSION.execute(
             conn, host_id=host.id, connection=connection, login=login, now=now
@@ -304,7 +406,7 @@ def session(
             closed=closed,
             **answer,
         )
-        return answer
+        return asked | answer
     bad_key = False
     if key_type and key:
         try:
@@ -315,11 +417,15 @@ def session(
             if fingerprint and fingerprint != offered.fingerprint:
                 bad_key = True
             fingerprint = offered.fingerprint
-    if bad_key:
+    wrong_host = _host_mismatch(host, asked_host)
+    if wrong_host is not None:
+        row, reason = None, short_reason(wrong_host)
+    elif bad_key:
         row, reason = None, "session key is invalid or does not match its fingerprint"
     else:
         row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
     answer = _answer(row, reason)
+    actor, context = _actor(conn, row, host=host, login=login, fingerprint=fingerprint, now=now)
     if row is not None:
         _OPEN_SESSION.execute(
             conn,
@@ -335,7 +441,7 @@ def session(
         conn,
         host,
         "hook.session",
-        row.user if row else None,
+        actor,
         now,
         event="open",
         login=login,
@@ -343,8 +449,9 @@ def session(
         connection=connection,
         fingerprint=fingerprint,
         **answer,
+        **context,
     )
-    return answer
+    return asked | answer
 
 
 # Open sessions one answer lists at most (the host reads at most 64 KiB); the
@@ -423,7 +530,7 @@ def open_sessions(conn: Connection, *, host: HostPrincipal, now: int) -> dict:
         }
         end.append(item)
         _record(conn, host, "hook.enforce", row.user, now, decision="end", **item)
-    return {"end": end, "active": still, "time": now}
+    return {"host": host.name, "end": end, "active": still, "time": now}
 
 
 def break_glass(
@@ -447,4 +554,4 @@ def break_glass(
         connection=connection,
         stage=stage,
     )
-    return {"recorded": True}
+    return {"recorded": True, "host": host.name, "login": login, "connection": connection}

@@ -15,7 +15,14 @@ from pydantic import (
     model_validator,
 )
 
-from jit_hooks.protocol import CONNECTION_RE, FINGERPRINT_RE, KEY_BLOB_RE, KEY_TYPES, LOGIN_RE
+from jit_hooks.protocol import (
+    CONNECTION_RE,
+    FINGERPRINT_RE,
+    HOST_NAME_RE,
+    KEY_BLOB_RE,
+    KEY_TYPES,
+    LOGIN_RE,
+)
 
 
 class _In(BaseModel):
@@ -153,12 +160,16 @@ class EventList(BaseModel):
 
 
 class AuthorizedKeysIn(_In):
+    host: StrictStr | None = None
     login: StrictStr
     fingerprint: StrictStr
     key_type: StrictStr
     key: StrictStr
+    connection: StrictStr | None = None
 
+    _host = field_validator("host")(_match(HOST_NAME_RE, "host name"))
     _login = field_validator("login")(_match(LOGIN_RE, "login name"))
+    _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
     _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
     _key = field_validator("key")(_match(KEY_BLOB_RE, "base64 key blob"))
 
@@ -179,23 +190,34 @@ class AuthorizedKeyOut(BaseModel):
     request_id: int
 
 
-class AuthorizedKeysOut(BaseModel):
+class EchoOut(BaseModel):
+    """The question, repeated in every hook answer (protocol.Echo): the host checks it."""
+
+    host: str
+    login: str
+    fingerprint: str | None
+    connection: str | None
+
+
+class AuthorizedKeysOut(EchoOut):
     keys: list[AuthorizedKeyOut]
 
 
 class AccountIn(_In):
+    host: StrictStr | None = None
     login: StrictStr
     rhost: Text | None = None
     service: Annotated[StrictStr, Field(max_length=64)] | None = None
     connection: StrictStr | None = None
     fingerprint: StrictStr | None = None
 
+    _host = field_validator("host")(_match(HOST_NAME_RE, "host name"))
     _login = field_validator("login")(_match(LOGIN_RE, "login name"))
     _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
     _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
 
 
-class DecisionOut(BaseModel):
+class DecisionOut(EchoOut):
     decision: Literal["allow", "deny"]
     reason: str
     request_id: int | None
@@ -204,6 +226,7 @@ class DecisionOut(BaseModel):
 
 class SessionIn(_In):
     event: Literal["open", "close"]
+    host: StrictStr | None = None
     login: StrictStr
     rhost: Text | None = None
     connection: StrictStr
@@ -211,6 +234,7 @@ class SessionIn(_In):
     key: StrictStr | None = None
     fingerprint: StrictStr | None = None
 
+    _host = field_validator("host")(_match(HOST_NAME_RE, "host name"))
     _login = field_validator("login")(_match(LOGIN_RE, "login name"))
     _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
     _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
@@ -236,6 +260,9 @@ class BreakGlassIn(_In):
 
 class BreakGlassOut(BaseModel):
     recorded: StrictBool
+    host: str
+    login: str
+    connection: str | None
 
 
 class SessionEndOut(BaseModel):
@@ -253,6 +280,7 @@ class SessionActiveOut(BaseModel):
 
 
 class SessionsOut(BaseModel):
+    host: str
     end: list[SessionEndOut]
     active: list[SessionActiveOut]
     time: int

@@ -48,7 +48,7 @@ def test_concurrent_hook_calls_are_answered_and_audited_once(world):
 
     # No cached decision: the revocation holds on the next call.
     assert w.call("bob", "POST", f"{R}/{req['id']}/revoke", {})[0] == 200
-    assert w.akc("web1", "alice")[1] == {"keys": []}
+    assert w.akc("web1", "alice")[1]["keys"] == []
 
 
 def test_a_call_that_fails_after_writing_fails_its_whole_batch(world):

@@ -59,7 +59,7 @@ def test_whole_lifecycle_then_tamper(service, tmp_path):
     code, req = w.call("bob", "POST", f"{R}/{rid}/approve", {"comment": "ok"})
     assert (code, req["state"]) == (200, "pending")
     assert w.call("bob", "POST", f"{R}/{rid}/approve", {})[0] == 409
-    assert w.akc("web1", "alice")[1] == {"keys": []}
+    assert w.akc("web1", "alice")[1]["keys"] == []
 
     code, req = w.call("carol", "POST", f"{R}/{rid}/approve", {})
     assert (code, req["state"]) == (200, "approved")
@@ -77,7 +77,7 @@ def test_whole_lifecycle_then_tamper(service, tmp_path):
     while _state(w, rid) != "expired":
         assert time.monotonic() < deadline, "request never expired"
         time.sleep(0.3)
-    assert w.akc("web1", "alice")[1] == {"keys": []}
+    assert w.akc("web1", "alice")[1]["keys"] == []
     ans = w.call("web1", "POST", "/api/v1/hook/account", acct)[1]
     assert ans["decision"] == "deny" and ans["request_id"] is None
     assert w.call("bob", "POST", f"{R}/{rid}/revoke", {})[0] == 409  # nothing left to revoke
@@ -91,7 +91,7 @@ def test_whole_lifecycle_then_tamper(service, tmp_path):
     assert len(w.akc("web1", "alice")[1]["keys"]) == 1
     code, req2 = w.call("alice", "POST", f"{R}/{req2['id']}/revoke", {"comment": "done"})
     assert (code, req2["state"]) == (200, "revoked")
-    assert w.akc("web1", "alice")[1] == {"keys": []}
+    assert w.akc("web1", "alice")[1]["keys"] == []
     assert w.call("web1", "POST", "/api/v1/hook/account", acct)[1]["decision"] == "deny"
 
     # A requested start later than approval: the window starts there.
@@ -100,7 +100,7 @@ def test_whole_lifecycle_then_tamper(service, tmp_path):
     w.call("bob", "POST", f"{R}/{req3['id']}/approve", {})
     _, req3 = w.call("carol", "POST", f"{R}/{req3['id']}/approve", {})
     assert (req3["state"], req3["starts_at"], req3["ends_at"]) == ("approved", start, start + 60)
-    assert w.akc("web1", "alice")[1] == {"keys": []}  # not yet
+    assert w.akc("web1", "alice")[1]["keys"] == []  # not yet
 
     # Every step is in the audit chain, and the chain verifies.
     events = w.call("root-admin", "GET", "/api/v1/audit?limit=1000")[1]["events"]

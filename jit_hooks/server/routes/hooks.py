@@ -45,9 +45,11 @@ async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> 
                 key_type=body.key_type,
                 key=body.key,
                 now=ctx.now(),
+                asked_host=body.host,
+                connection=body.connection,
             )
-    m.child(m.hook_decisions, "authorized_keys", "allow" if found else "deny").inc()
-    return {"keys": found}
+    m.child(m.hook_decisions, "authorized_keys", "allow" if found["keys"] else "deny").inc()
+    return found
 
 
 @router.post("/account", response_model=DecisionOut)
@@ -64,6 +66,7 @@ async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
                 connection=body.connection,
                 fingerprint=body.fingerprint,
                 now=ctx.now(),
+                asked_host=body.host,
             )
     m.child(m.hook_decisions, "account", answer["decision"]).inc()
     m.child(m.logins, answer["decision"]).inc()
@@ -86,6 +89,7 @@ async def session(body: SessionIn, ctx: CtxDep, creds: Creds) -> dict:
                 key=body.key,
                 fingerprint=body.fingerprint,
                 now=ctx.now(),
+                asked_host=body.host,
             )
     m.child(m.hook_decisions, "session", answer["decision"]).inc()
     return answer
