@@ -143,13 +143,14 @@ class RequestList(BaseModel):
 
 class EventOut(BaseModel):
     id: int
+    seq: int | None  # place in the hash chain; null (with the hashes) until folded
     at: int
     kind: str
     actor: str | None
     host: str | None
     data: dict[str, Any]
-    prev_hash: str
-    hash: str
+    prev_hash: str | None
+    hash: str | None
 
 
 class EventList(BaseModel):
