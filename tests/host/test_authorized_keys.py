@@ -21,8 +21,14 @@ EXPIRES = 1764003600
 def test_golden(case):
     inp = json.loads((GOLDEN / case / "input").read_text())
     offered = offered_key(inp["login"], inp["fingerprint"], inp["key_type"], inp["key"])
-    text, _fields = respond(inp["answer"], offered, inp["now"])
+    asked = {k: inp[k] for k in ("host", "login", "fingerprint", "key_type", "key", "connection")}
+    text, fields = respond(inp["answer"], offered, inp["now"], asked)
     assert text == (GOLDEN / case / "expected").read_text()
+    # Cases with a `reason` file: "REASON FIELD=ANSWERED", e.g. "mismatch login=root".
+    if (GOLDEN / case / "reason").exists():
+        reason, _, wrong = (GOLDEN / case / "reason").read_text().strip().partition(" ")
+        assert (fields["decision"], fields["reason"]) == ("deny", reason)
+        assert f"{fields['mismatch']}={fields['answered']}" == wrong
     # Whatever the service sent, at most one line, and only our own parts in it.
     assert text.count("\n") <= 1
     if text:
@@ -33,7 +39,7 @@ def test_golden(case):
 def test_answer_schema_errors(answer, keypair):
     _, pub = keypair
     with pytest.raises(BadResponse):
-        respond(answer, pub, 0)
+        respond(answer, pub, 0, {"host": None, "login": "deploy"})
 
 
 def test_expiry_time_is_utc_with_seconds():
@@ -77,10 +83,12 @@ def test_main_prints_key_records_it_and_logs(config, fault, keypair, sink, capsy
     out = capsys.readouterr().out
     assert out == f'expiry-time="21000101000000Z",no-pty {pub.key_type} {pub.blob} jit-request-7\n'
     assert fault.requests[0].json() == {
+        "host": "web1",
         "login": "deploy",
         "fingerprint": pub.fingerprint,
         "key_type": pub.key_type,
         "key": pub.blob,
+        "connection": connection.connection_id(),
     }
     rec = connection.accepted_key(config.state_dir, connection.connection_id())
     assert rec["fingerprint"] == pub.fingerprint and rec["login"] == "deploy"
@@ -193,3 +201,44 @@ def test_stale_record_is_not_reused(config, fault, keypair, capsys):
     fault.answer = {"keys": []}
     assert main(akc_args(config.path, pub)) == 0
     assert capsys.readouterr().out == "" and len(fault.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "echo, mismatch",
+    [
+        ({"login": "root"}, "login=root"),
+        ({"host": "web2"}, "host=web2"),
+        ({"fingerprint": "SHA256:" + "B" * 43}, "fingerprint=SHA256:" + "B" * 43),
+        ({"connection": "1:2"}, "connection=1:2"),
+        ({"host": "web1\nevil"}, "host=invalid"),
+        (None, "echo=missing"),  # a service older than the echo
+    ],
+)
+def test_answer_to_another_question_denies(config, fault, keypair, sink, capsys, echo, mismatch):
+    """A valid key answer for another login/host/key/connection is never printed."""
+    _, pub = keypair
+    fault.answer = key_answer(pub)
+    if echo is None:
+        fault.echo = False
+    else:
+        fault.answer |= echo
+    assert main(akc_args(config.path, pub)) == 1
+    assert capsys.readouterr().out == ""
+    field, _, answered = mismatch.partition("=")
+    line = sink.wait_for("decision=deny .*reason=mismatch", ident="jit-authorized-keys")
+    assert f"mismatch={field} answered={answered}" in line
+    assert "evil" not in "\n".join(sink.messages())
+    assert connection.accepted_key(config.state_dir, connection.connection_id()) is None
+
+
+def test_unnamed_host_accepts_the_services_name(write_config, fault, keypair, sink, capsys):
+    """Without host.name the hook sends no name and takes the token's host name as echoed."""
+    _, pub = keypair
+    path = write_config([fault.url])
+    text = Path(path).read_text().replace('[host]\nname = "web1"\n', "")
+    Path(path).write_text(text)
+    fault.answer = key_answer(pub) | {"host": "web7.example.com"}
+    assert main(akc_args(path, pub)) == 0
+    assert capsys.readouterr().out.endswith("jit-request-7\n")
+    assert fault.requests[0].json()["host"] is None
+    sink.wait_for("decision=allow .*host=web7.example.com")

@@ -54,6 +54,7 @@ def test_account_allow_with_recorded_key(config, fault, pam_env, sink, capsys, k
     assert pam_account.main(["--config", config.path]) == 0
     body = fault.requests[0].json()
     assert body == {
+        "host": "web1",
         "login": "deploy",
         "rhost": "127.0.0.1",
         "service": "sshd",
@@ -181,3 +182,65 @@ def test_hooks_ignore_a_config_path_from_the_environment(config, fault, pam_env,
     pam_env()
     assert pam_account.main(["--config", config.path]) == 0
     assert len(fault.requests) == 1
+
+
+ECHO_CASES = [
+    ({"login": "root"}, "login=root"),
+    ({"host": "web2"}, "host=web2"),
+    ({"fingerprint": "SHA256:" + "B" * 43}, "fingerprint=SHA256:" + "B" * 43),
+    ({"connection": "1:2"}, "connection=1:2"),
+    ({"connection": None}, "connection=null"),
+    ({"login": "x\nLast login: yesterday"}, "login=invalid"),
+    (None, "echo=missing"),  # a service older than the echo
+]
+
+
+def _answer_for_another_question(fault, echo) -> None:  # noqa: ANN001
+    fault.answer = dict(ALLOW)
+    if echo is None:
+        fault.echo = False
+    else:
+        fault.answer |= echo
+
+
+@pytest.mark.parametrize("echo, mismatch", ECHO_CASES)
+def test_account_answer_to_another_question_denies(
+    config, fault, pam_env, sink, capsys, echo, mismatch
+):
+    """An allow meant for another login, host, key or connection is not applied."""
+    _answer_for_another_question(fault, echo)
+    pam_env()
+    assert pam_account.main(["--config", config.path]) == 1
+    out = capsys.readouterr().out
+    assert out == "jit: access denied: the service answered another question\n"
+    field, _, answered = mismatch.partition("=")
+    line = sink.wait_for("decision=deny .*reason=mismatch", ident="jit-pam-account")
+    assert f"mismatch={field} answered={answered}" in line
+    assert "Last login" not in "\n".join(sink.messages())
+
+
+@pytest.mark.parametrize("echo, mismatch", ECHO_CASES)
+def test_session_open_answer_to_another_question_denies(
+    config, fault, pam_env, keypair, sink, capsys, echo, mismatch
+):
+    _, pub = keypair
+    _answer_for_another_question(fault, echo)
+    pam_env("open_session", auth_info=f"publickey {pub.key_type} {pub.blob}\n")
+    assert pam_session.main(["--config", config.path]) == 1
+    assert "access denied" in capsys.readouterr().out
+    field, _, answered = mismatch.partition("=")
+    line = sink.wait_for("decision=deny .*reason=mismatch", ident="jit-pam-session")
+    assert f"mismatch={field} answered={answered}" in line
+
+
+def test_account_allow_logs_the_echoed_host(write_config, fault, pam_env, sink):
+    """Without host.name the hook sends no name and accepts (and logs) the service's."""
+    from pathlib import Path
+
+    path = write_config([fault.url])
+    Path(path).write_text(Path(path).read_text().replace('[host]\nname = "web1"\n', ""))
+    fault.answer = ALLOW | {"host": "web7.example.com"}
+    pam_env()
+    assert pam_account.main(["--config", path]) == 0
+    assert fault.requests[0].json()["host"] is None
+    sink.wait_for("decision=allow .*host=web7.example.com", ident="jit-pam-account")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from jit_hooks.host.login.connection import connection_id
 from jit_hooks.testing.seed import World, basic_world, make_key
 from jit_hooks.testing.service import Service, free_port, start_service
 from jit_hooks.testing.syslog_sink import SyslogSink
@@ -161,6 +162,32 @@ def _setup_newline(env: Env) -> None:
 def _setup_option_newline(env: Env) -> None:
     opts = ["no-pty\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEvil evil"]
     env.urls = [env.server(answer=_akc_answer(env.world, options=opts)).url]
+
+
+def _echo_of(world: World, hook: str) -> dict:
+    """The echo of the question ``hook`` asks in every case (see protocol.Echo)."""
+    return {
+        "host": "web1",
+        "login": LOGIN,
+        "fingerprint": world.keys["alice"].fingerprint if hook == "akc" else None,
+        # The hook runs as a child of this process: its "sshd monitor" is us.
+        "connection": connection_id(os.getpid()),
+    }
+
+
+def _answer_other(**echo: object) -> Callable[[Env], None]:
+    """A valid allow answer whose echo names another question (another login, host, ...)."""
+
+    def setup(env: Env) -> None:
+        env.urls = [env.server(answer=env.good | echo).url]
+
+    return setup
+
+
+def _no_echo(env: Env) -> None:
+    # What a service older than the echo answers: a valid allow, no echo.
+    bare = {k: v for k, v in env.good.items() if k not in _echo_of(env.world, env.hook)}
+    env.urls = [env.server(answer=bare, echo=False).url]
 
 
 def _setup_pam_reason_injection(env: Env) -> None:
@@ -473,6 +500,51 @@ CASES: list[tuple[Case, Callable[[Env], None]]] = [
         _setup_pam_reason_injection,
     ),
     (
+        Case(
+            "echo_login",
+            "answer echoes another login",
+            "deny",
+            r"(?=.*reason=mismatch)(?=.*mismatch=login)",
+        ),
+        _answer_other(login="root"),
+    ),
+    (
+        Case(
+            "echo_host",
+            "answer echoes another host",
+            "deny",
+            r"(?=.*reason=mismatch)(?=.*mismatch=host)",
+        ),
+        _answer_other(host="web2"),
+    ),
+    (
+        Case(
+            "echo_fingerprint",
+            "answer echoes another key's fingerprint",
+            "deny",
+            r"(?=.*reason=mismatch)(?=.*mismatch=fingerprint)",
+        ),
+        _answer_other(fingerprint="SHA256:" + "B" * 43),
+    ),
+    (
+        Case(
+            "echo_connection",
+            "answer echoes another connection",
+            "deny",
+            r"(?=.*reason=mismatch)(?=.*mismatch=connection)",
+        ),
+        _answer_other(connection="1:2"),
+    ),
+    (
+        Case(
+            "echo_missing",
+            "answer without echo (service older than the echo)",
+            "deny",
+            r"(?=.*reason=mismatch)(?=.*mismatch=echo)",
+        ),
+        _no_echo,
+    ),
+    (
         Case("first_refused", "1st URL refused, 2nd healthy", "allow", r"decision=allow"),
         lambda e: setattr(e, "urls", [closed_url(), e.svc.url]),
     ),
@@ -664,6 +736,7 @@ PARAMS = [
 @pytest.mark.parametrize(("case", "setup", "hook"), PARAMS)
 def test_fault(case: Case, setup, hook, world, pki, matrix_rows):  # noqa: ANN001
     good = _akc_answer(world) if hook == "akc" else _allow_decision()
+    good = _echo_of(world, hook) | good
     # A short, world-traversable directory: the unix socket path limit is 108
     # bytes, and the "not root" case runs the hook as nobody.
     d = Path(tempfile.mkdtemp(prefix="jfm"))

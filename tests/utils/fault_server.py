@@ -50,6 +50,10 @@ class FaultServer:
     tls: ssl.SSLContext | None = None  # server side context: serve HTTPS
     # Per request path overrides: {path: {"fault": ..., "status": ..., "answer": ...}}.
     routes: dict[str, dict] = field(default_factory=dict)
+    # Like the hook API, echo the question (host, login, fingerprint, connection)
+    # into a JSON object answer, for each of those the answer does not set itself.
+    echo: bool = True
+    host_name: str = "web1"  # the echoed host when the question names none
 
     def __post_init__(self):
         self._stop = threading.Event()
@@ -93,7 +97,7 @@ class FaultServer:
                     conn = self.tls.wrap_socket(conn, server_side=True)
                 request = self._read_request(conn)
                 if request is not None:
-                    self._respond(conn, **self.routes.get(request.path, {}))
+                    self._respond(conn, request, **self.routes.get(request.path, {}))
             except OSError:
                 pass
 
@@ -128,10 +132,21 @@ class FaultServer:
         )
         conn.sendall(head.encode() + body)
 
-    def _respond(self, conn: socket.socket, **route) -> None:
+    def _echoed(self, request: Request, answer: object) -> object:
+        try:
+            asked = request.json()
+        except ValueError:
+            asked = None
+        if not self.echo or not isinstance(answer, dict) or not isinstance(asked, dict):
+            return answer
+        echo = {k: asked.get(k) for k in ("login", "fingerprint", "connection")}
+        echo["host"] = asked.get("host") or self.host_name
+        return echo | answer
+
+    def _respond(self, conn: socket.socket, request: Request, **route) -> None:
         fault = route.get("fault", self.fault)
         status = route.get("status", self.status)
-        answer = route.get("answer", self.answer)
+        answer = self._echoed(request, route.get("answer", self.answer))
         if fault == "ok":
             self._send(conn, status, json.dumps(answer).encode())
         elif fault == "status":

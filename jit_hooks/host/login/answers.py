@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from jit_hooks.errors import BadResponse
 from jit_hooks.protocol import (
     ALLOWED_KEY_OPTIONS,
     CONNECTION_RE,
     FINGERPRINT_RE,
+    HOST_NAME_RE,
     KEY_BLOB_RE,
     KEY_TYPES,
     LOGIN_RE,
@@ -106,6 +109,46 @@ def decision(answer: object) -> DecisionAnswer:
         request_id=request_id,
         expires_at=expires_at,
     )
+
+
+# The parts of a question an answer must echo, and what a valid value looks like
+# (an echoed value is logged only if it is valid: never raw service text).
+_ECHOED = {
+    "host": HOST_NAME_RE,
+    "login": LOGIN_RE,
+    "fingerprint": FINGERPRINT_RE,
+    "connection": CONNECTION_RE,
+}
+_MISSING = object()
+
+
+def mismatch(answer: object, asked: Mapping[str, object]) -> tuple[str, str] | None:
+    """Which part of the question ``answer`` does not echo, or None if it answers ``asked``.
+
+    ``asked`` is the query as sent. Its ``host`` is the configured host.name: if
+    set, the echoed host must be that name; if None, the echo must still name a
+    host (the service's name for the token, logged with the decision). Every other
+    echoed field of ``asked`` must come back exactly (null for null). The result is
+    (field, the answered value if valid, else "invalid"/"missing"): for the log line.
+    An answer without any echo (a service older than the echo) is ("echo", "missing").
+    """
+    if not isinstance(answer, dict) or not any(k in answer for k in _ECHOED):
+        return "echo", "missing"
+    for field, pattern in _ECHOED.items():
+        if field != "host" and field not in asked:
+            continue
+        got = answer.get(field, _MISSING)
+        want = asked.get(field)
+        if got is _MISSING:
+            return field, "missing"
+        if field == "host" and want is None:
+            ok = isinstance(got, str) and pattern.match(got) is not None
+        else:
+            ok = type(got) is type(want) and got == want
+        if not ok:
+            shown = got if isinstance(got, str) and pattern.match(got) else "invalid"
+            return field, "null" if got is None else shown
+    return None
 
 
 def ping(answer: object) -> PingAnswer:

@@ -6,8 +6,10 @@ here from validated parts (type, blob, our own options)::
 
     expiry-time="20261125183000Z",no-agent-forwarding ssh-ed25519 AAAA... jit-request-7
 
-Any failure prints nothing and exits 1 (sshd then refuses the key); "no
-approval" prints nothing and exits 0. Each run logs one line.
+Any failure prints nothing and exits 1 (sshd then refuses the key), and so
+does an answer whose echo of the question (host, login, fingerprint,
+connection) differs from what was asked; "no approval" prints nothing and
+exits 0. Each run logs one line.
 """
 
 from __future__ import annotations
@@ -86,13 +88,27 @@ def render(key: AuthorizedKey, offered: sshkeys.PublicKey) -> str:
     return f"{','.join(options)} {offered.key_type} {offered.blob} {comment}\n"
 
 
-def respond(answer: object, offered: sshkeys.PublicKey, now: int) -> tuple[str, dict]:
-    """Pure core (golden-tested): service answer -> stdout text and log fields."""
-    key, dropped = select(answers.authorized_keys(answer), offered, now)
+def respond(
+    answer: object, offered: sshkeys.PublicKey, now: int, asked: AuthorizedKeysQuery
+) -> tuple[str, dict]:
+    """Pure core (golden-tested): service answer to ``asked`` -> stdout text and log fields."""
+    entries = answers.authorized_keys(answer)
+    wrong = answers.mismatch(answer, asked)
+    if wrong is not None:
+        # An answer to another question (another login, host, key or connection):
+        # none of its keys may be printed, whatever they look like.
+        return "", {
+            "decision": "deny",
+            "reason": "mismatch",
+            "mismatch": wrong[0],
+            "answered": wrong[1],
+        }
+    key, dropped = select(entries, offered, now)
     if key is None:
         reason = "dropped" if dropped else "no_approval"
         return "", {"decision": "deny", "reason": reason, "dropped": ",".join(dropped) or None}
-    fields: dict = {"decision": "allow", "request": key["request_id"]}
+    host = answer.get("host") if isinstance(answer, dict) else None  # checked by mismatch
+    fields: dict = {"decision": "allow", "host": host, "request": key["request_id"]}
     fields["expires"] = key["expires_at"]
     fields["options"] = sorted(set(key["options"]))
     fields["dropped"] = ",".join(dropped) or None
@@ -150,12 +166,17 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         log.info(decision="allow", **fields, reused="yes")
         return 0
     query = AuthorizedKeysQuery(
-        login=login, fingerprint=fingerprint, key_type=key_type, key=offered.blob
+        host=config.host_name,
+        login=login,
+        fingerprint=fingerprint,
+        key_type=key_type,
+        key=offered.blob,
+        connection=conn,
     )
     with inv.deadline(config.total_timeout + HARD_DEADLINE_MARGIN):
         answer = HookClient(config).request("POST", HOOK_AUTHORIZED_KEYS, query)
     now = int(time.time())
-    text, outcome = respond(answer, offered, now)
+    text, outcome = respond(answer, offered, now, query)
     if text:
         # Without this record the account hook could not tell which key got
         # in, so failing to write it denies the key.
@@ -177,6 +198,9 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
             return 1
         inv.write(text)
     decision = outcome.pop("decision")
+    if decision == "deny" and outcome["reason"] == "mismatch":
+        log.warning(decision=decision, **fields, **outcome)
+        return 1
     if "options" in outcome:
         outcome["options"] = ",".join(outcome["options"]) or None
     log.info(decision=decision, **fields, **outcome)

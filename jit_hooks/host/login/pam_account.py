@@ -11,13 +11,19 @@ stdout that pam_exec shows the ssh user.
 
 from __future__ import annotations
 
-from jit_hooks.host.login import break_glass, connection
+from jit_hooks.host.login import answers, break_glass, connection
 from jit_hooks.host.login.answers import sanitize
 from jit_hooks.host.login.client import HookClient
 from jit_hooks.host.login.config import HostConfig
 from jit_hooks.host.login.hook import Invocation, run
 from jit_hooks.host.login.log import HookLog
-from jit_hooks.protocol import LOGIN_RE, AccountQuery, DecisionAnswer
+from jit_hooks.protocol import (
+    HOOK_ACCOUNT,
+    LOGIN_RE,
+    AccountQuery,
+    DecisionAnswer,
+    SessionQuery,
+)
 
 IDENT = "jit-pam-account"
 
@@ -51,6 +57,24 @@ def conclude(inv: Invocation, log: HookLog, fields: dict, answer: DecisionAnswer
     return 0
 
 
+def ask(
+    config: HostConfig, path: str, query: AccountQuery | SessionQuery, fields: dict
+) -> DecisionAnswer | None:
+    """The service's decision on ``query``; None (and ``fields`` say why) if it answers another.
+
+    The answer must echo the question (host, login, fingerprint, connection):
+    an answer meant for another login or connection is never applied to this one.
+    """
+    raw = HookClient(config).request("POST", path, query)
+    answer = answers.decision(raw)
+    wrong = answers.mismatch(raw, query)
+    if wrong is not None:
+        fields.update(mismatch=wrong[0], answered=wrong[1])
+        return None
+    fields["host"] = raw["host"]
+    return answer
+
+
 def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: Invocation) -> int:
     login, rhost, service, pam_type = pam_env(inv)
     fields.update(login=sanitize(login, 32), rhost=rhost)
@@ -72,10 +96,17 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         fingerprint = record["fingerprint"]
     fields["fingerprint"] = fingerprint
     query = AccountQuery(
-        login=login, rhost=rhost, service=service, connection=conn, fingerprint=fingerprint
+        host=config.host_name,
+        login=login,
+        rhost=rhost,
+        service=service,
+        connection=conn,
+        fingerprint=fingerprint,
     )
     with inv.deadline(config.total_timeout + 0.5):
-        answer = HookClient(config).account(query)
+        answer = ask(config, HOOK_ACCOUNT, query, fields)
+    if answer is None:
+        return deny(inv, log, fields, "mismatch", "the service answered another question")
     return conclude(inv, log, fields, answer)
 
 

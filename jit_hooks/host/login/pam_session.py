@@ -18,12 +18,11 @@ from jit_hooks import sshkeys
 from jit_hooks.errors import JitError, KeyParseError
 from jit_hooks.host.login import break_glass
 from jit_hooks.host.login.answers import sanitize
-from jit_hooks.host.login.client import HookClient
 from jit_hooks.host.login.config import HostConfig
 from jit_hooks.host.login.hook import Invocation, run
 from jit_hooks.host.login.log import HookLog
-from jit_hooks.host.login.pam_account import conclude, deny, pam_env
-from jit_hooks.protocol import LOGIN_RE, SessionQuery
+from jit_hooks.host.login.pam_account import ask, conclude, deny, pam_env
+from jit_hooks.protocol import HOOK_SESSION, LOGIN_RE, SessionQuery
 
 IDENT = "jit-pam-session"
 
@@ -67,6 +66,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
     fields["fingerprint"] = key.fingerprint if key else None
     query = SessionQuery(
         event=event,
+        host=config.host_name,
         login=login,
         rhost=rhost,
         connection=conn,
@@ -82,14 +82,17 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
 
         try:
             with inv.deadline(config.total_timeout + 0.5, lambda: unreported("timeout")):
-                HookClient(config).session(query)
+                answer = ask(config, HOOK_SESSION, query, fields)
         except JitError as e:
             return unreported(getattr(e, "reason", e))
-        else:
-            log.info(decision="close", **fields, reported="yes")
+        if answer is None:
+            return unreported("mismatch")
+        log.info(decision="close", **fields, reported="yes")
         return 0
     with inv.deadline(config.total_timeout + 0.5):
-        answer = HookClient(config).session(query)
+        answer = ask(config, HOOK_SESSION, query, fields)
+    if answer is None:
+        return deny(inv, log, fields, "mismatch", "the service answered another question")
     return conclude(inv, log, fields, answer)
 
 
