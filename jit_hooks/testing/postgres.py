@@ -3,7 +3,9 @@
 `initdb` in a temp dir, a free port on 127.0.0.1, its own unix socket directory:
 never the machine's own cluster, never port 5432. Runs as the `postgres` system
 user (initdb refuses root). A streaming standby can be cloned from a primary
-with `pg_basebackup` and promoted, for the failover tests.
+with `pg_basebackup`, made synchronous and promoted, for the failover tests
+(tests/ha); :func:`multi_host_url` gives the libpq URL a replica uses to find
+whichever of them is writable.
 """
 
 from __future__ import annotations
@@ -136,6 +138,40 @@ class PostgresCluster:
             (self.data / "postmaster.pid").unlink(missing_ok=True)
         self.proc = None
 
+    def kill(self) -> None:
+        """kill -9 the postmaster (a crash: no checkpoint, no goodbye to clients)."""
+        self.stop(mode="kill")
+
+    def make_synchronous(self, standby_names: str = "standby") -> None:
+        """Commits wait for ``standby_names`` to have flushed them (synchronous_commit = on).
+
+        Set with ALTER SYSTEM on this server only, after cloning: a standby cloned
+        afterwards would inherit it and, once promoted, wait for a standby of its own.
+        """
+        self.psql(f"ALTER SYSTEM SET synchronous_standby_names = '{standby_names}'")
+        self.psql("ALTER SYSTEM SET synchronous_commit = 'on'")
+        self.psql("SELECT pg_reload_conf()")
+
+    def wait_streaming(
+        self, app_name: str = "standby", *, sync: bool, timeout: float = 30.0
+    ) -> None:
+        """Wait until standby ``app_name`` streams from this server (as the sync standby)."""
+        want = "sync" if sync else "async"
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.psql(
+                "SELECT state || ' ' || sync_state FROM pg_stat_replication"
+                f" WHERE application_name = '{app_name}'"
+            )
+            if state == f"streaming {want}":
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"standby {app_name!r} is {state or 'not connected'}")
+            time.sleep(0.1)
+
+    def in_recovery(self) -> bool:
+        return self.psql("SELECT pg_is_in_recovery()") == "t"
+
     def promote(self, timeout: float = 30.0) -> None:
         self._run([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "promote", "-w",
                    "-t", str(int(timeout))])  # fmt: skip
@@ -228,6 +264,20 @@ def _wait_gone(pids: list[int], timeout: float = 10.0) -> None:
             os.kill(p, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def multi_host_url(clusters: list[PostgresCluster], db: str, **params: str) -> str:
+    """One SQLAlchemy URL naming every cluster; libpq connects to the first writable one.
+
+    SQLAlchemy's psycopg dialect takes the hosts as repeated ``host=HOST:PORT``
+    query parameters (a single comma-separated ``host=a:1,b:2`` is not split
+    into ports and fails to resolve).
+    """
+    query = "&".join(
+        [f"host={c.libpq_host()}" for c in clusters]
+        + [f"{k}={v}" for k, v in {"target_session_attrs": "read-write", **params}.items()]
+    )
+    return f"postgresql+psycopg://{SUPERUSER}@/{db}?{query}"
 
 
 def make_cluster(base: Path | None = None, **kw) -> PostgresCluster:
