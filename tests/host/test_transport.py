@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.client
 import io
+import json
 import socket
 import threading
 import time
@@ -580,3 +581,55 @@ def test_the_differential_generator_reaches_accepted_answers():
     for data in (ok, chunked, b"HTTP/1.0 200 OK\r\n\r\n{}"):
         r = transport.read_response(io.BufferedReader(io.BytesIO(data)), 1000)
         assert _stdlib(data) == (r.status, r.body) == (200, b"{}")
+
+
+# -- both paths against the fault matrix's protocol cases ------------------------------
+
+# Where jit-hooksd's http.client answers differently from the hook process's reader
+# (both deny but the first): http.client skips "100 Continue" answers, and it meets a
+# chunk announced past the cap as a short read.
+HELPER_DIFFERS = {"p_interim": "ok", "p_huge_chunk": "bad_http"}
+
+
+def _outcome(raw: bytes) -> str:
+    from jit_hooks.errors import ServiceError
+    from jit_hooks.host.login.client import _parse_json
+
+    try:
+        _parse_json(call(raw, max_body=64 * 1024)[0])
+    except ServiceError as e:
+        return e.reason
+    return "ok"
+
+
+def _protocol_cases() -> list[tuple[str, bytes]]:
+    from tests.reliability.test_fault_matrix import PROTOCOL_CASES
+
+    good = json.dumps({"decision": "allow", "reason": "approved"}).encode()
+
+    class Env:
+        """Stands in for the matrix's Env: keeps the bytes its RawServer would send."""
+
+        raw_bytes = b""
+
+        def raw(self, make):  # noqa: ANN001, ANN202 - the matrix's Env.raw
+            self.raw_bytes = make(good)
+            return "http://unused"
+
+    cases = []
+    for case, setup in PROTOCOL_CASES:
+        env = Env()
+        setup(env)  # type: ignore[arg-type]
+        cases.append((case.id, env.raw_bytes))
+    return cases
+
+
+@pytest.mark.parametrize("case_id, raw", _protocol_cases())
+def test_the_helper_meets_the_matrix_protocol_cases_like_the_hook_process(case_id, raw):
+    plain = _outcome(raw)
+    transport.enable_keepalive()
+    try:
+        pooled = _outcome(raw)
+    finally:
+        transport.disable_keepalive()
+    assert pooled == HELPER_DIFFERS.get(case_id, plain)
