@@ -74,7 +74,7 @@ class HooksDaemon:
                 env={"PATH": "/usr/bin:/bin"},
             )
         finally:
-            if self.log_path:
+            if not isinstance(out, int):  # our log file, not subprocess.DEVNULL
                 out.close()
         deadline = time.monotonic() + timeout
         while not os.path.exists(self.socket_path):
