@@ -633,3 +633,22 @@ def test_the_helper_meets_the_matrix_protocol_cases_like_the_hook_process(case_i
     finally:
         transport.disable_keepalive()
     assert pooled == HELPER_DIFFERS.get(case_id, plain)
+
+
+def test_pool_fails_over_from_a_drip_within_one_budget(keepalive, script_server):
+    """The first URL drips a valid answer (10 bytes/s: no read ever times out); only the
+    attempt's own deadline (its share of the budget) stops it, leaving time for the
+    second URL, as in the hook process."""
+    from jit_hooks.host.login.client import HookClient
+    from jit_hooks.host.login.config import HostConfig
+
+    body = b"{}" + b" " * 200
+    drip = Dripper(OK_HEAD + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    good = script_server(lambda c, r: (KEEP, "keep"))
+    urls = (f"http://127.0.0.1:{drip.port}", f"http://127.0.0.1:{good.port}")
+    client = HookClient(
+        HostConfig(urls=urls, connect_timeout=0.5, total_timeout=2.0), token="jith_" + "t" * 43
+    )
+    assert client.request("GET", "/ping") == {}
+    assert [outcome for _url, outcome in client.attempts] == ["timeout", "ok"]
+    assert drip.ended.wait(10) and drip.outcome != "sent all"
