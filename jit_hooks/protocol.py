@@ -147,6 +147,10 @@ class BreakGlassQuery(TypedDict):
     rhost: str | None
     connection: str | None
     stage: str  # "authorized-keys" | "account" | "session"
+    # 32 hex digits chosen by the host: the service records one event per id, so a
+    # report delivered again from the host's spool is not counted twice.
+    report_id: str
+    at: int  # the login time on the host (a spooled report arrives late)
 
 
 class SessionToEnd(TypedDict):

@@ -21,7 +21,6 @@ from jit_hooks.host import paths
 from jit_hooks.host.admin import wiring
 from jit_hooks.host.login import config as host_config
 from jit_hooks.host.login.config import HostConfig, load_config, parse_config
-from jit_hooks.protocol import HOOK_AUTHORIZED_KEYS
 
 # Hook commands enable refuses to point sshd at unless they exist.
 HOOK_COMMANDS = ("jit-authorized-keys", "jit-pam-account", "jit-pam-session")
@@ -156,7 +155,18 @@ def _ensure_state_dir(config: HostConfig, *, create: bool) -> str:
     systemd-tmpfiles creates it at boot (the package's tmpfiles.d entry); without
     it every non-break-glass key login would be denied. ``create`` makes it if missing.
     """
-    path = config.state_dir
+    return _ensure_hook_dir(config.state_dir, "state directory", create=create)
+
+
+def _ensure_spool_dir(config: HostConfig, *, create: bool) -> str:
+    """Break-glass reports wait there for the service (break_glass.py): 0700 jit-hooks.
+
+    Without it a break-glass login during an outage never reaches the audit.
+    """
+    return _ensure_hook_dir(config.spool_dir, "break-glass spool", create=create)
+
+
+def _ensure_hook_dir(path: str, what: str, *, create: bool) -> str:
     user = pwd.getpwnam(paths.HOOK_USER)
     if create and not os.path.lexists(path):
         os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
@@ -166,11 +176,9 @@ def _ensure_state_dir(config: HostConfig, *, create: bool) -> str:
     try:
         st = os.lstat(path)
     except OSError as e:
-        raise AdminError(f"state directory {path}: {e.strerror}") from None
+        raise AdminError(f"{what} {path}: {e.strerror}") from None
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.pw_uid or st.st_mode & 0o077:
-        raise AdminError(
-            f"state directory {path} must be a directory owned by {paths.HOOK_USER}, mode 0700"
-        )
+        raise AdminError(f"{what} {path} must be a directory owned by {paths.HOOK_USER}, mode 0700")
     return path
 
 
@@ -320,6 +328,7 @@ def enable(layout: wiring.Layout, force: bool, no_reload: bool, allow_passwords:
         _warn_hidden_from_helper(config)
     _check_commands(layout)
     _ensure_state_dir(config, create=True)
+    _ensure_spool_dir(config, create=True)
     service = _check_service(config, force)
     changed = wiring.enable(layout, config.break_glass, allow_passwords=allow_passwords)
     what = "enabled" if changed else "already enabled"
@@ -408,6 +417,13 @@ def status(layout: wiring.Layout) -> None:
     except AdminError as e:
         line("state dir", False, str(e))
     try:
+        path = _ensure_spool_dir(config, create=False)
+        waiting = len([n for n in os.listdir(path) if n.startswith("bg-")])
+        # Not a failure: the enforce timer delivers them once the service answers.
+        line("spool", True, f"{path}: {waiting} break-glass report(s) not yet delivered")
+    except (AdminError, KeyError, OSError) as e:
+        line("spool", False, str(e))
+    try:
         host, skew = _ping(config)
         line("service", True, f"answers for host {host}")
         line("clock skew", abs(skew) <= MAX_CLOCK_SKEW, f"{skew:+d} s vs the service")
@@ -433,11 +449,11 @@ def status(layout: wiring.Layout) -> None:
 def check(layout: wiring.Layout, login: str, key_file) -> None:
     """Dry run: what sshd would get for LOGIN offering this key, and why.
 
-    Asks the service like the hooks do (the answers are audited like any hook
-    call). Exit 0 if the key would be accepted now, 1 if not.
+    Runs the real hook bodies (the AuthorizedKeysCommand, then the PAM account
+    hook) in this process; the service audits the calls like any hook call.
+    Exit 0 if the key would be accepted now, 1 if not.
     """
-    from jit_hooks.host.login import authorized_keys
-    from jit_hooks.host.login.client import HookClient
+    from jit_hooks.host.admin.check import check as run_check
 
     config = _config(layout)
     try:
@@ -446,6 +462,7 @@ def check(layout: wiring.Layout, login: str, key_file) -> None:
         raise AdminError(f"{key_file.name}: {e}") from None
     click.echo(f"key: {offered.key_type} {offered.fingerprint}")
     if login in config.break_glass:
+        # Not run: the account hook would report a break-glass login to the audit.
         click.echo(
             f"{login} is a break-glass account: sshd reads its keys from its own "
             "AuthorizedKeysFile; the service is not asked"
@@ -453,40 +470,32 @@ def check(layout: wiring.Layout, login: str, key_file) -> None:
         sys.exit(0)
     # sshd's hooks would go through the helper if it answers; this dry run itself is in-process.
     click.echo(f"helper: {_helper(layout)[1]}")
-    client = HookClient(config)
-    try:
-        answer = client.request(
-            "POST",
-            HOOK_AUTHORIZED_KEYS,
-            {
-                "login": login,
-                "fingerprint": offered.fingerprint,
-                "key_type": offered.key_type,
-                "key": offered.blob,
-            },
-        )
-        text, fields = authorized_keys.respond(answer, offered, int(time.time()))
-        decision = client.account(
-            {
-                "login": login,
-                "rhost": None,
-                "service": "jit-hooks-check",
-                "connection": None,
-                "fingerprint": offered.fingerprint,
-            }
-        )
-    except ServiceError as e:
-        click.echo(f"sshd would get: nothing (service error {e.reason} at {e.url}): denied")
+    result = run_check(config, login, offered)
+    key, account = result.key, result.account
+    if key.error is not None:
+        err = key.error
+        click.echo(f"sshd would get: nothing (service error {err.reason} at {err.url}): denied")
         sys.exit(1)
-    if text:
-        click.echo(f"sshd would get: {text.rstrip()}")
+    if key.out:
+        click.echo(f"sshd would get: {key.out.rstrip()}")
     else:
-        why = fields.get("reason")
-        if fields.get("dropped"):
-            why = f"{why}: {fields['dropped']}"
+        why = key.fields.get("reason")
+        detail = key.fields.get("dropped") or key.fields.get("mismatch") or key.fields.get("error")
+        if detail:
+            why = f"{why}: {detail}"
         click.echo(f"sshd would get: nothing ({why}): the key is refused")
-    click.echo(f"account check: {decision['decision']}: {decision['reason']}")
-    sys.exit(0 if text and decision["decision"] == "allow" else 1)
+    if account is not None:
+        decision = "allow" if account.status == 0 else "deny"
+        if account.error is not None:
+            why = f"service error {account.error.reason} at {account.error.url}"
+        elif account.status == 0:
+            why = f"request {account.fields.get('request')}, until {account.fields.get('expires')}"
+        else:
+            why = account.out.strip().removeprefix("jit: access denied: ") or str(
+                account.fields.get("reason")
+            )
+        click.echo(f"account check: {decision}: {why}")
+    sys.exit(0 if result.allowed else 1)
 
 
 @cli.command()
@@ -508,11 +517,20 @@ def enforce(layout: wiring.Layout, once: bool, interval: float) -> None:
     SIGTERM. If the service cannot be reached nothing is ended: exit 1.
     """
     from jit_hooks.host.admin import enforce as enforcer
+    from jit_hooks.host.login import break_glass
     from jit_hooks.host.login.log import HookLog
 
     config = _config(layout)
     log = HookLog(enforcer.IDENT, config.syslog_socket)
     while True:
+        # Break-glass reports spooled during an outage: delivered as soon as the
+        # service answers again (one event per report, however often tried).
+        flushed = break_glass.flush(config, log)
+        if flushed.delivered or flushed.discarded:
+            click.echo(
+                f"break-glass reports: delivered {flushed.delivered}, "
+                f"discarded {flushed.discarded}, left {flushed.left}"
+            )
         try:
             result = enforcer.run_once(config, log)
         except ServiceError as e:
@@ -566,8 +584,13 @@ def _render_config(
         "# Local accounts that log in with their own keys even when the service is down.",
         f"accounts = [{', '.join(q(a) for a in break_glass)}]",
     ]
+    state = []
     if old and old.state_dir != paths.STATE_DIR:
-        lines += ["", "[state]", f"dir = {q(old.state_dir)}"]
+        state.append(f"dir = {q(old.state_dir)}")
+    if old and old.spool_dir != paths.SPOOL_DIR:
+        state.append(f"spool_dir = {q(old.spool_dir)}")
+    if state:
+        lines += ["", "[state]", *state]
     if old and old.syslog_socket != paths.SYSLOG_SOCKET:
         lines += ["", "[log]", f"syslog_socket = {q(old.syslog_socket)}"]
     return "\n".join(lines) + "\n"

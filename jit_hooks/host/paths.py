@@ -9,6 +9,9 @@ CONFIG_ENV = "JIT_HOOKS_CONFIG"
 TOKEN_PATH = "/etc/jit-hooks/host-token"
 # Connection -> accepted key records; created by systemd-tmpfiles (0700 jit-hooks).
 STATE_DIR = "/run/jit-hooks"
+# Break-glass reports the service did not take yet (break_glass.py): on disk, so they
+# outlive a reboot; 0700 jit-hooks (the hooks run as root or inside jit-hooksd).
+SPOOL_DIR = "/var/spool/jit-hooks"
 SYSLOG_SOCKET = "/dev/log"
 # The resident helper jit-hooksd (daemon.py), which the hook wrappers ask first.
 HOOKSD_SOCKET = "/run/jit-hooks/hooksd.sock"

@@ -18,7 +18,7 @@ from jit_hooks.server import audit, fold
 from jit_hooks.server.audit_settings import miss_window
 from jit_hooks.server.auth import HostPrincipal
 from jit_hooks.server.sql import Prepared
-from jit_hooks.server.tables import keys, request_hosts, requests, sessions, users
+from jit_hooks.server.tables import audit_events, keys, request_hosts, requests, sessions, users
 
 MAX_REASON = 200
 
@@ -542,7 +542,24 @@ def break_glass(
     connection: str | None,
     stage: str,
     now: int,
+    report_id: str | None = None,
+    login_at: int | None = None,
 ) -> dict:
+    """Record a break-glass use once per ``report_id`` (a host's spool may deliver it again).
+
+    The duplicate check reads this host's break-glass events: a rare path (an
+    emergency login), so no index of its own. ``login_at`` is when the login
+    happened on the host; the event's ``at`` stays the time it was recorded, so
+    the chain's times only move forward.
+    """
+    answer = {"recorded": True, "host": host.name, "login": login, "connection": connection}
+    if report_id is not None and _break_glass_seen(conn, host=host, report_id=report_id):
+        return answer
+    extra: dict[str, Any] = {}
+    if report_id is not None:
+        extra["report"] = report_id
+    if login_at is not None:
+        extra["login_at"] = login_at
     _record(
         conn,
         host,
@@ -553,5 +570,21 @@ def break_glass(
         rhost=rhost,
         connection=connection,
         stage=stage,
+        **extra,
     )
-    return {"recorded": True, "host": host.name, "login": login, "connection": connection}
+    return answer
+
+
+def _break_glass_seen(conn: Connection, *, host: HostPrincipal, report_id: str) -> bool:
+    # report_id is 32 hex digits (schema-checked): nothing in it can act as a LIKE wildcard.
+    needle = f'%"report":{json.dumps(report_id)}%'
+    row = conn.execute(
+        select(audit_events.c.id)
+        .where(
+            audit_events.c.kind == "hook.break_glass",
+            audit_events.c.host == host.name,
+            audit_events.c.data.like(needle),
+        )
+        .limit(1)
+    ).first()
+    return row is not None

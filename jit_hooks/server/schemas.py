@@ -254,6 +254,10 @@ class BreakGlassIn(_In):
     rhost: Text | None = None
     connection: StrictStr | None = None
     stage: Annotated[StrictStr, Field(max_length=32)]
+    # The host's id for this report: one audit event per id, however often delivered.
+    report_id: Annotated[StrictStr, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
+    # The login time on the host (a report spooled during an outage arrives late).
+    at: Annotated[StrictInt, Field(ge=0, lt=10**12)] | None = None
 
     _login = field_validator("login")(_match(LOGIN_RE, "login name"))
     _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))

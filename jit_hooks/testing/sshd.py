@@ -151,6 +151,10 @@ class SshdSandbox:
         return self.root / "state"
 
     @property
+    def spool_dir(self) -> Path:
+        return self.root / "spool"
+
+    @property
     def sshd_log(self) -> Path:
         return self.root / "sshd.log"
 
@@ -179,6 +183,8 @@ class SshdSandbox:
         os.chmod(self.root / "keys", 0o700)
         self.state_dir.mkdir(mode=0o700)
         os.chown(self.state_dir, hook_uid, hook_gid)
+        self.spool_dir.mkdir(mode=0o700)  # like /var/spool/jit-hooks
+        os.chown(self.spool_dir, hook_uid, hook_gid)
         # Like /run/jit-hooks: the helper's socket dir, 0700 jit-hooks (root gets in anyway).
         self.hooksd_socket.parent.mkdir(mode=0o700)
         os.chown(self.hooksd_socket.parent, hook_uid, hook_gid)
@@ -298,7 +304,7 @@ class SshdSandbox:
             f"connect_timeout = {connect_timeout}\ntotal_timeout = {total_timeout}\n"
             f'[host]\nname = "{host_name}"\n'
             f"[break_glass]\naccounts = [{accounts}]\n"
-            f'[state]\ndir = "{self.state_dir}"\n'
+            f'[state]\ndir = "{self.state_dir}"\nspool_dir = "{self.spool_dir}"\n'
             f'[log]\nsyslog_socket = "{self.sink.path}"\n'
         )
         os.chmod(self.config_path, 0o644)

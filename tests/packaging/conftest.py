@@ -109,6 +109,7 @@ def write_host_config(root: Root, url: str, token: str, break_glass: list[str]) 
         f"accounts = [{accounts}]\n"
         "[state]\n"
         f'dir = "{root.path}/run/jit-hooks"\n'
+        f'spool_dir = "{root.path}/var/spool/jit-hooks"\n'
     )
     root.token.write_text(token + "\n")
     os.chown(root.token, 0, _hook_gid())

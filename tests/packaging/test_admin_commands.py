@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import grp
+import os
+import pwd
 import socket
 import subprocess
 import tomllib
@@ -116,13 +118,20 @@ def make_key(tmp_path, name):
 def test_check_shows_what_sshd_would_get_and_why(sshd_root, host_service, tmp_path):
     svc, token = host_service
     assert enroll(sshd_root, "--url", svc.url, "--break-glass", "root", token=token).returncode == 0
+    pub = make_key(tmp_path, "alice")
+    # check runs the real AuthorizedKeysCommand: like sshd's, it needs its state
+    # directory (tmpfiles.d makes it at boot) to record the key it accepts.
+    state = sshd_root.path / "run/jit-hooks"
+    with sshd_root.config.open("a") as f:
+        f.write(f'\n[state]\ndir = "{state}"\n')
+    state.mkdir(mode=0o700)
+    os.chown(state, pwd.getpwnam("jit-hooks").pw_uid, pwd.getpwnam("jit-hooks").pw_gid)
     for who, role in (("alice", "requester"), ("bob", "approver")):
         svc.admin("user", "add", who, "--role", role)
     alice = svc.admin("token", "create", "alice").strip()
     bob = svc.admin("token", "create", "bob").strip()
     (tmp_path / "policy.toml").write_text(POLICY)
     svc.admin("policy", "add", str(tmp_path / "policy.toml"))
-    pub = make_key(tmp_path, "alice")
     status, _ = svc.call("POST", "/api/v1/keys", token=alice, body={"public_key": pub.read_text()})
     assert status == 201
 

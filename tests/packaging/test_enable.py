@@ -60,6 +60,8 @@ def test_enable_disable_round_trip(enabled_root):
     assert sshd_T(root, "root")["authorizedkeyscommand"] == "none"
     state = (root.path / "run/jit-hooks").stat()  # created for the AKC's records
     assert (state.st_uid, state.st_mode & 0o777) == (pwd.getpwnam("jit-hooks").pw_uid, 0o700)
+    spool = (root.path / "var/spool/jit-hooks").stat()  # for break-glass reports
+    assert (spool.st_uid, spool.st_mode & 0o777) == (pwd.getpwnam("jit-hooks").pw_uid, 0o700)
     pam = root.pam.read_text()
     assert "account required pam_exec.so quiet stdout" in pam
     # In front of Debian's account/session stacks (before pam_env reads the user's
@@ -84,6 +86,7 @@ def test_enable_disable_round_trip(enabled_root):
         "break-glass",
         "token",
         "state dir",
+        "spool",
         "service",
         "clock skew",
     }

@@ -46,6 +46,10 @@ def test_units_run_enforce_once_every_30s_and_are_installed_disabled():
     timer = (UNITS / NAMES[1]).read_text()
     assert "ExecStart=/usr/bin/jit-hooks enforce --once\n" in service
     assert "Type=oneshot" in service
+    # It delivers and removes spooled break-glass reports: the spool is writable to it.
+    assert "\nReadWritePaths=-/var/spool/jit-hooks\n" in service
+    tmpfiles = (REPO / "packaging/host/usr/lib/tmpfiles.d/jit-hooks.conf").read_text()
+    assert "d /var/spool/jit-hooks 0700 jit-hooks jit-hooks -\n" in tmpfiles
     assert "OnUnitActiveSec=30s" in timer and "WantedBy=timers.target" in timer
     install = (REPO / "debian/jit-hooks.install").read_text()
     for name in NAMES:

@@ -80,7 +80,6 @@ def test_units_are_socket_activated_and_hardened():
         "Requires": SOCKET,
         "After": SOCKET,
         "Restart": "on-failure",
-        "ReadWritePaths": "/run/jit-hooks",
         "UMask": "0077",
         "NoNewPrivileges": "yes",
         "CapabilityBoundingSet": "",
@@ -103,6 +102,8 @@ def test_units_are_socket_activated_and_hardened():
     }.items():
         assert svc[key] == [value], key
     assert "@system-service" in svc["SystemCallFilter"]
+    # Its records and socket, and the break-glass spool (reports it could not deliver).
+    assert svc["ReadWritePaths"] == ["/run/jit-hooks", "-/var/spool/jit-hooks"]
     # It reads sshd's /proc/<pid>/stat and checks real peer uids.
     assert "ProtectProc" not in svc and "PrivateUsers" not in svc
     assert "WantedBy" not in svc, "the socket starts the helper; the service is not enabled"

@@ -14,6 +14,7 @@ Example (every key but ``service.urls`` is optional)::
     accounts = ["breakglass"]
     [state]
     dir = "/run/jit-hooks"   # connection -> accepted key records
+    spool_dir = "/var/spool/jit-hooks"  # break-glass reports not delivered yet
     [log]
     syslog_socket = "/dev/log"
 """
@@ -39,7 +40,7 @@ _SCHEMA: dict[str, set[str]] = {
     "service": {"urls", "ca_file", "token_file", "connect_timeout", "total_timeout"},
     "host": {"name"},
     "break_glass": {"accounts"},
-    "state": {"dir"},
+    "state": {"dir", "spool_dir"},
     "log": {"syslog_socket"},
 }
 
@@ -56,6 +57,7 @@ class HostConfig(NamedTuple):
     host_name: str | None = None
     break_glass: frozenset[str] = frozenset()
     state_dir: str = paths.STATE_DIR
+    spool_dir: str = paths.SPOOL_DIR
     syslog_socket: str = paths.SYSLOG_SOCKET
     path: str | None = None  # the file it was loaded from
 
@@ -155,6 +157,7 @@ def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
         host_name=name,
         break_glass=frozenset(accounts),
         state_dir=str_path("state", "dir", paths.STATE_DIR),
+        spool_dir=str_path("state", "spool_dir", paths.SPOOL_DIR),
         syslog_socket=str_path("log", "syslog_socket", paths.SYSLOG_SOCKET),
         path=path,
     )

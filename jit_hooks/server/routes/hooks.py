@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from jit_hooks.server import decisions
 from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.errors import InvalidInput
 from jit_hooks.server.leanroute import LeanRoute
 from jit_hooks.server.schemas import (
     AccountIn,
@@ -106,8 +107,16 @@ def open_sessions(ctx: CtxDep, creds: Creds) -> dict:
     return answer
 
 
+# Seconds a break-glass report's login time may lie ahead of the service's clock.
+BREAK_GLASS_MAX_SKEW = 300
+
+
 @router.post("/break-glass", response_model=BreakGlassOut)
 def break_glass(body: BreakGlassIn, ctx: CtxDep, creds: Creds) -> dict:
+    now = ctx.now()
+    # A spooled report arrives late, never early: beyond a clock skew it is a wrong clock.
+    if body.at is not None and body.at > now + BREAK_GLASS_MAX_SKEW:
+        raise InvalidInput("login time is in the future", field="at")
     with ctx.host_tx(creds) as (conn, host):
         out = decisions.break_glass(
             conn,
@@ -116,7 +125,9 @@ def break_glass(body: BreakGlassIn, ctx: CtxDep, creds: Creds) -> dict:
             rhost=body.rhost,
             connection=body.connection,
             stage=body.stage,
-            now=ctx.now(),
+            now=now,
+            report_id=body.report_id,
+            login_at=body.at,
         )
     ctx.metrics.hook_decisions.labels("break_glass", "recorded").inc()
     return out
