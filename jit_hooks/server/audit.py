@@ -1,4 +1,4 @@
-"""Append-only, hash-chained audit log (design: docs/server.md, "Audit chain").
+"""Append-only, hash-chained audit log (design: docs/server.md, "Audit log").
 
 Each folded event stores its chain position ``seq``, ``prev_hash`` (the
 previous event's hash, or GENESIS) and ``hash`` = sha256 over the canonical

@@ -7,7 +7,7 @@ Ed25519 key the service holds (``cryptography``), written where the database
 admin should not reach (syslog shipped off-box, an append-only file on other
 storage). ``verify`` then finds each checkpoint's (seq, hash) still in the
 chain, or says which one is gone: truncation, rewrite and wipe are detected.
-Design and operation: docs/server.md, "Audit chain".
+Design and operation: docs/server.md, "Audit log".
 """
 
 from __future__ import annotations
