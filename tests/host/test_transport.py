@@ -596,7 +596,9 @@ def _outcome(raw: bytes) -> str:
     from jit_hooks.host.login.client import _parse_json
 
     try:
-        _parse_json(call(raw, max_body=64 * 1024)[0])
+        # No request body: serve_once reads only the head, and closing a socket with
+        # unread bytes would reset the connection before we read the answer.
+        _parse_json(call(raw, max_body=64 * 1024, body=None)[0])
     except ServiceError as e:
         return e.reason
     return "ok"
