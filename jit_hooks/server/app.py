@@ -144,6 +144,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
     finally:
         audit_task.cancel()
+        app.state.ctx.close()  # the unit of work's threads, then the pool
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -159,7 +160,9 @@ def create_app(settings: Settings) -> FastAPI:
     )
     metrics = Metrics()
     app.state.ctx = Context(
-        settings=settings, engine=make_engine(settings.database_url), metrics=metrics
+        settings=settings,
+        engine=make_engine(settings.database_url, pool_size=settings.db_pool_size),
+        metrics=metrics,
     )
     # Publish the real error body in /openapi.json (FastAPI would document its own
     # 422 shape, which the handlers below never send).

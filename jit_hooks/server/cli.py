@@ -166,6 +166,14 @@ def db_copy(source: str, target: str, replace: bool) -> None:
     help="Worker processes sharing the listening socket (SQLite in WAL mode is safe "
     "across processes; about one per core).",
 )
+@click.option(
+    "--db-pool-size",
+    envvar="JIT_DB_POOL_SIZE",
+    type=click.IntRange(1, 500),
+    default=None,
+    help="PostgreSQL connections per worker process, also the number of transactions it "
+    "runs at once [default: 10]. SQLite always uses one.",
+)
 @pass_env
 def serve(
     env: Env,
@@ -175,6 +183,7 @@ def serve(
     pam_service: str,
     log_level: str,
     workers: int,
+    db_pool_size: int | None,
 ) -> None:
     """Run the HTTP(S) service."""
     import dataclasses
@@ -193,17 +202,22 @@ def serve(
     if not schema_is_current(env.engine):
         raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
     env.engine.dispose()
+    settings = env.settings
+    if db_pool_size is not None:
+        settings = dataclasses.replace(settings, db_pool_size=db_pool_size)
+    app: Any
     if workers > 1:
         # Each worker is a fresh (spawned) process that builds its own app and
         # engine from the environment: see worker_app().
         ddir = env.settings.data_dir
         os.environ[_WORKER_ENV] = json.dumps(
-            {"database_url": env.settings.database_url, "pam_service": pam_service,
-             "data_dir": None if ddir is None else str(ddir)}
+            {"database_url": settings.database_url, "pam_service": pam_service,
+             "data_dir": None if ddir is None else str(ddir),
+             "db_pool_size": settings.db_pool_size}
         )  # fmt: skip
         app = f"{__name__}:worker_app"
     else:
-        app = create_app(dataclasses.replace(env.settings, pam_service=pam_service))
+        app = create_app(dataclasses.replace(settings, pam_service=pam_service))
     uvicorn.run(
         app,
         factory=workers > 1,
@@ -234,6 +248,7 @@ def worker_app():  # noqa: ANN201
             database_url=opts["database_url"],
             data_dir=None if opts["data_dir"] is None else Path(opts["data_dir"]),
             pam_service=opts["pam_service"],
+            db_pool_size=opts["db_pool_size"],
         )
     )
 

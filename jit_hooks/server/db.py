@@ -41,10 +41,26 @@ def _prepare_sqlite_file(url: str) -> None:
     os.close(fd)
 
 
-def make_engine(url: str) -> Engine:
-    """An engine; for SQLite: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE."""
+def make_engine(url: str, *, pool_size: int = 10) -> Engine:
+    """An engine; for SQLite: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE.
+
+    PostgreSQL: ``pool_size`` connections and no overflow (the unit of work runs
+    exactly that many transactions at once, unit.py); READ COMMITTED, the
+    server's default, with row locks where a decision depends on rows another
+    replica may change at the same time (lifecycle.py); a connection found
+    dead is replaced before use (pre-ping), so a restarted or failed-over
+    server is picked up without restarting the service.
+    """
     if not url.startswith("sqlite"):
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=BUSY_TIMEOUT_MS / 1000,
+            pool_pre_ping=True,
+            # Fail closed in time: a server that does not answer the connect is down.
+            connect_args={"connect_timeout": 5} if url.startswith("postgresql") else {},
+        )
     _prepare_sqlite_file(url)
     in_memory = make_url(url).database in (None, "", ":memory:")
     engine = create_engine(

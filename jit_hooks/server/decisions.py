@@ -342,9 +342,10 @@ def account(
 _CLOSE_SESSION = Prepared(
     sessions.update()
     .where(
-        sessions.c.host_id == bindparam("host_id"),
-        sessions.c.connection == bindparam("connection"),
-        sessions.c.login == bindparam("login"),
+        # Not the column names: an UPDATE reserves those for its SET values (PostgreSQL).
+        sessions.c.host_id == bindparam("w_host_id"),
+        sessions.c.connection == bindparam("w_connection"),
+        sessions.c.login == bindparam("w_login"),
         sessions.c.closed_at.is_(None),
     )
     .values(closed_at=bindparam("now"))
@@ -385,7 +386,7 @@ def session(
     asked = echo(host, login, fingerprint, connection)
     if event == "close":
         closed = _CLOSE_SESSION.execute(
-            conn, host_id=host.id, connection=connection, login=login, now=now
+            conn, w_host_id=host.id, w_connection=connection, w_login=login, now=now
         )
         answer = {
             "decision": "allow",

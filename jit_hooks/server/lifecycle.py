@@ -2,6 +2,9 @@
 
 State changes are conditional UPDATEs (``... WHERE state = 'pending'``) inside
 the caller's write transaction, so two racing reviews make one transition.
+Every change to an existing request first locks its row (:func:`_lock`): on
+PostgreSQL (READ COMMITTED, several replicas) two approvers of a 2-of-M
+request would otherwise each count only their own review and neither approve.
 """
 
 from __future__ import annotations
@@ -67,6 +70,18 @@ def _load(conn: Connection, request_id: int) -> Any:
     if row is None:
         raise NotFound(f"unknown request {request_id}")
     return row
+
+
+def _lock(conn: Connection, request_id: int) -> Any:
+    """Lock the request's row until the transaction ends, then load it.
+
+    Racing changes of one request (reviews, revoke, cancel) on any replica run
+    one after the other; each statement after the lock sees what the previous
+    one committed (READ COMMITTED takes a new snapshot per statement).
+    SQLite holds its database-wide write lock already and omits FOR UPDATE.
+    """
+    conn.execute(select(requests.c.id).where(requests.c.id == request_id).with_for_update())
+    return _load(conn, request_id)
 
 
 def _policy(row: Any) -> Policy:
@@ -288,7 +303,7 @@ def review(
     """Approve or deny; the N-th distinct eligible approval approves, one denial denies."""
     assert decision in ("approve", "deny")
     comment = _clean_text(comment, "comment", 500)
-    row = _load(conn, request_id)
+    row = _lock(conn, request_id)
     if not can_see(user, row):
         raise NotFound(f"unknown request {request_id}")
     if user.id == row.requester_id:
@@ -363,7 +378,7 @@ def revoke(
     conn: Connection, *, user: UserPrincipal, request_id: int, comment: str, now: int
 ) -> dict:
     comment = _clean_text(comment, "comment", 500)
-    row = _load(conn, request_id)
+    row = _lock(conn, request_id)
     if not can_see(user, row):
         raise NotFound(f"unknown request {request_id}")
     state = effective_state(row, now)
@@ -388,7 +403,7 @@ def revoke(
 
 
 def cancel(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) -> dict:
-    row = _load(conn, request_id)
+    row = _lock(conn, request_id)
     if not can_see(user, row):
         raise NotFound(f"unknown request {request_id}")
     if user.id != row.requester_id:

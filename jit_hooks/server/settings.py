@@ -11,6 +11,10 @@ from pathlib import Path
 DEFAULT_DATA_DIR = "/var/lib/jit-server"
 DB_FILENAME = "jit.db"
 MAX_BODY_BYTES = 64 * 1024
+# PostgreSQL connections per service process (= threads that run transactions,
+# jit_hooks/server/unit.py). Replicas x workers x this must stay below the
+# server's max_connections.
+DB_POOL_SIZE = 10
 
 
 def _now() -> int:
@@ -25,18 +29,23 @@ class Settings:
     data_dir: Path | None = None
     pam_service: str = "login"
     max_body_bytes: int = MAX_BODY_BYTES
-    # Hot hook lookups are cached at most this long (0 disables the cache);
-    # revocations clear it at once.
-    hook_cache_seconds: float = 1.0
+    # PostgreSQL only; SQLite always uses one connection (db.py).
+    db_pool_size: int = DB_POOL_SIZE
     clock: Callable[[], int] = field(default=_now, compare=False)
 
     @classmethod
     def from_options(
-        cls, *, data_dir: str | None = None, database_url: str | None = None
+        cls,
+        *,
+        data_dir: str | None = None,
+        database_url: str | None = None,
+        db_pool_size: int | None = None,
     ) -> Settings:
-        """Resolve --data-dir / --database-url (and their env vars) into settings."""
+        """Resolve --data-dir / --database-url / --db-pool-size (and env vars) into settings."""
         database_url = database_url or os.environ.get("JIT_DATABASE_URL") or None
         ddir = Path(data_dir or os.environ.get("JIT_DATA_DIR") or DEFAULT_DATA_DIR)
         if not database_url:
             database_url = f"sqlite:///{ddir / DB_FILENAME}"
-        return cls(database_url=database_url, data_dir=ddir)
+        return cls(
+            database_url=database_url, data_dir=ddir, db_pool_size=db_pool_size or DB_POOL_SIZE
+        )

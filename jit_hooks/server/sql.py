@@ -27,20 +27,23 @@ from typing import Any
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.sql import Executable
+from sqlalchemy.sql import ClauseElement, Executable
 
 
 class Prepared:
     """One Core statement with named bind parameters, ready to run fast on SQLite."""
 
     def __init__(self, stmt: Executable) -> None:
+        assert isinstance(stmt, ClauseElement)
         self.stmt = stmt
+        self._clause: ClauseElement = stmt
         self._sqlite: tuple[str, tuple[str, ...], dict[str, Any], Any] | None = None
 
     def _compiled(self, conn: Connection) -> tuple[str, tuple[str, ...], dict[str, Any], Any]:
         if self._sqlite is None:
-            compiled = self.stmt.compile(dialect=conn.dialect)
-            names = tuple(compiled.positiontup or ())
+            compiled = self._clause.compile(dialect=conn.dialect)
+            # SQLite's paramstyle is positional ("qmark"): the bind names in order.
+            names = tuple(getattr(compiled, "positiontup", None) or ())
             columns = [c[0] for c in getattr(compiled, "_result_columns", [])]
             row = namedtuple("Row", columns, rename=True) if columns else None  # noqa: PYI024
             # Defaults: values the statement carries itself (e.g. LIMIT 1).

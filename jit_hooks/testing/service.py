@@ -11,8 +11,15 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+# Where start_service() puts a service's data when no database URL is given:
+# None means SQLite in its data dir. The test suites' backend fixture
+# (tests/utils/backends.py) sets it to a factory of fresh PostgreSQL databases
+# for the PostgreSQL variant of every test.
+database_factory: Callable[[], str] | None = None
 
 
 def free_port() -> int:
@@ -31,6 +38,14 @@ class Service:
     log_path: Path | None = None
     env: dict = field(default_factory=dict)
     serve_args: tuple[str, ...] = ()  # extra `serve` options, e.g. ("--workers", "2")
+    database_url: str | None = None  # None: SQLite in data_dir/jit.db
+
+    @property
+    def backend(self) -> str:
+        return "sqlite" if self.database_url is None else self.database_url.split(":")[0]
+
+    def db_args(self) -> list[str]:
+        return [] if self.database_url is None else ["--database-url", self.database_url]
 
     @property
     def url(self) -> str:
@@ -44,6 +59,7 @@ class Service:
             "jit_hooks.server.cli",
             "--data-dir",
             str(self.data_dir),
+            *self.db_args(),
             *args,
         ]
         r = subprocess.run(
@@ -64,6 +80,7 @@ class Service:
                 "jit_hooks.server.cli",
                 "--data-dir",
                 str(self.data_dir),
+                *self.db_args(),
                 "serve",
                 "--listen",
                 f"127.0.0.1:{self.port}",
@@ -95,16 +112,33 @@ class Service:
                 self.proc.kill()
                 self.proc.wait(10)
 
-    def sqlite(self, query: str, params: tuple = ()) -> list[tuple]:
-        """Run one SQL statement on the service's SQLite file (tests inspect or tamper)."""
-        import sqlite3
+    def sql(self, query: str, params: tuple = ()) -> list[tuple]:
+        """Run one SQL statement on the service's database (tests inspect or tamper).
 
-        conn = sqlite3.connect(self.data_dir / "jit.db", timeout=10)
-        try:
-            with conn:
-                return conn.execute(query, params).fetchall()
-        finally:
-            conn.close()
+        ``?`` placeholders on both backends; booleans read as 0/1 on both.
+        """
+        if self.database_url is None:
+            import sqlite3
+
+            conn = sqlite3.connect(self.data_dir / "jit.db", timeout=10)
+            try:
+                with conn:
+                    return conn.execute(query, params).fetchall()
+            finally:
+                conn.close()
+        import psycopg
+
+        url = self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
+        with psycopg.connect(url, autocommit=True) as pg:
+            if params:
+                cur = pg.execute(query.replace("%", "%%").replace("?", "%s"), params)
+            else:
+                cur = pg.execute(query)
+            rows = cur.fetchall() if cur.description else []
+        return [tuple(int(v) if isinstance(v, bool) else v for v in r) for r in rows]
+
+    # Older name, from when the service's database was always SQLite.
+    sqlite = sql
 
     def call(self, method: str, path: str, token: str | None = None, body=None):
         """One HTTP call; returns (status, parsed JSON or None)."""
@@ -124,9 +158,14 @@ class Service:
         return status, (json.loads(raw) if raw else None)
 
 
-def start_service(data_dir: Path, port: int | None = None) -> Service:
+def start_service(
+    data_dir: Path, port: int | None = None, *, database_url: str | None = None
+) -> Service:
+    """A running service on a fresh database: ``database_url``, or the suite's default."""
     data_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    svc = Service(data_dir=data_dir, port=port or free_port(), env=env)
+    if database_url is None and database_factory is not None:
+        database_url = database_factory()
+    svc = Service(data_dir=data_dir, port=port or free_port(), env=env, database_url=database_url)
     svc.start()
     return svc

@@ -11,6 +11,13 @@ import pytest
 from jit_hooks.testing.seed import World, make_key
 from jit_hooks.testing.service import start_service
 
+
+@pytest.fixture(scope="session", autouse=True)
+def backend(db_backend: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (tests/utils/backends.py)."""
+    return db_backend
+
+
 # Role under test -> the user behind it (None: not a user token).
 ROLE_USER = {
     "anonymous": None,

@@ -66,8 +66,14 @@ class World:
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def backend(db_backend: str) -> str:
+    """Every test here runs on SQLite and on PostgreSQL (tests/utils/backends.py)."""
+    return db_backend
+
+
 class Admin:
-    """Admin actions done in-process on the service's SQLite file, as `jit-server` does.
+    """Admin actions done in-process on the service's database, as `jit-server` does.
 
     Much faster than one `jit-server` process per action; the CLI itself is
     tested in test_cli.py.
@@ -76,7 +82,7 @@ class Admin:
     def __init__(self, svc: Service) -> None:
         from jit_hooks.server.db import make_engine
 
-        self.engine = make_engine(f"sqlite:///{svc.data_dir / 'jit.db'}")
+        self.engine = make_engine(svc.database_url or f"sqlite:///{svc.data_dir / 'jit.db'}")
 
     def __call__(self, fn, **kw):  # noqa: ANN001, ANN003, ANN204
         from jit_hooks.server.settings import _now

@@ -132,7 +132,7 @@ def test_the_service_folds_and_exports_checkpoints_that_catch_a_cut_tail(world):
     w.svc.admin("audit", "verify")  # the chain alone cannot tell
     r = subprocess.run(
         [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(w.svc.data_dir),
-         *getattr(w.svc, "_db_args", lambda: [])(), "audit", "verify", "--checkpoints", str(cps)],
+         *w.svc.db_args(), "audit", "verify", "--checkpoints", str(cps)],
         capture_output=True, text=True, env=w.svc.env, timeout=60,
     )  # fmt: skip
     assert r.returncode == 1

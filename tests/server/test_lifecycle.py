@@ -24,6 +24,7 @@ def _verify(svc):  # noqa: ANN001, ANN202
             "jit_hooks.server.cli",
             "--data-dir",
             str(svc.data_dir),
+            *svc.db_args(),
             "audit",
             "verify",
         ],

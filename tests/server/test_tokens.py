@@ -147,7 +147,7 @@ def test_admin_cli_lists_and_revokes(shared_world):
     assert all(r["id"] != row["id"] for r in json.loads(w.svc.admin("token", "list", "--json")))
     again = subprocess.run(
         [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(w.svc.data_dir)]
-        + ["token", "revoke", str(row["id"])],
+        + [*w.svc.db_args(), "token", "revoke", str(row["id"])],
         capture_output=True,
         text=True,
         timeout=60,

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy import Connection
 
 from jit_hooks.server import audit
+from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.context import Creds, CtxDep
 from jit_hooks.server.errors import Forbidden
 from jit_hooks.server.schemas import EventList
@@ -15,17 +17,17 @@ router = APIRouter(prefix="/api/v1", tags=["audit"])
 
 
 @router.get("/audit", response_model=EventList)
-def list_events(
+async def list_events(
     ctx: CtxDep,
     creds: Creds,
     after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
-    with ctx.user_tx(creds) as (conn, user):
+    def work(conn: Connection, user: UserPrincipal) -> list[dict]:
         if not user.is_admin:
             raise Forbidden("the audit log needs the admin role")
-        return {
-            "events": [
-                audit.event_dict(r) for r in audit.iter_events(conn, after_id=after_id, limit=limit)
-            ]
-        }
+        return [
+            audit.event_dict(r) for r in audit.iter_events(conn, after_id=after_id, limit=limit)
+        ]
+
+    return {"events": await ctx.as_user(creds, work)}

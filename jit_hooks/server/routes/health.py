@@ -13,9 +13,8 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", response_model=HealthOut)
-def healthz(ctx: CtxDep) -> dict:
-    with ctx.engine.connect() as conn:
-        conn.execute(text("SELECT 1 FROM alembic_version"))
+async def healthz(ctx: CtxDep) -> dict:
+    await ctx.run(lambda conn: conn.execute(text("SELECT 1 FROM alembic_version")).all())
     return {"status": "ok"}
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from fastapi import APIRouter
+from sqlalchemy import Connection
 
 from jit_hooks.server import audit, store
 from jit_hooks.server.context import CtxDep
@@ -22,11 +24,14 @@ def pam_check(username: str, password: str, service: str) -> bool:
 
 
 @router.post("/login", response_model=LoginOut)
-def login(body: LoginIn, ctx: CtxDep) -> dict:
-    ok = "\x00" not in body.username + body.password and pam_check(
-        body.username, body.password, ctx.settings.pam_service
+async def login(body: LoginIn, ctx: CtxDep) -> dict:
+    # PAM may take seconds (pam_faildelay): a thread of its own, not a database thread.
+    ok = "\x00" not in body.username + body.password and await asyncio.to_thread(
+        pam_check, body.username, body.password, ctx.settings.pam_service
     )
-    with ctx.tx() as conn:
+    now = ctx.now()
+
+    def work(conn: Connection) -> tuple[dict | None, str | None]:
         user = None
         if ok:
             try:
@@ -36,18 +41,19 @@ def login(body: LoginIn, ctx: CtxDep) -> dict:
         if user is None or user["disabled"]:
             audit.append(
                 conn,
-                at=ctx.now(),
+                at=now,
                 kind="login.failed",
                 actor=None,
                 data={"user": body.username[:64], "via": "password"},
             )
-            failed = True
-        else:
-            token = store.create_user_token(
-                conn, name=user["name"], actor=user["name"], now=ctx.now(), via="password"
-            )
-            failed = False
-    if failed:
+            return None, None
+        token = store.create_user_token(
+            conn, name=user["name"], actor=user["name"], now=now, via="password"
+        )
+        return user, token
+
+    user, token = await ctx.run(work)
+    if user is None:
         log.info("password login failed for %r", body.username[:64])
         raise Unauthorized("invalid username or password")
     return {"token": token, "user": user}

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
+from sqlalchemy import Connection
 
 from jit_hooks.server import audit, lifecycle
+from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.context import Creds, CtxDep
 from jit_hooks.server.errors import Forbidden
 from jit_hooks.server.schemas import RequestIn, RequestList, RequestOut, ReviewIn
@@ -16,9 +18,11 @@ RequestId = Annotated[int, Path(ge=1, le=2**62)]
 
 
 @router.post("", response_model=RequestOut, status_code=201)
-def create(body: RequestIn, ctx: CtxDep, creds: Creds) -> dict:
-    with ctx.user_tx(creds) as (conn, user):
-        out = lifecycle.create_request(
+async def create(body: RequestIn, ctx: CtxDep, creds: Creds) -> dict:
+    now = ctx.now()
+    out = await ctx.as_user(
+        creds,
+        lambda conn, user: lifecycle.create_request(
             conn,
             user=user,
             host=body.host,
@@ -27,8 +31,9 @@ def create(body: RequestIn, ctx: CtxDep, creds: Creds) -> dict:
             reason=body.reason,
             duration_seconds=body.duration_seconds,
             start=body.start,
-            now=ctx.now(),
-        )
+            now=now,
+        ),
+    )
     ctx.metrics.request_events.labels("created").inc()
     if out["state"] == "approved":
         ctx.metrics.request_events.labels("approved").inc()
@@ -36,55 +41,63 @@ def create(body: RequestIn, ctx: CtxDep, creds: Creds) -> dict:
 
 
 @router.get("", response_model=RequestList)
-def list_requests(
+async def list_requests(
     ctx: CtxDep,
     creds: Creds,
     scope: Literal["mine", "review", "all"] = "mine",
     state: Literal["pending", "approved", "denied", "cancelled", "revoked", "expired"]
     | None = None,
 ) -> dict:
-    with ctx.user_tx(creds) as (conn, user):
-        return {
-            "requests": lifecycle.list_requests(
-                conn, user=user, scope=scope, state=state, now=ctx.now()
-            )
-        }
+    now = ctx.now()
+    found = await ctx.as_user(
+        creds,
+        lambda conn, user: lifecycle.list_requests(
+            conn, user=user, scope=scope, state=state, now=now
+        ),
+    )
+    return {"requests": found}
 
 
 @router.get("/{request_id}", response_model=RequestOut)
-def show(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
-    with ctx.user_tx(creds) as (conn, user):
-        return lifecycle.get_request(conn, user=user, request_id=request_id, now=ctx.now())
+async def show(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
+    now = ctx.now()
+    return await ctx.as_user(
+        creds,
+        lambda conn, user: lifecycle.get_request(conn, user=user, request_id=request_id, now=now),
+    )
 
 
-def _review(
+async def _review(
     ctx: CtxDep, creds: Creds, request_id: int, decision: str, body: ReviewIn | None
 ) -> dict:
-    refused: Forbidden | None = None
-    with ctx.user_tx(creds) as (conn, user):
+    now = ctx.now()
+
+    def work(conn: Connection, user: UserPrincipal) -> dict | Forbidden:
         try:
-            out = lifecycle.review(
+            return lifecycle.review(
                 conn,
                 user=user,
                 request_id=request_id,
                 decision=decision,
                 comment=body.comment if body else "",
-                now=ctx.now(),
+                now=now,
             )
         except Forbidden as e:
             # Refusals happen before review() writes anything: record the
             # attempt (self-approval, ineligible approver) and commit that alone.
             audit.append(
                 conn,
-                at=ctx.now(),
+                at=now,
                 kind="review.refused",
                 actor=user.name,
                 data={"request_id": request_id, "decision": decision, "reason": e.detail},
             )
-            refused = e
-    if refused is not None:
+            return e
+
+    out = await ctx.as_user(creds, work)
+    if isinstance(out, Forbidden):
         ctx.metrics.request_events.labels("refused").inc()
-        raise refused
+        raise out
     ctx.metrics.request_events.labels(decision).inc()
     if out["state"] in ("approved", "denied"):  # this review made the transition
         ctx.metrics.request_events.labels(out["state"]).inc()
@@ -92,47 +105,49 @@ def _review(
 
 
 @router.post("/{request_id}/approve", response_model=RequestOut)
-def approve(
+async def approve(
     ctx: CtxDep,
     creds: Creds,
     request_id: RequestId,
     body: ReviewIn | None = None,
 ) -> dict:
-    return _review(ctx, creds, request_id, "approve", body)
+    return await _review(ctx, creds, request_id, "approve", body)
 
 
 @router.post("/{request_id}/deny", response_model=RequestOut)
-def deny(
+async def deny(
     ctx: CtxDep,
     creds: Creds,
     request_id: RequestId,
     body: ReviewIn | None = None,
 ) -> dict:
-    return _review(ctx, creds, request_id, "deny", body)
+    return await _review(ctx, creds, request_id, "deny", body)
 
 
 @router.post("/{request_id}/revoke", response_model=RequestOut)
-def revoke(
+async def revoke(
     ctx: CtxDep,
     creds: Creds,
     request_id: RequestId,
     body: ReviewIn | None = None,
 ) -> dict:
-    with ctx.user_tx(creds) as (conn, user):
-        out = lifecycle.revoke(
-            conn,
-            user=user,
-            request_id=request_id,
-            comment=body.comment if body else "",
-            now=ctx.now(),
-        )
+    now = ctx.now()
+    out = await ctx.as_user(
+        creds,
+        lambda conn, user: lifecycle.revoke(
+            conn, user=user, request_id=request_id, comment=body.comment if body else "", now=now
+        ),
+    )
     ctx.metrics.request_events.labels("revoked").inc()
     return out
 
 
 @router.post("/{request_id}/cancel", response_model=RequestOut)
-def cancel(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
-    with ctx.user_tx(creds) as (conn, user):
-        out = lifecycle.cancel(conn, user=user, request_id=request_id, now=ctx.now())
+async def cancel(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
+    now = ctx.now()
+    out = await ctx.as_user(
+        creds,
+        lambda conn, user: lifecycle.cancel(conn, user=user, request_id=request_id, now=now),
+    )
     ctx.metrics.request_events.labels("cancelled").inc()
     return out
