@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import functools
-import grp
 import os
-import pwd
-import stat
 import sys
 import time
 import tomllib
@@ -18,18 +15,20 @@ import click
 from jit_hooks import sshkeys
 from jit_hooks.errors import ConfigError, JitError, ServiceError
 from jit_hooks.host import paths
-from jit_hooks.host.admin import wiring
+from jit_hooks.host.admin import filetx, preflight, sshd_probe, tomlwrite, wiring
+from jit_hooks.host.admin import status as status_mod
+from jit_hooks.host.admin.layout import SSHD, Layout
+from jit_hooks.host.admin.preflight import PreflightError
 from jit_hooks.host.login import config as host_config
 from jit_hooks.host.login.config import HostConfig, load_config, parse_config
-
-# Hook commands enable refuses to point sshd at unless they exist.
-HOOK_COMMANDS = ("jit-authorized-keys", "jit-pam-account", "jit-pam-session")
-# sshd's expiry-time uses the host clock: past this skew approvals end early or late.
-MAX_CLOCK_SKEW = 60
 
 
 class AdminError(JitError):
     """Raised when a jit-hooks admin command refuses or fails; printed as one line."""
+
+
+def _warn(message: str) -> None:
+    click.echo(f"jit-hooks: warning: {message}", err=True)
 
 
 def _fail_as_one_line(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,7 +48,7 @@ def _fail_as_one_line(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _layout_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """--root and friends, shared by every subcommand; they build a wiring.Layout."""
+    """--root and friends, shared by every subcommand; they build a Layout."""
     options = [
         click.option(
             "--root",
@@ -77,7 +76,7 @@ def _layout_options(func: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="Where sshd and PAM find the hook commands.",
         ),
-        click.option("--sshd", default=wiring.SSHD, show_default=True, help="sshd binary."),
+        click.option("--sshd", default=SSHD, show_default=True, help="sshd binary."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -85,7 +84,7 @@ def _layout_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(root, sshd_config, pam_file, host_config, bin_dir, sshd, **kwargs):
         root = os.path.abspath(root)
-        layout = wiring.Layout(
+        layout = Layout(
             root=root,
             sshd_config=sshd_config and os.path.abspath(sshd_config),
             pam_file=pam_file and os.path.abspath(pam_file),
@@ -111,196 +110,14 @@ def cli() -> None:
 # -- checks shared by enable and status ---------------------------------------
 
 
-def _config(layout: wiring.Layout) -> HostConfig:
+def _config(layout: Layout) -> HostConfig:
     return load_config(layout.host_config_path)
 
 
-def _hook_user_gid() -> int:
-    try:
-        return grp.getgrnam(paths.HOOK_USER).gr_gid
-    except KeyError:
-        raise AdminError(
-            f"group {paths.HOOK_USER} does not exist: install the jit-hooks package first"
-        ) from None
-
-
-def _check_hook_user() -> None:
-    try:
-        pwd.getpwnam(paths.HOOK_USER)
-    except KeyError:
-        raise AdminError(
-            f"user {paths.HOOK_USER} (sshd's AuthorizedKeysCommandUser) does not exist: "
-            "install the jit-hooks package first"
-        ) from None
-
-
-def _check_token_file(config: HostConfig) -> None:
-    """The AKC runs as the hook user: it must be able to read the token, others must not."""
-    gid = _hook_user_gid()
-    try:
-        st = os.stat(config.token_file)
-    except OSError as e:
-        raise AdminError(f"{config.token_file}: {e.strerror} (run `jit-hooks enroll`)") from None
-    if st.st_uid != 0 or st.st_gid != gid or st.st_mode & 0o7777 != 0o640:
-        raise AdminError(
-            f"{config.token_file}: must be mode 0640 owner root group {paths.HOOK_USER} "
-            f"(is {st.st_mode & 0o7777:04o} {st.st_uid}:{st.st_gid})"
-        )
-    config.read_token()  # malformed -> ConfigError
-
-
-def _ensure_state_dir(config: HostConfig, *, create: bool) -> str:
-    """The AKC records accepted keys there as the hook user: 0700, owned by it.
-
-    systemd-tmpfiles creates it at boot (the package's tmpfiles.d entry); without
-    it every non-break-glass key login would be denied. ``create`` makes it if missing.
-    """
-    return _ensure_hook_dir(config.state_dir, "state directory", create=create)
-
-
-def _ensure_spool_dir(config: HostConfig, *, create: bool) -> str:
-    """Break-glass reports wait there for the service (break_glass.py): 0700 jit-hooks.
-
-    Without it a break-glass login during an outage never reaches the audit.
-    """
-    return _ensure_hook_dir(config.spool_dir, "break-glass spool", create=create)
-
-
-def _ensure_hook_dir(path: str, what: str, *, create: bool) -> str:
-    user = pwd.getpwnam(paths.HOOK_USER)
-    if create and not os.path.lexists(path):
-        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-        os.mkdir(path, 0o700)
-        os.chown(path, user.pw_uid, user.pw_gid)
-        os.chmod(path, 0o700)
-    try:
-        st = os.lstat(path)
-    except OSError as e:
-        raise AdminError(f"{what} {path}: {e.strerror}") from None
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != user.pw_uid or st.st_mode & 0o077:
-        raise AdminError(f"{what} {path} must be a directory owned by {paths.HOOK_USER}, mode 0700")
-    return path
-
-
-def _readable_by_hook_user(path: str) -> bool:
-    """Whether sshd's AuthorizedKeysCommandUser can open ``path`` (checked in a child as it)."""
-    user = pwd.getpwnam(paths.HOOK_USER)
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - child
-        try:
-            os.setgroups([user.pw_gid])
-            os.setgid(user.pw_gid)
-            os.setuid(user.pw_uid)
-            with open(path, "rb"):
-                os._exit(0)
-        except BaseException:
-            os._exit(1)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
-
-
-def _check_hook_user_can_read(config: HostConfig) -> None:
-    """The AKC runs as the hook user: config, token and CA file must be readable by it."""
-    for what, path in (
-        ("config", config.path),
-        ("token", config.token_file),
-        ("CA file", config.ca_file),
-    ):
-        if path and not _readable_by_hook_user(path):
-            raise AdminError(
-                f"{what} {path} is not readable by {paths.HOOK_USER} (sshd's "
-                "AuthorizedKeysCommandUser): check the file and its directories"
-            )
-
-
-# jit-hooksd.service sees none of these (ProtectHome=yes, PrivateTmp=yes).
-_HIDDEN_FROM_HELPER = ("/home/", "/root/", "/run/user/", "/tmp/", "/var/tmp/")
-
-
-def _warn_hidden_from_helper(config: HostConfig) -> None:
-    """Files the sandboxed helper can't read would make it deny every key login."""
-    for what, path in (
-        ("config", config.path),
-        ("token", config.token_file),
-        ("CA file", config.ca_file),
-    ):
-        if path and os.path.abspath(path).startswith(_HIDDEN_FROM_HELPER):
-            click.echo(
-                f"jit-hooks: warning: {what} {path} is hidden from jit-hooksd (its unit has "
-                "ProtectHome= and PrivateTmp=): keep it under /etc/jit-hooks",
-                err=True,
-            )
-
-
-def _check_break_glass(config: HostConfig, force: bool) -> list[str]:
-    """Break-glass accounts that exist here; refuses when there are none, unless forced."""
-    present, missing = [], []
-    for account in sorted(config.break_glass):
-        try:
-            pwd.getpwnam(account)
-            present.append(account)
-        except KeyError:
-            missing.append(account)
-    if not present and not force:
-        where = config.path or paths.CONFIG_PATH
-        absent = f" ({', '.join(missing)}: no such user)" if missing else ""
-        raise AdminError(
-            f"no existing break-glass account in {where} [break_glass] accounts{absent}: "
-            "if the service fails nobody could log in; add one, or use --force"
-        )
-    for account in missing:
-        click.echo(f"jit-hooks: warning: break-glass account {account}: no such user", err=True)
-    return present
-
-
-def _ping(config: HostConfig) -> tuple[str, int]:
-    """(host name the token belongs to, clock skew in seconds: service - here)."""
-    from jit_hooks.host.login.client import HookClient
-
-    try:
-        answer = HookClient(config).ping()
-    except ServiceError as e:
-        raise AdminError(f"service unreachable ({e.reason}) at {e.url or config.urls[0]}") from None
-    return answer["host"], answer["time"] - int(time.time())
-
-
-def _check_service(config: HostConfig, force: bool) -> str:
-    host, skew = _ping(config)
-    if config.host_name and host != config.host_name:
-        raise AdminError(
-            f"the host token belongs to host {host!r}, but [host] name is {config.host_name!r}"
-        )
-    if abs(skew) > MAX_CLOCK_SKEW:
-        message = f"clock skew of {skew:+d} s with the service (limit {MAX_CLOCK_SKEW} s)"
-        if not force:
-            raise AdminError(f"{message}: fix NTP first, or use --force")
-        click.echo(f"jit-hooks: warning: {message}", err=True)
-    return f"service answers for host {host} (clock skew {skew:+d} s)"
-
-
-def _check_commands(layout: wiring.Layout) -> None:
-    for name in HOOK_COMMANDS:
-        path = os.path.join(layout.bin_dir, name)
-        if not os.access(path, os.X_OK):
-            raise AdminError(f"{path} is missing or not executable")
-
-
-def _helper(layout: wiring.Layout) -> tuple[bool, str]:
-    """(listening, one line) on the resident hook helper jit-hooksd, which is optional."""
-    helper = wiring.helper_status(layout)
-    units = f"; {helper.units}" if helper.units else ""
-    if helper.listening:
-        return True, f"jit-hooksd socket {helper.path} is listening{units}"
-    return False, (
-        f"no jit-hooksd at {helper.path} ({helper.state}{units}): the hooks still work, "
-        "in-process (slower); `systemctl enable --now jit-hooksd.socket` turns it on"
-    )
-
-
-def _reload(layout: wiring.Layout, no_reload: bool) -> str:
+def _reload(layout: Layout, no_reload: bool) -> str:
     if no_reload:
         return "sshd not reloaded (--no-reload)"
-    return wiring.reload_sshd(layout)
+    return sshd_probe.reload_sshd(layout)
 
 
 # -- commands ----------------------------------------------------------------
@@ -317,19 +134,19 @@ def _reload(layout: wiring.Layout, no_reload: bool) -> str:
     "(default: the drop-in turns them off).",
 )
 @_fail_as_one_line
-def enable(layout: wiring.Layout, force: bool, no_reload: bool, allow_passwords: bool) -> None:
+def enable(layout: Layout, force: bool, no_reload: bool, allow_passwords: bool) -> None:
     """Point sshd at the hooks (drop-in + PAM block), after checking it is safe."""
     config = _config(layout)
-    break_glass = _check_break_glass(config, force)
-    _check_hook_user()
-    _check_token_file(config)
-    _check_hook_user_can_read(config)
+    break_glass = preflight.break_glass_accounts(config, force=force, warn=_warn)
+    preflight.check_hook_user()
+    preflight.check_token_file(config)
+    preflight.check_hook_user_can_read(config)
     if layout.root in ("/", ""):
-        _warn_hidden_from_helper(config)
-    _check_commands(layout)
-    _ensure_state_dir(config, create=True)
-    _ensure_spool_dir(config, create=True)
-    service = _check_service(config, force)
+        preflight.warn_hidden_from_helper(config, _warn)
+    preflight.check_commands(layout)
+    preflight.ensure_state_dir(config, create=True)
+    preflight.ensure_spool_dir(config, create=True)
+    service = preflight.check_service(config, force=force, warn=_warn)
     changed = wiring.enable(layout, config.break_glass, allow_passwords=allow_passwords)
     what = "enabled" if changed else "already enabled"
     click.echo(f"{what}: {layout.dropin_path} and the jit-hooks block in {layout.pam_path}")
@@ -354,7 +171,7 @@ def enable(layout: wiring.Layout, force: bool, no_reload: bool, allow_passwords:
 @_layout_options
 @click.option("--no-reload", is_flag=True, help="Remove the wiring, don't reload sshd.")
 @_fail_as_one_line
-def disable(layout: wiring.Layout, no_reload: bool) -> None:
+def disable(layout: Layout, no_reload: bool) -> None:
     """Remove exactly what enable wrote, and reload sshd."""
     if wiring.disable(layout):
         click.echo(f"disabled: removed {layout.dropin_path} and the block in {layout.pam_path}")
@@ -366,7 +183,7 @@ def disable(layout: wiring.Layout, no_reload: bool) -> None:
 @cli.command()
 @_layout_options
 @_fail_as_one_line
-def status(layout: wiring.Layout) -> None:
+def status(layout: Layout) -> None:
     """Wiring, sshd config, service, token and clock: one line each; exit 1 on a problem."""
     ok = True
 
@@ -385,10 +202,10 @@ def status(layout: wiring.Layout) -> None:
     state = wiring.wiring_status(layout, break_glass)
     detail = f"drop-in {state.dropin}, PAM block {state.pam}"
     line("wiring", state.state in ("enabled", "disabled"), f"{state.state} ({detail})")
-    problem = wiring.sshd_test(layout)
+    problem = sshd_probe.sshd_test(layout)
     line("sshd config", problem is None, problem or f"sshd -t accepts {layout.sshd_config_path}")
     if state.state == "enabled" and problem is None:
-        problems = wiring.verify_effective(
+        problems = sshd_probe.verify_effective(
             layout, break_glass, allow_passwords=state.allow_passwords
         )
         line("sshd uses", not problems, problems[0] if problems else "the jit-hooks settings")
@@ -404,33 +221,31 @@ def status(layout: wiring.Layout) -> None:
         sys.exit(1)
     line("break-glass", bool(break_glass), ", ".join(sorted(break_glass)) or "none configured")
     try:
-        _check_token_file(config)
-        _check_hook_user_can_read(config)
+        preflight.check_token_file(config)
+        preflight.check_hook_user_can_read(config)
         line("token", True, f"{config.token_file} (0640 root:{paths.HOOK_USER})")
-    except (AdminError, ConfigError) as e:
+    except (PreflightError, ConfigError) as e:
         line("token", False, str(e))
     try:
-        _check_hook_user()
-        line(
-            "state dir", True, f"{_ensure_state_dir(config, create=False)} (0700 {paths.HOOK_USER})"
-        )
-    except AdminError as e:
+        preflight.check_hook_user()
+        state_dir = preflight.ensure_state_dir(config, create=False)
+        line("state dir", True, f"{state_dir} (0700 {paths.HOOK_USER})")
+    except PreflightError as e:
         line("state dir", False, str(e))
     try:
-        path = _ensure_spool_dir(config, create=False)
-        waiting = len([n for n in os.listdir(path) if n.startswith("bg-")])
+        waiting = preflight.spooled_reports(config)
         # Not a failure: the enforce timer delivers them once the service answers.
-        line("spool", True, f"{path}: {waiting} break-glass report(s) not yet delivered")
-    except (AdminError, KeyError, OSError) as e:
+        line("spool", True, f"{config.spool_dir}: {waiting} break-glass report(s) not delivered")
+    except (PreflightError, KeyError, OSError) as e:
         line("spool", False, str(e))
     try:
-        host, skew = _ping(config)
+        host, skew = preflight.ping(config)
         line("service", True, f"answers for host {host}")
-        line("clock skew", abs(skew) <= MAX_CLOCK_SKEW, f"{skew:+d} s vs the service")
-    except (AdminError, ConfigError) as e:
+        line("clock skew", abs(skew) <= preflight.MAX_CLOCK_SKEW, f"{skew:+d} s vs the service")
+    except (PreflightError, ConfigError) as e:
         line("service", False, str(e))
     # Optional: without the helper the hooks work in-process, so it never fails status.
-    listening, text = _helper(layout)
+    listening, text = status_mod.helper_line(layout)
     click.echo(f"{'helper:':<13} {'ok  ' if listening else 'off '} {text}")
     sys.exit(0 if ok else 1)
 
@@ -446,7 +261,7 @@ def status(layout: wiring.Layout) -> None:
     help="Public key file (e.g. id_ed25519.pub).",
 )
 @_fail_as_one_line
-def check(layout: wiring.Layout, login: str, key_file) -> None:
+def check(layout: Layout, login: str, key_file) -> None:
     """Dry run: what sshd would get for LOGIN offering this key, and why.
 
     Runs the real hook bodies (the AuthorizedKeysCommand, then the PAM account
@@ -469,7 +284,7 @@ def check(layout: wiring.Layout, login: str, key_file) -> None:
         )
         sys.exit(0)
     # sshd's hooks would go through the helper if it answers; this dry run itself is in-process.
-    click.echo(f"helper: {_helper(layout)[1]}")
+    click.echo(f"helper: {status_mod.helper_line(layout)[1]}")
     result = run_check(config, login, offered)
     key, account = result.key, result.account
     if key.error is not None:
@@ -509,7 +324,7 @@ def check(layout: wiring.Layout, login: str, key_file) -> None:
     help="Seconds between passes without --once.",
 )
 @_fail_as_one_line
-def enforce(layout: wiring.Layout, once: bool, interval: float) -> None:
+def enforce(layout: Layout, once: bool, interval: float) -> None:
     """End sessions whose approval was revoked or expired, or whose user was disabled.
 
     Asks the service for this host's sessions to end, checks each connection
@@ -551,51 +366,6 @@ def enforce(layout: wiring.Layout, once: bool, interval: float) -> None:
         time.sleep(interval)
 
 
-def _render_config(
-    *,
-    urls: list[str],
-    ca_file: str | None,
-    token_file: str,
-    host_name: str | None,
-    break_glass: list[str],
-    old: HostConfig | None,
-) -> str:
-    def q(value: str) -> str:
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-    lines = [
-        "# jit-hooks host configuration, see jit-hooks(8). Written by `jit-hooks enroll`.",
-        "[service]",
-        f"urls = [{', '.join(q(u) for u in urls)}]",
-    ]
-    if ca_file:
-        lines.append(f"ca_file = {q(ca_file)}")
-    lines.append(f"token_file = {q(token_file)}  # 0640 root:{paths.HOOK_USER}")
-    if old:
-        lines += [
-            f"connect_timeout = {old.connect_timeout!r}",
-            f"total_timeout = {old.total_timeout!r}",
-        ]
-    lines.append("")
-    if host_name:
-        lines += ["[host]", f"name = {q(host_name)}", ""]
-    lines += [
-        "[break_glass]",
-        "# Local accounts that log in with their own keys even when the service is down.",
-        f"accounts = [{', '.join(q(a) for a in break_glass)}]",
-    ]
-    state = []
-    if old and old.state_dir != paths.STATE_DIR:
-        state.append(f"dir = {q(old.state_dir)}")
-    if old and old.spool_dir != paths.SPOOL_DIR:
-        state.append(f"spool_dir = {q(old.spool_dir)}")
-    if state:
-        lines += ["", "[state]", *state]
-    if old and old.syslog_socket != paths.SYSLOG_SOCKET:
-        lines += ["", "[log]", f"syslog_socket = {q(old.syslog_socket)}"]
-    return "\n".join(lines) + "\n"
-
-
 @cli.command()
 @_layout_options
 @click.option("--url", "urls", multiple=True, required=True, help="Service URL (repeatable).")
@@ -616,7 +386,7 @@ def _render_config(
 )
 @_fail_as_one_line
 def enroll(
-    layout: wiring.Layout,
+    layout: Layout,
     urls: tuple[str, ...],
     token_file,
     ca_file: str | None,
@@ -627,7 +397,7 @@ def enroll(
     token = token_file.read(1024).strip()
     if not token:
         raise AdminError("no host token given")
-    gid = _hook_user_gid()
+    gid = preflight.hook_user_gid()
     path = layout.host_config_path
     try:
         old: HostConfig | None = load_config(path) if os.path.exists(path) else None
@@ -647,7 +417,7 @@ def enroll(
         if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
             raise AdminError(f"{ca_file}: no PEM certificate in it")
         ca_path = os.path.join(os.path.dirname(path), "ca.pem")
-    text = _render_config(
+    text = tomlwrite.render_config(
         urls=list(urls),
         ca_file=ca_path,
         token_file=token_path,
@@ -664,10 +434,10 @@ def enroll(
     for d in {os.path.dirname(path), os.path.dirname(token_path)}:
         os.makedirs(d, mode=0o755, exist_ok=True)
     if ca_pem is not None and ca_path:
-        wiring.write_atomic(ca_path, ca_pem, mode=0o644)
+        filetx.write_file(ca_path, ca_pem, mode=0o644)
         click.echo(f"wrote {ca_path} (0644, copied from {ca_file})")
-    wiring.write_atomic(token_path, (token + "\n").encode(), mode=0o640, uid=0, gid=gid)
-    wiring.write_atomic(path, text.encode(), mode=0o644)
+    filetx.write_file(token_path, (token + "\n").encode(), mode=0o640, uid=0, gid=gid)
+    filetx.write_file(path, text.encode(), mode=0o644)
     click.echo(f"wrote {path} and {token_path} (0640 root:{paths.HOOK_USER})")
     click.echo("next: `jit-hooks status`, then `jit-hooks enable`")
 

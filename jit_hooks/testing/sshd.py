@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from jit_hooks import sshkeys
-from jit_hooks.host.admin import wiring
+from jit_hooks.host.admin import pamconf
 from jit_hooks.testing.hooksd import HooksDaemon, wrapper_text
 from jit_hooks.testing.syslog_sink import SyslogSink
 
@@ -278,13 +278,13 @@ class SshdSandbox:
             "password required pam_deny.so\n"
         )
         block = (
-            f"{wiring.PAM_BEGIN}: e2e sandbox\n"
+            f"{pamconf.PAM_BEGIN}: e2e sandbox\n"
             f"account  required pam_exec.so quiet stdout {account} {cfg}\n"
             f"session  required pam_exec.so quiet stdout type=open_session {session} {cfg}\n"
             f"session  optional pam_exec.so quiet type=close_session {session} {cfg}\n"
-            f"{wiring.PAM_END}\n"
+            f"{pamconf.PAM_END}\n"
         )
-        self.pam_file.write_text(wiring.add_pam_block(base, block))
+        self.pam_file.write_text(pamconf.add_pam_block(base, block))
 
     def configure(
         self,

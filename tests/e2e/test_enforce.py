@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from jit_hooks.host import procfs
 from jit_hooks.host.admin import enforce
 from jit_hooks.testing.sshd import installed
 
@@ -246,7 +247,7 @@ def test_the_sshd_listener_is_never_ended(world):
     try:
         conn = open_session(world, rid, alice)
         listener = world.box.proc.pid
-        listener_conn = f"{listener}:{enforce.proc_stat(listener).start}"
+        listener_conn = f"{listener}:{procfs.stat(listener).start}"
         assert enforce.check_connection(conn) == "match"  # the real monitor
         assert enforce.check_connection(listener_conn) == "not_monitor"
         assert enforce.end_connection(listener_conn, grace=0.2) == "not_monitor"

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from jit_hooks.errors import BadResponse, ServiceError
+from jit_hooks.host import procfs
 from jit_hooks.host.admin import enforce
 from jit_hooks.host.login.config import load_config
 from jit_hooks.host.login.log import HookLog
@@ -25,7 +26,7 @@ def child():
 
 
 def conn_of(pid: int) -> str:
-    st = enforce.proc_stat(pid)
+    st = procfs.stat(pid)
     assert st is not None
     return f"{pid}:{st.start}"
 
@@ -149,7 +150,7 @@ def test_leftover_processes_get_sigterm_then_sigkill(child):
     )  # fmt: skip
     try:
         assert stubborn.stdout.readline() == b"1\n"  # its SIGTERM handler is in place
-        st, other = enforce.proc_stat(stubborn.pid), enforce.proc_stat(child.pid)
+        st, other = procfs.stat(stubborn.pid), procfs.stat(child.pid)
         wrong = other._replace(start=str(int(other.start) + 1))  # "recycled": not signalled
         hit = enforce._end_leftovers([(stubborn.pid, st), (child.pid, wrong)], grace=0.3)
         assert hit == 1

@@ -233,6 +233,7 @@ def test_status_and_check_report_the_helper_which_is_optional(sshd_root, host_se
 def test_enable_warns_about_files_jit_hooksd_cannot_see(capsys):
     """`enable` on / warns when config, token or CA sit where the helper's sandbox hides them."""
     from jit_hooks.cli import admin
+    from jit_hooks.host.admin import preflight
     from jit_hooks.host.login.config import parse_config
 
     def config(token_file: str, ca_file: str | None = None):
@@ -241,9 +242,11 @@ def test_enable_warns_about_files_jit_hooksd_cannot_see(capsys):
             service["ca_file"] = ca_file
         return parse_config({"service": service}, path="/etc/jit-hooks/jit-hooks.toml")
 
-    admin._warn_hidden_from_helper(config("/etc/jit-hooks/host-token", "/etc/jit-hooks/ca.pem"))
+    preflight.warn_hidden_from_helper(
+        config("/etc/jit-hooks/host-token", "/etc/jit-hooks/ca.pem"), admin._warn
+    )
     assert capsys.readouterr().err == ""
-    admin._warn_hidden_from_helper(config("/root/host-token", "/tmp/ca.pem"))
+    preflight.warn_hidden_from_helper(config("/root/host-token", "/tmp/ca.pem"), admin._warn)
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2
     assert err[0].startswith("jit-hooks: warning: token /root/host-token is hidden from jit-hooksd")

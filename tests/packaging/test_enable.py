@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from jit_hooks.host.admin import wiring
+from jit_hooks.host.admin import pamconf
 from tests.packaging.conftest import Root, write_host_config
 
 pytestmark = pytest.mark.usefixtures("hook_user")
@@ -68,7 +68,7 @@ def test_enable_disable_round_trip(enabled_root):
     # ~/.pam_environment), everything else unchanged.
     assert pam.index("# BEGIN jit-hooks") < pam.index("account    required     pam_nologin.so")
     assert pam.index("@include common-auth") < pam.index("# BEGIN jit-hooks")
-    assert wiring.remove_pam_block(pam) == before["etc/pam.d/sshd"][0].decode()
+    assert pamconf.remove_pam_block(pam) == before["etc/pam.d/sshd"][0].decode()
 
     status = root.run("status")
     assert status.returncode == 0, status.stdout + status.stderr
@@ -175,7 +175,7 @@ def test_enable_moves_a_block_older_versions_appended(enabled_root):
     original = root.pam.read_text()
     assert root.run("enable", "--no-reload").returncode == 0
     current = root.pam.read_text()
-    block = wiring.pam_block_body(current)
+    block = pamconf.pam_block_body(current)
     # An upgrade from a version that appended the block after pam_env.
     root.pam.write_text(original + block)
     status = root.run("status")

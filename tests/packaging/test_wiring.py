@@ -8,14 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from jit_hooks.host.admin import wiring
+from jit_hooks.host.admin import pamconf, sshd_dropin
+from jit_hooks.host.admin.layout import Layout, WiringError
 
-LAYOUT = wiring.Layout(root="/", bin_dir="/usr/bin")
+LAYOUT = Layout(root="/", bin_dir="/usr/bin")
 DEBIAN_PAM = "@include common-auth\naccount required pam_nologin.so\n@include common-account\n"
 
 
 def test_dropin_names_hooks_and_break_glass():
-    text = wiring.render_dropin(LAYOUT, {"breakglass", "admin2"})
+    text = sshd_dropin.render_dropin(LAYOUT, {"breakglass", "admin2"})
     assert "AuthorizedKeysCommand /usr/bin/jit-authorized-keys %u %f %t %k\n" in text
     assert "AuthorizedKeysCommandUser jit-hooks\n" in text
     assert "AuthorizedKeysFile none\n" in text
@@ -26,9 +27,9 @@ def test_dropin_names_hooks_and_break_glass():
 
 
 def test_non_default_config_is_passed_to_every_hook():
-    layout = wiring.Layout(root="/srv/r", bin_dir="/opt/bin")
-    dropin = wiring.render_dropin(layout, set())
-    pam = wiring.render_pam_block(layout, set())
+    layout = Layout(root="/srv/r", bin_dir="/opt/bin")
+    dropin = sshd_dropin.render_dropin(layout, set())
+    pam = pamconf.render_pam_block(layout, set())
     arg = "--config /srv/r/etc/jit-hooks/jit-hooks.toml"
     assert f"/opt/bin/jit-authorized-keys {arg} %u %f %t %k" in dropin
     assert f"/opt/bin/jit-pam-account {arg}\n" in pam
@@ -37,7 +38,7 @@ def test_non_default_config_is_passed_to_every_hook():
 
 
 def test_pam_block_keeps_break_glass_out_of_reach_of_the_hooks():
-    block = wiring.render_pam_block(LAYOUT, {"breakglass"})
+    block = pamconf.render_pam_block(LAYOUT, {"breakglass"})
     lines = [ln for ln in block.splitlines() if not ln.startswith("#")]
     assert lines[:4] == [
         "account [success=2 default=ignore] pam_succeed_if.so quiet user notin breakglass",
@@ -52,24 +53,24 @@ def test_pam_block_keeps_break_glass_out_of_reach_of_the_hooks():
     [DEBIAN_PAM, "", "no final newline", "a\n\n", DEBIAN_PAM + "# trailing comment"],
 )
 def test_pam_block_round_trip_is_byte_exact(original):
-    block = wiring.render_pam_block(LAYOUT, {"root"})
-    enabled = wiring.add_pam_block(original, block)
-    assert wiring.pam_block_body(enabled) == block
+    block = pamconf.render_pam_block(LAYOUT, {"root"})
+    enabled = pamconf.add_pam_block(original, block)
+    assert pamconf.pam_block_body(enabled) == block
     # Enabling again (same or other break-glass list) replaces, never stacks.
-    again = wiring.add_pam_block(enabled, wiring.render_pam_block(LAYOUT, {"x"}))
-    assert again.count(wiring.PAM_BEGIN) == 1
-    assert wiring.add_pam_block(again, block) == enabled
-    assert wiring.remove_pam_block(enabled) == original
-    assert wiring.remove_pam_block(again) == original
-    assert wiring.remove_pam_block(original) == original
+    again = pamconf.add_pam_block(enabled, pamconf.render_pam_block(LAYOUT, {"x"}))
+    assert again.count(pamconf.PAM_BEGIN) == 1
+    assert pamconf.add_pam_block(again, block) == enabled
+    assert pamconf.remove_pam_block(enabled) == original
+    assert pamconf.remove_pam_block(again) == original
+    assert pamconf.remove_pam_block(original) == original
 
 
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=200))
 def test_round_trip_any_text_without_markers(original):
     if "jit-hooks" in original:
         return
-    block = wiring.render_pam_block(LAYOUT, set())
-    assert wiring.remove_pam_block(wiring.add_pam_block(original, block)) == original
+    block = pamconf.render_pam_block(LAYOUT, set())
+    assert pamconf.remove_pam_block(pamconf.add_pam_block(original, block)) == original
 
 
 @pytest.mark.parametrize(
@@ -81,8 +82,8 @@ def test_round_trip_any_text_without_markers(original):
     ],
 )
 def test_unbalanced_markers_are_refused(broken):
-    with pytest.raises(wiring.WiringError, match="markers"):
-        wiring.remove_pam_block(broken)
+    with pytest.raises(WiringError, match="markers"):
+        pamconf.remove_pam_block(broken)
 
 
 # /etc/pam.d/sshd as Debian 12's openssh-server ships it (unmodified copy).
@@ -101,8 +102,8 @@ def _stack(text: str, kind: str) -> list[str]:
 
 @pytest.mark.parametrize("break_glass", [set(), {"breakglass"}])
 def test_block_precedes_debian_account_and_session_stacks(break_glass):
-    block = wiring.render_pam_block(LAYOUT, break_glass)
-    enabled = wiring.add_pam_block(DEBIAN12_PAM, block)
+    block = pamconf.render_pam_block(LAYOUT, break_glass)
+    enabled = pamconf.add_pam_block(DEBIAN12_PAM, block)
     # Inside the file exactly once, after the auth stack, before everything else.
     assert enabled.count(block) == 1
     assert enabled.index("@include common-auth") < enabled.index(block)
@@ -126,8 +127,8 @@ def test_block_precedes_debian_account_and_session_stacks(break_glass):
         assert session[: ours_s[-1] + 1] == [
             ln for ln in block.splitlines() if ln.startswith("session")
         ]
-    assert wiring.remove_pam_block(enabled) == DEBIAN12_PAM
-    assert wiring.add_pam_block(enabled, block) == enabled
+    assert pamconf.remove_pam_block(enabled) == DEBIAN12_PAM
+    assert pamconf.add_pam_block(enabled, block) == enabled
 
 
 @pytest.mark.parametrize(
@@ -140,20 +141,20 @@ def test_block_precedes_debian_account_and_session_stacks(break_glass):
     ],
 )
 def test_block_goes_before_the_first_account_or_session_line(original, expect_before):
-    block = wiring.render_pam_block(LAYOUT, set())
-    enabled = wiring.add_pam_block(original, block)
+    block = pamconf.render_pam_block(LAYOUT, set())
+    enabled = pamconf.add_pam_block(original, block)
     assert block + expect_before in enabled
-    assert wiring.remove_pam_block(enabled) == original
+    assert pamconf.remove_pam_block(enabled) == original
 
 
 def test_block_appended_by_older_versions_is_moved_into_place():
-    block = wiring.render_pam_block(LAYOUT, {"breakglass"})
+    block = pamconf.render_pam_block(LAYOUT, {"breakglass"})
     old = DEBIAN12_PAM + block  # where versions before this one put it
-    assert wiring.add_pam_block(old, block) == wiring.add_pam_block(DEBIAN12_PAM, block)
+    assert pamconf.add_pam_block(old, block) == pamconf.add_pam_block(DEBIAN12_PAM, block)
     # Also when the old block carried the "added the newline" marker.
     unterminated = DEBIAN12_PAM.rstrip("\n")
-    old_marked = unterminated + "\n" + block.replace("\n", wiring._ADDED_NEWLINE + "\n", 1)
-    assert wiring.remove_pam_block(old_marked) == unterminated
-    moved = wiring.add_pam_block(old_marked, block)
-    assert moved == wiring.add_pam_block(unterminated, block)
-    assert wiring.remove_pam_block(moved) == unterminated
+    old_marked = unterminated + "\n" + block.replace("\n", pamconf._ADDED_NEWLINE + "\n", 1)
+    assert pamconf.remove_pam_block(old_marked) == unterminated
+    moved = pamconf.add_pam_block(old_marked, block)
+    assert moved == pamconf.add_pam_block(unterminated, block)
+    assert pamconf.remove_pam_block(moved) == unterminated

@@ -24,9 +24,11 @@ from collections.abc import Callable
 from typing import Literal, NamedTuple
 
 from jit_hooks.errors import JitError, ServiceError
+from jit_hooks.host import procfs
 from jit_hooks.host.login.client import HookClient
 from jit_hooks.host.login.config import HostConfig
 from jit_hooks.host.login.log import HookLog
+from jit_hooks.host.procfs import ProcStat
 from jit_hooks.protocol import CONNECTION_RE, SessionQuery, SessionsAnswer
 
 IDENT = "jit-hooks-enforce"
@@ -42,47 +44,18 @@ WARN_BEFORE = 300
 Check = Literal["match", "gone", "recycled", "not_sshd", "not_monitor"]
 
 
-class ProcStat(NamedTuple):
-    ppid: int
-    tty_nr: int
-    start: str  # clock ticks since boot, as in the connection id
-    state: str = "R"  # "Z": a zombie, already dead
-
-
-def proc_stat(pid: int, proc: str = "/proc") -> ProcStat | None:
-    """Parent, controlling tty and start time of ``pid``; None if there is no such process."""
-    try:
-        with open(f"{proc}/{pid}/stat", encoding="ascii", errors="replace") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and ')': split after the last ')'.
-    try:
-        fields = data[data.rindex(")") + 2 :].split()
-        return ProcStat(
-            ppid=int(fields[1]), tty_nr=int(fields[4]), start=fields[19], state=fields[0]
-        )
-    except (ValueError, IndexError):
-        return None
-
-
-def is_sshd(pid: int, proc: str = "/proc") -> bool:
+def is_sshd(pid: int, proc: str = procfs.PROC) -> bool:
     """Whether ``pid`` runs an sshd binary (by its exe link, not its changeable name)."""
-    try:
-        exe = os.readlink(f"{proc}/{pid}/exe")
-    except OSError:
-        return False
-    exe = exe.removesuffix(" (deleted)")
-    return os.path.basename(exe) in SSHD_NAMES
+    return procfs.exe_name(pid, proc) in SSHD_NAMES
 
 
-def check_connection(conn: str, proc: str = "/proc") -> Check:
+def check_connection(conn: str, proc: str = procfs.PROC) -> Check:
     """Whether connection id ``conn`` still names a live sshd process on this host."""
     if not CONNECTION_RE.match(conn):
         raise ValueError("invalid connection id")
     pid_text, start = conn.split(":")
     pid = int(pid_text)
-    st = proc_stat(pid, proc)
+    st = procfs.stat(pid, proc)
     if st is None:
         return "gone"
     if st.start != start:
@@ -92,28 +65,14 @@ def check_connection(conn: str, proc: str = "/proc") -> Check:
     # Only a per-connection monitor (a child of the sshd listener) may be ended.
     # The listener itself would take every session, break-glass included, and
     # the daemon with it: a connection id naming it is refused.
-    if not is_sshd(st.ppid, proc) or b"[listener]" in _cmdline(pid, proc):
+    if not is_sshd(st.ppid, proc) or b"[listener]" in procfs.cmdline(pid, proc):
         return "not_monitor"
     return "match"
 
 
-def _cmdline(pid: int, proc: str = "/proc") -> bytes:
-    """The process title sshd sets (e.g. ``sshd: alice [priv]``); b"" if unreadable."""
-    try:
-        with open(f"{proc}/{pid}/cmdline", "rb") as f:
-            return f.read(4096)
-    except OSError:
-        return b""
-
-
-def descendants(pid: int, proc: str = "/proc") -> list[tuple[int, ProcStat]]:
+def descendants(pid: int, proc: str = procfs.PROC) -> list[tuple[int, ProcStat]]:
     """Every live process below ``pid`` (one pass over /proc)."""
-    children: dict[int, list[tuple[int, ProcStat]]] = {}
-    for name in os.listdir(proc):
-        if name.isdigit():
-            st = proc_stat(int(name), proc)
-            if st is not None:
-                children.setdefault(st.ppid, []).append((int(name), st))
+    children = procfs.children_map(proc)
     out, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -137,7 +96,7 @@ def _signal_verified(pid: int, start: str, sig: int) -> bool:
     try:
         # The pidfd pins this exact process: checking after opening it rules out
         # a pid recycled between our look at /proc and the signal.
-        st = proc_stat(pid)
+        st = procfs.stat(pid)
         if st is None or st.start != start:
             return False
         signal.pidfd_send_signal(pidfd, sig)
@@ -153,7 +112,7 @@ def _end_leftovers(procs: list[tuple[int, ProcStat]], grace: float) -> int:
     hit = [(pid, st.start) for pid, st in procs if _signal_verified(pid, st.start, signal.SIGTERM)]
 
     def running(pid: int, start: str) -> bool:
-        st = proc_stat(pid)
+        st = procfs.stat(pid)
         return st is not None and st.start == start and st.state != "Z"
 
     deadline = time.monotonic() + grace
@@ -187,7 +146,7 @@ def end_connection(conn: str, *, grace: float = TERM_GRACE) -> str:
     except OSError:
         return "gone"
     try:
-        st = proc_stat(pid)
+        st = procfs.stat(pid)
         if st is None or st.start != start or not is_sshd(pid):
             return "gone" if st is None else "recycled"
         below = descendants(pid)
@@ -280,6 +239,7 @@ def run_once(
             client.session(
                 SessionQuery(
                     event="close",
+                    host=config.host_name,
                     login=item["login"],
                     rhost=None,
                     connection=item["connection"],

@@ -2,7 +2,7 @@
 
 The live report has a short budget; if it fails the report goes to the spool
 (spool.py) and ``flush`` delivers it once the service answers: the enforce timer
-calls it every run, jit-hooksd through ``flush_if_due``. Each report carries a
+calls it every run; jit-hooksd can call ``flush_if_due()`` from its idle loop. Each report carries a
 random id, so a report delivered twice (a live call that timed out here but
 reached the service, two flushers) is recorded once.
 """
@@ -16,9 +16,10 @@ import time
 from typing import NamedTuple
 
 from jit_hooks.errors import ConfigError, ServiceError
+from jit_hooks.host import paths
 from jit_hooks.host.login import spool
 from jit_hooks.host.login.client import HookClient, hard_deadline
-from jit_hooks.host.login.config import HostConfig
+from jit_hooks.host.login.config import HostConfig, load_config
 from jit_hooks.host.login.log import HookLog
 from jit_hooks.protocol import BreakGlassQuery
 
@@ -28,6 +29,7 @@ REPORT_BUDGET = 2.0
 # jit-hooksd tries the spool at most this often (seconds): a look at an empty
 # directory is cheap, but a service that is still down costs a timeout each time.
 FLUSH_INTERVAL = 60.0
+FLUSH_IDENT = "jit-hooksd"
 
 
 def is_break_glass(config: HostConfig, login: str) -> bool:
@@ -161,22 +163,22 @@ _last_flush = 0.0
 _flush_lock = threading.Lock()
 
 
-def flush_if_due(config: HostConfig, log: HookLog, *, interval: float = FLUSH_INTERVAL) -> None:
-    """For jit-hooksd: flush in a background thread when something is spooled, at most
-    once per ``interval``. Never raises, never blocks the caller."""
+def flush_if_due(config_path: str = paths.CONFIG_PATH, *, interval: float = FLUSH_INTERVAL) -> None:
+    """For jit-hooksd's idle loop: deliver the spool in a background thread, at most once
+    per ``interval`` and only when something is spooled. Never raises, never blocks."""
     global _last_flush
     now = time.monotonic()
-    if now - _last_flush < interval or not spool.pending(config.spool_dir):
-        return
-    if not _flush_lock.acquire(blocking=False):
+    if now - _last_flush < interval or not _flush_lock.acquire(blocking=False):
         return
     _last_flush = now
 
     def run() -> None:
         try:
-            flush(config, log)
+            config = load_config(config_path)
+            if spool.pending(config.spool_dir):
+                flush(config, HookLog(FLUSH_IDENT, config.syslog_socket))
         except Exception as e:  # a flush problem must never reach the helper's loop
-            log.warning(event="break_glass_flush", error=type(e).__name__)
+            HookLog(FLUSH_IDENT).warning(event="break_glass_flush", error=type(e).__name__)
         finally:
             _flush_lock.release()
 

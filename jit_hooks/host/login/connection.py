@@ -14,13 +14,13 @@ is the accepted key. Records older than RECORD_MAX_AGE are ignored and purged.
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
 import stat
 import time
 from typing import TypedDict
 
+from jit_hooks.host import atomic, procfs
 from jit_hooks.protocol import (
     ALLOWED_KEY_OPTIONS,
     CONNECTION_RE,
@@ -47,12 +47,7 @@ class AcceptedKey(TypedDict):
 def connection_id(pid: int | None = None) -> str:
     """``"<pid>:<start time>"`` of ``pid`` (default: our parent, sshd's monitor)."""
     pid = os.getppid() if pid is None else pid
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-        data = f.read()
-    # The command name (field 2) may contain spaces and ')': split after the last ')'.
-    fields = data[data.rindex(")") + 2 :].split()
-    start = fields[19]  # field 22 of proc(5), counting from 1 with pid and comm
-    conn = f"{pid}:{start}"
+    conn = f"{pid}:{procfs.start_time(pid)}"
     if not CONNECTION_RE.match(conn):
         raise ValueError(f"unexpected /proc/{pid}/stat format")
     return conn
@@ -86,20 +81,9 @@ def record_accepted(
         options=list(options or []),
         written_at=time.time() if now is None else now,
     )
-    path = _record_path(state_dir, conn)
-    # pid and thread: the resident helper writes records from several threads.
-    tmp = f"{path}.{os.getpid()}.{_thread.get_ident()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    # Not durable: the state directory is on tmpfs, and a record lives for one login.
+    data = json.dumps(record).encode("ascii")
+    atomic.write_atomic(_record_path(state_dir, conn), data, mode=0o600, durable=False)
 
 
 def accepted_key(

@@ -32,7 +32,7 @@ import stat
 from collections.abc import Iterator
 from typing import TypedDict
 
-from jit_hooks.host import paths
+from jit_hooks.host import atomic, paths
 from jit_hooks.protocol import CONNECTION_RE, LOGIN_RE
 
 MAX_FILES = 1000
@@ -118,22 +118,7 @@ def write(path: str, report: Report) -> str:
     try:
         if len(_entries(dir_fd)) >= MAX_FILES:
             raise SpoolError(f"spool {path} is full ({MAX_FILES} reports): the oldest are kept")
-        tmp = f".tmp-{report['report_id']}"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            os.fsync(dir_fd)  # the rename itself must survive a crash too
-        except BaseException:
-            try:
-                os.unlink(tmp, dir_fd=dir_fd)
-            except OSError:
-                pass
-            raise
+        atomic.write_atomic(name, data, mode=0o600, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
     return name
