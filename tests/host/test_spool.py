@@ -99,3 +99,62 @@ def test_invalid_reports_are_not_written(spool_dir, bad):
     with pytest.raises(ValueError):
         spool.write(str(spool_dir), report(1, **bad))
     assert os.listdir(spool_dir) == []
+
+
+# -- delivery (break_glass.flush) against a real HTTP server ----------------------
+
+
+@pytest.fixture
+def flusher(spool_dir, fault, sink):
+    """(config, client, log) for flush(): the spool above, the fault server as the service."""
+    from jit_hooks.host.login.client import HookClient
+    from jit_hooks.host.login.config import parse_config
+    from jit_hooks.host.login.log import HookLog
+
+    config = parse_config(
+        {
+            "service": {"urls": [fault.url], "token_file": "/nonexistent/token"},
+            "state": {"spool_dir": str(spool_dir)},
+        },
+        path="/etc/jit-hooks/jit-hooks.toml",
+    )
+    client = HookClient(config, token="jith_" + "x" * 43)
+    return config, client, HookLog("jit-hooks-enforce", str(sink.path))
+
+
+def test_flush_delivers_oldest_first_and_removes_only_what_was_taken(spool_dir, fault, flusher):
+    from jit_hooks.host.login import break_glass
+
+    config, client, log = flusher
+    for n in (2, 1):
+        spool.write(str(spool_dir), report(n))
+    fault.fault, fault.status = "status", 503
+    assert break_glass.flush(config, log, client=client) == (0, 0, 2)
+    assert len(os.listdir(spool_dir)) == 2  # the service did not take them: kept
+
+    fault.fault, fault.status, fault.answer = "ok", 200, {"recorded": True}
+    assert break_glass.flush(config, log, client=client) == (2, 0, 0)
+    assert os.listdir(spool_dir) == []
+    sent = [r.json() for r in fault.requests if r.path.endswith("/break-glass")]
+    assert [(b["report_id"], b["at"]) for b in sent[-2:]] == [
+        (f"{1:032x}", 1_700_000_001),
+        (f"{2:032x}", 1_700_000_002),
+    ]
+
+
+def test_one_flusher_at_a_time(spool_dir, fault, flusher):
+    import fcntl
+
+    from jit_hooks.host.login import break_glass
+
+    config, client, log = flusher
+    spool.write(str(spool_dir), report(1))
+    fault.answer = {"recorded": True}
+    held = os.open(spool_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert break_glass.flush(config, log, client=client) == (0, 0, 0)
+        assert fault.requests == [] and len(os.listdir(spool_dir)) == 1
+    finally:
+        os.close(held)
+    assert break_glass.flush(config, log, client=client) == (1, 0, 0)
