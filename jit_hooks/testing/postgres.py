@@ -92,7 +92,7 @@ class PostgresCluster:
         self._prepare_root()
         self._run(
             [str(PG_BIN / "pg_basebackup"), "-h", "127.0.0.1", "-p", str(primary.port),
-             "-U", SUPERUSER, "-D", str(self.data), "-R", "-X", "stream", "--no-sync",
+             "-U", SUPERUSER, "-D", str(self.data), "-R", "-X", "stream", "--no-sync", "-c", "fast",
              "-d", f"application_name={app_name}"],
         )  # fmt: skip
         self._write_conf("")

@@ -15,62 +15,38 @@ from collections import Counter
 
 import pytest
 
-from tests.ha.conftest import akc, seed
+from tests.ha.conftest import Acks, Writer, akc, seed
 
 pytestmark = pytest.mark.slow
-R = "/api/v1/requests"
 BEFORE, AFTER = 1.5, 1.5  # seconds of traffic before and after the kill
 MAX_OPS = 300  # per thread, whatever the speed
 
 
 def test_kill_9_of_a_replica_loses_no_acknowledged_write(pg, replicas_on, tmp_path):
     svcs = replicas_on(pg.create_database("jit"), 3)
-    w = seed(svcs[0], tmp_path / "keys", approvers=1, approvals=1)
-    lock = threading.Lock()
-    created, approved, revoked = set(), set(), set()
-    served_after: Counter = Counter()  # replica -> 2xx answers after the kill
-    errors: Counter = Counter()
+    w = seed(svcs[0], tmp_path / "keys", approvers=1, approvals=1, requesters=4)
+    w.approve("bob", w.request("alice", "web1")["id"])  # every check of alice's is an allow
+    acks = Acks()
+    served_after: Counter = Counter()  # replica -> full cycles answered after the kill
     killed = threading.Event()
     stop = threading.Event()
 
     def client(i: int) -> None:
+        writer = Writer(w, f"rq{i}", "web1")
         for n in range(MAX_OPS):
             if stop.is_set():
                 return
             k = (i + n) % 3
-            svc = svcs[k]
             try:
-                status, out = svc.call(
-                    "POST", R, w.tokens["alice"],
-                    {"host": "web1", "login": "deploy", "reason": f"INC-{i}-{n}",
-                     "duration_seconds": 600},
-                )  # fmt: skip
-                if status != 201:
-                    errors[f"create {status}"] += 1
+                if not writer.step(svcs[k], revoke=bool(n % 2), log=acks):
                     continue
-                rid = out["id"]
-                with lock:
-                    created.add(rid)
-                status, _ = svc.call("POST", f"{R}/{rid}/approve", w.tokens["bob"], {})
-                if status != 200:
-                    errors[f"approve {status}"] += 1
-                    continue
-                with lock:
-                    approved.add(rid)
-                status, body = akc(svc, w)
+                status, body = akc(svcs[k], w)
                 assert status == 200 and len(body["keys"]) == 1, body
-                if n % 2:
-                    status, _ = svc.call("POST", f"{R}/{rid}/revoke", w.tokens["bob"], {})
-                    if status != 200:
-                        errors[f"revoke {status}"] += 1
-                        continue
-                    with lock:
-                        revoked.add(rid)
                 if killed.is_set():
-                    with lock:
+                    with acks.lock:
                         served_after[k] += 1
             except OSError as e:  # the killed replica's connections
-                errors[f"{k}:{type(e).__name__}"] += 1
+                acks.errors[f"{k}:{type(e).__name__}"] += 1
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
     for t in threads:
@@ -85,6 +61,7 @@ def test_kill_9_of_a_replica_loses_no_acknowledged_write(pg, replicas_on, tmp_pa
         stop.set()
         for t in threads:
             t.join(60)
+    created, approved, revoked, errors = acks.created, acks.approved, acks.revoked, acks.errors
     print(f"\nreplica kill: acknowledged created {len(created)} approved {len(approved)} "
           f"revoked {len(revoked)}; served after the kill {dict(served_after)}; "
           f"client errors {dict(errors)}")  # fmt: skip
