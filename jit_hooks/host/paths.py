@@ -31,3 +31,9 @@ CONNECT_TIMEOUT = 2.0
 TOTAL_TIMEOUT = 5.0
 # Upper bound an admin may configure: a hung hook holds an sshd slot.
 MAX_TIMEOUT = 30.0
+
+# service.max_grant: the host refuses an approval that ends later than this from
+# now (host clock), whatever the service says; an admin may set 1 min to 400 days.
+MAX_GRANT = 24 * 3600
+MIN_MAX_GRANT = 60
+MAX_MAX_GRANT = 400 * 86400

@@ -49,6 +49,8 @@ class HooksDaemon:
     def command(self) -> list[str]:
         code = (
             f"import sys; sys.path.insert(0, {self.lib!r}); "
+            # As /usr/sbin/jit-hooksd: Debian's python3-* modules (cachetools) after ours.
+            "sys.path.append('/usr/lib/python3/dist-packages'); "
             "from jit_hooks.host.login.daemon import main; sys.exit(main())"
         )
         cmd = [PYTHON, "-IS", "-c", code, "--socket", self.socket_path]

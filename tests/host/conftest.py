@@ -12,6 +12,7 @@ import pytest
 from jit_hooks import sshkeys
 from jit_hooks.host.login.config import load_config
 from jit_hooks.testing.syslog_sink import SyslogSink
+from jit_hooks.testing.trusted import trusted_dir, write_file, write_token
 from tests.utils.fault_server import FaultServer
 
 TOKEN = "jith_" + "t" * 43
@@ -53,22 +54,31 @@ def fault():
 
 
 @pytest.fixture
-def write_config(tmp_path, sink):
-    """write_config(urls, **settings) -> config path; token file and state dir included."""
+def trusted():
+    """A root-owned 0755 directory for config, token and CA (the hooks refuse them in /tmp)."""
+    with trusted_dir("host") as d:
+        yield d
+
+
+@pytest.fixture
+def write_config(tmp_path, trusted, sink):
+    """write_config(urls, **settings) -> config path; token file and state dir included.
+
+    Config and token go to ``trusted`` (token 0640 root:jit-hooks), the state dir to tmp_path.
+    """
 
     def write(urls, *, total=2.0, connect=1.0, break_glass=(), token=TOKEN, extra=""):
-        token_file = tmp_path / "host-token"
-        token_file.write_text(token + "\n")
+        token_file = write_token(trusted / "host-token", token)
         state = tmp_path / "state"
         state.mkdir(mode=0o700, exist_ok=True)
         url_list = ", ".join(f'"{u}"' for u in urls)
         accounts = ", ".join(f'"{a}"' for a in break_glass)
-        path = tmp_path / "jit-hooks.toml"
-        path.write_text(
+        path = write_file(
+            trusted / "jit-hooks.toml",
             f'[service]\nurls = [{url_list}]\ntoken_file = "{token_file}"\n'
             f"connect_timeout = {connect}\ntotal_timeout = {total}\n{extra}"
             f'[host]\nname = "web1"\n[break_glass]\naccounts = [{accounts}]\n'
-            f'[state]\ndir = "{state}"\n[log]\nsyslog_socket = "{sink.path}"\n'
+            f'[state]\ndir = "{state}"\n[log]\nsyslog_socket = "{sink.path}"\n',
         )
         return str(path)
 

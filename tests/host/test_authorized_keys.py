@@ -59,12 +59,16 @@ def test_offered_key_validation(args):
         offered_key(*args)
 
 
+# An hour ahead: within the host's default max_grant (24 h).
+EXPIRES = int(time.time()) + 3600
+
+
 def key_answer(pub, **over):
     entry = {
         "key_type": pub.key_type,
         "key": pub.blob,
         "fingerprint": pub.fingerprint,
-        "expires_at": 4102444800,
+        "expires_at": EXPIRES,
         "options": ["no-pty"],
         "request_id": 7,
     }
@@ -81,7 +85,8 @@ def test_main_prints_key_records_it_and_logs(config, fault, keypair, sink, capsy
     fault.answer = key_answer(pub)
     assert main(akc_args(config.path, pub)) == 0
     out = capsys.readouterr().out
-    assert out == f'expiry-time="21000101000000Z",no-pty {pub.key_type} {pub.blob} jit-request-7\n'
+    line = f"no-pty {pub.key_type} {pub.blob} jit-request-7\n"
+    assert out == f'expiry-time="{expiry_time(EXPIRES)}",{line}'
     assert fault.requests[0].json() == {
         "host": "web1",
         "login": "deploy",

@@ -22,6 +22,7 @@ from jit_hooks.host.login.client import HookClient, hard_deadline
 from jit_hooks.host.login.config import load_config
 from jit_hooks.protocol import HOOK_ACCOUNT, HOOK_PING
 from jit_hooks.testing.tls_certs import make_pki
+from jit_hooks.testing.trusted import trusted_dir
 from tests.host.conftest import TOKEN
 from tests.utils.fault_server import FaultServer
 
@@ -106,7 +107,7 @@ def test_refused(write_config):
 
 
 def test_dns_failure(write_config):
-    cfg = load_config(write_config(["http://no-such-host.invalid:8443"]))
+    cfg = load_config(write_config(["https://no-such-host.invalid:8443"]))
     with pytest.raises(ServiceUnreachable) as e:
         HookClient(cfg).ping()
     assert e.value.reason == "dns"
@@ -139,9 +140,9 @@ def test_all_dead_reports_last_error(write_config, fault):
     assert [o for _u, o in client.attempts] == ["refused", "http_503"]
 
 
-def test_missing_token_denies_before_any_request(write_config, fault, tmp_path):
+def test_missing_token_denies_before_any_request(write_config, fault, trusted):
     cfg = load_config(write_config([fault.url]))
-    (tmp_path / "host-token").unlink()
+    (trusted / "host-token").unlink()
     with pytest.raises(Exception, match="host token"):
         HookClient(cfg).ping()
     assert fault.requests == []
@@ -159,8 +160,12 @@ def test_hard_deadline_interrupts_a_blocking_call():
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tls")
+def certs():
+    with trusted_dir("tls") as d:  # CA files must pass the hooks' trust rule
+        yield _make_certs(d)
+
+
+def _make_certs(d):
 
     def make(name, san):
         subprocess.run(
@@ -226,12 +231,12 @@ def test_tls_hostname_mismatch(write_config, certs):
 
 
 @pytest.mark.parametrize("content", [None, "not a certificate"])
-def test_unusable_ca_file_is_a_config_error(write_config, tmp_path, content):
-    ca = tmp_path / "ca.pem"
+def test_unusable_ca_file_is_a_config_error(write_config, trusted, content):
+    ca = trusted / "ca.pem"
     if content is not None:
         ca.write_text(content)
-    cfg = load_config(write_config(["https://127.0.0.1:1"], extra=f'ca_file = "{ca}"\n'))
-    with pytest.raises(ConfigError, match="CA file"):
+    with pytest.raises(ConfigError, match="CA file"):  # missing: at load; garbage: at use
+        cfg = load_config(write_config(["https://127.0.0.1:1"], extra=f'ca_file = "{ca}"\n'))
         HookClient(cfg).ping()
 
 
@@ -352,11 +357,12 @@ def test_keepalive_failover_still_works(keepalive, write_config, ka_server):
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory):
-    return make_pki(tmp_path_factory.mktemp("pki"))
+def pki():
+    with trusted_dir("pki") as d:  # CA files must pass the hooks' trust rule
+        yield make_pki(d)
 
 
-def test_keepalive_over_tls_and_ca_file_is_part_of_the_key(keepalive, write_config, pki, tmp_path):
+def test_keepalive_over_tls_and_ca_file_is_part_of_the_key(keepalive, write_config, pki, trusted):
     cert, key = pki["ok"]
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.load_cert_chain(cert, key)
@@ -366,7 +372,7 @@ def test_keepalive_over_tls_and_ca_file_is_part_of_the_key(keepalive, write_conf
             assert HookClient(cfg).account({"login": f"u{i}"})["reason"] == f"u{i}"
         assert server.connections == 1
         # The same CA under another path: other TLS settings, so not that connection.
-        other_ca = tmp_path / "other-ca.pem"
+        other_ca = trusted / "other-ca.pem"
         shutil.copy(pki["ca"], other_ca)
         other = load_config(write_config([server.url], extra=f'ca_file = "{other_ca}"\n'))
         assert HookClient(other).account({"login": "x"})["reason"] == "x"

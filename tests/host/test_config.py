@@ -63,13 +63,13 @@ def test_invalid_settings_name_the_key(data, key):
     assert e.value.key == (key or "break_glass.accounts")
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(trusted):
     with pytest.raises(ConfigError, match="cannot read"):
-        load_config(str(tmp_path / "nope.toml"))
+        load_config(str(trusted / "nope.toml"))
 
 
-def test_bad_toml(tmp_path):
-    p = tmp_path / "c.toml"
+def test_bad_toml(trusted):
+    p = trusted / "c.toml"
     p.write_text("[service\nurls = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(str(p))

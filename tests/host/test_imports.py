@@ -59,7 +59,7 @@ def test_entry_point_usage_smoke(tmp_path):
         assert "reason=config" in r.stderr
 
 
-def test_thin_client_fast_path_imports_only_socket(tmp_path):
+def test_thin_client_fast_path_imports_only_socket(tmp_path, trusted):
     """The wrappers' fast path (thin.main against a live helper) loads nothing but
     ``_socket`` and the thin module itself on top of a bare ``python3 -IS``.
 
@@ -67,11 +67,11 @@ def test_thin_client_fast_path_imports_only_socket(tmp_path):
     the AKC), with a config whose service port is closed: it answers a deny.
     """
     from jit_hooks.testing.hooksd import HooksDaemon
+    from jit_hooks.testing.trusted import write_token
 
-    token = tmp_path / "token"
-    token.write_text("jith_" + "t" * 43 + "\n")
+    token = write_token(trusted / "token", "jith_" + "t" * 43)  # trusted: the hooks' mode rule
     (tmp_path / "state").mkdir(mode=0o700)
-    config = tmp_path / "c.toml"
+    config = trusted / "c.toml"
     config.write_text(
         f'[service]\nurls = ["http://127.0.0.1:9"]\ntoken_file = "{token}"\n'
         f'[state]\ndir = "{tmp_path / "state"}"\n[log]\nsyslog_socket = "{tmp_path / "nolog"}"\n'

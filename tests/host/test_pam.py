@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
 from jit_hooks.host import paths
 from jit_hooks.host.login import connection, pam_account, pam_session
 
-ALLOW = {"decision": "allow", "reason": "approved", "request_id": 7, "expires_at": 4102444800}
+# Ends an hour ahead: within the host's default max_grant (24 h).
+ALLOW = {
+    "decision": "allow",
+    "reason": "approved",
+    "request_id": 7,
+    "expires_at": int(time.time()) + 3600,
+}
 DENY = {
     "decision": "deny",
     "reason": "no active approval\nfor deploy",

@@ -25,7 +25,6 @@ import ssl
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -39,6 +38,7 @@ from jit_hooks.testing.seed import World, basic_world, make_key
 from jit_hooks.testing.service import Service, free_port, start_service
 from jit_hooks.testing.syslog_sink import SyslogSink
 from jit_hooks.testing.tls_certs import make_pki
+from jit_hooks.testing.trusted import make_dir, trusted_dir
 from tests.utils.fault_server import FaultServer
 from tests.utils.raw_server import RawServer
 from tests.utils.report import record
@@ -550,7 +550,7 @@ CASES: list[tuple[Case, Callable[[Env], None]]] = [
     ),
     (
         Case("first_dns", "1st URL unresolvable, 2nd healthy", "allow", r"decision=allow"),
-        lambda e: setattr(e, "urls", ["http://jit-service.invalid:8443", e.svc.url]),
+        lambda e: setattr(e, "urls", ["https://jit-service.invalid:8443", e.svc.url]),
     ),
     (
         Case("first_500", "1st URL answers 503, 2nd healthy", "allow", r"decision=allow"),
@@ -573,7 +573,7 @@ CASES: list[tuple[Case, Callable[[Env], None]]] = [
             "urls",
             [
                 closed_url(),
-                "http://jit-service.invalid:1",
+                "https://jit-service.invalid:1",
                 e.server(fault="status", status=503).url,
             ],
         ),
@@ -610,8 +610,9 @@ def world(tmp_path_factory) -> World:
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory) -> dict:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+def pki() -> dict:
+    with trusted_dir("pki") as d:  # CA files must pass the hooks' trust rule (not in /tmp)
+        yield make_pki(d)
 
 
 @pytest.fixture(scope="module")
@@ -739,8 +740,9 @@ def test_fault(case: Case, setup, hook, world, pki, matrix_rows):  # noqa: ANN00
     good = _echo_of(world, hook) | good
     # A short, world-traversable directory: the unix socket path limit is 108
     # bytes, and the "not root" case runs the hook as nobody.
-    d = Path(tempfile.mkdtemp(prefix="jfm"))
-    os.chmod(d, 0o755)
+    # Root-owned 0755 and not under /tmp: the hooks trust no config below a
+    # writable directory (trust.py).
+    d = make_dir("jfm")
     state = d / "state"
     state.mkdir(mode=0o700)
     with ExitStack() as stack:

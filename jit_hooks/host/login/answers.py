@@ -224,3 +224,19 @@ def recorded(answer: object) -> bool:
     if not isinstance(answer, dict) or answer.get("recorded") is not True:
         raise BadResponse("schema", "expected {'recorded': true}")
     return True
+
+
+def grant_too_long(expires_at: int | None, max_grant: int, now: float | None = None) -> bool:
+    """Whether an approval ends more than ``max_grant`` seconds after ``now`` (host clock).
+
+    The service is the root of trust, but a host still refuses the absurd: an
+    approval moved years ahead (a bug, a tampered database) is denied, whatever
+    else in the answer is right. ``None`` (no end given) is not too long.
+    """
+    if expires_at is None:
+        return False
+    if now is None:
+        import time  # builtin, loaded already: no start-up cost
+
+        now = time.time()
+    return expires_at > now + max_grant

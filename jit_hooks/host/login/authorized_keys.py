@@ -177,6 +177,17 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         answer = HookClient(config).request("POST", HOOK_AUTHORIZED_KEYS, query)
     now = int(time.time())
     text, outcome = respond(answer, offered, now, query)
+    if text and answers.grant_too_long(outcome["expires"], config.max_grant, now):
+        # Never print (or record) a key line for an approval ending past the host's bound.
+        log.warning(
+            decision="deny",
+            **fields,
+            reason="grant_too_long",
+            request=outcome["request"],
+            expires=outcome["expires"],
+            max_grant=config.max_grant,
+        )
+        return 1
     if text:
         # Without this record the account hook could not tell which key got
         # in, so failing to write it denies the key.

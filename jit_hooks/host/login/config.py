@@ -8,6 +8,7 @@ Example (every key but ``service.urls`` is optional)::
     token_file = "/etc/jit-hooks/host-token"   # 0640 root:jit-hooks
     connect_timeout = 2.0
     total_timeout = 5.0
+    max_grant = "24h"     # refuse an approval ending later than this from now
     [host]
     name = "web1"            # informational; the token decides which host we are
     [break_glass]
@@ -17,6 +18,9 @@ Example (every key but ``service.urls`` is optional)::
     spool_dir = "/var/spool/jit-hooks"  # break-glass reports not delivered yet
     [log]
     syslog_socket = "/dev/log"
+
+The config, the CA file and the token must pass trust.py's rule (root-owned, not
+group/world-writable, up to /) every time they are loaded.
 """
 
 from __future__ import annotations
@@ -24,20 +28,35 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from jit_hooks.errors import ConfigError
 from jit_hooks.host import paths
+from jit_hooks.host.login import trust
 from jit_hooks.protocol import LOGIN_RE
 
 # Host tokens are `secrets.token_urlsafe` output with a prefix: nothing that
 # could break an HTTP header line.
 _TOKEN_RE = re.compile(r"\A[A-Za-z0-9_-]{16,512}\Z")
 _HOST_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
+# Plain http only where nobody on the path can read or rewrite the answer.
+_LOOPBACK_RE = re.compile(r"\A(localhost|::1|127(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3})\Z")
+_DURATION_RE = re.compile(r"\A([0-9]{1,9})([smhd]?)\Z")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_TOKEN_BYTES = 1024
 
 _SCHEMA: dict[str, set[str]] = {
-    "service": {"urls", "ca_file", "token_file", "connect_timeout", "total_timeout"},
+    "service": {
+        "urls",
+        "ca_file",
+        "token_file",
+        "connect_timeout",
+        "total_timeout",
+        "max_grant",
+    },
     "host": {"name"},
     "break_glass": {"accounts"},
     "state": {"dir", "spool_dir"},
@@ -59,19 +78,30 @@ class HostConfig(NamedTuple):
     state_dir: str = paths.STATE_DIR
     spool_dir: str = paths.SPOOL_DIR
     syslog_socket: str = paths.SYSLOG_SOCKET
+    max_grant: int = paths.MAX_GRANT
     path: str | None = None  # the file it was loaded from
+    token: str | None = None  # set by the helper's config cache (config_cache.py) only
+
+    def __repr__(self) -> str:
+        # The token must never reach a log line or a traceback through repr().
+        shown = self._replace(token="<hidden>" if self.token else None)
+        return "HostConfig(" + ", ".join(f"{k}={v!r}" for k, v in shown._asdict().items()) + ")"
 
     def read_token(self) -> str:
-        """Return the host token; raise ConfigError if the file is missing or malformed."""
-        try:
-            with open(self.token_file, encoding="ascii") as f:
-                token = f.read(1024).strip()
-        except (OSError, UnicodeDecodeError) as e:
-            reason = e.strerror if isinstance(e, OSError) and e.strerror else "unreadable"
-            raise ConfigError(f"cannot read host token: {reason}", path=self.token_file) from None
-        if not _TOKEN_RE.match(token):
-            raise ConfigError("host token is malformed", path=self.token_file)
-        return token
+        """Return the host token; raise ConfigError if the file is untrusted or malformed."""
+        return self.token or read_token(self.token_file)
+
+
+def read_token(path: str) -> str:
+    """The host token in ``path`` after trust.py's checks; ConfigError if unusable."""
+    raw = trust.read_trusted(path, "host token", MAX_TOKEN_BYTES, token=True)
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ConfigError("host token is malformed", path=path) from None
+    if not _TOKEN_RE.match(token):
+        raise ConfigError("host token is malformed", path=path)
+    return token
 
 
 def config_path(path: str | None = None) -> str:
@@ -79,17 +109,42 @@ def config_path(path: str | None = None) -> str:
     return path or os.environ.get(paths.CONFIG_ENV) or paths.CONFIG_PATH
 
 
+# jit-hooksd installs its cache here (config_cache.install); a hook process, and
+# the admin commands, load afresh every time.
+_loader: Callable[[str], HostConfig] | None = None
+
+
 def load_config(path: str | None = None) -> HostConfig:
-    """Read and validate the host config; raise ConfigError naming file and key."""
+    """Read and validate the host config, its CA file and token (trust.py's rule included).
+
+    Raises ConfigError naming the file, the key or what is wrong with the file's
+    mode; if the config file itself passed, the error's ``config`` is the parsed
+    config (where to log the denial).
+    """
     path = config_path(path)
+    return _loader(path) if _loader is not None else load_fresh(path)
+
+
+def load_fresh(path: str) -> HostConfig:
+    """``load_config`` without any cache."""
+    raw = trust.read_trusted(path, "config", MAX_CONFIG_BYTES)
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"cannot read: {e.strerror or e}", path=path) from None
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not valid UTF-8", path=path) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}", path=path) from None
-    return parse_config(data, path=path)
+    config = parse_config(data, path=path)
+    try:
+        if config.ca_file:
+            trust.check(config.ca_file, "CA file")
+        # Read (and checked again) per request by read_token; checked here so a bad
+        # token file fails every loader (hooks, status, check, enable) the same way.
+        trust.check(config.token_file, "host token", token=True)
+    except ConfigError as e:
+        e.config = config  # type: ignore[attr-defined]
+        raise
+    return config
 
 
 def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
@@ -138,6 +193,8 @@ def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
     if connect_timeout > total_timeout:
         raise fail("service.connect_timeout", "must not exceed service.total_timeout")
 
+    max_grant = _duration(service.get("max_grant", paths.MAX_GRANT), fail)
+
     name = data.get("host", {}).get("name")
     if name is not None and (not isinstance(name, str) or not _HOST_NAME_RE.match(name)):
         raise fail("host.name", "expected a host name")
@@ -159,8 +216,26 @@ def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
         state_dir=str_path("state", "dir", paths.STATE_DIR),
         spool_dir=str_path("state", "spool_dir", paths.SPOOL_DIR),
         syslog_socket=str_path("log", "syslog_socket", paths.SYSLOG_SOCKET),
+        max_grant=max_grant,
         path=path,
     )
+
+
+def _duration(value: object, fail) -> int:
+    """``service.max_grant``: seconds, or a string like "24h", "90m", "7d"."""
+    match = _DURATION_RE.match(value) if isinstance(value, str) else None
+    if match:
+        seconds = int(match.group(1)) * _UNIT[match.group(2)]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        seconds = value
+    else:
+        raise fail("service.max_grant", 'expected a duration like "24h", "90m", "7d" or seconds')
+    if not paths.MIN_MAX_GRANT <= seconds <= paths.MAX_MAX_GRANT:
+        raise fail(
+            "service.max_grant",
+            f"expected {paths.MIN_MAX_GRANT} s to {paths.MAX_MAX_GRANT // 86400} days",
+        )
+    return seconds
 
 
 def _check_url(url: object, fail) -> None:
@@ -175,3 +250,8 @@ def _check_url(url: object, fail) -> None:
         raise fail("service.urls", f"expected https://HOST[:PORT][/PATH], got {url!r}")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise fail("service.urls", f"no credentials, query or fragment allowed: {url!r}")
+    if parts.scheme == "http" and not _LOOPBACK_RE.match(parts.hostname):
+        raise fail(
+            "service.urls",
+            f"plain http is only allowed to a loopback address, got {url!r}: use https://",
+        )

@@ -48,6 +48,7 @@ from jit_hooks.host.login import (
     pamenv,
     transport,
 )
+from jit_hooks.host.login.config_cache import install as install_config_cache
 from jit_hooks.host.login.hook import Invocation
 from jit_hooks.host.login.log import RateLimitedLog
 
@@ -416,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         help="hook bodies alive at once (answered or not); past that: refused as busy",
     )  # fmt: skip
     args = parser.parse_args(argv)
+    # Config, CA and token are read again only when one of them changes (config_cache.py).
+    install_config_cache()
     log = RateLimitedLog(IDENT, args.syslog_socket)
     transport.enable_keepalive()
     sock, owned = listening_socket(args.socket)

@@ -12,6 +12,7 @@ stdout that pam_exec shows the ssh user.
 from __future__ import annotations
 
 from jit_hooks.host.login import answers, break_glass, connection
+from jit_hooks.host.login.answers import grant_too_long as answers_grant_too_long
 from jit_hooks.host.login.answers import sanitize
 from jit_hooks.host.login.client import HookClient
 from jit_hooks.host.login.config import HostConfig
@@ -107,6 +108,9 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         answer = ask(config, HOOK_ACCOUNT, query, fields)
     if answer is None:
         return deny(inv, log, fields, "mismatch", "the service answered another question")
+    if answers_grant_too_long(answer["expires_at"], config.max_grant):
+        fields.update(request=answer["request_id"], expires=answer["expires_at"])
+        return deny(inv, log, fields, "grant_too_long", "approval ends later than this host allows")
     return conclude(inv, log, fields, answer)
 
 
