@@ -48,12 +48,11 @@ class AuditWorker:
             n = fold.fold(conn, now=now, window=self.settings.miss_window)
             if n is None:
                 return None
-            seq, _ = audit.read_head(conn)
-            due = self.checkpointer is not None and self.checkpointer.due(seq, now)
-        # Exported after the COMMIT: a checkpoint never names a head that was rolled back.
-        if due and self.checkpointer is not None:
-            with self.engine.connect() as conn:
-                self.checkpointer.maybe_emit(conn, now=now, force=True)
+            seq, digest = audit.read_head(conn)
+        # Exported after the COMMIT (a checkpoint never names a head that was rolled
+        # back) and off the connection (the file is fsynced; SQLite has one connection).
+        if self.checkpointer is not None and self.checkpointer.due(seq, now):
+            self.checkpointer.emit(seq, digest, now=now)
         return n
 
     async def run(self) -> None:

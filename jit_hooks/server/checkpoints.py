@@ -134,6 +134,10 @@ def check_signature(pub: Ed25519PublicKey, doc: Any) -> dict | None:
 def make(conn: Any, key: Ed25519PrivateKey, *, now: int) -> dict:
     """A signed checkpoint of the current (folded) head."""
     seq, digest = audit.read_head(conn)
+    return signed_head(key, seq, digest, now=now)
+
+
+def signed_head(key: Ed25519PrivateKey, seq: int, digest: str, *, now: int) -> dict:
     return sign(key, {"v": VERSION, "type": "checkpoint", "seq": seq, "hash": digest, "at": now})
 
 
@@ -175,13 +179,11 @@ class Checkpointer:
             seq - self.last_seq >= self.every_events or now - self.last_at >= self.every_seconds
         )
 
-    def maybe_emit(self, conn: Any, *, now: int, force: bool = False) -> dict | None:
-        seq, _ = audit.read_head(conn)
-        if not force and not self.due(seq, now):
-            return None
+    def emit(self, seq: int, digest: str, *, now: int) -> dict:
+        """Sign and export a committed head (outside any transaction: it fsyncs a file)."""
         if self._key is None:
             self._key = load_key(self.key_file)
-        doc = make(conn, self._key, now=now)
+        doc = signed_head(self._key, seq, digest, now=now)
         export(doc, file=self.file, to_syslog=self.to_syslog)
         self.last_seq, self.last_at = seq, now
         return doc
