@@ -6,21 +6,18 @@ import functools
 import os
 import sys
 import time
-import tomllib
 from collections.abc import Callable
 from typing import Any
 
 import click
 
 from jit_hooks import sshkeys
-from jit_hooks.errors import ConfigError, JitError, ServiceError
+from jit_hooks.errors import JitError, ServiceError
 from jit_hooks.host import paths
-from jit_hooks.host.admin import filetx, preflight, sshd_probe, tomlwrite, wiring
+from jit_hooks.host.admin import preflight, sshd_probe, wiring
 from jit_hooks.host.admin import status as status_mod
 from jit_hooks.host.admin.layout import SSHD, Layout
-from jit_hooks.host.admin.preflight import PreflightError
-from jit_hooks.host.login import config as host_config
-from jit_hooks.host.login.config import HostConfig, load_config, parse_config
+from jit_hooks.host.login.config import HostConfig, load_config
 
 
 class AdminError(JitError):
@@ -186,67 +183,9 @@ def disable(layout: Layout, no_reload: bool) -> None:
 def status(layout: Layout) -> None:
     """Wiring, sshd config, service, token and clock: one line each; exit 1 on a problem."""
     ok = True
-
-    def line(name: str, good: bool, text: str) -> None:
-        nonlocal ok
-        ok = ok and good
-        click.echo(f"{name + ':':<13} {'ok  ' if good else 'FAIL'} {text}")
-
-    config: HostConfig | None = None
-    try:
-        config = _config(layout)
-        line("config", True, config.path or "")
-    except ConfigError as e:
-        line("config", False, str(e))
-    break_glass = config.break_glass if config else frozenset()
-    state = wiring.wiring_status(layout, break_glass)
-    detail = f"drop-in {state.dropin}, PAM block {state.pam}"
-    line("wiring", state.state in ("enabled", "disabled"), f"{state.state} ({detail})")
-    problem = sshd_probe.sshd_test(layout)
-    line("sshd config", problem is None, problem or f"sshd -t accepts {layout.sshd_config_path}")
-    if state.state == "enabled" and problem is None:
-        problems = sshd_probe.verify_effective(
-            layout, break_glass, allow_passwords=state.allow_passwords
-        )
-        line("sshd uses", not problems, problems[0] if problems else "the jit-hooks settings")
-        line(
-            "passwords",
-            True,
-            "allowed (enable --allow-passwords): an approval for an account lets in "
-            "anyone with its password"
-            if state.allow_passwords
-            else "off (key logins only)",
-        )
-    if config is None:
-        sys.exit(1)
-    line("break-glass", bool(break_glass), ", ".join(sorted(break_glass)) or "none configured")
-    try:
-        preflight.check_token_file(config)
-        preflight.check_hook_user_can_read(config)
-        line("token", True, f"{config.token_file} (0640 root:{paths.HOOK_USER})")
-    except (PreflightError, ConfigError) as e:
-        line("token", False, str(e))
-    try:
-        preflight.check_hook_user()
-        state_dir = preflight.ensure_state_dir(config, create=False)
-        line("state dir", True, f"{state_dir} (0700 {paths.HOOK_USER})")
-    except PreflightError as e:
-        line("state dir", False, str(e))
-    try:
-        waiting = preflight.spooled_reports(config)
-        # Not a failure: the enforce timer delivers them once the service answers.
-        line("spool", True, f"{config.spool_dir}: {waiting} break-glass report(s) not delivered")
-    except (PreflightError, KeyError, OSError) as e:
-        line("spool", False, str(e))
-    try:
-        host, skew = preflight.ping(config)
-        line("service", True, f"answers for host {host}")
-        line("clock skew", abs(skew) <= preflight.MAX_CLOCK_SKEW, f"{skew:+d} s vs the service")
-    except (PreflightError, ConfigError) as e:
-        line("service", False, str(e))
-    # Optional: without the helper the hooks work in-process, so it never fails status.
-    listening, text = status_mod.helper_line(layout)
-    click.echo(f"{'helper:':<13} {'ok  ' if listening else 'off '} {text}")
+    for name, verdict, text in status_mod.report(layout):
+        ok = ok and verdict != "FAIL"
+        click.echo(f"{name + ':':<13} {verdict:<4} {text}")
     sys.exit(0 if ok else 1)
 
 
@@ -394,51 +333,17 @@ def enroll(
     break_glass: tuple[str, ...],
 ) -> None:
     """Write the host config and the host token with the right owners and modes."""
-    token = token_file.read(1024).strip()
-    if not token:
-        raise AdminError("no host token given")
-    gid = preflight.hook_user_gid()
-    path = layout.host_config_path
-    try:
-        old: HostConfig | None = load_config(path) if os.path.exists(path) else None
-    except ConfigError:
-        old = None  # a broken config is replaced; the new one is validated below
-    token_path = old.token_file if old else layout.under_root(paths.TOKEN_PATH)
-    accounts = list(break_glass) or sorted(old.break_glass if old else [])
-    ca_pem, ca_path = None, old.ca_file if old else None
-    if ca_file:
-        # A copy next to the config: the AKC runs as the hook user, which could not
-        # read a CA file left in, say, /root.
-        try:
-            with open(ca_file, "rb") as f:
-                ca_pem = f.read(1024 * 1024)
-        except OSError as e:
-            raise AdminError(f"{ca_file}: {e.strerror}") from None
-        if b"-----BEGIN CERTIFICATE-----" not in ca_pem:
-            raise AdminError(f"{ca_file}: no PEM certificate in it")
-        ca_path = os.path.join(os.path.dirname(path), "ca.pem")
-    text = tomlwrite.render_config(
+    from jit_hooks.host.admin.enroll import enroll as write_enrollment
+
+    for line in write_enrollment(
+        layout,
         urls=list(urls),
-        ca_file=ca_path,
-        token_file=token_path,
-        host_name=host_name or (old.host_name if old else None),
-        break_glass=accounts,
-        old=old,
-    )
-    parse_config(tomllib.loads(text), path=path)  # refuses bad URLs, names, ...
-    # Validate the token the way the hooks will read it, before anything is written.
-    if not host_config._TOKEN_RE.match(token):
-        raise AdminError(
-            "the host token is malformed (expected what `jit-server host add` printed)"
-        )
-    for d in {os.path.dirname(path), os.path.dirname(token_path)}:
-        os.makedirs(d, mode=0o755, exist_ok=True)
-    if ca_pem is not None and ca_path:
-        filetx.write_file(ca_path, ca_pem, mode=0o644)
-        click.echo(f"wrote {ca_path} (0644, copied from {ca_file})")
-    filetx.write_file(token_path, (token + "\n").encode(), mode=0o640, uid=0, gid=gid)
-    filetx.write_file(path, text.encode(), mode=0o644)
-    click.echo(f"wrote {path} and {token_path} (0640 root:{paths.HOOK_USER})")
+        token=token_file.read(1024).strip(),
+        ca_file=ca_file,
+        host_name=host_name,
+        break_glass=list(break_glass),
+    ):
+        click.echo(line)
     click.echo("next: `jit-hooks status`, then `jit-hooks enable`")
 
 

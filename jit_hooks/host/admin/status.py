@@ -1,4 +1,4 @@
-"""Whether the optional resident hook helper (jit-hooksd) is there: socket and systemd units."""
+"""`jit-hooks status`: one line per check of this host's wiring, config, service and helper."""
 
 from __future__ import annotations
 
@@ -6,10 +6,15 @@ import os
 import shutil
 import stat as stat_mod
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+from jit_hooks.errors import ConfigError
 from jit_hooks.host import paths, procfs
+from jit_hooks.host.admin import preflight, sshd_probe, wiring
 from jit_hooks.host.admin.layout import Layout
+from jit_hooks.host.admin.preflight import PreflightError
+from jit_hooks.host.login.config import HostConfig, load_config
 
 # The resident hook helper (jit-hooksd) the hook wrappers try first; without it
 # they do the same work in-process, only slower.
@@ -85,3 +90,76 @@ def helper_line(layout: Layout) -> tuple[bool, str]:
         f"no jit-hooksd at {helper.path} ({helper.state}{units}): the hooks still work, "
         "in-process (slower); `systemctl enable --now jit-hooksd.socket` turns it on"
     )
+
+
+Line = tuple[str, str, str]  # (check, "ok" | "FAIL" | "off", one line of text)
+
+
+def report(layout: Layout) -> Iterator[Line]:
+    """Every check, in order; "off" only for the optional helper (never a failure)."""
+
+    def line(name: str, good: bool, text: str) -> Line:
+        return name, "ok" if good else "FAIL", text
+
+    config: HostConfig | None = None
+    try:
+        config = load_config(layout.host_config_path)
+        yield line("config", True, config.path or "")
+    except ConfigError as e:
+        yield line("config", False, str(e))
+    break_glass = config.break_glass if config else frozenset()
+    state = wiring.wiring_status(layout, break_glass)
+    detail = f"drop-in {state.dropin}, PAM block {state.pam}"
+    yield line("wiring", state.state in ("enabled", "disabled"), f"{state.state} ({detail})")
+    problem = sshd_probe.sshd_test(layout)
+    yield line(
+        "sshd config", problem is None, problem or f"sshd -t accepts {layout.sshd_config_path}"
+    )
+    if state.state == "enabled" and problem is None:
+        problems = sshd_probe.verify_effective(
+            layout, break_glass, allow_passwords=state.allow_passwords
+        )
+        yield line("sshd uses", not problems, problems[0] if problems else "the jit-hooks settings")
+        yield line(
+            "passwords",
+            True,
+            "allowed (enable --allow-passwords): an approval for an account lets in "
+            "anyone with its password"
+            if state.allow_passwords
+            else "off (key logins only)",
+        )
+    if config is None:
+        return
+    yield line(
+        "break-glass", bool(break_glass), ", ".join(sorted(break_glass)) or "none configured"
+    )
+    try:
+        preflight.check_token_file(config)
+        preflight.check_hook_user_can_read(config)
+        yield line("token", True, f"{config.token_file} (0640 root:{paths.HOOK_USER})")
+    except (PreflightError, ConfigError) as e:
+        yield line("token", False, str(e))
+    try:
+        preflight.check_hook_user()
+        state_dir = preflight.ensure_state_dir(config, create=False)
+        yield line("state dir", True, f"{state_dir} (0700 {paths.HOOK_USER})")
+    except PreflightError as e:
+        yield line("state dir", False, str(e))
+    try:
+        waiting = preflight.spooled_reports(config)
+        # Not a failure: the enforce timer delivers them once the service answers.
+        yield line(
+            "spool", True, f"{config.spool_dir}: {waiting} break-glass report(s) not delivered"
+        )
+    except (PreflightError, KeyError, OSError) as e:
+        yield line("spool", False, str(e))
+    try:
+        host, skew = preflight.ping(config)
+        yield line("service", True, f"answers for host {host}")
+        skew_ok = abs(skew) <= preflight.MAX_CLOCK_SKEW
+        yield line("clock skew", skew_ok, f"{skew:+d} s vs the service")
+    except (PreflightError, ConfigError) as e:
+        yield line("service", False, str(e))
+    # Optional: without the helper the hooks work in-process, so it never fails status.
+    listening, text = helper_line(layout)
+    yield "helper", "ok" if listening else "off", text
