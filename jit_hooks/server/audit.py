@@ -117,47 +117,6 @@ def move_head(conn: Any, seq: int, digest: str) -> None:
     _MOVE_HEAD.execute(conn, new_seq=seq, digest=digest)
 
 
-class HeadCache:
-    """The audit events of one group-commit batch (Context.hook_tx), written at its flush.
-
-    Inside one SQLite write transaction that nobody else can write to, the head
-    need not be read and moved per event: the batch reads it once, chains its
-    events in order in Python, and :meth:`flush` writes them with one
-    ``executemany`` and moves the head once, in the same transaction, before
-    its COMMIT. On other databases the events are written unchained.
-    """
-
-    __slots__ = ("loaded", "last_id", "hash", "pending")
-
-    def __init__(self) -> None:
-        self.loaded = False
-        self.last_id = 0  # the last chained seq
-        self.hash = GENESIS
-        self.pending: list[dict[str, Any]] = []
-
-    def mark(self) -> tuple[bool, int, str, int]:
-        """A point to go back to if the current call fails (see :meth:`undo`)."""
-        return self.loaded, self.last_id, self.hash, len(self.pending)
-
-    def undo(self, mark: tuple[bool, int, str, int]) -> None:
-        """Forget the events appended since ``mark`` (their call failed before writing).
-
-        ``loaded`` goes back too: a call that read the head first and then failed
-        must not leave the next call chaining from the unloaded (0, GENESIS).
-        """
-        self.loaded, self.last_id, self.hash, n = mark
-        del self.pending[n:]
-
-    def flush(self, conn: Any) -> None:
-        """Write the pending events and move the head (in the batch's transaction)."""
-        if not self.pending:
-            return
-        _INSERT.executemany(conn, self.pending)
-        if self.loaded:
-            move_head(conn, self.last_id, self.hash)
-        self.pending = []
-
-
 def chain(prev_seq: int, prev_hash: str, row: dict[str, Any]) -> tuple[int, str]:
     """Give ``row`` (at, kind, actor, host, data) the next chain position; return the new head."""
     seq = prev_seq + 1
@@ -188,8 +147,7 @@ def append(
 
     It commits or rolls back with the caller's transaction: no answer leaves
     without its event. On SQLite it is chained now; elsewhere it is inserted
-    unchained and the fold gives it its place. In a hook batch (``conn.audit``
-    is a :class:`HeadCache`) the batch's flush writes it before the COMMIT.
+    unchained and the fold gives it its place.
     """
     row: dict[str, Any] = {
         "at": at,
@@ -201,19 +159,8 @@ def append(
         "prev_hash": None,
         "hash": None,
     }
-    cache: HeadCache | None = getattr(conn, "audit", None)
     if not chains_inline(conn):
-        if cache is not None:
-            cache.pending.append(row)
-        else:
-            _INSERT.execute(conn, **row)
-        return
-    if cache is not None:
-        if not cache.loaded:
-            cache.last_id, cache.hash = read_head(conn)
-            cache.loaded = True
-        cache.last_id, cache.hash = chain(cache.last_id, cache.hash, row)
-        cache.pending.append(row)
+        _INSERT.execute(conn, **row)
         return
     seq, digest = chain(*read_head(conn), row)
     _INSERT.execute(conn, **row)

@@ -123,41 +123,6 @@ def test_event_hash_fast_path_is_byte_identical_to_canonical_json():
         assert event_hash(**c) == slow
 
 
-def test_undo_of_a_batch_first_call_keeps_the_chain(engine):
-    if engine.dialect.name != "sqlite":
-        pytest.skip("HeadCache chains inline on SQLite only")
-    """HeadCache (group commit): the batch's first call reads the head, appends, then
-    fails before any database write; the next call must still chain from the real
-    head, not from (0, GENESIS)."""
-    from dataclasses import dataclass
-    from typing import Any
-
-    @dataclass
-    class Tx:  # what Prepared needs: the dialect and the pooled DBAPI connection
-        dialect: Any
-        connection: Any
-        audit: Any
-
-    fairy = engine.raw_connection()
-    try:
-        raw = fairy.driver_connection
-        raw.execute("BEGIN IMMEDIATE")
-        tx = Tx(engine.dialect, fairy, audit.HeadCache())
-        mark = tx.audit.mark()
-        audit.append(tx, at=2000, kind="test.failed", actor="t")
-        tx.audit.undo(mark)
-        audit.append(tx, at=2001, kind="test.kept", actor="t")
-        tx.audit.flush(tx)
-        raw.execute("COMMIT")
-    finally:
-        fairy.close()
-    result = _verify(engine)
-    assert (result.ok, result.count) == (True, 6)
-    with engine.begin() as conn:
-        kinds = [row.kind for row in audit.iter_events(conn)]
-    assert kinds[-1] == "test.kept" and "test.failed" not in kinds
-
-
 # -- unfolded events (the PostgreSQL login path inserts them; the fold chains) ----
 
 
