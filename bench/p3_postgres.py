@@ -258,6 +258,18 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
                 higher_is_better=False,
             )
         )
+    # The scale-out predictor: with C cores of its own (and nothing serialising
+    # the calls), service + database answer at most C times this many checks/s.
+    for name in (SQLITE, PG1, PG2):
+        c = cases[name]
+        # SQLite runs inside the service process; the cluster is idle in its rounds.
+        db = 0.0 if name == SQLITE else c["cpu_s_per_1k_postgres"]
+        cpu_per_check = (c["cpu_s_per_1k_service"] + db) / 1000
+        c["checks_per_cpu_s"] = 1 / cpu_per_check if cpu_per_check else float("inf")
+        rows.append(
+            value_row(f"{name}: checks per CPU-s (service + DB)",
+                      c["checks_per_cpu_s"], "/s")
+        )  # fmt: skip
     rows += [
         value_row(
             f"lock waits > {DEADLOCK_TIMEOUT_MS} ms logged by PostgreSQL (PG rounds)",
@@ -274,7 +286,7 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
             higher_is_better=False,
         ),
         value_row(
-            "PostgreSQL ERROR lines in its log (PG rounds; e.g. retried conflicts)",
+            "PostgreSQL ERROR lines in its log (PG rounds)",
             sum(locks[n]["error_count"] for n in pg_cases),
             "",
         ),
