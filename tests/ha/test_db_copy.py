@@ -55,7 +55,6 @@ def sqlite_world(tmp_path):
         w = seed(svc, tmp_path / "keys", approvers=2)
         approved = w.request("alice", "web1")["id"]
         w.approve("bob", approved)
-        w.request("alice", "web2")  # stays pending
         denied = w.request("alice", "web2", reason="INC-2 denied")["id"]
         assert w.call(w.tokens["bob"], "POST", f"/api/v1/requests/{denied}/deny", {})[0] == 200
         cancelled = w.request("alice", "web2", reason="INC-3 cancelled")["id"]
@@ -63,6 +62,7 @@ def sqlite_world(tmp_path):
         revoked = w.request("alice", "web2", reason="INC-4 revoked")["id"]
         w.approve("carol", revoked)
         assert w.call(w.tokens["bob"], "POST", f"/api/v1/requests/{revoked}/revoke", {})[0] == 200
+        w.request("alice", "web2")  # stays pending (one pending per host+login: the last)
         states = {r[0] for r in svc.sql("SELECT state FROM requests")}
         assert states == {"approved", "pending", "denied", "cancelled", "revoked"}
         yield svc, w
@@ -90,7 +90,7 @@ def test_sqlite_installation_moves_to_postgresql_with_the_same_answers(sqlite_wo
         assert decisions(moved, w) == before_decisions
         # The sequences were moved past the copied ids: new rows insert fine.
         top = moved.sql("SELECT max(id) FROM requests")[0][0]
-        assert w.request("alice", "web2", reason="INC-5 after the move")["id"] == top + 1
+        assert w.request("alice", "web1", reason="INC-5 after the move")["id"] == top + 1
         w.user("grace", "approver")
         assert "audit chain OK" in moved.admin("audit", "verify")
     finally:

@@ -140,7 +140,9 @@ def test_a_policy_change_is_seen_by_every_replica(three, tmp_path):
     svcs, w = three
     for s in svcs:
         w.svc = s  # World.request goes through this replica
-        assert w.request("alice", "web2")["approvals_required"] == 2
+        req = w.request("alice", "web2")
+        assert req["approvals_required"] == 2
+        assert s.call("POST", f"{R}/{req['id']}/cancel", w.tokens["alice"])[0] == 200
     one = tmp_path / "one.toml"
     one.write_text(
         (svcs[0].data_dir / "policy.toml").read_text().replace("approvals_required = 2",
@@ -149,7 +151,9 @@ def test_a_policy_change_is_seen_by_every_replica(three, tmp_path):
     svcs[0].admin("policy", "add", str(one))
     for s in svcs:
         w.svc = s
-        assert w.request("alice", "web2")["approvals_required"] == 1
+        req = w.request("alice", "web2")
+        assert req["approvals_required"] == 1
+        assert s.call("POST", f"{R}/{req['id']}/cancel", w.tokens["alice"])[0] == 200
     svcs[1].admin("policy", "remove", "prod")
     for s in svcs:
         status, body = s.call(
