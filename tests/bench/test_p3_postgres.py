@@ -129,6 +129,7 @@ def test_quick_p3pg_run_reports_every_figure(tmp_path):
         assert case["rounds"] == 2 and case["n"] > 0 and case["rps"] > 0
         assert 0 < case["median"] <= case["p99"] <= case["max"]
         assert case["cpu_s_per_1k_service"] > 0
+        assert 0 < case["checks_per_cpu_s"] < float("inf")
         assert res["lock_waits"][name]["sampled"]["samples"] > 0
         assert case["lock_waits_logged"] >= 0 and case["lock_waits_sampled"] >= 0
     for name in names[1:]:
