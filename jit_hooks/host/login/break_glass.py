@@ -174,6 +174,8 @@ def flush_if_due(config_path: str = paths.CONFIG_PATH, *, interval: float = FLUS
 
     def run() -> None:
         try:
+            if not os.path.exists(config_path):
+                return  # not configured here (the hooks deny anyway): nothing to say
             config = load_config(config_path)
             if spool.pending(config.spool_dir):
                 flush(config, HookLog(FLUSH_IDENT, config.syslog_socket))

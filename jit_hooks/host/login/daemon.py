@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from jit_hooks.host import paths
 from jit_hooks.host.login import (
     authorized_keys,
+    break_glass,
     frames,
     httppool,
     pam_account,
@@ -261,6 +262,8 @@ class Server(socketserver.UnixStreamServer):
         while self.parked and now - self.parked[0][0] >= PARK_SECONDS:
             _close_drained(self.parked.popleft()[1])
         self.log.flush()
+        # Break-glass reports spooled during an outage (in a thread, at most once a minute).
+        break_glass.flush_if_due()
 
     def shutdown_request(self, request) -> None:  # noqa: ANN001
         try:
