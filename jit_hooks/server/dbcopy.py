@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import Connection, Engine, create_engine, event, func, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select, text
 
 from jit_hooks.errors import JitError
 
@@ -144,6 +144,11 @@ def copy_database(
         upgrade(dst)
         result = CopyResult()
         with src.begin() as s, dst.begin() as d:
+            unknown = set(inspect(s).get_table_names()) - set(metadata.tables) - {"alembic_version"}
+            if unknown:
+                # A table this copy does not know would be left behind silently.
+                raise CopyError(f"the source has tables this jit-server does not know: "
+                                f"{', '.join(sorted(unknown))}")  # fmt: skip
             found = target_rows(d)
             if found and not replace:
                 listed = ", ".join(f"{t} ({n})" for t, n in sorted(found.items()))

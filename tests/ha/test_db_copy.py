@@ -165,3 +165,50 @@ def test_unreachable_target_is_a_one_line_error(sqlite_world):
     )  # fmt: skip
     assert r.returncode == 1 and "OperationalError" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1, r.stderr
+
+
+def test_a_source_behind_the_schema_is_refused(tmp_path):
+    from jit_hooks.server.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    upgrade(engine, "0003")
+    engine.dispose()
+    r = jit_server(
+        "db", "copy", "--from", f"sqlite:///{tmp_path / 'old.db'}",
+        "--to", f"sqlite:///{tmp_path / 'target.db'}",
+    )  # fmt: skip
+    assert r.returncode == 1 and "the source's schema is not current" in r.stderr, r.stderr
+
+
+def test_only_the_listed_tables_are_filled_by_the_migrations(tmp_path):
+    """An upgraded, unused database counts as empty: its rows are MIGRATION_SEEDED's only."""
+    from jit_hooks.server.db import make_engine, upgrade
+    from jit_hooks.server.dbcopy import MIGRATION_SEEDED, target_rows
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'fresh.db'}")
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            assert target_rows(conn) == {}
+            seeded = {t for t in MIGRATION_SEEDED if conn.exec_driver_sql(
+                f"SELECT count(*) FROM {t}").scalar()}  # fmt: skip
+        assert seeded == MIGRATION_SEEDED
+    finally:
+        engine.dispose()
+
+
+def test_a_source_table_unknown_to_this_version_is_refused(tmp_path):
+    from jit_hooks.server.db import make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'src.db'}")
+    try:
+        upgrade(engine)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE mystery (id INTEGER PRIMARY KEY)")
+    finally:
+        engine.dispose()
+    r = jit_server(
+        "db", "copy", "--from", f"sqlite:///{tmp_path / 'src.db'}",
+        "--to", f"sqlite:///{tmp_path / 'target.db'}",
+    )  # fmt: skip
+    assert r.returncode == 1 and "does not know: mystery" in r.stderr, r.stderr
