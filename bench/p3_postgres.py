@@ -1,11 +1,14 @@
 """P3pg: hook checks on PostgreSQL with 1 and 2 `jit-server serve` replicas, beside SQLite.
 
-Three cases under the same load, in interleaved rounds (rotating order):
+The cases, under the same load, in interleaved rounds (rotating order):
 
 * SQLite: one `jit-server serve` on its SQLite file (the default deployment);
 * PostgreSQL, 1 replica: one `jit-server serve` on a PostgreSQL database;
 * PostgreSQL, 2 replicas: two `jit-server serve` processes on that same
-  database, each taking half of the connections.
+  database, each taking half of the connections;
+* an experiment beside them: 1 replica whose sessions run with
+  synchronous_commit=off (no WAL flush at COMMIT, as SQLite's
+  synchronous=NORMAL has none): how much of the gap is the disk flush.
 
 The load is one wrk run per round with 2 threads and N connections in all three
 cases (for 2 replicas, thread i talks to replica i: one merged latency
@@ -43,6 +46,12 @@ from jit_hooks.testing.service import Service, free_port
 SQLITE = "SQLite, 1 replica"
 PG1 = "PostgreSQL, 1 replica"
 PG2 = "PostgreSQL, 2 replicas"
+# Experiment, not a deployment setting: replica C's sessions skip the WAL flush
+# at COMMIT (synchronous_commit=off), roughly what SQLite's synchronous=NORMAL
+# in WAL mode gives up (no fsync per commit). It says how much of the gap to
+# SQLite is the disk flush and how much is CPU.
+PG1_ASYNC = "PostgreSQL, 1 replica, async commit"
+ASYNC_OPTIONS = "?options=-csynchronous_commit%3Doff"
 TARGET_PG1_VS_SQLITE = 0.5
 TARGET_PG2_VS_PG1 = 1.0
 WRK_THREADS = 2  # one per replica in the 2-replica case; the same in every case
@@ -76,27 +85,33 @@ def run(ctx) -> dict:  # noqa: ANN001
         worlds.append(lite)
         pg = build_world(work / "pg", sink=False, database_url=url)
         worlds.append(pg)
-        (work / "pg-b").mkdir()
-        replica_b = Service(data_dir=work / "pg-b", port=free_port(), env=service_env(url))
-        replica_b.start()
-        services.append(replica_b)
-
         hook_lite = hook_target(lite)
         hook_pg = hook_target(pg)
-        status, answer = replica_b.call(
-            "POST", hook_pg.path, token=pg.host_token, body=json.loads(hook_pg.body)
-        )
-        if status != 200 or not answer["keys"]:
-            raise RuntimeError(f"replica B does not allow the approved key: {status} {answer}")
-        addrs = (f"127.0.0.1:{pg.svc.port}", f"127.0.0.1:{replica_b.port}")
+        replicas = {}
+        for name, db_url in (("b", url), ("c", url + ASYNC_OPTIONS)):
+            (work / f"pg-{name}").mkdir()
+            svc = Service(data_dir=work / f"pg-{name}", port=free_port(), env=service_env(db_url))
+            svc.start()
+            services.append(svc)
+            body = json.loads(hook_pg.body)
+            status, answer = svc.call("POST", hook_pg.path, token=pg.host_token, body=body)
+            if status != 200 or not answer["keys"]:
+                raise RuntimeError(f"replica {name} does not allow the key: {status} {answer}")
+            replicas[name] = svc
+        b, c = replicas["b"], replicas["c"]
+        # Every PostgreSQL replica's CPU counts in every PostgreSQL case: an idle
+        # one may be the leader doing background work (the audit fold) for all.
+        pg_pids = [_pid(pg.svc), _pid(b), _pid(c)]
+        addrs = (f"127.0.0.1:{pg.svc.port}", f"127.0.0.1:{b.port}")
         cases: dict[str, tuple[str, Target, list[int]]] = {
             SQLITE: (lite.svc.url, hook_lite, [_pid(lite.svc)]),
-            PG1: (pg.svc.url, hook_pg, [_pid(pg.svc), _pid(replica_b)]),
+            PG1: (pg.svc.url, hook_pg, pg_pids),
             PG2: (
                 pg.svc.url,
                 Target(hook_pg.path, hook_pg.method, hook_pg.body, hook_pg.token, addrs),
-                [_pid(pg.svc), _pid(replica_b)],
+                pg_pids,
             ),
+            PG1_ASYNC: (c.url, hook_pg, pg_pids),
         }
         ctx.log(
             f"P3pg: {rounds} rounds x {seconds:g} s per case, {conns} connections, "
@@ -203,7 +218,7 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
         c["lock_waits_sampled"] = locks[name]["sampled"]["waits"]
         cases[name] = c
     ratio_cases = {n: {"rps": c["rps"]} for n, c in cases.items()}
-    pg_cases = (PG1, PG2)
+    pg_cases = (PG1, PG2, PG1_ASYNC)
     logged = sum(cases[n]["lock_waits_logged"] for n in pg_cases)
     sampled = sum(cases[n]["lock_waits_sampled"] for n in pg_cases)
     bad_verify = [f"{db}: {why}" for db, why in problems.items() if why]
@@ -233,14 +248,23 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
             target=TARGET_PG2_VS_PG1,
             higher_is_better=True,
         ),
+        compare(
+            "experiment: PG 1 replica, async commit / SQLite",
+            PG1_ASYNC,
+            SQLITE,
+            ratio_cases,
+            key="rps",
+            higher_is_better=True,
+        ),
     ]
-    for name in (SQLITE, PG1, PG2):
+    everything = (SQLITE, PG1, PG2, PG1_ASYNC)
+    for name in everything:
         rows.append(value_row(f"{name}: hook checks/s", cases[name]["rps"], "/s"))
-    for name in (SQLITE, PG1, PG2):
+    for name in everything:
         rows.append(
             value_row(f"{name}: hook p99", cases[name]["p99"], "ms", higher_is_better=False)
         )
-    for name in (SQLITE, PG1, PG2):
+    for name in everything:
         rows.append(
             value_row(
                 f"{name}: service CPU-s per 1,000 checks",
@@ -260,7 +284,7 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
         )
     # The scale-out predictor: with C cores of its own (and nothing serialising
     # the calls), service + database answer at most C times this many checks/s.
-    for name in (SQLITE, PG1, PG2):
+    for name in everything:
         c = cases[name]
         # SQLite runs inside the service process; the cluster is idle in its rounds.
         db = 0.0 if name == SQLITE else c["cpu_s_per_1k_postgres"]
@@ -317,7 +341,9 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
         "notes": [
             "each case: one `jit-server serve` (1 worker) per replica; 2 replicas share one "
             "database and split the connections (wrk thread i -> replica i)",
-            "CPU: utime+stime of the service processes (both PG replicas in both PG cases) "
+            f"{PG1_ASYNC}: an experiment, replica C with synchronous_commit=off (no WAL "
+            "flush at COMMIT, roughly SQLite's synchronous=NORMAL); not a deployment setting",
+            "CPU: utime+stime of the service processes (all 3 PG replicas in every PG case) "
             "and of every process of the test cluster, lock sampler's backend excluded",
             "lock waits: PostgreSQL's log_lock_waits lines (deadlock_timeout "
             f"{DEADLOCK_TIMEOUT_MS} ms) and ungranted pg_locks rows sampled every 5 ms",

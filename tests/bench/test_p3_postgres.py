@@ -122,7 +122,12 @@ def test_quick_p3pg_run_reports_every_figure(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads(out.read_text())["benchmarks"]["P3pg"]
     assert "error" not in res
-    names = ["SQLite, 1 replica", "PostgreSQL, 1 replica", "PostgreSQL, 2 replicas"]
+    names = [
+        "SQLite, 1 replica",
+        "PostgreSQL, 1 replica",
+        "PostgreSQL, 2 replicas",
+        "PostgreSQL, 1 replica, async commit",
+    ]
     assert list(res["cases"]) == names
     for name in names:
         case = res["cases"][name]
