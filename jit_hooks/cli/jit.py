@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import sys
+import time
 from typing import Any
 
 import click
@@ -21,7 +22,9 @@ from jit_hooks.cli.options import (
     settings,
 )
 
-STATES = ("pending", "approved", "denied", "cancelled", "revoked", "expired")
+STATES = ("pending", "approved", "denied", "cancelled", "revoked", "expired", "pending_expired")
+# How often --wait and --watch ask the service again (seconds).
+POLL_SECONDS = 2.0
 
 
 def _version() -> str:
@@ -254,6 +257,26 @@ def keys_remove(key_id: int) -> None:
     type=StartTime(),
     help="Start later: +30m, or ISO 8601 (local time unless it has an offset).",
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Block until the request is decided; exit 0 only if approved (Ctrl-C leaves it pending).",
+)
+@click.option(
+    "--timeout",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    help="With --wait: give up waiting after this long (the request stays pending).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=POLL_SECONDS,
+    show_default=True,
+    hidden=True,
+    help="Seconds between two checks of the request.",
+)
 @json_option
 @api_options
 def request_cmd(
@@ -263,8 +286,11 @@ def request_cmd(
     reason: str,
     duration: int,
     start: int | None,
+    wait: bool,
+    timeout: int,
+    interval: float,
     as_json: bool,
-) -> None:
+) -> int:
     """Ask for access to HOST (or to hosts matching --selector) as --login."""
     if bool(host) == bool(selector):
         raise click.UsageError("give either HOST or --selector k=v (not both)")
@@ -275,19 +301,58 @@ def request_cmd(
         body["selector"] = dict(selector)
     if start is not None:
         body["start"] = start
-    req = settings().client().create_request(body)
+    client = settings().client()
+    req = client.create_request(body)
+    state = output.effective_state(req)
+    if wait and state == "pending":
+        if not as_json:
+            info(
+                f"Request {req.get('id')} is waiting for {req.get('approvals_required', '?')} "
+                "approval(s); waiting for a decision (Ctrl-C to stop waiting)."
+            )
+        decided = _wait_decided(client, int(req["id"]), timeout, interval)
+        if decided is None:
+            return 130
+        req = decided
+        state = output.effective_state(req)
     if as_json:
         output.emit_json(req)
-        return
-    state = output.effective_state(req)
-    if state == "pending":
+    elif state == "pending":
         info(
             f"Request {req.get('id')} is waiting for {req.get('approvals_required', '?')} "
             "approval(s)."
         )
+        if wait:
+            info(
+                f"Still pending after {output.span(timeout)}: "
+                f"check later with `jit show {req['id']}`."
+            )
     else:
         info(f"Request {req.get('id')} is {state}.")
-    output.request_details(req)
+    if not as_json:
+        output.request_details(req)
+    if wait and state != "approved":
+        return 1
+    return 0
+
+
+def _wait_decided(client: Any, request_id: int, timeout: int, interval: float) -> dict | None:
+    """Poll until the request leaves "pending" or ``timeout`` passes; None on Ctrl-C."""
+    deadline = time.monotonic() + timeout
+    req: dict = {}
+    try:
+        while True:
+            req = client.get_request(request_id)
+            if output.effective_state(req) != "pending" or time.monotonic() >= deadline:
+                return req
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        click.echo(
+            f"\njit: stopped waiting; request {request_id} stays as it is: "
+            f"check it with `jit show {request_id}` (or cancel: `jit cancel {request_id}`)",
+            err=True,
+        )
+        return None
 
 
 @cli.command("list")
@@ -295,20 +360,43 @@ def request_cmd(
 @click.option("--review", "scope", flag_value="review", help="Requests you may review.")
 @click.option("--all", "scope", flag_value="all", help="Every request (admin).")
 @click.option("--state", type=click.Choice(STATES), help="Only requests in this state.")
+@click.option("--watch", is_flag=True, help="Show the list again every few seconds (Ctrl-C stops).")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=POLL_SECONDS,
+    show_default=True,
+    help="With --watch: seconds between two refreshes.",
+)
 @json_option
 @api_options
-def list_cmd(scope: str, state: str | None, as_json: bool) -> None:
+def list_cmd(scope: str, state: str | None, watch: bool, interval: float, as_json: bool) -> int:
     """List requests: yours, those waiting for your review, or all."""
-    items = settings().client().list_requests(scope, state)
-    if as_json:
-        output.emit_json(items)
-        return
+    client = settings().client()
     empty = {
         "mine": "no requests (ask with `jit request HOST --login L --duration 1h`)",
         "review": "nothing to review",
         "all": "no requests",
     }[scope]
-    output.requests_table(items, empty=empty)
+    try:
+        while True:
+            items = client.list_requests(scope, state)
+            if as_json:
+                output.emit_json(items)
+            else:
+                if watch:
+                    # Clear the screen only on a terminal: piped output stays a plain log.
+                    if sys.stdout.isatty():
+                        click.clear()
+                    click.echo(f"-- {output.local_iso(output.now())} ({len(items)} shown)")
+                output.requests_table(items, empty=empty)
+            if not watch:
+                return 0
+            sys.stdout.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        click.echo("", err=True)
+        return 0
 
 
 request_id_arg = click.argument("request_id", metavar="ID", type=click.IntRange(min=1))
@@ -410,8 +498,12 @@ def status(as_json: bool) -> None:
         for r in client.list_requests("mine", "approved")
         if isinstance(r.get("ends_at"), int) and r["ends_at"] > now
     ]
+    # Requests this user may still approve or deny (none of their own).
+    review = len(client.list_requests("review", None))
     if as_json:
-        output.emit_json({"url": s.url, "service": "ok", "user": me, "active": active})
+        output.emit_json(
+            {"url": s.url, "service": "ok", "user": me, "active": active, "review": review}
+        )
         return
     output.fields(
         [
@@ -420,6 +512,9 @@ def status(as_json: bool) -> None:
             ("roles", ", ".join(me.get("roles") or []) or "none"),
         ]
     )
+    if review:
+        noun = "request awaits" if review == 1 else "requests await"
+        click.echo(f"{review} {noun} your review (`jit list --review`)")
     if not active:
         click.echo("no active approvals")
         return

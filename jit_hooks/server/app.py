@@ -140,10 +140,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     audit_task = audit_worker.start(app.state.ctx)
     app.state.audit_task = audit_task  # a reference, or the loop may drop the task
+    # Expires pending requests and delivers the notification outbox (on the leader).
+    from jit_hooks.server.notify import worker as notify_worker
+
+    notify_task, notifier = notify_worker.start(app.state.ctx, app.state.notify_config)
+    app.state.notify_task = notify_task
     try:
         yield
     finally:
         audit_task.cancel()
+        notify_task.cancel()
+        notifier.close()
         app.state.ctx.close()  # the unit of work's threads, then the pool
 
 
@@ -159,6 +166,12 @@ def create_app(settings: Settings) -> FastAPI:
         redoc_url=None,
     )
     metrics = Metrics()
+    # Read and checked before serving: a bad channel config stops the start, and
+    # the lifecycle's outbox writes see the same channels as the worker.
+    from jit_hooks.server.notify import config as notify_config
+
+    app.state.notify_config = notify_config.load(settings.data_dir)
+    notify_config.install(app.state.notify_config)
     app.state.ctx = Context(
         settings=settings,
         engine=make_engine(settings.database_url, pool_size=settings.db_pool_size),

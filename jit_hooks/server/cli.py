@@ -477,6 +477,9 @@ def _add_audit_commands() -> None:
     from jit_hooks.server.audit_cli import audit_group
 
     cli.add_command(audit_group)
+    from jit_hooks.server.notify.cli import notify_group
+
+    cli.add_command(notify_group)
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ from jit_hooks.errors import KeyParseError
 from jit_hooks.server import audit, fold
 from jit_hooks.server.audit_settings import miss_window
 from jit_hooks.server.auth import HostPrincipal
+from jit_hooks.server.notify import events as notify
 from jit_hooks.server.sql import Prepared
 from jit_hooks.server.tables import audit_events, keys, request_hosts, requests, sessions, users
 
@@ -573,6 +574,12 @@ def break_glass(
         stage=stage,
         **extra,
     )
+    # The admins hear of it through the outbox (server/notify/), in this transaction;
+    # once per login (sshd runs the hooks several times per connection).
+    notify.break_glass(
+        conn, host=host.name, login=login, rhost=rhost,
+        key=report_id or connection or str(now), now=now,
+    )  # fmt: skip
     return answer
 
 

@@ -20,7 +20,9 @@ from jit_hooks.protocol import LOGIN_RE
 from jit_hooks.server import audit, store
 from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.errors import Conflict, Forbidden, InvalidInput, NotFound
+from jit_hooks.server.notify import events as notify
 from jit_hooks.server.policy import (
+    DEFAULT_PENDING_TTL,
     LABEL_KEY_RE,
     LABEL_VALUE_RE,
     Policy,
@@ -31,15 +33,25 @@ from jit_hooks.server.policy import (
 )
 from jit_hooks.server.tables import hosts, request_hosts, requests, reviews, users
 
-STATES = ("pending", "approved", "denied", "cancelled", "revoked", "expired")
+STATES = ("pending", "approved", "denied", "cancelled", "revoked", "expired", "pending_expired")
 MAX_START_AHEAD = 30 * 24 * 3600
 START_SLACK = 60  # a "start" this far in the past is taken as "now" (client clock skew)
 LIST_LIMIT = 500
 
 
+def pending_deadline(row: Any) -> int:
+    """When a pending request expires undecided (its policy's pending_ttl after creation)."""
+    ttl = json.loads(row.policy_spec).get("pending_ttl", DEFAULT_PENDING_TTL)
+    return int(row.created_at) + int(ttl)
+
+
 def effective_state(row: Any, now: int) -> str:
     if row.state == "approved" and row.ends_at is not None and row.ends_at <= now:
         return "expired"
+    # Before the leader's sweep writes it (notify/sweep.py), a pending request
+    # past its TTL already counts as expired: nobody can approve it any more.
+    if row.state == "pending" and pending_deadline(row) <= now:
+        return "pending_expired"
     return row.state
 
 
@@ -160,9 +172,15 @@ def list_requests(
         q = q.where(requests.c.state == "approved", requests.c.ends_at <= now)
     elif state == "approved":
         q = q.where(requests.c.state == "approved", requests.c.ends_at > now)
+    elif state == "pending_expired":
+        q = q.where(requests.c.state.in_(("pending", "pending_expired")))
     elif state is not None:
         q = q.where(requests.c.state == state)
     rows = list(conn.execute(q))
+    if state in ("pending", "pending_expired") or scope == "review":
+        rows = [r for r in rows if state is None or effective_state(r, now) == state]
+        if scope == "review":
+            rows = [r for r in rows if effective_state(r, now) == "pending"]
     revs = _reviews(conn, [r.id for r in rows])
     if scope == "review":
         rows = [
@@ -234,6 +252,10 @@ def create_request(
         )
     if policy.reason_required and not reason:
         raise InvalidInput(f"reason: required by policy {policy.name!r}", field="reason")
+    _refuse_duplicate(
+        conn, user=user, host_id=host_ids[0] if host is not None else None,
+        selector=selector, login=login, target=target, now=now,
+    )  # fmt: skip
     rid = conn.execute(
         requests.insert().values(
             requester_id=user.id,
@@ -278,7 +300,45 @@ def create_request(
             host=host,
             data={"request_id": rid, "auto": True, "policy": policy.name},
         )
-    return request_dict(_load(conn, rid), [], now)
+    row = _load(conn, rid)
+    if policy.auto_approve:
+        notify.request_event(conn, row, "request.approved", now=now, details={"auto": True})
+    else:
+        notify.request_event(conn, row, "request.created", now=now, actor=user.name)
+    return request_dict(row, [], now)
+
+
+def _refuse_duplicate(
+    conn: Connection,
+    *,
+    user: UserPrincipal,
+    host_id: int | None,
+    selector: dict[str, str] | None,
+    login: str,
+    target: str,
+    now: int,
+) -> None:
+    """One pending request per person, target and login: a second one names the first.
+
+    The requester's row is locked first, so two racing requests of one person
+    (on any replica) are checked one after the other; nobody else waits.
+    """
+    conn.execute(select(users.c.id).where(users.c.id == user.id).with_for_update())
+    q = _base_query().where(
+        requests.c.requester_id == user.id,
+        requests.c.login == login,
+        requests.c.state == "pending",
+    )
+    if host_id is not None:
+        q = q.where(requests.c.host_id == host_id)
+    else:
+        q = q.where(requests.c.selector == audit.canonical(selector))
+    for row in conn.execute(q.order_by(requests.c.id)):
+        if effective_state(row, now) == "pending":
+            raise Conflict(
+                f"request {row.id} for {target} as {login!r} is already pending; "
+                f"wait for it or cancel it (`jit cancel {row.id}`)"
+            )
 
 
 def _approve(
@@ -311,6 +371,11 @@ def review(
     if not _is_approver(user, row):
         raise Forbidden(f"you are not an approver under policy {row.policy_name!r}")
     state = effective_state(row, now)
+    if state == "pending_expired":
+        raise Conflict(
+            f"request {request_id} expired while pending (nobody decided within the "
+            f"policy's pending_ttl); the requester must ask again"
+        )
     if state != "pending":
         raise Conflict(f"request {request_id} is {state}, not pending")
     try:
@@ -350,6 +415,10 @@ def review(
             host=host,
             data={"request_id": request_id},
         )
+        notify.request_event(
+            conn, _load(conn, request_id), "request.denied", now=now, actor=user.name,
+            details={"comment": comment},
+        )  # fmt: skip
     else:
         approvals = sum(
             1 for r in _reviews(conn, [request_id])[request_id] if r["decision"] == "approve"
@@ -371,6 +440,15 @@ def review(
                     "ends_at": ends_at,
                 },
             )
+            notify.request_event(
+                conn, _load(conn, request_id), "request.approved", now=now, actor=user.name,
+                details={"comment": comment},
+            )  # fmt: skip
+        else:
+            notify.request_event(
+                conn, row, "request.reviewed", now=now, actor=user.name, key=user.name,
+                details={"decision": decision, "comment": comment, "approvals": approvals},
+            )  # fmt: skip
     return get_request(conn, user=user, request_id=request_id, now=now)
 
 
@@ -398,6 +476,9 @@ def revoke(
         actor=user.name,
         host=row.host_name,
         data={"request_id": request_id, "comment": comment},
+    )
+    notify.request_event(
+        conn, row, "request.revoked", now=now, actor=user.name, details={"comment": comment}
     )
     return get_request(conn, user=user, request_id=request_id, now=now)
 

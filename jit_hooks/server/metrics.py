@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class Metrics:
@@ -36,6 +36,21 @@ class Metrics:
             ["hook"],
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+        )
+        # Notifications (server/notify/): gauges set by every replica's worker round.
+        self.notify_depth = Gauge(
+            "jit_notify_outbox_depth", "Notifications not yet delivered", registry=self.registry
+        )
+        self.notify_oldest = Gauge(
+            "jit_notify_oldest_undelivered_seconds",
+            "Age of the oldest undelivered notification",
+            registry=self.registry,
+        )
+        self.notify_attempts = Counter(
+            "jit_notify_attempts",
+            "Delivery attempts by channel and outcome (delivered, retry, failed)",
+            ["channel", "outcome"],
+            registry=self.registry,
         )
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 

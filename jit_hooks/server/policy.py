@@ -16,6 +16,10 @@ LABEL_KEY_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._/-]{0,62}\Z")
 LABEL_VALUE_RE = re.compile(r"\A[A-Za-z0-9._:/-]{0,63}\Z")
 HOST_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
 MAX_DURATION_LIMIT = 7 * 24 * 3600
+# A pending request nobody decided on expires after this long (per policy):
+# approving a week-old request would grant a window nobody asked for now.
+DEFAULT_PENDING_TTL = 24 * 3600
+PENDING_TTL_LIMIT = 30 * 24 * 3600
 
 _FIELDS = {
     "name",
@@ -29,6 +33,7 @@ _FIELDS = {
     "reason_required",
     "auto_approve",
     "options",
+    "pending_ttl",
 }
 
 
@@ -56,6 +61,7 @@ class Policy:
     reason_required: bool
     auto_approve: bool
     options: tuple[str, ...]
+    pending_ttl: int = DEFAULT_PENDING_TTL
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical, JSON-ready form (what is stored and listed)."""
@@ -77,6 +83,7 @@ class Policy:
             "reason_required": self.reason_required,
             "auto_approve": self.auto_approve,
             "options": list(self.options),
+            "pending_ttl": self.pending_ttl,
         }
 
 
@@ -170,6 +177,9 @@ def parse_policy(d: Any) -> Policy:
         reason_required=_bool(name, "reason_required", d.get("reason_required", True)),
         auto_approve=auto,
         options=tuple(sorted(set(options))),
+        pending_ttl=_int(
+            name, "pending_ttl", d.get("pending_ttl", DEFAULT_PENDING_TTL), 60, PENDING_TTL_LIMIT
+        ),
     )
 
 

@@ -126,7 +126,9 @@ class RequestOut(BaseModel):
     login: str
     reason: str
     duration_seconds: int
-    state: Literal["pending", "approved", "denied", "cancelled", "revoked", "expired"]
+    state: Literal[
+        "pending", "approved", "denied", "cancelled", "revoked", "expired", "pending_expired"
+    ]
     policy: str
     approvals_required: int
     reviews: list[ReviewOut]

@@ -197,3 +197,24 @@ audit_misses = Table(
     Column("reason", String(200), nullable=False),
     Index("ix_audit_misses_window", "window_start"),
 )
+
+# Notifications waiting for delivery, written in the transaction of the change
+# they announce (server/notify/). ``id`` is the idempotency id receivers see:
+# derived from the event, so a sweep that runs twice writes one row.
+notify_outbox = Table(
+    "notify_outbox",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("event", String(32), nullable=False),
+    Column("request_id", Integer, nullable=True),
+    Column("channel", String(64), nullable=False),
+    Column("payload", Text, nullable=False),  # canonical JSON
+    Column("created_at", Integer, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_at", Integer, nullable=False),  # due (or claimed until) this time
+    Column("delivered_at", Integer, nullable=True),
+    Column("failed_at", Integer, nullable=True),  # gave up after max attempts
+    Column("last_error", String(200), nullable=True),
+    Index("ix_notify_outbox_due", "delivered_at", "failed_at", "next_at"),
+    Index("ix_notify_outbox_request", "request_id", "event"),
+)

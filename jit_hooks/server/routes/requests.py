@@ -45,7 +45,9 @@ async def list_requests(
     ctx: CtxDep,
     creds: Creds,
     scope: Literal["mine", "review", "all"] = "mine",
-    state: Literal["pending", "approved", "denied", "cancelled", "revoked", "expired"]
+    state: Literal[
+        "pending", "approved", "denied", "cancelled", "revoked", "expired", "pending_expired"
+    ]
     | None = None,
 ) -> dict:
     now = ctx.now()

@@ -1,0 +1,1 @@
+"""Notifications: an outbox written with each change, delivered at least once."""

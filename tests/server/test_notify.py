@@ -1,0 +1,289 @@
+"""Notifications end to end: a real service process delivering to real receivers on 127.0.0.1.
+
+Receivers (jit_hooks/testing/receivers.py): a webhook that verifies the HMAC
+signature, a Slack-shaped one, one answering 500 before 200, one that hangs,
+and an aiosmtpd inbox. Waits are bounded polls on what arrived, never timings.
+"""
+
+from __future__ import annotations
+
+import signal
+import textwrap
+import threading
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from jit_hooks.testing.receivers import SmtpInbox, WebhookReceiver
+from jit_hooks.testing.service import Service, start_service
+from tests.server.conftest import World, build_world
+
+SECRET = "whsec-test-3f9a1c0d5e"
+SMTP_PASSWORD = "smtp-pass-77b2e0"
+
+
+def _config(*, webhook: str, slack: str | None = None, smtp_port: int | None = None,
+            timeout: float = 5, events: str = "") -> str:  # fmt: skip
+    text = f"""
+    public_url = "https://jit.example.test"
+    expiring_seconds = 60
+    [retry]
+    base_seconds = 0.2
+    max_seconds = 1
+    poll_seconds = 0.1
+    [channels.hook]
+    type = "webhook"
+    url = "{webhook}"
+    secret = "{SECRET}"
+    timeout = {timeout}
+    {events}
+    """
+    if slack:
+        text += f"""
+    [channels.chat]
+    type = "slack"
+    url = "{slack}"
+    """
+    if smtp_port:
+        text += f"""
+    [channels.mail]
+    type = "smtp"
+    host = "127.0.0.1"
+    port = {smtp_port}
+    from = "jit@example.test"
+    to = ["ops@example.test"]
+    user_domain = "example.test"
+    secret = "{SMTP_PASSWORD}"
+    """
+    return textwrap.dedent(text)
+
+
+def _notified_world(tmp_path: Path, config: str) -> World:
+    ddir = tmp_path / "server"
+    ddir.mkdir()
+    (ddir / "notify.toml").write_text(config)
+    return build_world(start_service(ddir), tmp_path)
+
+
+@pytest.fixture
+def receivers():
+    made: list = []
+
+    def make(**kw):  # noqa: ANN003, ANN202
+        r = WebhookReceiver(**kw).start()
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+def _events(got, event: str):  # noqa: ANN001, ANN202
+    return [d for d in got if d.json.get("event") == event]
+
+
+def test_request_reaches_signed_webhook_slack_and_mail(tmp_path: Path, receivers) -> None:
+    hook = receivers(secret=SECRET)
+    chat = receivers()
+    inbox = SmtpInbox().start()
+    w = _notified_world(tmp_path, _config(webhook=hook.url, slack=chat.url, smtp_port=inbox.port))
+    try:
+        status, req = w.request()
+        assert status == 201, req
+        rid = req["id"]
+        got = hook.wait_for(lambda g: len(_events(g, "request.created")) == 1)
+        d = _events(got, "request.created")[0]
+        assert d.verified  # the receiver's own HMAC check passed
+        body = d.json
+        assert body["request"]["id"] == rid and body["request"]["requester"] == "alice"
+        # Eligible approvers under the policy (role approver), never the requester.
+        assert body["recipients"] == ["bob", "carol", "mallory"]
+        assert body["url"] == f"https://jit.example.test/ui/requests/{rid}"
+        assert d.headers["x-jit-delivery"] == body["id"]
+
+        slack = chat.wait_for(lambda g: len(g) >= 1)[0].json
+        assert "alice asks for web1 as deploy" in slack["text"]
+        buttons = [b for b in slack["blocks"] if b["type"] == "actions"]
+        assert buttons[0]["elements"][0]["url"] == f"https://jit.example.test/ui/requests/{rid}"
+
+        rcpts, mail = inbox.wait_for(1)[0]
+        assert set(rcpts) == {"ops@example.test", "bob@example.test", "carol@example.test",
+                              "mallory@example.test"}  # fmt: skip
+        assert "alice asks for web1 as deploy" in mail["Subject"]
+        assert f"/ui/requests/{rid}" in mail.get_content()
+
+        status, out = w.call("bob", "POST", f"/api/v1/requests/{rid}/approve", {"comment": "ok"})
+        assert status == 200 and out["state"] == "approved", out
+        got = hook.wait_for(lambda g: len(_events(g, "request.approved")) == 1)
+        approved = _events(got, "request.approved")[0].json
+        assert approved["recipients"] == ["alice"] and approved["actor"] == "bob"
+
+        status, out = w.call("bob", "POST", f"/api/v1/requests/{rid}/revoke", {"comment": "done"})
+        assert status == 200, out
+        got = hook.wait_for(lambda g: len(_events(g, "request.revoked")) == 1)
+        ids = [d.json["id"] for d in got]
+        assert len(ids) == len(set(ids))  # each notification once
+        assert all(d.verified for d in got)
+    finally:
+        w.svc.stop()
+        inbox.stop()
+
+
+def test_receiver_500_then_200_is_retried_and_delivered_once(tmp_path: Path, receivers) -> None:
+    hook = receivers(secret=SECRET, mode="fail_first", failures=2)
+    w = _notified_world(tmp_path, _config(webhook=hook.url))
+    try:
+        status, req = w.request()
+        assert status == 201, req
+        got = hook.wait_for(lambda g: len(g) == 1)
+        nid = got[0].json["id"]
+        tries = [d for d in hook.deliveries if d.headers.get("x-jit-delivery") == nid]
+        assert [d.status for d in tries] == [500, 500, 200]  # same id on every attempt
+        assert w.svc.sql(
+            "SELECT attempts, delivered_at IS NOT NULL, last_error FROM notify_outbox WHERE id = ?",
+            (nid,),
+        ) == [(3, 1, None)]
+        with urllib.request.urlopen(w.svc.url + "/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'jit_notify_attempts_total{channel="hook",outcome="retry"} 2.0' in metrics
+        assert 'jit_notify_attempts_total{channel="hook",outcome="delivered"} 1.0' in metrics
+        assert (
+            "jit_notify_outbox_depth " in metrics
+            and "jit_notify_oldest_undelivered_seconds " in metrics
+        )
+    finally:
+        w.svc.stop()
+
+
+def test_hanging_receiver_blocks_neither_api_nor_hooks(tmp_path: Path, receivers) -> None:
+    hook = receivers(secret=SECRET, mode="hang")
+    w = _notified_world(tmp_path, _config(webhook=hook.url, timeout=3))
+    try:
+        status, req = w.request()
+        assert status == 201, req
+        # The worker now holds a connection the receiver never answers.
+        hook_seen = threading.Event()
+
+        def seen() -> bool:
+            return bool(hook.deliveries)
+
+        import time
+
+        deadline = time.monotonic() + 30
+        while not seen() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert seen(), "the worker never reached the receiver"
+        hook_seen.set()
+        # API and hook calls still complete (their answer is asserted, not their speed).
+        status, out = w.call(
+            "bob", "POST", f"/api/v1/requests/{req['id']}/approve", {"comment": ""}
+        )
+        assert status == 200 and out["state"] == "approved", out
+        status, ans = w.akc("web1", "alice")
+        assert status == 200 and ans["keys"], ans
+        for login in ("deploy",):
+            status, out = w.request(who="dave", login=login)
+            assert status == 201, out
+        # The hung attempts end by the channel's timeout and are retried, not lost.
+        deadline = time.monotonic() + 60
+        rows: list = []
+        while time.monotonic() < deadline:
+            rows = w.svc.sql("SELECT last_error FROM notify_outbox WHERE attempts > 0")
+            if rows:
+                break
+            time.sleep(0.2)
+        assert rows and rows[0][0] in ("timeout", "network error: TimeoutError"), rows
+        assert w.svc.sql("SELECT count(*) FROM notify_outbox WHERE delivered_at IS NULL")[0][0] >= 3
+    finally:
+        hook.stop()
+        w.svc.stop()
+
+
+def test_kill9_with_undelivered_rows_loses_nothing(tmp_path: Path, receivers) -> None:
+    hook = receivers(secret=SECRET, mode="fail_first", failures=10**9)  # down for now
+    w = _notified_world(tmp_path, _config(webhook=hook.url))
+    try:
+        made = []
+        for login, who in (("deploy", "alice"), ("deploy", "mallory")):
+            status, req = w.request(who=who, login=login)
+            assert status == 201, req
+            made.append(req["id"])
+        status, out = w.call("bob", "POST", f"/api/v1/requests/{made[0]}/approve", {"comment": ""})
+        assert status == 200, out
+        expected = {r[0] for r in w.svc.sql("SELECT id FROM notify_outbox")}
+        assert len(expected) == 3  # two created, one approved
+        hook.wait_for(lambda g: True)
+        w.svc.stop(signal.SIGKILL)
+        assert w.svc.sql("SELECT count(*) FROM notify_outbox WHERE delivered_at IS NULL") == [(3,)]
+        hook.failures = 0  # the receiver is back
+        w.svc.start()
+        got = hook.wait_for(lambda g: len({d.json["id"] for d in g}) == 3, timeout=60)
+        ids = [d.json["id"] for d in got]
+        assert set(ids) == expected and len(ids) == len(set(ids))
+        assert w.svc.sql("SELECT count(*) FROM notify_outbox WHERE delivered_at IS NULL") == [(0,)]
+    finally:
+        w.svc.stop()
+
+
+def test_secrets_are_never_logged_nor_listed(tmp_path: Path, receivers) -> None:
+    hook = receivers(secret="not-the-same-secret")  # every delivery is refused (401)
+    w = _notified_world(tmp_path, _config(webhook=hook.url, smtp_port=1))
+    try:
+        status, req = w.request()
+        assert status == 201, req
+        hook.wait_for(lambda g: True)
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            errs = w.svc.sql("SELECT last_error FROM notify_outbox WHERE attempts > 0")
+            if len(errs) >= 2:
+                break
+            time.sleep(0.1)
+        assert sorted(e[0] for e in errs) == ["HTTP 401", "network error: ConnectionRefusedError"]
+        listed = w.svc.admin("notify", "channels")
+        assert "hook\twebhook" in listed
+        log = w.svc.log_path.read_text()
+        assert "attempt failed: HTTP 401" in log
+        for text in (log, listed, str(errs)):
+            assert SECRET not in text and SMTP_PASSWORD not in text
+    finally:
+        w.svc.stop()
+
+
+def test_notify_test_command(tmp_path: Path, receivers) -> None:
+    hook = receivers(secret=SECRET)
+    ddir = tmp_path / "server"
+    ddir.mkdir()
+    (ddir / "notify.toml").write_text(_config(webhook=hook.url))
+    svc = Service(data_dir=ddir, port=0, env=start_env())
+    out = svc.admin("notify", "test", "hook")
+    assert out.strip() == "sent a test message on hook (webhook)"
+    d = hook.wait_for(lambda g: len(g) == 1)[0]
+    assert d.verified and d.json["event"] == "test"
+    # A receiver that refuses: one line on stderr, exit 1, the secret not in it.
+    hook.secret = "other"
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(ddir),
+         "notify", "test", "hook"],
+        capture_output=True, text=True, env=start_env(), timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 1
+    assert r.stderr.strip() == "jit-server: error: channel hook (webhook): HTTP 401"
+    r = subprocess.run(
+        [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(ddir),
+         "notify", "test", "nope"],
+        capture_output=True, text=True, env=start_env(), timeout=60,
+    )  # fmt: skip
+    assert r.returncode != 0 and "unknown channel 'nope' (channels: hook)" in r.stderr
+
+
+def start_env() -> dict:
+    import os
+
+    return dict(os.environ)
