@@ -225,30 +225,18 @@ def test_kill_9_mid_burst_loses_nothing_acknowledged(crash_world: World, tmp_pat
         " (SELECT 1 FROM reviews v WHERE v.request_id = r.id AND v.decision = 'deny')"
     )
     assert denied_without_review == [], "denied request without its denial"
-    created = {
-        int(x[0])
-        for x in db(
-            "SELECT json_extract(data, '$.request_id') FROM audit_events"
-            " WHERE kind = 'request.created'"
-        )
-    }
+
+    def request_ids(kind: str) -> set[int]:
+        # Parsed here, not with json_extract: the same query on both backends.
+        rows = db("SELECT data FROM audit_events WHERE kind = ?", (kind,))
+        return {int(json.loads(d)["request_id"]) for (d,) in rows}
+
+    created = request_ids("request.created")
     assert set(rows) - created == set(), "request without its audit event"
-    approved_events = {
-        int(x[0])
-        for x in db(
-            "SELECT json_extract(data, '$.request_id') FROM audit_events"
-            " WHERE kind = 'request.approved'"
-        )
-    }
+    approved_events = request_ids("request.approved")
     assert {rid for rid, s in states.items() if s in ("approved", "revoked")} <= approved_events
     for kind, state in (("request.revoked", "revoked"), ("request.denied", "denied")):
-        events = {
-            int(x[0])
-            for x in db(
-                "SELECT json_extract(data, '$.request_id') FROM audit_events WHERE kind = ?",
-                (kind,),
-            )
-        }
+        events = request_ids(kind)
         assert {rid for rid, s in states.items() if s == state} == events, kind
     reviews = db("SELECT request_id FROM reviews")
     review_events = db("SELECT count(*) FROM audit_events WHERE kind LIKE 'review.%'")[0][0]
@@ -257,7 +245,8 @@ def test_kill_9_mid_burst_loses_nothing_acknowledged(crash_world: World, tmp_pat
     assert key_events == len(fps), "key row and its audit event disagree"
     head = db("SELECT last_id FROM audit_head")[0][0]
     assert head == db("SELECT max(seq) FROM audit_events")[0][0]
-    assert db("PRAGMA integrity_check") == [("ok",)]
+    if w.svc.database_url is None:  # SQLite's own check of the file after the kills
+        assert db("PRAGMA integrity_check") == [("ok",)]
 
     # And the restarted service serves: the acknowledged approvals grant access.
     status, body = w.call(
