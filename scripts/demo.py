@@ -3,7 +3,9 @@
 Starts the approval service (SQLite in a temp dir) and a real, sandboxed sshd
 with the host hooks (jit_hooks/testing/sshd.py: own config, port and PAM service on
 127.0.0.1), then plays requester alice and approver bob with the `jit` CLI and a
-real `ssh` client. Everything it creates is removed at the end, even on error.
+real `ssh` client. A local webhook receiver (jit_hooks/testing/receivers.py) shows
+the notifications the service sends, signature checked. Everything it creates is
+removed at the end, even on error.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import textwrap
 import time
 from pathlib import Path
 
-from jit_hooks.testing.service import Service, start_service
+from jit_hooks.testing.receivers import WebhookReceiver
+from jit_hooks.testing.service import Service, free_port, start_service
 from jit_hooks.testing.sshd import SshdSandbox
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,6 +60,8 @@ class Demo:
         self.svc: Service | None = None
         self.box: SshdSandbox | None = None
         self.tokens: dict[str, str] = {}
+        self.hook: WebhookReceiver | None = None
+        self.shown_notes = 0
 
     # -- helpers ---------------------------------------------------------------
 
@@ -125,12 +130,51 @@ class Demo:
         if (r.returncode == 0) != expect_in:
             raise SystemExit("demo: unexpected ssh outcome, see above")
 
+    def notifications(self, event: str) -> None:
+        """Print what the local webhook receiver got since last time, up to ``event``."""
+        assert self.hook is not None
+        got = self.hook.wait_for(
+            lambda g: any(d.json["event"] == event for d in g[self.shown_notes :])
+        )
+        for d in got[self.shown_notes :]:
+            body = d.json
+            ok = "signature verified" if d.verified else "BAD SIGNATURE"
+            print(
+                paint(
+                    "35", f"   webhook receiver <- {body['event']} ({ok}, id {body['id'][:12]}...)"
+                )
+            )
+            show_output(
+                f"{body['text']}\nfor: {', '.join(body['recipients'])}\npage: {body['url']}"
+            )
+        self.shown_notes = len(got)
+
     # -- the walk-through --------------------------------------------------------
 
     def run(self) -> None:
-        step(1, "Start the approval service (SQLite in a temp dir)")
-        self.svc = start_service(self.work / "server")
+        step(1, "Start the approval service (SQLite in a temp dir) and a webhook receiver")
+        # A stand-in for Slack or a SOC's endpoint: it checks each delivery's HMAC signature.
+        secret = os.urandom(16).hex()
+        self.hook = WebhookReceiver(secret=secret).start()
+        port = free_port()
+        (self.work / "server").mkdir()
+        notify = self.work / "server" / "notify.toml"
+        notify.write_text(
+            textwrap.dedent(f"""\
+            public_url = "http://127.0.0.1:{port}"
+            [channels.demo-hook]
+            type = "webhook"
+            url = "{self.hook.url}"
+            secret = "{secret}"
+        """)
+        )
+        self.svc = start_service(self.work / "server", port)
         say(f"jit-server is listening on {self.svc.url}; database {self.svc.data_dir}/jit.db")
+        say(
+            f"Notifications go to a local webhook receiver at {self.hook.url} "
+            f"({notify.name}: one signed JSON webhook channel; Slack and SMTP are configured "
+            "the same way, docs/server.md)."
+        )
 
         step(2, "Create people, a host and a policy (service admin, `jit-server`)")
         for name, role in (("alice", "requester"), ("bob", "approver"), ("root", "admin")):
@@ -183,12 +227,18 @@ class Demo:
 
         step(6, "alice asks for access; while it is pending she still cannot log in")
         rid = self.request_access("30m", "INC-42 disk full")
-        say(f"Request {rid} is pending.")
+        say(f"Request {rid} is pending. The approvers hear of it at once:")
+        self.notifications("request.created")
+        say(
+            f"Approvers open the request's page {self.svc.url}/ui/requests/{rid} "
+            "or use the CLI, as bob does below."
+        )
         self.ssh(expect_in=False)
 
         step(7, "bob (approver) reviews and approves; alice's key now works")
         self.jit("bob", "list", "--review")
         self.jit("bob", "approve", str(rid), "--comment", "ok for INC-42")
+        self.notifications("request.approved")
         self.ssh(expect_in=True)
         say(
             "The key line sshd got was rebuilt by the hook with expiry-time at the "
@@ -236,6 +286,8 @@ class Demo:
             self.box.close()
         if self.svc:
             self.svc.stop()
+        if self.hook:
+            self.hook.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

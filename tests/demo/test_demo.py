@@ -45,6 +45,10 @@ def test_demo_runs_end_to_end():
         "== 7. bob (approver) reviews and approves",
         "== 10. If the service is down, logins are denied (fail closed)",
         "Demo complete: request -> approve -> ssh -> revoke -> denied.",
+        # The local webhook receiver got the notifications, signatures checked.
+        "webhook receiver <- request.created (signature verified",
+        "webhook receiver <- request.approved (signature verified",
+        "/ui/requests/",
     ):
         assert needle in out
     # The narrated audit listing ends with a verified chain.
