@@ -42,15 +42,15 @@ def _private_key(env: Env) -> Any:
     return load_key(path)
 
 
-def _public_key(env: Env, pubkey: Path | None) -> Any:
+def _public_keys(env: Env, pubkeys: tuple[Path, ...]) -> list[Any]:
     from jit_hooks.server.checkpoints import load_public
 
-    if pubkey is not None:
-        return load_public(pubkey)
+    if pubkeys:
+        return [load_public(p) for p in pubkeys]
     path = _settings(env).key_file
     if path is None or not path.exists():
         raise click.ClickException("give --pubkey (the output of `jit-server audit pubkey`)")
-    return load_public(path)
+    return [load_public(path)]
 
 
 @click.group("audit")
@@ -75,14 +75,21 @@ def audit_group() -> None:
     help="Archives written by `audit archive`, to check the chain from its first event. "
     "Repeatable.",
 )
-@click.option("--pubkey", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--pubkey",
+    "pubkeys",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Public key(s) of the signers (`jit-server audit pubkey`); repeatable (one per "
+    "replica key). Default: this data dir's key.",
+)
 @click.option("--no-fold", is_flag=True, help="Read only: do not fold pending events first.")
 @pass_env
 def audit_verify(
     env: Env,
     checkpoint_files: tuple[Path, ...],
     archive_files: tuple[Path, ...],
-    pubkey: Path | None,
+    pubkeys: tuple[Path, ...],
     no_fold: bool,
 ) -> None:
     """Check the whole chain (and checkpoints, archives); exit 1 naming each problem."""
@@ -93,7 +100,7 @@ def audit_verify(
             _fold(env)
         except audit.ChainError:
             pass  # the walk below reports it
-    pub = _public_key(env, pubkey) if checkpoint_files or archive_files else None
+    pub = _public_keys(env, pubkeys) if checkpoint_files or archive_files else None
     manifests, archived = [], {}
     problems: list[str] = []
     for f in archive_files:

@@ -18,7 +18,7 @@ import json
 import logging
 import os
 import syslog
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -116,16 +116,22 @@ def sign(key: Ed25519PrivateKey, body: dict) -> dict:
     return {"signed": body, "sig": base64.b64encode(sig).decode()}
 
 
-def check_signature(pub: Ed25519PublicKey, doc: Any) -> dict | None:
-    """The signed body if ``doc`` carries a valid signature by ``pub``, else None."""
+def check_signature(pub: Ed25519PublicKey | Sequence[Ed25519PublicKey], doc: Any) -> dict | None:
+    """The signed body if ``doc`` carries a valid signature by ``pub`` (or one of them)."""
     if not isinstance(doc, dict) or not isinstance(doc.get("signed"), dict):
         return None
     try:
         sig = base64.b64decode(doc.get("sig", ""), validate=True)
-        pub.verify(sig, audit.canonical(doc["signed"]).encode())
-    except (InvalidSignature, ValueError, TypeError):
+    except (ValueError, TypeError):
         return None
-    return doc["signed"]
+    message = audit.canonical(doc["signed"]).encode()
+    for key in [pub] if isinstance(pub, Ed25519PublicKey) else pub:
+        try:
+            key.verify(sig, message)
+        except (InvalidSignature, ValueError, TypeError):
+            continue
+        return doc["signed"]
+    return None
 
 
 # -- making and exporting checkpoints --------------------------------------------
@@ -217,7 +223,7 @@ def check(
     conn: Any,
     chain: audit.VerifyResult,
     docs: Iterable[Any],
-    pub: Ed25519PublicKey,
+    pub: Ed25519PublicKey | Sequence[Ed25519PublicKey],
     *,
     archived: dict[int, str] | None = None,
 ) -> list[str]:

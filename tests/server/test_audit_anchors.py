@@ -219,3 +219,29 @@ def test_archive_refuses_bad_date_and_existing_file(cli, tmp_path):
     r = cli("audit", "archive", "--before", _tomorrow(), "--out", str(tmp_path / "x"), ok=False)
     assert "never overwritten" in r.stderr
     assert cli.sql("SELECT count(*) FROM audit_events") == [(6,)]
+
+
+def test_checkpoints_of_several_replica_keys_verify_with_all_their_pubkeys(cli, tmp_path):
+    """Replicas that do not share a key: each signs its own checkpoints; verify takes
+    every replica's public key (--pubkey repeated) and still refuses an unknown one."""
+    from sqlalchemy import create_engine
+
+    from jit_hooks.server import checkpoints
+
+    key_b = checkpoints.load_key(tmp_path / "replica-b.key")
+    engine = create_engine(cli.url)
+    try:
+        with engine.begin() as conn:
+            doc = checkpoints.make(conn, key_b, now=2000)
+    finally:
+        engine.dispose()
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text(cli.checkpoints.read_text() + json.dumps(doc) + "\n")
+    pub_a, pub_b = tmp_path / "a.pub", tmp_path / "b.pub"
+    pub_a.write_text(cli("audit", "pubkey").stdout)
+    pub_b.write_text(checkpoints.public_pem(key_b))
+    r = cli("audit", "verify", "--checkpoints", str(mixed), "--pubkey", str(pub_a),
+            "--pubkey", str(pub_b))  # fmt: skip
+    assert "3 checkpoints match" in r.stdout
+    r = cli("audit", "verify", "--checkpoints", str(mixed), "--pubkey", str(pub_a), ok=False)
+    assert "checkpoint 3: bad signature" in r.stderr
