@@ -137,8 +137,10 @@ class FaultServer:
             asked = request.json()
         except ValueError:
             asked = None
-        if not self.echo or not isinstance(answer, dict) or not isinstance(asked, dict):
+        if not self.echo or not isinstance(answer, dict):
             return answer
+        if not isinstance(asked, dict):  # a GET (sessions, ping): the answer names the host
+            return {"host": self.host_name} | answer
         echo = {k: asked.get(k) for k in ("login", "fingerprint", "connection")}
         echo["host"] = asked.get("host") or self.host_name
         return echo | answer

@@ -179,8 +179,13 @@ def _session_base(item: object) -> dict:
     return item
 
 
-def sessions(answer: object) -> SessionsAnswer:
-    """Check a sessions answer; any bad entry rejects the whole answer (nothing is ended)."""
+def sessions(answer: object, host: str | None = None) -> SessionsAnswer:
+    """Check a sessions answer; any bad entry rejects the whole answer (nothing is ended).
+
+    The answer must name the host it lists (its echo): ``host`` (the config's
+    host.name) if set, else any valid name. Another host's list is refused
+    whole (``mismatch``): its connection ids mean nothing here.
+    """
     if not isinstance(answer, dict):
         raise BadResponse("schema", "expected an object")
     end, active, now = answer.get("end"), answer.get("active"), answer.get("time")
@@ -188,6 +193,9 @@ def sessions(answer: object) -> SessionsAnswer:
         raise BadResponse("schema", "expected {'end': [...], 'active': [...], 'time': int}")
     if not _time(now):
         raise BadResponse("schema", "time must be unix seconds")
+    wrong = mismatch(answer, {"host": host})
+    if wrong is not None:
+        raise BadResponse("mismatch", f"sessions answer: {wrong[0]}={wrong[1]}")
     if len(end) + len(active) > MAX_SESSIONS:
         raise BadResponse("schema", f"more than {MAX_SESSIONS} sessions")
     out_end: list[SessionToEnd] = []

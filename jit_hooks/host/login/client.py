@@ -80,7 +80,7 @@ class HookClient:
 
     def open_sessions(self) -> SessionsAnswer:
         """This host's open sessions: those to end now, and the still-valid ones."""
-        return answers.sessions(self.request("GET", HOOK_SESSIONS))
+        return answers.sessions(self.request("GET", HOOK_SESSIONS), self.config.host_name)
 
     def break_glass(self, query: BreakGlassQuery) -> bool:
         return answers.recorded(self.request("POST", HOOK_BREAK_GLASS, query))
