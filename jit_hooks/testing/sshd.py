@@ -354,7 +354,9 @@ class SshdSandbox:
     def account_name(self, role: str) -> str:
         return f"jt{self.tag}{role}"[:32]
 
-    def add_account(self, role: str, *, password: str | None = None, keys: list[str] = ()) -> str:
+    def add_account(
+        self, role: str, *, password: str | None = None, keys: tuple[str, ...] | list[str] = ()
+    ) -> str:
         """A local unix account ``jt<tag><role>`` (removed at close); returns its name."""
         name = self.account_name(role)
         subprocess.run(["useradd", "-m", "-s", "/bin/sh", name], check=True, capture_output=True)
