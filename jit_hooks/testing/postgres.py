@@ -126,20 +126,28 @@ class PostgresCluster:
         sig = {"fast": signal.SIGINT, "immediate": signal.SIGQUIT, "kill": signal.SIGKILL}[mode]
         children = _children(self.proc.pid)
         self.proc.send_signal(sig)
+        if mode == "kill":
+            # A crash takes every backend with it. A backend outliving its postmaster
+            # keeps serving its client until it notices (tens of ms): it could still
+            # answer, even commit, after "the primary died".
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(timeout=10)
         if mode == "kill":
-            # The postmaster's children notice its death by themselves; give them a moment
-            # so the port and shared memory are free for a restart.
+            # Wait until they are gone, so the port and shared memory are free for a restart.
             _wait_gone(children)
             (self.data / "postmaster.pid").unlink(missing_ok=True)
         self.proc = None
 
     def kill(self) -> None:
-        """kill -9 the postmaster (a crash: no checkpoint, no goodbye to clients)."""
+        """kill -9 the postmaster and every backend at once (a crash: no checkpoint, no goodbye)."""
         self.stop(mode="kill")
 
     def make_synchronous(self, standby_names: str = "standby") -> None:

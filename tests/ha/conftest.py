@@ -153,6 +153,11 @@ class Writer:
         status, out = svc.call("POST", R, tok[self.requester], body)
         if status != 201:
             log.errors[f"create {status}"] += 1
+            detail = (out or {}).get("detail", "")
+            if status == 409 and "already pending" in detail:
+                # An earlier create committed though its answer was lost (the
+                # database died after the COMMIT): cancel that one next time.
+                self.stuck = int(detail.split()[1])
             return False
         rid = out["id"]
         log.ack("created", rid, sent)
