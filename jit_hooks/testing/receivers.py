@@ -122,13 +122,27 @@ class WebhookReceiver:
 class SmtpInbox:
     """An aiosmtpd server on 127.0.0.1 keeping every message it receives."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, tls: tuple[Any, Any] | None = None, login: tuple[str, str] | None = None
+    ) -> None:
+        """``tls``: (cert, key) files, STARTTLS then required; ``login``: (user, password)."""
+        import ssl
         from email import message_from_bytes, policy
 
         from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
 
         self.messages: list[Any] = []
+        self.logins: list[str] = []
         inbox = self
+
+        def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:  # noqa: ANN001
+            ok = login is not None and (auth_data.login, auth_data.password) == (
+                login[0].encode(), login[1].encode(),
+            )  # fmt: skip
+            if ok:
+                inbox.logins.append(auth_data.login.decode())
+            return AuthResult(success=ok)
 
         class Handler:
             async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001, N802
@@ -139,7 +153,14 @@ class SmtpInbox:
         from jit_hooks.testing.service import free_port
 
         self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        kw: dict[str, Any] = {}
+        if tls is not None:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+            kw.update(tls_context=ctx, require_starttls=True)
+        if login is not None:
+            kw.update(authenticator=authenticate, auth_require_tls=tls is not None)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, **kw)
 
     def start(self) -> SmtpInbox:
         self.controller.start()

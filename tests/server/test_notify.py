@@ -287,3 +287,51 @@ def start_env() -> dict:
     import os
 
     return dict(os.environ)
+
+
+def test_mail_over_starttls_with_login_and_a_checked_certificate(tmp_path: Path) -> None:
+    from jit_hooks.testing.tls_certs import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    good = SmtpInbox(tls=pki["ok"], login=("jit", SMTP_PASSWORD)).start()  # type: ignore[arg-type]
+    rogue = SmtpInbox(tls=pki["untrusted"], login=("jit", SMTP_PASSWORD)).start()  # type: ignore[arg-type]
+    mail = """
+    [channels.{name}]
+    type = "smtp"
+    host = "127.0.0.1"
+    port = {port}
+    starttls = true
+    ca_file = "{ca}"
+    username = "jit"
+    secret = "{pw}"
+    from = "jit@example.test"
+    to = ["ops@example.test"]
+    """
+    config = "[retry]\nbase_seconds = 0.2\nmax_seconds = 1\npoll_seconds = 0.1\n" + "".join(
+        textwrap.dedent(mail.format(name=n, port=i.port, ca=pki["ca"], pw=SMTP_PASSWORD))
+        for n, i in (("mail", good), ("rogue", rogue))
+    )
+    w = _notified_world(tmp_path, config)
+    try:
+        status, req = w.request()
+        assert status == 201, req
+        rcpts, msg = good.wait_for(1)[0]
+        assert rcpts == ["ops@example.test"] and good.logins == ["jit"]
+        assert msg["Message-ID"] == f"<{msg['X-Jit-Delivery']}@jit-hooks>"
+        # The rogue server's certificate is not signed by ca_file: nothing is sent there,
+        # the password included, and the row waits for a retry.
+        import time
+
+        deadline = time.monotonic() + 30
+        errs: list = []
+        while time.monotonic() < deadline and not errs:
+            errs = w.svc.sql("SELECT last_error FROM notify_outbox WHERE channel = 'rogue'"
+                             " AND attempts > 0")  # fmt: skip
+            time.sleep(0.1)
+        assert errs == [("network error: SSLCertVerificationError",)]
+        assert rogue.messages == [] and rogue.logins == []
+        assert SMTP_PASSWORD not in w.svc.log_path.read_text()
+    finally:
+        w.svc.stop()
+        good.stop()
+        rogue.stop()

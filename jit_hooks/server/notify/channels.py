@@ -35,6 +35,11 @@ _TITLES = {
 }
 
 
+def _tls(ch: Channel) -> ssl.SSLContext:
+    # Certificates and host names are always checked; ca_file only says whom to trust.
+    return ssl.create_default_context(cafile=ch.ca_file)
+
+
 class SendError(Exception):
     """Raised when one delivery attempt fails (the text is safe to store and log)."""
 
@@ -122,7 +127,7 @@ def _post(ch: Channel, body: bytes, headers: dict[str, str]) -> None:
     try:
         # The timeout bounds connect and each read; a receiver that hangs
         # costs one worker thread for this long, never an API call.
-        with urllib.request.urlopen(req, timeout=ch.timeout) as r:
+        with urllib.request.urlopen(req, timeout=ch.timeout, context=_tls(ch)) as r:
             r.read(4096)
     except urllib.error.HTTPError as e:
         raise SendError(f"HTTP {e.code}") from None
@@ -176,7 +181,7 @@ def _mail(ch: Channel, payload: dict[str, Any], url: str | None) -> None:
     try:
         with smtplib.SMTP(ch.host, ch.port, timeout=ch.timeout) as s:
             if ch.starttls:
-                s.starttls(context=ssl.create_default_context())
+                s.starttls(context=_tls(ch))
             if ch.username and ch.secret is not None:
                 s.login(ch.username, ch.secret.value)
             s.send_message(msg)

@@ -56,6 +56,7 @@ class Channel:
     url: str = ""  # slack, webhook
     secret: Secret | None = None  # webhook HMAC key; smtp password
     timeout: float = 10.0  # seconds for one delivery attempt (connect + answer)
+    ca_file: str | None = None  # CA bundle for https:// and STARTTLS (default: the system's)
     # smtp
     host: str = ""
     port: int = 25
@@ -124,11 +125,15 @@ def _channel(path: Path, name: str, t: Any) -> Channel:
     if not isinstance(timeout, int | float) or not 0.1 <= timeout <= 120:
         raise _fail(path, f"{key}.timeout", "seconds between 0.1 and 120")
     secret = _secret(path, key, t)
+    ca_file = t.get("ca_file")
+    if ca_file is not None and (not isinstance(ca_file, str) or not Path(ca_file).is_file()):
+        raise _fail(path, f"{key}.ca_file", "must name a readable CA file")
     common: dict[str, Any] = {
         "name": name,
         "kind": kind,
         "events": frozenset(events),
         "timeout": float(timeout),
+        "ca_file": ca_file,
     }
     if kind in ("slack", "webhook"):
         url = t.get("url")
