@@ -335,3 +335,43 @@ def test_mail_over_starttls_with_login_and_a_checked_certificate(tmp_path: Path)
         w.svc.stop()
         good.stop()
         rogue.stop()
+
+
+def test_break_glass_reaches_the_admins_once_per_report(tmp_path: Path, receivers) -> None:
+    hook = receivers(secret=SECRET)
+    w = _notified_world(tmp_path, _config(webhook=hook.url))
+    try:
+        report = {"login": "rescue", "rhost": "10.0.0.7", "stage": "account",
+                  "report_id": "ab" * 16}  # fmt: skip
+        for _ in range(2):  # a host's spool may deliver the same report again
+            status, out = w.call("web1", "POST", "/api/v1/hook/break-glass", report)
+            assert status == 200, out
+        got = hook.wait_for(lambda g: len(g) >= 1)
+        # Alice asks meanwhile: proof that the worker went past the duplicate.
+        assert w.request()[0] == 201
+        got = hook.wait_for(lambda g: any(d.json["event"] == "request.created" for d in g))
+        glass = [d.json for d in got if d.json["event"] == "break_glass.used"]
+        assert len(glass) == 1, glass
+        assert glass[0]["recipients"] == ["root-admin"]
+        assert glass[0]["details"] == {"host": "web1", "login": "rescue", "rhost": "10.0.0.7"}
+        assert glass[0]["text"] == "break-glass login as rescue on web1"
+    finally:
+        w.svc.stop()
+
+
+def test_a_refused_change_notifies_nobody(tmp_path: Path, receivers) -> None:
+    hook = receivers(secret=SECRET)
+    w = _notified_world(tmp_path, _config(webhook=hook.url))
+    try:
+        status, req = w.request()
+        assert status == 201, req
+        rows = w.svc.sql("SELECT id, event FROM notify_outbox")
+        assert [e for _, e in rows] == ["request.created"]
+        # Refused in the middle of their transactions: nothing of them stays behind.
+        assert w.call("mallory", "POST", "/api/v1/requests", {"host": "web1", "login": "deploy",
+                      "reason": "x" * 501, "duration_seconds": 60})[0] == 422  # fmt: skip
+        assert w.request()[0] == 409  # alice's second pending request
+        assert w.call("alice", "POST", f"/api/v1/requests/{req['id']}/approve", {})[0] == 403
+        assert w.svc.sql("SELECT id, event FROM notify_outbox") == rows
+    finally:
+        w.svc.stop()
