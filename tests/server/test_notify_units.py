@@ -139,3 +139,21 @@ def test_per_policy_channels_and_event_filters(tmp_path: Path) -> None:
     assert [c.name for c in cfg.channels_for("db-prod", "request.created")] == ["sec", "chat"]
     assert [c.name for c in cfg.channels_for(None, "break_glass.used")] == []
     assert cfg.request_url(12) == "https://jit.example.test/ui/requests/12"
+
+
+def test_a_bad_config_stops_the_service_with_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "notify.toml").write_text('[channels.h]\ntype = "slack"\nurl = "ftp://x"\n')
+    base = [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(tmp_path)]
+    env = {**os.environ, "JIT_DATABASE_URL": ""}
+    expected = f"jit-server: error: {tmp_path / 'notify.toml'}: channels.h.url: must be an http"
+    r = subprocess.run([*base, "notify", "channels"], capture_output=True, text=True, env=env,
+                       timeout=60)  # fmt: skip
+    assert r.returncode == 1 and r.stderr.startswith(expected), r.stderr
+    assert subprocess.run([*base, "db", "upgrade"], env=env, timeout=120).returncode == 0
+    r = subprocess.run([*base, "serve", "--listen", "127.0.0.1:0"], capture_output=True,
+                       text=True, env=env, timeout=120)  # fmt: skip
+    assert r.returncode != 0 and expected in r.stderr and "Traceback" not in r.stderr, r.stderr
