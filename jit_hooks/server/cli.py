@@ -340,7 +340,7 @@ def token_list(env: Env, user_name: str | None, as_json: bool) -> None:
 
 
 @token.command("revoke")
-@click.argument("token_id", metavar="ID", type=click.IntRange(min=1, max=2**62))
+@click.argument("token_id", metavar="ID", type=click.IntRange(min=1, max=2**31 - 1))
 @pass_env
 def token_revoke(env: Env, token_id: int) -> None:
     """Revoke user token ID (see `token list`): it answers 401 at once."""

@@ -17,6 +17,9 @@ from jit_hooks.server.settings import Settings
 from jit_hooks.server.unit import UnitOfWork
 
 bearer_scheme = HTTPBearer(auto_error=False, description="user (jitu_) or host (jith_) token")
+# Row ids are 32-bit on PostgreSQL (INTEGER): a larger id in a path or query is
+# refused as invalid (422) instead of reaching the database ("out of range": 500).
+MAX_ID = 2**31 - 1
 T = TypeVar("T")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -10,12 +11,14 @@ import pytest
 
 from jit_hooks.testing.seed import World, make_key
 from jit_hooks.testing.service import start_service
+from tests.utils.backends import services_on
 
 
-@pytest.fixture(scope="session", autouse=True)
-def backend(db_backend: str) -> str:
+@pytest.fixture(scope="module", autouse=True)
+def backend(db_backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test here runs on SQLite and on PostgreSQL (tests/utils/backends.py)."""
-    return db_backend
+    with services_on(db_backend, request):
+        yield db_backend
 
 
 # Role under test -> the user behind it (None: not a user token).

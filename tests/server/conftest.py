@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import textwrap
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from jit_hooks.testing.keys import SshKey, make_key  # noqa: F401 (re-exported)
 from jit_hooks.testing.service import Service, start_service
+from tests.utils.backends import services_on
 
 POLICY = """
 [[policy]]
@@ -66,10 +68,11 @@ class World:
         )
 
 
-@pytest.fixture(scope="session", autouse=True)
-def backend(db_backend: str) -> str:
+@pytest.fixture(scope="module", autouse=True)
+def backend(db_backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """Every test here runs on SQLite and on PostgreSQL (tests/utils/backends.py)."""
-    return db_backend
+    with services_on(db_backend, request):
+        yield db_backend
 
 
 class Admin:

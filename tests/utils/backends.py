@@ -2,8 +2,8 @@
 
 tests/server, tests/security and tests/reliability run every test once per
 backend (``[sqlite]`` / ``[postgresql]`` in the test id): their conftests
-use :func:`db_backend` as an autouse fixture, and ``start_service`` then puts
-each service on a fresh database of that backend
+wrap each module in :func:`services_on` the :func:`db_backend` parameter, and
+``start_service`` then puts each service on a fresh database of that backend
 (``jit_hooks.testing.service.database_factory``).
 
 PostgreSQL: ONE throwaway cluster per pytest session (initdb in a temp dir,
@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
@@ -101,13 +103,24 @@ def pg() -> _Postgres:
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def db_backend(request) -> str:  # noqa: ANN001
-    """``sqlite`` or ``postgresql``: where start_service() puts the services of this test."""
-    if request.param == "postgresql":
+    """``sqlite`` or ``postgresql``: the backend of this test (see :func:`services_on`)."""
+    return request.param
+
+
+@contextmanager
+def services_on(backend: str, request) -> Iterator[str]:  # noqa: ANN001
+    """Within: start_service() puts its services on fresh databases of ``backend``.
+
+    The suites' conftests wrap each test module in it (a module-scoped autouse
+    fixture, so that module-scoped worlds get the module's backend too); outside
+    it, start_service() means SQLite again.
+    """
+    if backend == "postgresql":
         service.database_factory = request.getfixturevalue("pg").new_database
     else:
         service.database_factory = None
     try:
-        yield request.param
+        yield backend
     finally:
         service.database_factory = None
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection
 
 from jit_hooks.server import audit
 from jit_hooks.server.auth import UserPrincipal
-from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.context import MAX_ID, Creds, CtxDep
 from jit_hooks.server.errors import Forbidden
 from jit_hooks.server.schemas import EventList
 
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/api/v1", tags=["audit"])
 async def list_events(
     ctx: CtxDep,
     creds: Creds,
-    after_id: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    after_id: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> dict:
     def work(conn: Connection, user: UserPrincipal) -> list[dict]:

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from jit_hooks.server import store
-from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.context import MAX_ID, Creds, CtxDep
 from jit_hooks.server.schemas import KeyIn, KeyList, KeyOut, UserOut
 
 router = APIRouter(prefix="/api/v1", tags=["me"])
@@ -37,7 +37,7 @@ async def list_keys(ctx: CtxDep, creds: Creds) -> dict:
 
 @router.delete("/keys/{key_id}", status_code=204, response_class=Response)
 async def remove_key(
-    key_id: Annotated[int, Path(ge=1, le=2**62)],
+    key_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     ctx: CtxDep,
     creds: Creds,
 ) -> Response:

@@ -9,12 +9,12 @@ from sqlalchemy import Connection
 
 from jit_hooks.server import audit, lifecycle
 from jit_hooks.server.auth import UserPrincipal
-from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.context import MAX_ID, Creds, CtxDep
 from jit_hooks.server.errors import Forbidden
 from jit_hooks.server.schemas import RequestIn, RequestList, RequestOut, ReviewIn
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
-RequestId = Annotated[int, Path(ge=1, le=2**62)]
+RequestId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.post("", response_model=RequestOut, status_code=201)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Response
 
 from jit_hooks.server import store
-from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.context import MAX_ID, Creds, CtxDep
 from jit_hooks.server.schemas import TokenList
 
 router = APIRouter(prefix="/api/v1", tags=["tokens"])
@@ -24,7 +24,7 @@ async def list_tokens(ctx: CtxDep, creds: Creds) -> dict:
 
 @router.delete("/tokens/{token_id}", status_code=204, response_class=Response)
 async def revoke_token(
-    token_id: Annotated[int, Path(ge=1, le=2**62)],
+    token_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     ctx: CtxDep,
     creds: Creds,
 ) -> Response:
