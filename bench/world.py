@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
+from jit_hooks.testing import trusted
 from jit_hooks.testing.service import Service, free_port
 from jit_hooks.testing.syslog_sink import SyslogSink
 
@@ -71,6 +72,7 @@ class World:
     keys: dict[str, Key] = field(default_factory=dict)
     sink: SyslogSink | None = None
     generated: dict = field(default_factory=dict)  # what bench/gen_data.py added (P3s)
+    trusted_dirs: list[Path] = field(default_factory=list)  # hook_config's, removed by close()
 
     def call(self, who: str, method: str, path: str, body=None):  # noqa: ANN001
         status, answer = self.svc.call(method, path, token=self.user_tokens[who], body=body)
@@ -107,26 +109,32 @@ class World:
         return tls[2] if tls else None
 
     def hook_config(self, *, total_timeout: float = 5.0) -> Path:
-        """A host config (TOML) for the hooks: this service, its host token, a state dir."""
-        token_file = self.work / "host-token"
-        token_file.write_text(self.host_token + "\n")
-        token_file.chmod(0o644)  # the AKC runs as an unprivileged user in P1/P4
-        state = self.work / "state"
+        """A host config (TOML) for the hooks: this service, its host token, a state dir.
+
+        Config, token and CA go to a root-owned directory (removed by close()): the
+        hooks refuse them under /tmp (jit_hooks/host/login/trust.py).
+        """
+        etc = trusted.make_dir("bench")
+        self.trusted_dirs.append(etc)
+        token_file = trusted.write_token(etc / "host-token", self.host_token)  # 0640 root:jit-hooks
+        ca = trusted.write_file(etc / "ca.pem", self.ca_file.read_text()) if self.ca_file else None
+        state = etc / "state"  # next to the config, where P2 looks for it
         state.mkdir(mode=0o777, exist_ok=True)
         state.chmod(0o777)
-        path = self.work / "jit-hooks.toml"
-        path.write_text(
+        return trusted.write_file(
+            etc / "jit-hooks.toml",
             f'[service]\nurls = ["{self.svc.url}"]\ntoken_file = "{token_file}"\n'
-            + (f'ca_file = "{self.ca_file}"\n' if self.ca_file else "")
+            + (f'ca_file = "{ca}"\n' if ca else "")
             + f"connect_timeout = 2.0\ntotal_timeout = {total_timeout}\n"
             f'[host]\nname = "{self.host}"\n'
             f'[state]\ndir = "{state}"\n'
-            f'[log]\nsyslog_socket = "{self.sink.path if self.sink else "/dev/log"}"\n'
+            f'[log]\nsyslog_socket = "{self.sink.path if self.sink else "/dev/log"}"\n',
         )
-        return path
 
     def close(self) -> None:
         self.svc.stop()
+        for d in self.trusted_dirs:
+            shutil.rmtree(d, ignore_errors=True)
         if self.sink:
             self.sink.close()
             shutil.rmtree(self.sink.path.parent, ignore_errors=True)
