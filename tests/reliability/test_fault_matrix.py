@@ -790,6 +790,6 @@ def _reason(line: str) -> str:
         request = re.search(r"request=(\d+)", line)
         return f"allow (request {request.group(1)})" if request else "allow"
     m = re.search(r"reason=(\S+)", line)
-    dropped = re.search(r"dropped=(\S+)", line)
+    dropped = re.search(r"dropped=(\S+)", line) or re.search(r"mismatch=(\S+)", line)
     text = m.group(1) if m else line.strip()[:40]
     return f"{text} ({dropped.group(1)})" if dropped else text
