@@ -154,6 +154,25 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.ctx.close()  # the unit of work's threads, then the pool
 
 
+def _mount_ui(app: FastAPI) -> None:
+    """The approver web page (jit_hooks/server/ui/, docs/ui.md); ``/`` leads there."""
+    from pathlib import Path
+
+    from fastapi.responses import RedirectResponse
+    from fastapi.staticfiles import StaticFiles
+
+    from jit_hooks.server.ui import routes as ui_routes
+    from jit_hooks.server.ui.security import StaticHeaders
+
+    app.include_router(ui_routes.router)
+    static = StaticFiles(directory=Path(ui_routes.__file__).parent / "static")
+    app.mount("/ui/static", StaticHeaders(static), name="ui-static")
+
+    @app.get("/", include_in_schema=False)
+    async def _root() -> RedirectResponse:
+        return RedirectResponse("/ui", status_code=302)
+
+
 def create_app(settings: Settings) -> FastAPI:
     from jit_hooks.server.routes import audit, health, hooks, login, me, requests, tokens
 
@@ -184,6 +203,7 @@ def create_app(settings: Settings) -> FastAPI:
     }
     for r in (health, login, me, tokens, requests, audit, hooks):
         app.include_router(r.router, responses=errors)
+    _mount_ui(app)
 
     @app.exception_handler(ServiceDomainError)
     async def _domain(request: Request, exc: ServiceDomainError) -> JSONResponse:

@@ -15,6 +15,10 @@ MAX_BODY_BYTES = 64 * 1024
 # jit_hooks/server/unit.py). Replicas x workers x this must stay below the
 # server's max_connections.
 DB_POOL_SIZE = 10
+# Web page sessions (jit_hooks/server/ui/): signed out after this long without a
+# page view, and after this long at most whatever the activity (docs/ui.md).
+UI_SESSION_IDLE = 30 * 60
+UI_SESSION_LIFETIME = 12 * 3600
 
 
 def _now() -> int:
@@ -31,6 +35,8 @@ class Settings:
     max_body_bytes: int = MAX_BODY_BYTES
     # PostgreSQL only; SQLite always uses one connection (db.py).
     db_pool_size: int = DB_POOL_SIZE
+    ui_session_idle: int = UI_SESSION_IDLE
+    ui_session_lifetime: int = UI_SESSION_LIFETIME
     clock: Callable[[], int] = field(default=_now, compare=False)
 
     @classmethod
@@ -47,5 +53,11 @@ class Settings:
         if not database_url:
             database_url = f"sqlite:///{ddir / DB_FILENAME}"
         return cls(
-            database_url=database_url, data_dir=ddir, db_pool_size=db_pool_size or DB_POOL_SIZE
+            database_url=database_url,
+            data_dir=ddir,
+            db_pool_size=db_pool_size or DB_POOL_SIZE,
+            ui_session_idle=int(os.environ.get("JIT_UI_SESSION_IDLE") or UI_SESSION_IDLE),
+            ui_session_lifetime=int(
+                os.environ.get("JIT_UI_SESSION_LIFETIME") or UI_SESSION_LIFETIME
+            ),
         )

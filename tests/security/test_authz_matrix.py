@@ -48,6 +48,7 @@ class Probe:
 
 
 REQ = "/api/v1/requests/{request_id}"
+UI_ACTIONS = ("approve", "deny", "revoke", "cancel")
 PROBES = [
     Probe("GET", "/healthz", {"-": ALL_200}),
     Probe("GET", "/metrics", {"-": ALL_200}),
@@ -118,6 +119,23 @@ PROBES = [
         },
     ),
     Probe("POST", "/api/v1/logout", {"-": users(204)}),  # with a fresh token of the user
+    # The web page takes no bearer token: without its session cookie every caller
+    # is sent (303, followed here) to the sign-in page, which names nobody.
+    # Sessions, CSRF and the pages themselves: tests/ui/.
+    *[
+        Probe(m, p, {"-": ALL_200})
+        for m, p in (
+            ("GET", "/"),
+            ("GET", "/ui"),
+            ("GET", "/ui/mine"),
+            ("GET", "/ui/active"),
+            ("GET", "/ui/login"),
+            ("POST", "/ui/login"),
+            ("POST", "/ui/logout"),
+            ("GET", "/ui/requests/{request_id}"),
+            *(("POST", f"/ui/requests/{{request_id}}/{a}") for a in UI_ACTIONS),
+        )
+    ],
     *[
         Probe(m, f"/api/v1/hook/{name}", {"-": {"host_a": 200, "host_b": 200, **HOOK_GATE}})
         for m, name in (

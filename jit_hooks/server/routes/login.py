@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from sqlalchemy import Connection
 
 from jit_hooks.server import audit, store
-from jit_hooks.server.context import CtxDep
+from jit_hooks.server.context import Context, CtxDep
 from jit_hooks.server.errors import Unauthorized
 from jit_hooks.server.schemas import LoginIn, LoginOut
 
@@ -23,29 +23,45 @@ def pam_check(username: str, password: str, service: str) -> bool:
     return bool(pam.pam().authenticate(username, password, service=service))
 
 
+async def check_password(ctx: Context, username: str, password: str) -> bool:
+    """PAM's verdict; PAM may take seconds (pam_faildelay): a thread of its own."""
+    return "\x00" not in username + password and await asyncio.to_thread(
+        pam_check, username, password, ctx.settings.pam_service
+    )
+
+
+def password_user(conn: Connection, *, username: str, pam_ok: bool, now: int) -> dict | None:
+    """The enabled jit user PAM vouched for, or None with login.failed audited.
+
+    Shared by this route and the web page's sign-in (ui/), so both accept and
+    refuse the same people.
+    """
+    user = None
+    if pam_ok:
+        try:
+            user = store.get_user(conn, name=username)
+        except Exception:  # unknown to jit: same answer as a wrong password
+            user = None
+    if user is None or user["disabled"]:
+        audit.append(
+            conn,
+            at=now,
+            kind="login.failed",
+            actor=None,
+            data={"user": username[:64], "via": "password"},
+        )
+        return None
+    return user
+
+
 @router.post("/login", response_model=LoginOut)
 async def login(body: LoginIn, ctx: CtxDep) -> dict:
-    # PAM may take seconds (pam_faildelay): a thread of its own, not a database thread.
-    ok = "\x00" not in body.username + body.password and await asyncio.to_thread(
-        pam_check, body.username, body.password, ctx.settings.pam_service
-    )
+    ok = await check_password(ctx, body.username, body.password)
     now = ctx.now()
 
     def work(conn: Connection) -> tuple[dict | None, str | None]:
-        user = None
-        if ok:
-            try:
-                user = store.get_user(conn, name=body.username)
-            except Exception:  # unknown to jit: same answer as a wrong password
-                user = None
-        if user is None or user["disabled"]:
-            audit.append(
-                conn,
-                at=now,
-                kind="login.failed",
-                actor=None,
-                data={"user": body.username[:64], "via": "password"},
-            )
+        user = password_user(conn, username=body.username, pam_ok=ok, now=now)
+        if user is None:
             return None, None
         token = store.create_user_token(
             conn, name=user["name"], actor=user["name"], now=now, via="password"

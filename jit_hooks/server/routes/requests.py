@@ -69,34 +69,40 @@ async def show(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
     )
 
 
+def review_or_refuse(
+    conn: Connection, user: UserPrincipal, *, request_id: int, decision: str, comment: str, now: int
+) -> dict | Forbidden:
+    """Review as the API and the web page (ui/) both do; a refusal is returned, audited.
+
+    Refusals happen before review() writes anything: the attempt (self-approval,
+    ineligible approver) is recorded and committed alone.
+    """
+    try:
+        return lifecycle.review(
+            conn, user=user, request_id=request_id, decision=decision, comment=comment, now=now
+        )
+    except Forbidden as e:
+        audit.append(
+            conn,
+            at=now,
+            kind="review.refused",
+            actor=user.name,
+            data={"request_id": request_id, "decision": decision, "reason": e.detail},
+        )
+        return e
+
+
 async def _review(
     ctx: CtxDep, creds: Creds, request_id: int, decision: str, body: ReviewIn | None
 ) -> dict:
     now = ctx.now()
-
-    def work(conn: Connection, user: UserPrincipal) -> dict | Forbidden:
-        try:
-            return lifecycle.review(
-                conn,
-                user=user,
-                request_id=request_id,
-                decision=decision,
-                comment=body.comment if body else "",
-                now=now,
-            )
-        except Forbidden as e:
-            # Refusals happen before review() writes anything: record the
-            # attempt (self-approval, ineligible approver) and commit that alone.
-            audit.append(
-                conn,
-                at=now,
-                kind="review.refused",
-                actor=user.name,
-                data={"request_id": request_id, "decision": decision, "reason": e.detail},
-            )
-            return e
-
-    out = await ctx.as_user(creds, work)
+    comment = body.comment if body else ""
+    out = await ctx.as_user(
+        creds,
+        lambda conn, user: review_or_refuse(
+            conn, user, request_id=request_id, decision=decision, comment=comment, now=now
+        ),
+    )
     if isinstance(out, Forbidden):
         ctx.metrics.request_events.labels("refused").inc()
         raise out

@@ -1,0 +1,1 @@
+"""The approver web page under /ui: server-rendered, no JavaScript (docs/ui.md)."""
