@@ -77,3 +77,16 @@ def test_sessions_check_without_host_name():
     assert answers.sessions(sessions_answer(host="web7"))["end"][0]["connection"] == "10:20"
     with pytest.raises(BadResponse):
         answers.sessions(sessions_answer(host="web7"), "web1")
+
+
+def test_break_glass_report_answered_for_another_login_is_not_taken_as_recorded(config, fault):
+    """The report stays unreported (and spooled by its caller) unless the answer echoes it."""
+    query = {"login": "breakglass", "rhost": None, "connection": "10:20", "stage": "account"}
+    query |= {"report_id": "0" * 32, "at": int(time.time())}
+    fault.answer = {"recorded": True, "login": "root"}
+    with pytest.raises(BadResponse) as e:
+        HookClient(config).break_glass(query)
+    assert e.value.reason == "mismatch"
+    fault.answer = {"recorded": True}  # echoed like the service does
+    assert HookClient(config).break_glass(query) is True
+    assert fault.requests[-1].json()["login"] == "breakglass"

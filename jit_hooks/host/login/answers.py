@@ -227,10 +227,17 @@ def sessions(answer: object, host: str | None = None) -> SessionsAnswer:
     return SessionsAnswer(end=out_end, active=out_active, time=now)
 
 
-def recorded(answer: object) -> bool:
-    """Check a break-glass answer."""
+def recorded(answer: object, asked: Mapping[str, object] | None = None) -> bool:
+    """Check a break-glass answer; with ``asked``, that it echoes that report's question.
+
+    A report whose answer names another login or connection was not recorded
+    as far as we can tell: the caller keeps it (spool) for another try.
+    """
     if not isinstance(answer, dict) or answer.get("recorded") is not True:
         raise BadResponse("schema", "expected {'recorded': true}")
+    wrong = None if asked is None else mismatch(answer, asked)
+    if wrong is not None:
+        raise BadResponse("mismatch", f"break-glass answer: {wrong[0]}={wrong[1]}")
     return True
 
 

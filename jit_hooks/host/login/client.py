@@ -83,7 +83,9 @@ class HookClient:
         return answers.sessions(self.request("GET", HOOK_SESSIONS), self.config.host_name)
 
     def break_glass(self, query: BreakGlassQuery) -> bool:
-        return answers.recorded(self.request("POST", HOOK_BREAK_GLASS, query))
+        asked = {"host": self.config.host_name, "login": query["login"]}
+        asked["connection"] = query["connection"]
+        return answers.recorded(self.request("POST", HOOK_BREAK_GLASS, query), asked)
 
     def ping(self) -> PingAnswer:
         return answers.ping(self.request("GET", HOOK_PING))
