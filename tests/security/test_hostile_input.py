@@ -24,6 +24,7 @@ import pytest
 
 from jit_hooks.testing.seed import World, make_key
 from jit_hooks.testing.service import start_service
+from jit_hooks.testing.trusted import trusted_dir, write_token
 from tests.utils.report import record
 
 LOOKALIKE = "d\u0435ploy"  # Cyrillic "е"
@@ -163,23 +164,24 @@ def test_hostile_key_lines_rejected(hw: World, tmp_path: Path):
 
 
 def akc(w: World, tmp: Path, args: list[str]) -> subprocess.CompletedProcess:
-    token = tmp / "token"
-    token.write_text(w.host_tokens["web1"] + "\n")
     state = tmp / "state"
     state.mkdir(exist_ok=True)
-    config = tmp / "jit-hooks.toml"
-    config.write_text(
-        f'[service]\nurls = ["{w.svc.url}"]\ntoken_file = "{token}"\ntotal_timeout = 5\n'
-        f'[state]\ndir = "{state}"\n[log]\nsyslog_socket = "{tmp}/no-such.sock"\n'
-    )
-    script = Path(sysconfig.get_path("scripts")) / "jit-authorized-keys"
-    return subprocess.run(
-        [str(script), "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env={"PATH": "/usr/bin:/bin"},
-    )
+    # Config and token in a root-owned directory: the hooks refuse them under /tmp.
+    with trusted_dir("jhi") as etc:
+        token = write_token(etc / "token", w.host_tokens["web1"])
+        config = etc / "jit-hooks.toml"
+        config.write_text(
+            f'[service]\nurls = ["{w.svc.url}"]\ntoken_file = "{token}"\ntotal_timeout = 5\n'
+            f'[state]\ndir = "{state}"\n[log]\nsyslog_socket = "{tmp}/no-such.sock"\n'
+        )
+        script = Path(sysconfig.get_path("scripts")) / "jit-authorized-keys"
+        return subprocess.run(
+            [str(script), "--config", str(config), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={"PATH": "/usr/bin:/bin"},
+        )
 
 
 def test_hostile_comment_never_reaches_authorized_keys(hw: World):

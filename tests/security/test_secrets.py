@@ -28,6 +28,7 @@ import pytest
 from jit_hooks.testing.seed import World
 from jit_hooks.testing.service import start_service
 from jit_hooks.testing.syslog_sink import SyslogSink
+from jit_hooks.testing.trusted import trusted_dir
 from tests.utils.report import record
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,13 +82,25 @@ def sec(tmp_path_factory):
         shutil.rmtree(sockdir, ignore_errors=True)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def trusted_etc():
+    """Config and token files for the hooks: a root-owned directory (they refuse /tmp)."""
+    with trusted_dir("sec") as d:
+        _ETC[:] = [d]
+        yield d
+
+
+_ETC: list[Path] = []
+
+
 def hook_env_files(w: World, tmp: Path, sink: SyslogSink, token: str) -> Path:
-    tok = tmp / f"token-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+    etc = _ETC[0]
+    tok = etc / f"token-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
     tok.write_text(token + "\n")
     tok.chmod(0o640)
     state = tmp / "state"
     state.mkdir(mode=0o700, exist_ok=True)
-    cfg = tmp / f"{tok.name}.toml"
+    cfg = etc / f"{tok.name}.toml"
     cfg.write_text(
         f'[service]\nurls = ["{w.svc.url}"]\ntoken_file = "{tok}"\ntotal_timeout = 5\n'
         f'[state]\ndir = "{state}"\n[log]\nsyslog_socket = "{sink.path}"\n'
