@@ -52,7 +52,18 @@ class SecWorld:
     def token(self, role: str) -> str | None:
         return self.role_tokens[role]
 
+    def clear_pending(self, owner: str) -> None:
+        """Cancel the owner's pending requests: a person has one pending request per
+        host and login, and a cell that asks again must not get that 409."""
+        tok = self.w.tokens[owner]
+        status, body = self.w.call(tok, "GET", "/api/v1/requests?scope=mine&state=pending")
+        if status != 200:  # a disabled user: nothing it could ask for anyway
+            return
+        for r in body["requests"]:
+            self.w.call(tok, "POST", f"/api/v1/requests/{r['id']}/cancel")
+
     def new_request(self, owner: str, host: str = "web1") -> int:
+        self.clear_pending(owner)
         marker = f"MARK{owner.upper()}{next(self._n):04d}"
         self.markers.setdefault(owner, set()).add(marker)
         return self.w.request(owner, host=host, reason=f"ticket {marker}")["id"]
