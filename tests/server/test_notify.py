@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jit_hooks.testing.receivers import SmtpInbox, WebhookReceiver
-from jit_hooks.testing.service import Service, start_service
+from jit_hooks.testing.service import Service, free_port, start_service
 from tests.server.conftest import World, build_world
 
 SECRET = "whsec-test-3f9a1c0d5e"
@@ -374,4 +374,50 @@ def test_a_refused_change_notifies_nobody(tmp_path: Path, receivers) -> None:
         assert w.call("alice", "POST", f"/api/v1/requests/{req['id']}/approve", {})[0] == 403
         assert w.svc.sql("SELECT id, event FROM notify_outbox") == rows
     finally:
+        w.svc.stop()
+
+
+def test_two_replicas_deliver_each_notification_once(tmp_path: Path, receivers) -> None:
+    """Both replicas run a worker; the leader lock and the leases let one send each row."""
+    w = None
+    hook = receivers(secret=SECRET)
+    config = _config(webhook=hook.url)
+    w = _notified_world(tmp_path, config)
+    if w.svc.database_url is None:
+        w.svc.stop()
+        pytest.skip("PostgreSQL only: SQLite is one database file on one machine")
+    other = Service(data_dir=tmp_path / "b", port=free_port(), env=w.svc.env,
+                    database_url=w.svc.database_url)  # fmt: skip
+    other.data_dir.mkdir()
+    (other.data_dir / "notify.toml").write_text(config)
+    other.start()
+    try:
+        made = []
+        for who, svc in (("alice", w.svc), ("dave", other), ("mallory", w.svc)):
+            body = {"host": "web1", "login": "deploy", "reason": "INC-7", "duration_seconds": 600}
+            status, req = svc.call("POST", "/api/v1/requests", token=w.tokens[who], body=body)
+            assert status == 201, req
+            made.append(req["id"])
+        for rid, svc in zip(made, (other, w.svc, other), strict=True):
+            status, out = svc.call("POST", f"/api/v1/requests/{rid}/approve",
+                                   token=w.tokens["bob"], body={})  # fmt: skip
+            assert status == 200, out
+        hook.wait_for(lambda g: len(g) >= 6, timeout=60)
+        import time
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            rows = w.svc.sql("SELECT attempts FROM notify_outbox WHERE delivered_at IS NOT NULL")
+            if len(rows) == 6:
+                break
+            time.sleep(0.1)
+        # Each row was claimed and sent once (a second claim would count a second attempt).
+        assert rows == [(1,)] * 6, rows
+        got = hook.accepted()
+        ids = [d.json["id"] for d in got]
+        assert len(ids) == 6 and len(set(ids)) == 6, ids
+        assert sorted(d.json["event"] for d in got) == ["request.approved"] * 3 + [
+            "request.created"] * 3  # fmt: skip
+    finally:
+        other.stop()
         w.svc.stop()
