@@ -118,6 +118,14 @@ def slack_message(payload: dict[str, Any], url: str | None) -> dict[str, Any]:
     return {"text": text + (f" <{url}>" if url else ""), "blocks": blocks}
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a 3xx: the signed body or Slack secret URL's POST must not be replayed
+    to wherever the receiver points (an internal address), nor a redirect counted delivered."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 def _post(ch: Channel, body: bytes, headers: dict[str, str]) -> None:
     req = urllib.request.Request(ch.url, data=body, method="POST")
     req.add_header("Content-Type", "application/json")
@@ -127,9 +135,14 @@ def _post(ch: Channel, body: bytes, headers: dict[str, str]) -> None:
     try:
         # The timeout bounds connect and each read; a receiver that hangs
         # costs one worker thread for this long, never an API call.
-        with urllib.request.urlopen(req, timeout=ch.timeout, context=_tls(ch)) as r:
+        opener = urllib.request.build_opener(
+            _NoRedirect(), urllib.request.HTTPSHandler(context=_tls(ch))
+        )
+        with opener.open(req, timeout=ch.timeout) as r:
             r.read(4096)
     except urllib.error.HTTPError as e:
+        if 300 <= e.code < 400:
+            raise SendError(f"HTTP {e.code}: redirect refused") from None
         raise SendError(f"HTTP {e.code}") from None
     except urllib.error.URLError as e:
         raise SendError(f"unreachable: {type(e.reason).__name__}") from None
