@@ -421,3 +421,30 @@ def test_two_replicas_deliver_each_notification_once(tmp_path: Path, receivers) 
     finally:
         other.stop()
         w.svc.stop()
+
+
+def test_a_receiver_that_always_fails_is_given_up_after_max_attempts(
+    tmp_path: Path, receivers
+) -> None:
+    hook = receivers(secret=SECRET, mode="fail_first", failures=10**9)
+    config = _config(webhook=hook.url).replace(
+        "poll_seconds = 0.1", "poll_seconds = 0.1\nmax_attempts = 2"
+    )
+    w = _notified_world(tmp_path, config)
+    try:
+        assert w.request()[0] == 201
+        import json as _json
+        import time
+
+        deadline = time.monotonic() + 30
+        status: dict = {}
+        while time.monotonic() < deadline:
+            status = _json.loads(w.svc.admin("notify", "status", "--json"))
+            if status["failed"]:
+                break
+            time.sleep(0.2)
+        assert status["failed"] == 1 and status["undelivered"] == 0, status
+        assert w.svc.sql("SELECT attempts, last_error FROM notify_outbox") == [(2, "HTTP 500")]
+        assert [d.status for d in hook.deliveries] == [500, 500]
+    finally:
+        w.svc.stop()
