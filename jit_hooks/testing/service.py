@@ -159,11 +159,18 @@ class Service:
 
 
 def start_service(
-    data_dir: Path, port: int | None = None, *, database_url: str | None = None
+    data_dir: Path,
+    port: int | None = None,
+    *,
+    database_url: str | None = None,
+    env: dict[str, str] | None = None,
 ) -> Service:
-    """A running service on a fresh database: ``database_url``, or the suite's default."""
+    """A running service on a fresh database: ``database_url``, or the suite's default.
+
+    ``env`` adds to (or overrides) this process's environment for the service.
+    """
     data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, **(env or {})}
     if database_url is None and database_factory is not None:
         database_url = database_factory()
     svc = Service(data_dir=data_dir, port=port or free_port(), env=env, database_url=database_url)

@@ -12,7 +12,7 @@ import pytest
 
 from jit_hooks.testing.service import start_service
 from tests.e2e import test_faults, test_login
-from tests.e2e.conftest import make_box, setup_world
+from tests.e2e.conftest import WORLD_ENV, make_box, setup_world
 from tests.e2e.test_faults import fault, session_fails  # noqa: F401 (fixtures, on our world)
 
 IDENTS = ("jit-authorized-keys", "jit-pam-account", "jit-pam-session")
@@ -23,7 +23,7 @@ def hooksd_world(tmp_path_factory):
     sandbox = make_box(hooksd=True)
     svc = None
     try:
-        svc = start_service(tmp_path_factory.mktemp("e2e-hooksd-server"))
+        svc = start_service(tmp_path_factory.mktemp("e2e-hooksd-server"), env=WORLD_ENV)
         yield setup_world(svc, sandbox)
     finally:
         if svc:
