@@ -131,6 +131,12 @@ class Service:
         url = self.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
         with psycopg.connect(url, autocommit=True) as pg:
             if params:
+                # PostgreSQL text cannot hold NUL, so no stored value contains one; a
+                # probe for one (hostile input tests) becomes U+FFFD, which matches
+                # no stored value either, instead of an error from the driver.
+                params = tuple(
+                    p.replace("\x00", "\ufffd") if isinstance(p, str) else p for p in params
+                )
                 cur = pg.execute(query.replace("%", "%%").replace("?", "%s"), params)
             else:
                 cur = pg.execute(query)
