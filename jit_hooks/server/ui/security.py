@@ -51,15 +51,21 @@ class StaticHeaders:
 def cross_site(request: Request) -> str | None:
     """Why this POST looks cross-site (None if it does not).
 
-    Browsers send Sec-Fetch-Site and Origin on form posts; a page on another
-    origin (another port counts) gets "cross-site"/"same-site" and its own
-    Origin. Clients that send neither (curl) still need the CSRF token.
+    Browsers send Sec-Fetch-Site on form posts (a header pages cannot set); a
+    page on another origin (another port counts) gets "cross-site" or
+    "same-site". Where it is present it decides. Without it (older browsers)
+    the Origin must be ours; under ``Referrer-Policy: no-referrer`` browsers
+    send ``Origin: null`` even for our own forms, so "null" is left to the CSRF
+    token and SameSite=Strict. Clients that send neither (curl) still need the
+    CSRF token.
     """
     site = request.headers.get("sec-fetch-site")
-    if site is not None and site not in ("same-origin", "none"):
+    if site is not None:
+        if site in ("same-origin", "none"):
+            return None
         return f"Sec-Fetch-Site: {site}"
     origin = request.headers.get("origin")
-    if origin is not None:
+    if origin is not None and origin != "null":
         own = f"{request.url.scheme}://{request.headers.get('host', '')}"
         if origin != own:
             return "Origin is not this site"
