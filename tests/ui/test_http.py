@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
 
+import pytest
+
+from jit_hooks.server import store
 from tests.ui.conftest import COOKIE, Browserless, hidden
 
 CSP = (
@@ -214,3 +222,39 @@ def test_hostile_text_is_inert(ui_world, client_for):
         assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in page.text
         assert "\u202e" not in page.text and "\u200b" not in page.text
         assert "[U+202E]" in page.text and "[U+200B]" in page.text
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("useradd"), reason="needs root")
+def test_password_sign_in_through_pam(ui_world, client_for):
+    """The same password check as POST /api/v1/login (real PAM, service "login")."""
+    from tests.server.conftest import Admin
+
+    w = ui_world
+    name, password = "jitui" + secrets.token_hex(4), "pw-" + secrets.token_urlsafe(12)
+    subprocess.run(["useradd", "-M", "-s", "/usr/sbin/nologin", name], check=True)
+    try:
+        subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+        c = client_for()
+
+        def attempt(pw: str):  # noqa: ANN202
+            page = c.get("/ui/login")
+            form = {"login_csrf": hidden(page.text, "login_csrf"), "username": name}
+            return c.post("/ui/login", form | {"password": pw})
+
+        # A unix user unknown to jit is refused like a wrong password, audited.
+        assert attempt(password).status_code == 401
+        admin = Admin(w.svc)
+        try:
+            admin(store.add_user, name=name, roles=["approver"])
+        finally:
+            admin.close()
+        assert attempt(password + "x").status_code == 401
+        assert COOKIE not in c.cookies
+        r = attempt(password)
+        assert (r.status_code, r.headers["location"]) == (303, "/ui")
+        assert c.get("/ui").status_code == 200
+        failed = [json.loads(d) for _, d in _audit(w, "login.failed")]
+        assert [f["user"] for f in failed] == [name, name]
+        assert ("ui.signed_in", name) in w.svc.sql("SELECT kind, actor FROM audit_events")
+    finally:
+        subprocess.run(["userdel", name], check=False)
