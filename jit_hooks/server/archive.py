@@ -34,64 +34,118 @@ def _line(row: Any) -> bytes:
     ).encode()
 
 
+def staging_path(out: Path) -> Path:
+    """Where ``write`` puts the archive until the caller's transaction commits."""
+    return out.with_name(out.name + ".tmp")
+
+
 def write(conn: Any, key: Any, *, before: int, out: Path, now: int) -> dict | None:
     """Archive the folded events at the start of the chain made before ``before``.
 
     Stops at the first event at or after ``before`` (chain order), so the
     archive is always a prefix of the database's chain. Returns the manifest,
     or None if there is nothing to archive. Call inside a write transaction,
-    after a fold.
+    after a fold. The file is left at ``staging_path(out)``: the caller calls
+    :func:`publish` after the commit (or :func:`discard` if it failed), so no
+    archive file names events the database still holds.
     """
     first, prev_hash = audit.chain_start(conn)
     digest = hashlib.sha256()
+    file_digest = hashlib.sha256()
     last_seq, last_hash, n = first - 1, prev_hash, 0
-    tmp = out.with_name(out.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
-        for row in audit.iter_chain(conn, after_seq=first - 1):
-            if row.at >= before or row.seq != last_seq + 1:
-                break
-            line = _line(row)
-            gz.write(line)
-            digest.update(line)
-            last_seq, last_hash, n = row.seq, row.hash, n + 1
-        manifest = {
-            "v": 1,
-            "type": "archive",
-            "first_seq": first,
-            "last_seq": last_seq,
-            "prev_hash": prev_hash,
-            "last_hash": last_hash,
-            "events": n,
-            "before": before,
-            "created_at": now,
-            "events_sha256": digest.hexdigest(),
-        }
-        if n:
-            gz.write((json.dumps(checkpoints.sign(key, manifest), sort_keys=True) + "\n").encode())
-        raw.flush()
-        os.fsync(raw.fileno())
-    if not n:
-        tmp.unlink()
-        return None
-    os.replace(tmp, out)
-    file_digest = hashlib.sha256(out.read_bytes()).hexdigest()
-    conn.execute(
-        delete(audit_events).where(audit_events.c.seq >= first, audit_events.c.seq <= last_seq)
-    )
-    conn.execute(
-        insert(audit_archives).values(
-            first_seq=first,
-            last_seq=last_seq,
-            prev_hash=prev_hash,
-            last_hash=last_hash,
-            events=n,
-            at=now,
-            file=str(out)[:500],
-            digest=file_digest,
+    tmp = staging_path(out)
+    # O_EXCL|O_NOFOLLOW: a file or symlink planted at the name is refused, never followed.
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    except FileExistsError:
+        raise ArchiveError(f"{tmp}: exists (left by a failed archive?): remove it first") from None
+    except OSError as e:
+        raise ArchiveError(f"{tmp}: {e.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            hashing = _Tee(raw, file_digest)
+            with gzip.GzipFile(fileobj=hashing, mode="wb", mtime=0) as gz:  # type: ignore[arg-type]
+                for row in audit.iter_chain(conn, after_seq=first - 1):
+                    if row.at >= before or row.seq != last_seq + 1:
+                        break
+                    line = _line(row)
+                    gz.write(line)
+                    digest.update(line)
+                    last_seq, last_hash, n = row.seq, row.hash, n + 1
+                manifest = {
+                    "v": 1,
+                    "type": "archive",
+                    "first_seq": first,
+                    "last_seq": last_seq,
+                    "prev_hash": prev_hash,
+                    "last_hash": last_hash,
+                    "events": n,
+                    "before": before,
+                    "created_at": now,
+                    "events_sha256": digest.hexdigest(),
+                }
+                signed = checkpoints.sign(key, manifest)
+                if n:
+                    gz.write((json.dumps(signed, sort_keys=True) + "\n").encode())
+            raw.flush()
+            os.fsync(raw.fileno())
+        if not n:
+            tmp.unlink()
+            return None
+        conn.execute(
+            delete(audit_events).where(audit_events.c.seq >= first, audit_events.c.seq <= last_seq)
         )
-    )
+        conn.execute(
+            insert(audit_archives).values(
+                first_seq=first,
+                last_seq=last_seq,
+                prev_hash=prev_hash,
+                last_hash=last_hash,
+                events=n,
+                at=now,
+                file=str(out)[:500],
+                digest=file_digest.hexdigest(),
+                manifest=json.dumps(signed, sort_keys=True, separators=(",", ":")),
+            )
+        )
+    except BaseException:
+        discard(out)
+        raise
     return manifest
+
+
+def publish(out: Path) -> None:
+    """Move a committed archive into place; never over an existing file."""
+    tmp = staging_path(out)
+    try:
+        os.link(tmp, out)  # fails if ``out`` exists, unlike rename
+    except OSError as e:
+        raise ArchiveError(
+            f"{out}: {e.strerror}; the archive is committed and kept at {tmp}"
+        ) from None
+    tmp.unlink()
+
+
+def discard(out: Path) -> None:
+    """Remove the staging file of an archive whose transaction did not commit."""
+    try:
+        staging_path(out).unlink()
+    except FileNotFoundError:
+        pass
+
+
+class _Tee:
+    """A binary file that also hashes what is written to it (the archive file's digest)."""
+
+    def __init__(self, raw: Any, digest: Any) -> None:
+        self.raw, self.digest = raw, digest
+
+    def write(self, b: bytes) -> int:
+        self.digest.update(b)
+        return self.raw.write(b)
+
+    def flush(self) -> None:
+        self.raw.flush()
 
 
 def read(path: Path, pub: Any) -> tuple[dict, dict[int, str]]:
@@ -161,6 +215,34 @@ def check_continuity(manifests: list[dict], chain: audit.VerifyResult) -> list[s
             f"seq {seq}: they do not join"
         )
     return problems
+
+
+def check_marker(conn: Any, chain: audit.VerifyResult, pub: Any) -> list[str]:
+    """Problems with the newest archive marker, which says where the database's chain starts.
+
+    The marker is a database row: whoever can delete the events can write one.
+    It counts only through the manifest the service signed when it archived.
+    """
+    if chain.first_seq == 1:
+        return []
+    m = newest_marker(conn)
+    signed = None
+    if m is not None and m.manifest and pub is not None:
+        try:
+            signed = checkpoints.check_signature(pub, json.loads(m.manifest))
+        except ValueError:
+            signed = None
+    if signed is None or signed.get("type") != "archive":
+        return [
+            f"the database's chain starts at seq {chain.first_seq}: archive marker not backed "
+            "by a signed manifest (events deleted?); give the archives with --archive"
+        ]
+    if signed.get("last_seq") != chain.first_seq - 1 or signed.get("last_hash") != chain.start_hash:
+        return [
+            f"the database's chain starts at seq {chain.first_seq} with another hash than the "
+            f"signed archive manifest (seq {signed.get('last_seq')}): tampered"
+        ]
+    return []
 
 
 def newest_marker(conn: Any) -> Any:

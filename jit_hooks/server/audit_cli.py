@@ -100,7 +100,14 @@ def audit_verify(
             _fold(env)
         except audit.ChainError:
             pass  # the walk below reports it
-    pub = _public_keys(env, pubkeys) if checkpoint_files or archive_files else None
+    if checkpoint_files or archive_files or pubkeys:
+        pub = _public_keys(env, pubkeys)
+    else:
+        # Needed only if the chain starts after an archive (its signed manifest).
+        try:
+            pub = _public_keys(env, pubkeys)
+        except (click.ClickException, checkpoints.CheckpointError):
+            pub = None
     manifests, archived = [], {}
     problems: list[str] = []
     for f in archive_files:
@@ -118,6 +125,8 @@ def audit_verify(
         found = [] if result.ok else [str(result.problem)]
         if archive_files and result.ok:
             found += archive.check_continuity(manifests, result)
+        elif result.ok:
+            found += archive.check_marker(conn, result, pub)
         if docs and pub is not None:
             found += checkpoints.check(conn, result, docs, pub, archived=archived)
         return result, found
@@ -231,10 +240,20 @@ def audit_archive(env: Env, before: str, out: Path) -> None:
         raise click.ClickException(f"{out}: exists; archives are never overwritten")
     _fold(env)
     key = _private_key(env)
-    manifest = env.run(lambda conn: archive.write(conn, key, before=ts, out=out, now=env.now()))
+    try:
+        manifest = env.run(lambda conn: archive.write(conn, key, before=ts, out=out, now=env.now()))
+    except archive.ArchiveError as e:
+        raise click.ClickException(str(e)) from None
+    except BaseException:
+        archive.discard(out)  # the transaction did not commit: no file names its events
+        raise
     if manifest is None:
         click.echo("nothing to archive", err=True)
         return
+    try:
+        archive.publish(out)
+    except archive.ArchiveError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(
         f"archived {manifest['events']} events (seq {manifest['first_seq']}-"
         f"{manifest['last_seq']}) to {out}; keep it with the checkpoints",

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import syslog
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -47,9 +48,14 @@ class CheckpointError(JitError):
 
 
 def load_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:
-    """The signing key at ``path``; made (0600, directory 0700) on first need."""
+    """The signing key at ``path``; made (0600, directory 0700) on first need.
+
+    An existing key must be a regular file of this process's user that no group
+    or other may read or write: anyone who can read it can forge checkpoints and
+    archive manifests, anyone who can write it can swap in their own.
+    """
     try:
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
         if not create:
             raise CheckpointError(f"{path}: no audit signing key") from None
@@ -69,6 +75,22 @@ def load_key(path: Path, *, create: bool = True) -> Ed25519PrivateKey:
             fh.flush()
             os.fsync(fh.fileno())
         return key
+    except OSError as e:
+        raise CheckpointError(f"{path}: {e.strerror} (a symlink is refused)") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise CheckpointError(f"{path}: not a regular file")
+        if st.st_uid != os.geteuid():
+            raise CheckpointError(
+                f"{path}: owned by uid {st.st_uid}, not the service's user (uid {os.geteuid()})"
+            )
+        if st.st_mode & 0o077:
+            raise CheckpointError(
+                f"{path}: mode {stat.S_IMODE(st.st_mode):04o} lets group or others at the "
+                "audit signing key: chmod 600"
+            )
+        data = fh.read()
     try:
         loaded = serialization.load_pem_private_key(data, password=None)
     except ValueError as e:
@@ -244,6 +266,8 @@ def check(
             problems.append(f"{where}: malformed")
             continue
         if seq == 0:
+            if digest != audit.GENESIS:
+                problems.append(f"{where}: malformed (seq 0 is the empty chain)")
             continue
         if seq > chain.last_seq:
             problems.append(
@@ -251,14 +275,15 @@ def check(
                 "cut off or the log was wiped"
             )
             continue
-        if seq == chain.first_seq - 1:
-            found: str | None = chain.start_hash
-        elif seq < chain.first_seq:
-            found = archived.get(seq)
+        if seq < chain.first_seq:
+            # Only a signed archive vouches for events no longer in the database; the
+            # marker row's start hash is database data (a wipe can plant one).
+            found: str | None = archived.get(seq)
             if found is None:
                 problems.append(
                     f"{where}: older than the database's chain start (seq {chain.first_seq}): "
-                    "give the archive(s) holding it with --archive"
+                    "possible tampering unless the archive(s) holding it, given with "
+                    "--archive, show it"
                 )
                 continue
         else:

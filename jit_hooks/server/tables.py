@@ -179,6 +179,18 @@ audit_archives = Table(
     Column("at", Integer, nullable=False),
     Column("file", String(500), nullable=False),
     Column("digest", String(64), nullable=False),  # sha256 of the archive file
+    # The archive's signed manifest (JSON): verify trusts the marker only through it.
+    Column("manifest", Text, nullable=True),
+)
+
+# Break-glass reports recorded, once per (host, report id): a host's spool may
+# deliver one again, and the key outlives the audit events (archiving).
+break_glass_reports = Table(
+    "break_glass_reports",
+    metadata,
+    Column("host_id", Integer, primary_key=True),
+    Column("report_id", String(32), primary_key=True),
+    Column("at", Integer, nullable=False),
 )
 
 # Unauthenticated AKC misses of one (host, login, fingerprint) in one time window:

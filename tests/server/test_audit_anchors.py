@@ -245,3 +245,113 @@ def test_checkpoints_of_several_replica_keys_verify_with_all_their_pubkeys(cli, 
     assert "3 checkpoints match" in r.stdout
     r = cli("audit", "verify", "--checkpoints", str(mixed), "--pubkey", str(pub_a), ok=False)
     assert "checkpoint 3: bad signature" in r.stderr
+
+
+# -- review findings: forged archive markers, key and archive file hygiene -------------
+
+
+def test_wipe_behind_a_forged_archive_marker_fails(cli):
+    """Review PoC: delete every event and plant one audit_archives row claiming they were
+    archived (it chains the head's hash and keeps the event count); nothing signed backs it."""
+    (last, head_hash), = cli.sql("SELECT last_id, hash FROM audit_head")  # fmt: skip
+    cli.sql("DELETE FROM audit_events")
+    cli.sql(
+        "INSERT INTO audit_archives (first_seq, last_seq, prev_hash, last_hash, events, at, "
+        "file, digest) VALUES (1, :s, :g, :h, :s, 1005, '/nowhere.gz', '00')",
+        s=last, g=audit.GENESIS, h=head_hash,
+    )  # fmt: skip
+    r = cli("audit", "verify", ok=False)
+    assert "archive marker not backed by a signed manifest" in r.stderr
+    r = cli("audit", "verify", "--checkpoints", str(cli.checkpoints), ok=False)
+    assert "archive marker not backed by a signed manifest" in r.stderr
+    # The checkpoint at the forged marker's last seq no longer matches its DB-supplied hash.
+    assert "checkpoint 2 (seq 6" in r.stderr and "possible tampering" in r.stderr
+
+
+def test_a_moved_archive_marker_fails_against_its_signed_manifest(cli, tmp_path):
+    """A genuine marker edited to hide events deleted after the archive."""
+    out = tmp_path / "a.jsonl.gz"
+    cli("audit", "archive", "--before", _tomorrow(), "--out", str(out))
+    (manifest,) = cli.sql("SELECT manifest FROM audit_archives")[0]
+    assert json.loads(manifest)["signed"]["last_seq"] == 6  # the signed manifest is kept
+    cli("host", "add", "web2")  # seq 7
+    cli("host", "add", "web3")  # seq 8
+    cli("audit", "verify")  # the signed manifest vouches for the start at seq 7
+    (h7,) = cli.sql("SELECT hash FROM audit_events WHERE seq = 7")[0]
+    cli.sql("DELETE FROM audit_events WHERE seq = 7")
+    cli.sql("UPDATE audit_archives SET last_seq = 7, last_hash = :h, events = 7", h=h7)
+    r = cli("audit", "verify", ok=False)
+    assert "another hash than the signed archive manifest" in r.stderr
+    r = cli("audit", "verify", "--archive", str(out), ok=False)
+    assert "do not join" in r.stderr
+
+
+def test_marker_without_a_key_to_check_it_fails(cli, tmp_path):
+    out = tmp_path / "a.jsonl.gz"
+    cli("audit", "archive", "--before", _tomorrow(), "--out", str(out))
+    (cli.data_dir / "audit-signing.key").rename(tmp_path / "away.key")
+    r = cli("audit", "verify", ok=False)
+    assert "archive marker not backed by a signed manifest" in r.stderr
+    pub = tmp_path / "a.pub"
+    from jit_hooks.server import checkpoints
+
+    pub.write_text(checkpoints.public_pem(checkpoints.load_key(tmp_path / "away.key")))
+    cli("audit", "verify", "--pubkey", str(pub))
+    cli("audit", "verify", "--archive", str(out), "--pubkey", str(pub))
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o620])
+def test_a_signing_key_others_can_reach_is_refused(cli, mode):
+    key = cli.data_dir / "audit-signing.key"
+    key.chmod(mode)
+    r = cli("audit", "checkpoint", ok=False)
+    assert f"mode {mode:04o}" in r.stderr and "chmod 600" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_signing_key_of_another_user_or_a_symlink_is_refused(cli, tmp_path):
+    key = cli.data_dir / "audit-signing.key"
+    os.chown(key, 4321, -1)
+    r = cli("audit", "checkpoint", ok=False)
+    assert "owned by uid 4321" in r.stderr
+    os.chown(key, os.geteuid(), -1)
+    key.rename(tmp_path / "real.key")
+    key.symlink_to(tmp_path / "real.key")
+    r = cli("audit", "checkpoint", ok=False)
+    assert "symlink is refused" in r.stderr
+
+
+def test_archive_never_follows_a_symlink_at_its_staging_name(cli, tmp_path):
+    out = tmp_path / "a.jsonl.gz"
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    (tmp_path / "a.jsonl.gz.tmp").symlink_to(victim)
+    r = cli("audit", "archive", "--before", _tomorrow(), "--out", str(out), ok=False)
+    assert "exists" in r.stderr and "Traceback" not in r.stderr
+    assert victim.read_text() == "keep me" and not out.exists()
+    assert cli.sql("SELECT count(*) FROM audit_events") == [(6,)]
+
+
+def test_archive_file_appears_only_after_the_commit(cli, tmp_path):
+    """The marker insert fails (a trigger: a real database error inside the transaction):
+    the events stay in the database and no archive file claims them."""
+    if cli.url.startswith("sqlite"):
+        cli.sql(
+            "CREATE TRIGGER no_archive BEFORE INSERT ON audit_archives "
+            "BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END"
+        )
+    else:
+        cli.sql(
+            "CREATE FUNCTION no_archive() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'refused by test trigger'; END $$"
+        )
+        cli.sql(
+            "CREATE TRIGGER no_archive BEFORE INSERT ON audit_archives "
+            "FOR EACH ROW EXECUTE FUNCTION no_archive()"
+        )
+    out = tmp_path / "a.jsonl.gz"
+    r = cli("audit", "archive", "--before", _tomorrow(), "--out", str(out), ok=False)
+    assert "refused by test trigger" in r.stderr
+    assert not out.exists() and not (tmp_path / "a.jsonl.gz.tmp").exists()
+    assert cli.sql("SELECT count(*) FROM audit_events") == [(6,)]
+    cli("audit", "verify", "--checkpoints", str(cli.checkpoints))
