@@ -1,12 +1,11 @@
 """A real service with people, hosts and a policy; an HTTP client that signs in to /ui.
 
-The web page runs the API's own lifecycle code in the same unit of work, so
-these tests run on SQLite only (the API suites cover PostgreSQL).
+test_http.py runs on SQLite and PostgreSQL (tests/utils/backends.py); the
+browser tests on SQLite only (test_browser.py).
 """
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from jit_hooks.testing.service import Service, free_port
+from jit_hooks.testing.service import Service, start_service
 from tests.server.conftest import World, build_world
 
 COOKIE = "__Host-jit_session"
@@ -23,10 +22,7 @@ COOKIE = "__Host-jit_session"
 
 @pytest.fixture
 def ui_world(tmp_path: Path) -> Iterator[World]:
-    # SQLite whatever another suite set as its default (service.database_factory).
-    (tmp_path / "server").mkdir()
-    svc = Service(data_dir=tmp_path / "server", port=free_port(), env=dict(os.environ))
-    svc.start()
+    svc = start_service(tmp_path / "server")  # the module's backend (test_http.py)
     try:
         yield build_world(svc, tmp_path)
     finally:

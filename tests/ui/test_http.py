@@ -8,16 +8,25 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 
 import pytest
 
 from jit_hooks.server import store
 from tests.ui.conftest import COOKIE, Browserless, hidden
+from tests.utils.backends import services_on
 
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def backend(db_backend: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test here runs on SQLite and on PostgreSQL (tests/utils/backends.py)."""
+    with services_on(db_backend, request):
+        yield db_backend
 
 
 def _state(w, rid: int) -> str:  # noqa: ANN001
@@ -73,10 +82,10 @@ def test_session_cookie_flags_and_stored_hashed(ui_world, client_for):
     value = c.cookies[COOKIE]
     rows = ui_world.svc.sql("SELECT token_hash, kind, name FROM tokens WHERE kind = 'session'")
     assert rows == [(hashlib.sha256(value.encode()).hexdigest(), "session", "ui")]
-    # The cookie's value itself is nowhere in the database file.
-    db = (ui_world.svc.data_dir / "jit.db").read_bytes()
-    wal = ui_world.svc.data_dir / "jit.db-wal"
-    assert value.encode() not in db + (wal.read_bytes() if wal.exists() else b"")
+    if ui_world.svc.database_url is None:  # SQLite: the value is nowhere in its files
+        db = (ui_world.svc.data_dir / "jit.db").read_bytes()
+        wal = ui_world.svc.data_dir / "jit.db-wal"
+        assert value.encode() not in db + (wal.read_bytes() if wal.exists() else b"")
     # A session is for the web page only: the API refuses it as a bearer token.
     assert ui_world.svc.call("GET", "/api/v1/me", token=value)[0] == 401
     # ...and lists only API tokens: the session is not one.
