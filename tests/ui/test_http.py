@@ -267,3 +267,19 @@ def test_password_sign_in_through_pam(ui_world, client_for):
         assert ("ui.signed_in", name) in w.svc.sql("SELECT kind, actor FROM audit_events")
     finally:
         subprocess.run(["userdel", name], check=False)
+
+
+def test_others_requests_stay_hidden(ui_world, client_for):
+    """A requester who is no approver sees nothing of another's request, as in the API."""
+    w = ui_world
+    rid = w.request("alice", reason="MARKER-secret-7")[1]["id"]
+    assert w.call("dave", "GET", f"/api/v1/requests/{rid}")[0] == 404
+    dave = client_for("dave")
+    page = dave.get(f"/ui/requests/{rid}")
+    assert page.status_code == 404 and "MARKER-secret-7" not in page.text
+    assert "MARKER-secret-7" not in dave.get("/ui").text + dave.get("/ui/active").text
+    for action in ("approve", "deny", "revoke", "cancel"):
+        r = dave.post(f"/ui/requests/{rid}/{action}", {"csrf": dave.csrf()})
+        assert r.status_code == 404 and "MARKER-secret-7" not in r.text, action
+    assert _state(w, rid) == "pending"
+    assert w.svc.sql("SELECT count(*) FROM reviews")[0][0] == 0
