@@ -136,14 +136,21 @@ def test_allow_passwords_warns_and_is_kept_by_status(enabled_root):
     assert status_lines(root.run("status").stdout)["passwords"][:2] == ("ok", "off")
 
 
-def test_an_earlier_drop_in_allowing_passwords_rolls_back(enabled_root):
+def test_an_earlier_drop_in_allowing_passwords_loses(enabled_root):
+    """A global value read first would win, but the drop-in's Match all overrides it."""
     root = enabled_root
     early = root.path / "etc/ssh/sshd_config.d/05-passwords.conf"
     early.write_text("PasswordAuthentication yes\n")
-    before = root.snapshot()
-    line = refused(root)
-    assert "rolled back: sshd uses passwordauthentication 'yes', not 'no'" in line
-    assert root.snapshot() == before
+    r = root.run("enable", "--no-reload")
+    assert r.returncode == 0, r.stderr
+    assert effective(root)["passwordauthentication"] == "no"
+
+
+def test_an_earlier_drop_in_turning_pam_off_rolls_back(enabled_root):
+    """UsePAM cannot be set in a Match block: an earlier global value wins, enable refuses."""
+    root = enabled_root
+    (root.path / "etc/ssh/sshd_config.d/05-nopam.conf").write_text("UsePAM no\n")
+    assert "rolled back: sshd uses usepam 'no', not 'yes'" in refused(root)
 
 
 def test_enable_is_idempotent(enabled_root):
@@ -187,6 +194,25 @@ def test_enable_moves_a_block_older_versions_appended(enabled_root):
     assert root.pam.read_text() == original
 
 
+def effective(root: Root) -> dict[str, str]:
+    """Real `sshd -T` for an ordinary client of the root's config."""
+    r = subprocess.run(
+        [
+            "/usr/sbin/sshd",
+            "-T",
+            "-f",
+            str(root.sshd_config),
+            "-C",
+            "user=alice,host=x,addr=10.1.2.3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
+
 def refused(root: Root, *args: str) -> str:
     before = root.snapshot()
     r = root.run("enable", "--no-reload", *args)
@@ -207,7 +233,7 @@ def test_refuses_without_break_glass_unless_forced(sshd_root, host_service):
     write_host_config(sshd_root, svc.url, token, [])
     r = sshd_root.run("enable", "--no-reload", "--force")
     assert r.returncode == 0, r.stderr
-    assert "Match" not in sshd_root.dropin.read_text()
+    assert "Match User" not in sshd_root.dropin.read_text()
 
 
 def test_refuses_when_service_is_down(enabled_root, host_service):
@@ -253,9 +279,11 @@ def test_sshd_rejecting_the_result_rolls_back_byte_identical(enabled_root):
 def test_another_drop_in_winning_rolls_back(enabled_root):
     root = enabled_root
     other = root.path / "etc/ssh/sshd_config.d/00-local.conf"
-    other.write_text("AuthorizedKeysFile .ssh/authorized_keys\n")
-    line = refused(root)
-    assert "rolled back: sshd uses authorizedkeysfile '.ssh/authorized_keys'" in line
+    other.write_text("AuthorizedKeysFile .ssh/authorized_keys\nExposeAuthInfo no\n")
+    # Both lose to the drop-in's Match all.
+    assert root.run("enable", "--no-reload").returncode == 0
+    got = effective(root)
+    assert (got["authorizedkeysfile"], got["exposeauthinfo"]) == ("none", "yes")
 
 
 def test_config_without_include_rolls_back(enabled_root):

@@ -20,10 +20,15 @@ def test_dropin_names_hooks_and_break_glass():
     assert "AuthorizedKeysCommand /usr/bin/jit-authorized-keys %u %f %t %k\n" in text
     assert "AuthorizedKeysCommandUser jit-hooks\n" in text
     assert "AuthorizedKeysFile none\n" in text
-    assert text.endswith(
+    bg = (
         "Match User admin2,breakglass\n    AuthorizedKeysFile .ssh/authorized_keys "
         ".ssh/authorized_keys2\n    AuthorizedKeysCommand none\n"
     )
+    assert bg in text
+    # The closing Match all comes after it (the break-glass block's values win for them).
+    tail = text.split(bg)[1]
+    assert [ln for ln in tail.splitlines() if ln.startswith("Match")] == ["Match all"]
+    assert "    AuthorizedKeysFile none\n" in tail and "    PasswordAuthentication no\n" in tail
 
 
 def test_non_default_config_is_passed_to_every_hook():
@@ -34,7 +39,8 @@ def test_non_default_config_is_passed_to_every_hook():
     assert f"/opt/bin/jit-authorized-keys {arg} %u %f %t %k" in dropin
     assert f"/opt/bin/jit-pam-account {arg}\n" in pam
     assert pam.count(f"/opt/bin/jit-pam-session {arg}\n") == 2
-    assert "Match" not in dropin
+    assert "Match User" not in dropin
+    assert f"Match all\n    AuthorizedKeysCommand /opt/bin/jit-authorized-keys {arg}" in dropin
 
 
 def test_pam_block_keeps_break_glass_out_of_reach_of_the_hooks():

@@ -48,6 +48,17 @@ def render_dropin(
             f"    AuthorizedKeysFile {BREAK_GLASS_KEYS_FILE}",
             "    AuthorizedKeysCommand none",
         ]
+    lines += [
+        "# Repeated for every client: sshd applies the first value a matching Match block",
+        "# sets, so an admin's Match block further down cannot turn these back on.",
+        "Match all",
+        f"    AuthorizedKeysCommand {layout.command('jit-authorized-keys')} %u %f %t %k",
+        f"    AuthorizedKeysCommandUser {paths.HOOK_USER}",
+        "    AuthorizedKeysFile none",
+        "    ExposeAuthInfo yes",
+    ]
+    if not allow_passwords:
+        lines += ["    PasswordAuthentication no", "    KbdInteractiveAuthentication no"]
     return "\n".join(lines) + "\n"
 
 

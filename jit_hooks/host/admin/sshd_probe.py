@@ -7,6 +7,7 @@ import signal
 import subprocess
 
 from jit_hooks.host import paths, procfs
+from jit_hooks.host.admin import sshd_match
 from jit_hooks.host.admin.layout import Layout, WiringError
 
 # `sshd -t` / `sshd -T` read a few files and exit: 30 s only guards against a hang.
@@ -76,6 +77,8 @@ def verify_effective(
     if not allow_passwords:
         want["passwordauthentication"] = "no"
         want["kbdinteractiveauthentication"] = "no"
+    # sshd -T answers for one made-up client: Match blocks are read from the files.
+    problems += sshd_match.scan(layout.sshd_config_path, layout.dropin_path)
     got = sshd_effective(layout, PROBE_USER)
     for key, value in want.items():
         if got.get(key) != value:
@@ -106,10 +109,23 @@ def reload_sshd(layout: Layout) -> str:
             pid = int(f.read().strip())
     except (OSError, ValueError):
         pid = 0
-    comm = procfs.comm(pid) if pid > 0 else None
-    if comm is None:
+    # A pidfd pins the process: the checks below and the signal are about one process
+    # even if the pid is reused in between.
+    try:
+        pidfd = os.pidfd_open(pid) if pid > 0 else -1
+    except OSError:
+        pidfd = -1
+    if pidfd < 0:
         return f"sshd is not running (no live pid in {pidfile}): new settings apply when it starts"
-    if not comm.startswith("sshd"):
-        return f"{pidfile} names pid {pid} ({comm}), not sshd: not reloaded"
-    os.kill(pid, signal.SIGHUP)
+    try:
+        # By the exe link, not /proc/PID/comm: any user can name a process "sshd", and
+        # a stale pid file may name a user's process by now.
+        exe = procfs.exe_name(pid)
+        if exe != "sshd":
+            return f"{pidfile} names pid {pid} ({exe or 'unknown program'}), not sshd: not reloaded"
+        signal.pidfd_send_signal(pidfd, signal.SIGHUP)
+    except ProcessLookupError:
+        return f"sshd is not running (no live pid in {pidfile}): new settings apply when it starts"
+    finally:
+        os.close(pidfd)
     return f"reloaded sshd (pid {pid})"
