@@ -10,7 +10,7 @@ import functools
 import json
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, select
+from sqlalchemy import Connection, Integer, and_, bindparam, case, select, text
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import KeyParseError
@@ -19,7 +19,7 @@ from jit_hooks.server.audit_settings import miss_window
 from jit_hooks.server.auth import HostPrincipal
 from jit_hooks.server.notify import events as notify
 from jit_hooks.server.sql import Prepared
-from jit_hooks.server.tables import audit_events, keys, request_hosts, requests, sessions, users
+from jit_hooks.server.tables import keys, request_hosts, requests, sessions, users
 
 MAX_REASON = 200
 
@@ -549,13 +549,15 @@ def break_glass(
 ) -> dict:
     """Record a break-glass use once per ``report_id`` (a host's spool may deliver it again).
 
-    The duplicate check reads this host's break-glass events: a rare path (an
-    emergency login), so no index of its own. ``login_at`` is when the login
+    The duplicate check is the unique (host, report id) key of
+    ``break_glass_reports``: concurrent copies cannot both pass. ``login_at`` is when the login
     happened on the host; the event's ``at`` stays the time it was recorded, so
     the chain's times only move forward.
     """
     answer = {"recorded": True, "host": host.name, "login": login, "connection": connection}
-    if report_id is not None and _break_glass_seen(conn, host=host, report_id=report_id):
+    if report_id is not None and not _break_glass_first(
+        conn, host=host, report_id=report_id, now=now
+    ):
         return answer
     extra: dict[str, Any] = {}
     if report_id is not None:
@@ -583,16 +585,16 @@ def break_glass(
     return answer
 
 
-def _break_glass_seen(conn: Connection, *, host: HostPrincipal, report_id: str) -> bool:
-    # report_id is 32 hex digits (schema-checked): nothing in it can act as a LIKE wildcard.
-    needle = f'%"report":{json.dumps(report_id)}%'
-    row = conn.execute(
-        select(audit_events.c.id)
-        .where(
-            audit_events.c.kind == "hook.break_glass",
-            audit_events.c.host == host.name,
-            audit_events.c.data.like(needle),
-        )
-        .limit(1)
-    ).first()
-    return row is not None
+# One statement both SQLite (>= 3.35) and PostgreSQL run as written: a second
+# copy of a report (or a concurrent one) finds the key taken and gets no row.
+_FIRST_REPORT = Prepared(
+    text(
+        "INSERT INTO break_glass_reports (host_id, report_id, at) VALUES (:host_id, :report, :now) "
+        "ON CONFLICT (host_id, report_id) DO NOTHING RETURNING host_id"
+    ).columns(host_id=Integer)
+)
+
+
+def _break_glass_first(conn: Connection, *, host: HostPrincipal, report_id: str, now: int) -> bool:
+    """True if this host has not reported ``report_id`` before (the key outlives archiving)."""
+    return _FIRST_REPORT.first(conn, host_id=host.id, report=report_id, now=now) is not None
