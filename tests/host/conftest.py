@@ -64,12 +64,13 @@ def trusted():
 def write_config(tmp_path, trusted, sink):
     """write_config(urls, **settings) -> config path; token file and state dir included.
 
-    Config and token go to ``trusted`` (token 0640 root:jit-hooks), the state dir to tmp_path.
+    Config, token (0640 root:jit-hooks) and the state dir (0700 root) go to ``trusted``.
     """
 
     def write(urls, *, total=2.0, connect=1.0, break_glass=(), token=TOKEN, extra=""):
         token_file = write_token(trusted / "host-token", token)
-        state = tmp_path / "state"
+        # Under the trusted dir too: the hooks refuse a state dir below /tmp (1777).
+        state = trusted / "state"
         state.mkdir(mode=0o700, exist_ok=True)
         url_list = ", ".join(f'"{u}"' for u in urls)
         accounts = ", ".join(f'"{a}"' for a in break_glass)

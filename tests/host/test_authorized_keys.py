@@ -126,13 +126,14 @@ def test_main_service_failure_exits_1(config, fault, keypair, sink, capsys, faul
     sink.wait_for(f"decision=deny .*reason={reason}")
 
 
-def test_main_unwritable_state_denies(config, fault, keypair, sink, capsys):
+def test_main_missing_state_dir_denies(config, fault, keypair, sink, capsys):
     _, pub = keypair
     fault.answer = key_answer(pub)
     os.rmdir(config.state_dir)
     assert main(akc_args(config.path, pub)) == 1
     assert capsys.readouterr().out == ""
-    sink.wait_for("decision=deny .*reason=state")
+    assert fault.requests == []  # refused before asking: no key line could be recorded
+    sink.wait_for("decision=deny .*reason=config .*state dir")
 
 
 def test_main_break_glass_skips_service(write_config, fault, keypair, sink, capsys):

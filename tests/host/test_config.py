@@ -9,12 +9,12 @@ from jit_hooks.host import paths
 from jit_hooks.host.login.config import config_path, load_config, parse_config
 
 
-def test_full_config_loads(write_config, tmp_path):
+def test_full_config_loads(write_config, trusted):
     cfg = load_config(write_config(["https://a.example:8443", "http://127.0.0.1:1/p"]))
     assert cfg.urls == ("https://a.example:8443", "http://127.0.0.1:1/p")
     assert cfg.connect_timeout == 1.0 and cfg.total_timeout == 2.0
     assert cfg.host_name == "web1"
-    assert cfg.state_dir == str(tmp_path / "state")
+    assert cfg.state_dir == str(trusted / "state")
     assert cfg.read_token().startswith("jith_")
 
 

@@ -14,9 +14,10 @@ import stat
 import time
 from collections.abc import Callable
 
-from jit_hooks.errors import JitError, ServiceError
+from jit_hooks.errors import ConfigError, JitError, ServiceError
 from jit_hooks.host import paths
 from jit_hooks.host.admin.layout import Layout
+from jit_hooks.host.login import connection
 from jit_hooks.host.login.config import HostConfig
 
 # Hook commands enable refuses to point sshd at unless they exist.
@@ -75,7 +76,12 @@ def ensure_state_dir(config: HostConfig, *, create: bool) -> str:
     systemd-tmpfiles creates it at boot (the package's tmpfiles.d entry); without
     it every non-break-glass key login would be denied. ``create`` makes it if missing.
     """
-    return _ensure_hook_dir(config.state_dir, "state directory", create=create)
+    path = _ensure_hook_dir(config.state_dir, "state directory", create=create)
+    try:
+        connection.check_state_dir(path)  # the hooks' own rule, directories above included
+    except ConfigError as e:
+        raise PreflightError(str(e)) from None
+    return path
 
 
 def ensure_spool_dir(config: HostConfig, *, create: bool) -> str:

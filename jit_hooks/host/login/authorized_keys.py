@@ -160,6 +160,8 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         # Break-glass keys come from the account's own AuthorizedKeysFile.
         log.alert(decision="skip", **fields, reason="break_glass")
         return 0
+    # Records there decide which key the account hook asks about: ConfigError denies.
+    connection.check_state_dir(config.state_dir)
     reused = _reuse(config, conn, login, offered)
     if reused is not None:
         inv.write(reused)

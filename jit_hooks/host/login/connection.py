@@ -20,7 +20,9 @@ import stat
 import time
 from typing import TypedDict
 
-from jit_hooks.host import atomic, procfs
+from jit_hooks.errors import ConfigError
+from jit_hooks.host import atomic, paths, procfs
+from jit_hooks.host.login import trust
 from jit_hooks.protocol import (
     ALLOWED_KEY_OPTIONS,
     CONNECTION_RE,
@@ -51,6 +53,43 @@ def connection_id(pid: int | None = None) -> str:
     if not CONNECTION_RE.match(conn):
         raise ValueError(f"unexpected /proc/{pid}/stat format")
     return conn
+
+
+def _hook_uid() -> int | None:
+    import pwd  # only when the state dir is not root's
+
+    try:
+        return pwd.getpwnam(paths.HOOK_USER).pw_uid
+    except KeyError:
+        return None
+
+
+def check_state_dir(state_dir: str) -> None:
+    """ConfigError unless only root or the hook user can change ``state_dir``.
+
+    Whoever can write a record there decides which key the account hook asks
+    about (and the AKC's reuse): the directory must be a real directory (not a
+    symlink) owned by root or jit-hooks with no group/other bits, and every
+    directory above it root-owned and not group/world-writable (trust.py's rule).
+    """
+    try:
+        st = os.lstat(state_dir)
+    except OSError as e:
+        raise ConfigError(f"state dir: {e.strerror or e}", path=state_dir) from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigError("state dir is not a directory (a symlink?)", path=state_dir)
+    if st.st_uid != 0 and st.st_uid != _hook_uid():
+        raise ConfigError(
+            f"state dir is owned by uid {st.st_uid}, not root or "
+            f"{paths.HOOK_USER}: chown {paths.HOOK_USER} {state_dir}",
+            path=state_dir,
+        )
+    if st.st_mode & 0o077:
+        raise ConfigError(
+            f"state dir has mode {st.st_mode & 0o7777:04o}, must be 0700: chmod 0700 {state_dir}",
+            path=state_dir,
+        )
+    trust.check_dirs(state_dir, "state dir")
 
 
 def _record_path(state_dir: str, conn: str) -> str:

@@ -89,6 +89,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         return break_glass.allow(
             config, log, login=login, rhost=rhost, conn=conn, stage="account", inv=inv
         )
+    connection.check_state_dir(config.state_dir)  # ConfigError: deny reason=config
     record = connection.accepted_key(config.state_dir, conn)
     fingerprint = None
     if record is not None:
