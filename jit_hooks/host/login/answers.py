@@ -246,10 +246,10 @@ def grant_too_long(expires_at: int | None, max_grant: int, now: float | None = N
 
     The service is the root of trust, but a host still refuses the absurd: an
     approval moved years ahead (a bug, a tampered database) is denied, whatever
-    else in the answer is right. ``None`` (no end given) is not too long.
+    else in the answer is right. ``None`` (no end given) is longer than any bound.
     """
     if expires_at is None:
-        return False
+        return True
     if now is None:
         import time  # builtin, loaded already: no start-up cost
 

@@ -49,11 +49,22 @@ def deny(inv: Invocation, log: HookLog, fields: dict, reason: str, message: str)
     return 1
 
 
-def conclude(inv: Invocation, log: HookLog, fields: dict, answer: DecisionAnswer) -> int:
-    """Exit status for the service's decision: 0 to allow, else deny with its reason."""
+def conclude(
+    inv: Invocation, log: HookLog, fields: dict, answer: DecisionAnswer, max_grant: int
+) -> int:
+    """Exit status for the service's decision: 0 to allow, else deny with its reason.
+
+    An allow must say when the approval ends, and no later than ``max_grant`` from
+    now: an allow without an end would be a grant without a bound.
+    """
     fields["request"] = answer["request_id"]
     if answer["decision"] != "allow":
         return deny(inv, log, fields, "service_denied", answer["reason"] or "no active approval")
+    if answer["expires_at"] is None:
+        return deny(inv, log, fields, "bad_answer", "the service gave no end for the approval")
+    if answers_grant_too_long(answer["expires_at"], max_grant):
+        fields["expires"] = answer["expires_at"]
+        return deny(inv, log, fields, "grant_too_long", "approval ends later than this host allows")
     log.info(decision="allow", **fields, expires=answer["expires_at"])
     return 0
 
@@ -109,10 +120,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         answer = ask(config, HOOK_ACCOUNT, query, fields)
     if answer is None:
         return deny(inv, log, fields, "mismatch", "the service answered another question")
-    if answers_grant_too_long(answer["expires_at"], config.max_grant):
-        fields.update(request=answer["request_id"], expires=answer["expires_at"])
-        return deny(inv, log, fields, "grant_too_long", "approval ends later than this host allows")
-    return conclude(inv, log, fields, answer)
+    return conclude(inv, log, fields, answer, config.max_grant)
 
 
 def main(argv: list[str] | None = None, *, inv: Invocation | None = None) -> int:

@@ -93,7 +93,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         answer = ask(config, HOOK_SESSION, query, fields)
     if answer is None:
         return deny(inv, log, fields, "mismatch", "the service answered another question")
-    return conclude(inv, log, fields, answer)
+    return conclude(inv, log, fields, answer, config.max_grant)
 
 
 def main(argv: list[str] | None = None, *, inv: Invocation | None = None) -> int:
