@@ -41,8 +41,24 @@ from jit_hooks.protocol import LOGIN_RE
 # could break an HTTP header line.
 _TOKEN_RE = re.compile(r"\A[A-Za-z0-9_-]{16,512}\Z")
 _HOST_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
-# Plain http only where nobody on the path can read or rewrite the answer.
-_LOOPBACK_RE = re.compile(r"\A(localhost|::1|127(\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3})\Z")
+
+
+def _is_loopback(host: str) -> bool:
+    """Plain http only where nobody on the path can read or rewrite the answer.
+
+    An exact IP literal (ipaddress refuses 127.0.0.09 and the like, which the
+    resolver would look up in /etc/hosts or DNS) or "localhost".
+    """
+    if host == "localhost":
+        return True
+    import ipaddress  # only for an http:// URL
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 _DURATION_RE = re.compile(r"\A([0-9]{1,9})([smhd]?)\Z")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -250,7 +266,7 @@ def _check_url(url: object, fail) -> None:
         raise fail("service.urls", f"expected https://HOST[:PORT][/PATH], got {url!r}")
     if parts.username or parts.password or parts.query or parts.fragment:
         raise fail("service.urls", f"no credentials, query or fragment allowed: {url!r}")
-    if parts.scheme == "http" and not _LOOPBACK_RE.match(parts.hostname):
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
         raise fail(
             "service.urls",
             f"plain http is only allowed to a loopback address, got {url!r}: use https://",
