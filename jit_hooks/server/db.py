@@ -41,11 +41,19 @@ def _prepare_sqlite_file(url: str) -> None:
     os.close(fd)
 
 
+# Connections the leader's own threads may hold at once besides the unit of work:
+# the audit fold/checkpoint worker (1, server/audit_worker.py), the notification
+# round (1) and its delivery threads settling attempts (notify/worker.py THREADS, 8).
+BACKGROUND_CONNECTIONS = 10
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine; for SQLite: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE.
 
-    PostgreSQL: ``pool_size`` connections and no overflow (the unit of work runs
-    exactly that many transactions at once, unit.py); READ COMMITTED, the
+    PostgreSQL: ``pool_size`` connections for the unit of work (it runs exactly
+    that many transactions at once, unit.py) plus ``BACKGROUND_CONNECTIONS`` for
+    the leader's own threads (audit fold, notification worker), so background
+    work never makes a hook call wait for a connection; READ COMMITTED, the
     server's default, with row locks where a decision depends on rows another
     replica may change at the same time (lifecycle.py); a connection found
     dead is replaced before use (pre-ping), so a restarted or failed-over
@@ -54,7 +62,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(
             url,
-            pool_size=pool_size,
+            pool_size=pool_size + BACKGROUND_CONNECTIONS,
             max_overflow=0,
             pool_timeout=BUSY_TIMEOUT_MS / 1000,
             pool_pre_ping=True,
