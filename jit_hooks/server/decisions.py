@@ -218,18 +218,33 @@ def authorized_keys(
         reason = "active approval" if row else f"no active approval for {login} with this key"
         if row is not None and (row.blob != offered.blob or row.key_type != offered.key_type):
             row, reason = None, "offered key differs from the registered key"
-    # An unauthenticated miss (any client can offer any number of keys) is
-    # audited once per (host, login, fingerprint) and window; repeats are counted
-    # and written as one event when the window closes (server/fold.py).
-    audit_now = row is not None or fold.count_miss(
-        conn,
-        host=host.name,
-        login=login,
-        fingerprint=fingerprint,
-        reason=short_reason(reason),
-        now=now,
-        window=miss_window(),
-    )
+    # Neither answer proves who is connecting: any client can offer any number of
+    # keys, and anyone holding a public key can make sshd ask about it (no
+    # signature needed). So each is audited once per (host, login, fingerprint[,
+    # approval]) and window; repeats are counted and written as one event when
+    # the window closes (server/fold.py). The account/session hook's event is the
+    # audited login decision.
+    if row is not None:
+        audit_now = fold.count_allow(
+            conn,
+            host=host.name,
+            login=login,
+            fingerprint=fingerprint,
+            request_id=row.id,
+            actor=row.user,
+            now=now,
+            window=miss_window(),
+        )
+    else:
+        audit_now = fold.count_miss(
+            conn,
+            host=host.name,
+            login=login,
+            fingerprint=fingerprint,
+            reason=short_reason(reason),
+            now=now,
+            window=miss_window(),
+        )
     if audit_now:
         _record_akc(conn, host, row, login, fingerprint, reason, now)
     answer = echo(host, login, fingerprint, connection)

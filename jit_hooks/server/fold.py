@@ -13,8 +13,9 @@ row whose transaction commits after a fold simply gets a later ``seq``. The
 ``UPDATE ... WHERE seq IS NULL`` plus the lock mean no event is chained twice
 or skipped (tests/server/test_fold.py).
 
-Also here: unauthenticated AKC misses (decisions.authorized_keys) counted per
-(host, login, fingerprint, window) in ``audit_misses``; when a window has
+Also here: AKC misses (decisions.authorized_keys) counted per (host, login,
+fingerprint, window) in ``audit_misses``, and AKC allows per (host, login,
+fingerprint, window, approval) in ``audit_key_allows``; when a window has
 closed, the fold turns each row with repeats into one event carrying the count.
 """
 
@@ -50,11 +51,25 @@ _MISS = Prepared(
         "RETURNING count"
     ).columns(count=Integer)
 )
+_ALLOW = Prepared(
+    text(
+        "INSERT INTO audit_key_allows "
+        "(host, login, fingerprint, window_start, request_id, actor, count, first_at, last_at) "
+        "VALUES (:host, :login, :fingerprint, :window_start, :request_id, :actor, 1, :now, :now) "
+        "ON CONFLICT (host, login, fingerprint, window_start, request_id) "
+        "DO UPDATE SET count = audit_key_allows.count + 1, last_at = excluded.last_at "
+        "RETURNING count"
+    ).columns(count=Integer)
+)
 # DELETE ... RETURNING reads each count and removes its row in one step: a
 # concurrent bump either lands before (and is returned) or re-creates the row.
 _CLOSE_WINDOWS = text(
     "DELETE FROM audit_misses WHERE window_start <= :cutoff "
     "RETURNING host, login, fingerprint, window_start, count, first_at, last_at, reason"
+)
+_CLOSE_ALLOWS = text(
+    "DELETE FROM audit_key_allows WHERE window_start <= :cutoff "
+    "RETURNING host, login, fingerprint, window_start, request_id, actor, count, first_at, last_at"
 )
 
 
@@ -77,9 +92,59 @@ def count_miss(
     return row is not None and row.count == 1
 
 
+def count_allow(
+    conn: Any,
+    *,
+    host: str,
+    login: str,
+    fingerprint: str,
+    request_id: int,
+    actor: str | None,
+    now: int,
+    window: int,
+) -> bool:
+    """Count one authorized-keys allow; True if it is the window's first for this approval."""
+    row = _ALLOW.first(
+        conn,
+        host=host,
+        login=login,
+        fingerprint=fingerprint[:100],
+        window_start=now - now % window,
+        request_id=request_id,
+        actor=actor,
+        now=now,
+    )
+    return row is not None and row.count == 1
+
+
 def close_windows(conn: Any, *, now: int, window: int) -> int:
-    """Turn misses of closed windows into events (repeats only; the first was audited)."""
+    """Turn counts of closed windows into events (repeats only; the first was audited)."""
     n = 0
+    allows = conn.execute(_CLOSE_ALLOWS, {"cutoff": now - window}).all()
+    for r in sorted(allows, key=lambda r: (r.window_start, r.host, r.login, r.fingerprint,
+                                           r.request_id)):  # fmt: skip
+        if r.count <= 1:
+            continue
+        audit.append(
+            conn,
+            at=r.last_at,
+            kind="hook.authorized_keys.repeated",
+            actor=r.actor,
+            host=r.host,
+            data={
+                "login": r.login,
+                "fingerprint": r.fingerprint,
+                "decision": "allow",
+                "reason": "active approval",
+                "request_id": r.request_id,
+                "repeats": r.count - 1,
+                "window_start": r.window_start,
+                "window_seconds": window,
+                "first_at": r.first_at,
+                "last_at": r.last_at,
+            },
+        )
+        n += 1
     rows = conn.execute(_CLOSE_WINDOWS, {"cutoff": now - window}).all()
     for r in sorted(rows, key=lambda r: (r.window_start, r.host, r.login, r.fingerprint)):
         if r.count <= 1:

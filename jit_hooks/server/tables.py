@@ -210,6 +210,26 @@ audit_misses = Table(
     Index("ix_audit_misses_window", "window_start"),
 )
 
+# Authorized-keys allows of one (host, login, fingerprint, approval) in one window:
+# the key stage only says the key may log in (anyone holding the public key can
+# make sshd ask), so it is audited like a miss: the first writes an event, the
+# rest count here and the fold writes one event with the count (server/fold.py).
+# The login decision itself is the account/session hook's event.
+audit_key_allows = Table(
+    "audit_key_allows",
+    metadata,
+    Column("host", String(253), primary_key=True),
+    Column("login", String(33), primary_key=True),
+    Column("fingerprint", String(100), primary_key=True),
+    Column("window_start", Integer, primary_key=True),
+    Column("request_id", Integer, primary_key=True, autoincrement=False),
+    Column("actor", String(64), nullable=True),
+    Column("count", Integer, nullable=False),
+    Column("first_at", Integer, nullable=False),
+    Column("last_at", Integer, nullable=False),
+    Index("ix_audit_key_allows_window", "window_start"),
+)
+
 # Notifications waiting for delivery, written in the transaction of the change
 # they announce (server/notify/). ``id`` is the idempotency id receivers see:
 # derived from the event, so a sweep that runs twice writes one row.

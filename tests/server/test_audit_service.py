@@ -20,6 +20,7 @@ import pytest
 from jit_hooks.testing.keys import make_key
 from jit_hooks.testing.service import start_service
 from tests.server.conftest import build_world
+from tests.utils.audit_counts import hook_decisions
 
 WINDOW = 3  # seconds: JIT_AUDIT_MISS_WINDOW for these services
 FOLD_MS = 100
@@ -105,9 +106,11 @@ def test_the_service_folds_and_exports_checkpoints_that_catch_a_cut_tail(world):
     w = world
     _, req = w.request("alice")
     assert w.call("bob", "POST", f"/api/v1/requests/{req['id']}/approve")[0] == 200
+    # Twelve audited hook decisions (account checks: repeated AKC allows are counted).
+    acct = {"login": "deploy", "fingerprint": w.keys["alice"].fingerprint}
     for _ in range(12):
-        code, answer = w.akc("web1", "alice")
-        assert code == 200 and len(answer["keys"]) == 1
+        code, answer = w.call("web1", "POST", "/api/v1/hook/account", acct)
+        assert code == 200 and answer["decision"] == "allow", answer
     head = _until(
         lambda: (
             w.svc.sqlite("SELECT count(*) FROM audit_events WHERE seq IS NULL")[0][0] == 0
@@ -171,3 +174,54 @@ def test_the_api_lists_events_with_their_seq_and_never_fails_on_unfolded_ones(qu
     code, body = w.call("root-admin", "GET", "/api/v1/audit?limit=1000")
     last = body["events"][-1]
     assert (last["kind"], last["seq"]) == ("test.unfolded", len(body["events"]))
+
+
+def test_repeated_key_allows_are_counted_and_the_login_is_audited_by_the_account_hook(world):
+    """Review finding: anyone holding alice's public key can make sshd ask (a publickey
+    query needs no signature); 200 asks wrote 200 'allow' events naming alice. Now the
+    key stage is counted like a miss, per (host, login, fingerprint, approval, window)."""
+    w = world
+    _, req = w.request("alice")
+    assert w.call("bob", "POST", f"/api/v1/requests/{req['id']}/approve")[0] == 200
+    fp = w.keys["alice"].fingerprint
+    before = hook_decisions(w.svc.sqlite)
+
+    def ask(_: int) -> int:
+        code, answer = w.akc("web1", "alice")
+        assert code == 200 and len(answer["keys"]) == 1, answer
+        return code
+
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(ask, range(200))) == [200] * 200
+    assert hook_decisions(w.svc.sqlite) - before == 200  # every ask accounted for at once
+
+    def key_events() -> list[tuple[str, str | None, dict]]:
+        rows = w.svc.sqlite(
+            "SELECT kind, actor, data FROM audit_events WHERE kind LIKE 'hook.authorized_keys%'"
+        )
+        return [(k, a, json.loads(d)) for k, a, d in rows if json.loads(d)["fingerprint"] == fp]
+
+    def settled() -> list | None:
+        left = w.svc.sqlite("SELECT count(*) FROM audit_key_allows")[0][0]
+        return None if left else key_events()
+
+    events = _until(settled, "the allow windows to close and fold")
+    firsts = [d for k, _, d in events if k == "hook.authorized_keys"]
+    repeats = [d for k, _, d in events if k == "hook.authorized_keys.repeated"]
+    assert all(d["decision"] == "allow" and d["request_id"] == req["id"] for d in firsts + repeats)
+    assert {a for _, a, _ in events} == {"alice"}  # whose key was offered
+    assert len(firsts) + sum(d["repeats"] for d in repeats) == 200
+    windows = {d["window_start"] for d in repeats}
+    assert len(events) <= 2 * (len(windows) + 1) < 20  # bounded, not 200
+
+    # The login decision is the account hook's, audited call by call.
+    acct = {"login": "deploy", "fingerprint": fp, "connection": "7:8"}
+    for _ in range(2):
+        code, answer = w.call("web1", "POST", "/api/v1/hook/account", acct)
+        assert code == 200 and answer["decision"] == "allow", answer
+    rows = w.svc.sqlite("SELECT actor, data FROM audit_events WHERE kind = 'hook.account'")
+    decided = [(a, json.loads(d)) for a, d in rows if json.loads(d).get("fingerprint") == fp]
+    assert [(a, d["decision"], d["request_id"]) for a, d in decided] == [
+        ("alice", "allow", req["id"])
+    ] * 2
+    assert "audit chain OK" in w.svc.admin("audit", "verify")

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
+from tests.utils.audit_counts import hook_decisions
+
 CALLS = 90
 R = "/api/v1/requests"
 
 
 def _hook_events(svc) -> int:  # noqa: ANN001
-    """Hook decisions audited: events, plus the repeats of unauthenticated misses that are
-    still counted in audit_misses (fold.py writes them as one event when the window closes)."""
-    events = svc.sqlite("SELECT count(*) FROM audit_events WHERE kind LIKE 'hook.%'")[0][0]
-    repeats = svc.sqlite("SELECT coalesce(sum(count - 1), 0) FROM audit_misses")[0][0]
-    return events + repeats
+    """Hook decisions audited: events, plus the repeats of authorized-keys misses and allows
+    (counted, then folded into one event when the window closes: tests/utils/audit_counts.py)."""
+    return hook_decisions(svc.sqlite)
 
 
 def test_concurrent_hook_calls_are_answered_and_audited_once(world):

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests.utils.audit_counts import hook_decisions
+
 LEAN = "application/json"
 FASTAPI = "application/json; charset=utf-8"
 R = "/api/v1/requests"
@@ -44,10 +46,9 @@ def _both(w, path: str, body, auth: str | None):  # noqa: ANN001
 
 
 def _hook_events(w) -> int:  # noqa: ANN001
-    """Hook decisions audited: events, plus repeated authorized-keys denials still counted
-    in audit_misses (written as one event when their window closes: fold.py)."""
-    events = w.svc.sqlite("SELECT count(*) FROM audit_events WHERE kind LIKE 'hook.%'")[0][0]
-    return events + w.svc.sqlite("SELECT coalesce(sum(count - 1), 0) FROM audit_misses")[0][0]
+    """Hook decisions audited: events, plus the repeats of authorized-keys misses and allows
+    (counted, then folded into one event when the window closes: tests/utils/audit_counts.py)."""
+    return hook_decisions(w.svc.sqlite)
 
 
 def test_fast_path_answers_exactly_like_fastapi(world):

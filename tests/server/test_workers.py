@@ -14,6 +14,7 @@ import pytest
 
 from jit_hooks.testing.service import Service, free_port
 from tests.server.conftest import build_world
+from tests.utils.audit_counts import hook_decisions
 
 CALLS = 60
 
@@ -32,10 +33,9 @@ def two_workers(tmp_path):
 
 
 def _hook_events(svc: Service) -> int:
-    """Hook decisions audited: events, plus repeated authorized-keys denials still counted
-    in audit_misses (written as one event when their window closes: fold.py)."""
-    events = svc.sqlite("SELECT count(*) FROM audit_events WHERE kind LIKE 'hook.%'")[0][0]
-    return events + svc.sqlite("SELECT coalesce(sum(count - 1), 0) FROM audit_misses")[0][0]
+    """Hook decisions audited: events, plus the repeats of authorized-keys misses and allows
+    (counted, then folded into one event when the window closes: tests/utils/audit_counts.py)."""
+    return hook_decisions(svc.sqlite)
 
 
 def _workers(svc: Service) -> list[int]:

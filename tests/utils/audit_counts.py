@@ -1,0 +1,34 @@
+"""Count hook decisions in the audit log, the way the aggregation records them.
+
+Authorized-keys misses and allows are written once per (host, login, fingerprint
+[, approval]) and window; repeats are counted in audit_misses / audit_key_allows
+and folded into one ``hook.authorized_keys.repeated`` event (with ``repeats``)
+when the window closes (server/fold.py). Every call is in exactly one place.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+
+def hook_decisions(sql: Callable[[str], list]) -> int:
+    """Hook calls accounted for: single events + folded repeats + repeats still counted.
+
+    ``sql`` runs one query on the service's database (e.g. Service.sqlite).
+    """
+    events = sql(
+        "SELECT count(*) FROM audit_events WHERE kind LIKE 'hook.%' "
+        "AND kind != 'hook.authorized_keys.repeated'"
+    )[0][0]
+    folded = sum(
+        json.loads(d)["repeats"]
+        for (d,) in sql(
+            "SELECT data FROM audit_events WHERE kind = 'hook.authorized_keys.repeated'"
+        )
+    )
+    pending = sum(
+        sql(f"SELECT coalesce(sum(count - 1), 0) FROM {t}")[0][0]
+        for t in ("audit_misses", "audit_key_allows")
+    )
+    return events + folded + pending
