@@ -569,7 +569,14 @@ def break_glass(
     happened on the host; the event's ``at`` stays the time it was recorded, so
     the chain's times only move forward.
     """
-    answer = {"recorded": True, "host": host.name, "login": login, "connection": connection}
+    answer = {
+        "recorded": True,
+        "host": host.name,
+        "login": login,
+        "connection": connection,
+        "report_id": report_id,
+        "stage": stage,
+    }
     if report_id is not None and not _break_glass_first(
         conn, host=host, report_id=report_id, now=now
     ):

@@ -270,6 +270,9 @@ class BreakGlassOut(BaseModel):
     host: str
     login: str
     connection: str | None
+    # Echoed so the host can tie the answer to the report it sent.
+    report_id: str | None = None
+    stage: str | None = None
 
 
 class SessionEndOut(BaseModel):

@@ -90,3 +90,19 @@ def test_break_glass_report_answered_for_another_login_is_not_taken_as_recorded(
     fault.answer = {"recorded": True}  # echoed like the service does
     assert HookClient(config).break_glass(query) is True
     assert fault.requests[-1].json()["login"] == "breakglass"
+
+
+@pytest.mark.parametrize(
+    ("field", "other"), [("report_id", "1" * 32), ("stage", "session"), ("report_id", None)]
+)
+def test_break_glass_answer_for_another_report_is_not_taken_as_recorded(
+    config, fault, field, other
+):
+    """A recorded answer must echo this report's id and stage (another report's
+    confirmation must not delete this one from the spool)."""
+    query = {"login": "breakglass", "rhost": None, "connection": "10:20", "stage": "account"}
+    query |= {"report_id": "0" * 32, "at": int(time.time())}
+    fault.answer = {"recorded": True, field: other}
+    with pytest.raises(BadResponse) as e:
+        HookClient(config).break_glass(query)
+    assert e.value.reason == "mismatch" and field in str(e.value)

@@ -75,8 +75,11 @@ def test_every_hook_answer_echoes_its_question(world):
     assert (ans["host"], ans["login"], ans["connection"]) == ("web1", "deploy", "77:88")
 
     bg = {"login": "root", "rhost": None, "connection": "77:88", "stage": "account"}
-    ans = w.call("web1", "POST", "/api/v1/hook/break-glass", bg)[1]
-    assert ans == {"recorded": True, "host": "web1", "login": "root", "connection": "77:88"}
+    ans = w.call("web1", "POST", "/api/v1/hook/break-glass", bg | {"report_id": "ab" * 16})[1]
+    assert ans == {"recorded": True, "host": "web1", "login": "root", "connection": "77:88"} | {
+        "report_id": "ab" * 16,
+        "stage": "account",
+    }
     assert w.call("web2", "GET", "/api/v1/hook/sessions")[1]["host"] == "web2"
 
 

@@ -143,6 +143,7 @@ class FaultServer:
             return {"host": self.host_name} | answer
         echo = {k: asked.get(k) for k in ("login", "fingerprint", "connection")}
         echo["host"] = asked.get("host") or self.host_name
+        echo |= {k: asked[k] for k in ("report_id", "stage") if k in asked}  # break-glass
         return echo | answer
 
     def _respond(self, conn: socket.socket, request: Request, **route) -> None:

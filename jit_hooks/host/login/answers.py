@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 from jit_hooks.errors import BadResponse
@@ -118,6 +119,9 @@ _ECHOED = {
     "login": LOGIN_RE,
     "fingerprint": FINGERPRINT_RE,
     "connection": CONNECTION_RE,
+    # Break-glass reports: the answer must be about this report (and stage).
+    "report_id": re.compile(r"\A[0-9a-f]{32}\Z"),
+    "stage": re.compile(r"\A[a-z-]{1,32}\Z"),
 }
 _MISSING = object()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import signal
 import socket
 import sys
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 
 from jit_hooks import __version__
 from jit_hooks.errors import BadResponse, ConfigError, ServiceError, ServiceUnreachable
-from jit_hooks.host.login import answers, transport
+from jit_hooks.host.login import answers, transport, trust
 from jit_hooks.host.login.config import HostConfig
 from jit_hooks.protocol import (
     HOOK_ACCOUNT,
@@ -85,6 +84,7 @@ class HookClient:
     def break_glass(self, query: BreakGlassQuery) -> bool:
         asked = {"host": self.config.host_name, "login": query["login"]}
         asked["connection"] = query["connection"]
+        asked.update(report_id=query["report_id"], stage=query["stage"])
         return answers.recorded(self.request("POST", HOOK_BREAK_GLASS, query), asked)
 
     def ping(self) -> PingAnswer:
@@ -161,30 +161,42 @@ class HookClient:
         return _parse_json(response)
 
 
-# One SSLContext per CA file version, shared by every client of the process:
+# One SSLContext per CA file content, shared by every client of the process:
 # building one costs milliseconds, and the pooled connections of
 # transport.enable_keepalive() are keyed by the context object, so clients sharing
-# it share connections. The key includes the file's identity (inode, size, mtime):
-# a CA file replaced on disk gets a new context, and new connections.
+# it share connections. A CA file changed on disk gets a new context, and new
+# connections.
 _CONTEXTS: dict[tuple, object] = {}
+# A CA bundle (Debian's ca-certificates.crt is ~200 KB) fits with room to spare.
+MAX_CA_BYTES = 1 << 20
 
 
 def tls_context(ca_file: str | None):  # noqa: ANN201 - ssl.SSLContext; ssl is imported lazily
-    """The TLS context for ``ca_file`` (system CAs if None); ConfigError if unusable."""
-    try:
-        st = os.stat(ca_file) if ca_file else None
-    except OSError:
-        st = None  # create_default_context below reports it
-    key = (ca_file, st and (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    """The TLS context for ``ca_file`` (system CAs if None); ConfigError if unusable.
+
+    The CA is read through trust.py's checked descriptor and handed to ssl as data:
+    loading it again by path would trust whatever the path names by then.
+    """
+    pem = None
+    if ca_file:
+        raw = trust.read_trusted(ca_file, "CA file", MAX_CA_BYTES + 1)
+        if len(raw) > MAX_CA_BYTES:
+            raise ConfigError(f"CA file is larger than {MAX_CA_BYTES} bytes", path=ca_file)
+        if b"-----BEGIN CERTIFICATE-----" not in raw:
+            # Also keeps an empty file from meaning "the system CAs" to ssl.
+            raise ConfigError("cannot load CA file: not a PEM certificate file", path=ca_file)
+        pem = raw.decode("ascii", errors="replace")
+    key = (ca_file, pem)
     context = _CONTEXTS.get(key)
     if context is None:
         import ssl  # only https URLs pay for it
 
         try:
-            context = ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as e:
-            reason = getattr(e, "strerror", None) or "not a PEM certificate file"
-            raise ConfigError(f"cannot load CA file: {reason}", path=ca_file) from None
+            context = ssl.create_default_context(cadata=pem)
+        except (OSError, ssl.SSLError, ValueError):
+            raise ConfigError(
+                "cannot load CA file: not a PEM certificate file", path=ca_file
+            ) from None
         if len(_CONTEXTS) >= 16:  # old versions of rotated CA files
             _CONTEXTS.clear()
         _CONTEXTS[key] = context

@@ -88,6 +88,10 @@ def open_trusted(path: str, what: str, *, token: bool = False) -> int:
     # Directories are checked on the resolved path (as sshd does); the file itself
     # is then opened without following a symlink, so a swap after the check fails.
     real = os.path.realpath(path)
+    if real != path:
+        # A symlink on the way is only as safe as the directory holding it: whoever
+        # can write there can point it elsewhere after this check.
+        check_dirs(os.path.abspath(path), what)
     check_dirs(real, what if real == path else f"{what} {path} ->")
     try:
         fd = os.open(real, _OPEN_FLAGS)
