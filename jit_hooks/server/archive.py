@@ -233,9 +233,10 @@ def check_marker(conn: Any, chain: audit.VerifyResult, pub: Any) -> list[str]:
         except ValueError:
             signed = None
     if signed is None or signed.get("type") != "archive":
+        why = "no public key to check one: give --pubkey" if pub is None else "events deleted?"
         return [
             f"the database's chain starts at seq {chain.first_seq}: archive marker not backed "
-            "by a signed manifest (events deleted?); give the archives with --archive"
+            f"by a signed manifest ({why}); or give the archives with --archive"
         ]
     if signed.get("last_seq") != chain.first_seq - 1 or signed.get("last_hash") != chain.start_hash:
         return [
