@@ -12,14 +12,35 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from jit_hooks.testing.keys import make_key
+from tests.e2e.conftest import WORLD_ENV
 
 CONNECTIONS, KEYS = 20, 5
 WINDOW = 60  # the service's default JIT_AUDIT_MISS_WINDOW
 
 
-def test_twenty_connections_of_five_stranger_keys(world, tmp_path):
-    w = world
+@pytest.fixture
+def default_window_world(world):
+    """The shared world's service with its default miss window (the other e2e tests run
+    it with one-second windows, see WORLD_ENV), restored afterwards."""
+    svc = world.svc
+
+    def restart(window: str) -> None:
+        svc.stop()
+        svc.env["JIT_AUDIT_MISS_WINDOW"] = window
+        svc.start()
+
+    restart(str(WINDOW))
+    try:
+        yield world
+    finally:
+        restart(WORLD_ENV["JIT_AUDIT_MISS_WINDOW"])
+
+
+def test_twenty_connections_of_five_stranger_keys(default_window_world, tmp_path):
+    w = default_window_world
     keys = [make_key(tmp_path, f"stranger{i}") for i in range(KEYS)]
     fps = {k.fingerprint for k in keys}
     idents = [a for k in keys for a in ("-i", str(tmp_path / f"stranger{keys.index(k)}"))]
