@@ -613,7 +613,10 @@ def test_refused_peers_get_no_thread_and_their_log_lines_are_bounded(host, small
     finally:
         proc.kill()
     assert answers == [frames.encode_answer(1, b"")] * 200
-    assert peak <= at_rest
+    # No thread per refused peer (the old helper peaked at at_rest + 200). The helper's
+    # own background threads (the break-glass spool flush, the HTTP pool's reaper) may
+    # start at any moment during the burst: they are not per connection.
+    assert peak <= at_rest + 2
     assert d.stop() == 0  # SIGTERM: the helper reports what it suppressed, then stops
     host.sink.wait_for("event=stop", "jit-hooksd")
     lines = logged()

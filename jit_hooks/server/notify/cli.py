@@ -63,21 +63,27 @@ def test_cmd(env, channel: str) -> None:  # noqa: ANN001
 @click.pass_obj
 def status_cmd(env, as_json: bool) -> None:  # noqa: ANN001
     """Undelivered and given-up notifications."""
-    from sqlalchemy import func, select
+    from sqlalchemy import case, func, select
 
-    from jit_hooks.server.notify import outbox
     from jit_hooks.server.tables import notify_outbox
 
+    t = notify_outbox.c
+    pending = (t.delivered_at.is_(None)) & (t.failed_at.is_(None))
+
     def work(conn, **_):  # noqa: ANN001, ANN003, ANN202
-        depth, age = outbox.stats(conn, now=env.now())
-        failed = conn.execute(
-            select(func.count()).where(notify_outbox.c.failed_at.is_not(None))
-        ).scalar()
-        delivered = conn.execute(
-            select(func.count()).where(notify_outbox.c.delivered_at.is_not(None))
-        ).scalar()
-        return {"undelivered": depth, "oldest_seconds": age, "failed": failed,
-                "delivered": delivered}  # fmt: skip
+        # One statement: under READ COMMITTED (PostgreSQL) separate SELECTs could see a
+        # row both undelivered and, a moment later, given up.
+        depth, oldest, failed, delivered = conn.execute(
+            select(
+                func.count(case((pending, 1))),
+                func.min(case((pending, t.created_at))),
+                func.count(t.failed_at),
+                func.count(t.delivered_at),
+            )
+        ).one()
+        age = 0 if oldest is None else max(0, env.now() - int(oldest))
+        return {"undelivered": int(depth), "oldest_seconds": age, "failed": int(failed),
+                "delivered": int(delivered)}  # fmt: skip
 
     out = env.run(work)
     if as_json:
