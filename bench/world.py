@@ -119,8 +119,10 @@ class World:
         token_file = trusted.write_token(etc / "host-token", self.host_token)  # 0640 root:jit-hooks
         ca = trusted.write_file(etc / "ca.pem", self.ca_file.read_text()) if self.ca_file else None
         state = etc / "state"  # next to the config, where P2 looks for it
-        state.mkdir(mode=0o777, exist_ok=True)
-        state.chmod(0o777)
+        # The hooks (and P2's jit-hooksd) run as root here; they refuse a state dir
+        # others may write (jit_hooks/host/login/connection.py check_state_dir).
+        state.mkdir(mode=0o700, exist_ok=True)
+        state.chmod(0o700)
         return trusted.write_file(
             etc / "jit-hooks.toml",
             f'[service]\nurls = ["{self.svc.url}"]\ntoken_file = "{token_file}"\n'
