@@ -164,10 +164,11 @@ def test_hostile_key_lines_rejected(hw: World, tmp_path: Path):
 
 
 def akc(w: World, tmp: Path, args: list[str]) -> subprocess.CompletedProcess:
-    state = tmp / "state"
-    state.mkdir(exist_ok=True)
-    # Config and token in a root-owned directory: the hooks refuse them under /tmp.
+    # Config, token and state dir in a root-owned directory: the hooks refuse them
+    # under /tmp.
     with trusted_dir("jhi") as etc:
+        state = etc / "state"
+        state.mkdir(mode=0o700)
         token = write_token(etc / "token", w.host_tokens["web1"])
         config = etc / "jit-hooks.toml"
         config.write_text(

@@ -98,7 +98,7 @@ def hook_env_files(w: World, tmp: Path, sink: SyslogSink, token: str) -> Path:
     tok = etc / f"token-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
     tok.write_text(token + "\n")
     tok.chmod(0o640)
-    state = tmp / "state"
+    state = etc / "state"  # root's, 0700: the hooks refuse a state dir under /tmp
     state.mkdir(mode=0o700, exist_ok=True)
     cfg = etc / f"{tok.name}.toml"
     cfg.write_text(
@@ -215,7 +215,7 @@ def test_accepted_key_records_are_private(sec):
         timeout=30,
     )
     assert r.returncode == 0 and r.stdout.count("\n") == 1, r
-    records = list((tmp / "state").glob("conn-*"))
+    records = list((_ETC[0] / "state").glob("conn-*"))
     assert records
     for p in records:
         assert mode(p) == 0o600, (p, oct(mode(p)))
