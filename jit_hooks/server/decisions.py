@@ -373,6 +373,7 @@ _OPEN_SESSION = Prepared(
                 "request_id",
                 "connection",
                 "rhost",
+                "fingerprint",
                 "opened_at",
             )
         }
@@ -448,6 +449,8 @@ def session(
             request_id=row.id,
             connection=connection,
             rhost=rhost,
+            # The key this session logged in with (None: a key-less login), for the usage report.
+            fingerprint=fingerprint,
             opened_at=now,
         )
     _record(

@@ -94,7 +94,12 @@ requests = Table(
     Column("starts_at", Integer, nullable=True),
     Column("ends_at", Integer, nullable=True),
     Column("decided_at", Integer, nullable=True),
-    Column("closed_at", Integer, nullable=True),  # revoked / cancelled at
+    Column("closed_at", Integer, nullable=True),  # revoked / cancelled / dropped at
+    # Source ranges the grant is pinned to (canonical CIDRs, comma-separated), or NULL.
+    Column("from_cidrs", Text, nullable=True),
+    # Approved extensions so far (ends_at already includes them): checked against
+    # the policy's max_extension.
+    Column("extended_seconds", Integer, nullable=False, server_default="0"),
     Index("ix_requests_active", "requester_id", "login", "state", "ends_at"),
     # Logins without a key (account hook): only the live approvals for the login.
     Index("ix_requests_login_active", "login", "state", "ends_at"),
@@ -123,6 +128,34 @@ reviews = Table(
     UniqueConstraint("request_id", "reviewer_id", name="uq_reviews_request_reviewer"),
 )
 
+# An approved grant's request for more time (jit extend): same request, later ends_at.
+extensions = Table(
+    "extensions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("request_id", Integer, ForeignKey("requests.id"), nullable=False),
+    Column("seconds", Integer, nullable=False),
+    Column("reason", String(500), nullable=False),
+    Column("state", String(16), nullable=False),  # pending | approved | denied | cancelled
+    Column("approvals_required", Integer, nullable=False),
+    Column("created_at", Integer, nullable=False),
+    Column("decided_at", Integer, nullable=True),
+    Index("ix_extensions_request", "request_id", "state"),
+    Index("ix_extensions_state", "state"),
+)
+
+extension_reviews = Table(
+    "extension_reviews",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("extension_id", Integer, ForeignKey("extensions.id"), nullable=False),
+    Column("reviewer_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("decision", String(8), nullable=False),
+    Column("comment", String(500), nullable=False),
+    Column("at", Integer, nullable=False),
+    UniqueConstraint("extension_id", "reviewer_id", name="uq_extension_reviews_reviewer"),
+)
+
 sessions = Table(
     "sessions",
     metadata,
@@ -133,6 +166,7 @@ sessions = Table(
     Column("request_id", Integer, ForeignKey("requests.id"), nullable=True),
     Column("connection", String(40), nullable=False),
     Column("rhost", String(255), nullable=True),
+    Column("fingerprint", String(60), nullable=True),  # the key the session logged in with
     Column("opened_at", Integer, nullable=False),
     Column("closed_at", Integer, nullable=True),
     Index("ix_sessions_host_connection", "host_id", "connection"),
