@@ -49,6 +49,7 @@ _FOR_KEY = Prepared(
         requests.c.id,
         requests.c.ends_at,
         requests.c.policy_spec,
+        requests.c.from_cidrs,
         users.c.id.label("user_id"),
         users.c.name.label("user"),
         keys.c.blob,
@@ -69,6 +70,7 @@ _FOR_LOGIN = Prepared(
     select(
         requests.c.id,
         requests.c.ends_at,
+        requests.c.from_cidrs,
         users.c.id.label("user_id"),
         users.c.name.label("user"),
     )
@@ -255,6 +257,7 @@ def authorized_keys(
                 "expires_at": row.ends_at,
                 "options": list(_options(row.policy_spec)),
                 "request_id": row.id,
+                "from_cidrs": _cidrs(row),
             }
         ]
     )
@@ -281,13 +284,21 @@ def _decide(
     return row, short_reason(reason)
 
 
+def _cidrs(row: Any) -> list[str] | None:
+    """The source ranges a grant is pinned to (the host enforces them), or None."""
+    return row.from_cidrs.split(",") if row.from_cidrs else None
+
+
 def _answer(row: Any, reason: str) -> dict:
-    return {
+    answer = {
         "decision": "allow" if row else "deny",
         "reason": reason,
         "request_id": row.id if row else None,
         "expires_at": row.ends_at if row else None,
     }
+    if row is not None and row.from_cidrs:
+        answer["from_cidrs"] = _cidrs(row)
+    return answer
 
 
 def _actor(
@@ -481,7 +492,8 @@ def _end_reason(row: Any, now: int) -> str | None:
         return "not_active"
     if row.disabled:
         return "user_disabled"
-    if row.state == "revoked":
+    if row.state in ("revoked", "dropped"):
+        # Given back by the requester (jit drop): ended like a revoke (hosts know these reasons).
         return "revoked"
     if row.state != "approved":
         return "not_active"

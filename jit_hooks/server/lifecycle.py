@@ -13,7 +13,7 @@ import json
 import unicodedata
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from jit_hooks.protocol import LOGIN_RE
@@ -26,6 +26,8 @@ from jit_hooks.server.policy import (
     LABEL_KEY_RE,
     LABEL_VALUE_RE,
     Policy,
+    canonical_cidrs,
+    check_from,
     parse_policy,
     select_for_host,
     select_for_selector,
@@ -33,7 +35,16 @@ from jit_hooks.server.policy import (
 )
 from jit_hooks.server.tables import hosts, request_hosts, requests, reviews, users
 
-STATES = ("pending", "approved", "denied", "cancelled", "revoked", "expired", "pending_expired")
+STATES = (
+    "pending",
+    "approved",
+    "denied",
+    "cancelled",
+    "revoked",
+    "expired",
+    "pending_expired",
+    "dropped",
+)
 MAX_START_AHEAD = 30 * 24 * 3600
 START_SLACK = 60  # a "start" this far in the past is taken as "now" (client clock skew)
 LIST_LIMIT = 500
@@ -125,7 +136,10 @@ def _reviews(conn: Connection, ids: list[int]) -> dict[int, list[dict]]:
     return out
 
 
-def request_dict(row: Any, review_list: list[dict], now: int) -> dict:
+def request_dict(
+    row: Any, review_list: list[dict], now: int, extension: dict | None = None
+) -> dict:
+    state = effective_state(row, now)
     return {
         "id": row.id,
         "requester": row.requester,
@@ -134,7 +148,7 @@ def request_dict(row: Any, review_list: list[dict], now: int) -> dict:
         "login": row.login,
         "reason": row.reason,
         "duration_seconds": row.duration_seconds,
-        "state": effective_state(row, now),
+        "state": state,
         "policy": row.policy_name,
         "approvals_required": row.approvals_required,
         "reviews": review_list,
@@ -143,26 +157,43 @@ def request_dict(row: Any, review_list: list[dict], now: int) -> dict:
         "starts_at": row.starts_at,
         "ends_at": row.ends_at,
         "decided_at": row.decided_at,
+        "from_cidrs": row.from_cidrs.split(",") if row.from_cidrs else None,
+        "extended_seconds": row.extended_seconds,
+        # Only a live grant's extension is still open to review.
+        "extension": extension if state == "approved" else None,
     }
 
 
 def get_request(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) -> dict:
+    from jit_hooks.server import extend
+
     row = _load(conn, request_id)
     if not can_see(user, row):
         raise NotFound(f"unknown request {request_id}")
-    return request_dict(row, _reviews(conn, [row.id])[row.id], now)
+    ext = extend.pending(conn, [row.id]).get(row.id)
+    return request_dict(row, _reviews(conn, [row.id])[row.id], now, ext)
 
 
 def list_requests(
     conn: Connection, *, user: UserPrincipal, scope: str, state: str | None, now: int
 ) -> list[dict]:
+    from jit_hooks.server import extend
+
     if state is not None and state not in STATES:
         raise InvalidInput(f"state: must be one of {', '.join(STATES)}", field="state")
     q = _base_query().order_by(requests.c.id.desc()).limit(LIST_LIMIT)
     if scope == "mine":
         q = q.where(requests.c.requester_id == user.id)
     elif scope == "review":
-        q = q.where(requests.c.state == "pending", requests.c.requester_id != user.id)
+        # Pending requests, and live grants whose extension waits for reviews.
+        extending = extend.pending_request_ids(conn)
+        q = q.where(
+            or_(
+                requests.c.state == "pending",
+                and_(requests.c.state == "approved", requests.c.id.in_(extending)),
+            ),
+            requests.c.requester_id != user.id,
+        )
     elif scope == "all":
         if not user.is_admin:
             raise Forbidden("scope=all needs the admin role")
@@ -180,15 +211,20 @@ def list_requests(
     if state in ("pending", "pending_expired") or scope == "review":
         rows = [r for r in rows if state is None or effective_state(r, now) == state]
         if scope == "review":
-            rows = [r for r in rows if effective_state(r, now) == "pending"]
+            rows = [r for r in rows if effective_state(r, now) in ("pending", "approved")]
     revs = _reviews(conn, [r.id for r in rows])
+    exts = extend.pending(conn, [r.id for r in rows])
     if scope == "review":
-        rows = [
-            r
-            for r in rows
-            if _is_approver(user, r) and not any(v["reviewer"] == user.name for v in revs[r.id])
-        ]
-    return [request_dict(r, revs[r.id], now) for r in rows]
+        rows = [r for r in rows if _is_approver(user, r) and not _reviewed(user, r, revs, exts)]
+    return [request_dict(r, revs[r.id], now, exts.get(r.id)) for r in rows]
+
+
+def _reviewed(user: UserPrincipal, row: Any, revs: dict, exts: dict) -> bool:
+    """Has ``user`` reviewed what of ``row`` waits for review (its extension, or itself)?"""
+    if row.state == "approved":
+        ext = exts.get(row.id)
+        return ext is None or any(v["reviewer"] == user.name for v in ext["reviews"])
+    return any(v["reviewer"] == user.name for v in revs[row.id])
 
 
 def create_request(
@@ -202,10 +238,12 @@ def create_request(
     duration_seconds: int,
     start: int | None,
     now: int,
+    from_cidrs: list[str] | None = None,
 ) -> dict:
     if not LOGIN_RE.match(login):
         raise InvalidInput("login: not a valid login account name", field="login")
     reason = _clean_text(reason, "reason", 500)
+    pinned = canonical_cidrs(from_cidrs, "from_cidrs") if from_cidrs is not None else ()
     if start is not None:
         if start < now - START_SLACK:
             raise InvalidInput("start: must not be in the past", field="start")
@@ -252,6 +290,7 @@ def create_request(
         )
     if policy.reason_required and not reason:
         raise InvalidInput(f"reason: required by policy {policy.name!r}", field="reason")
+    check_from(policy, pinned)
     _refuse_duplicate(
         conn, user=user, host_id=host_ids[0] if host is not None else None,
         selector=selector, login=login, target=target, now=now,
@@ -270,6 +309,7 @@ def create_request(
             policy_spec=audit.canonical(policy.to_dict()),
             approvals_required=policy.approvals_required,
             created_at=now,
+            from_cidrs=",".join(pinned) or None,
         )
     ).inserted_primary_key[0]  # type: ignore[index]
     conn.execute(request_hosts.insert(), [{"request_id": rid, "host_id": h} for h in host_ids])
@@ -288,6 +328,7 @@ def create_request(
             "start": start,
             "policy": policy.name,
             "hosts": len(host_ids),
+            "from_cidrs": list(pinned) or None,
         },
     )
     if policy.auto_approve:
@@ -371,6 +412,11 @@ def review(
     if not _is_approver(user, row):
         raise Forbidden(f"you are not an approver under policy {row.policy_name!r}")
     state = effective_state(row, now)
+    from jit_hooks.server import extend
+
+    if state == "approved" and extend.has_pending(conn, request_id):
+        # A live grant is reviewed again only through its extension (same command).
+        return extend.review(conn, user=user, row=row, decision=decision, comment=comment, now=now)
     if state == "pending_expired":
         raise Conflict(
             f"request {request_id} expired while pending (nobody decided within the "
@@ -469,6 +515,7 @@ def revoke(
     )
     if res.rowcount != 1:
         raise Conflict(f"request {request_id} is no longer approved")
+    _close_extension(conn, request_id, now)
     audit.append(
         conn,
         at=now,
@@ -490,6 +537,17 @@ def cancel(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) 
     if user.id != row.requester_id:
         raise Forbidden("only the requester can cancel a request")
     state = effective_state(row, now)
+    if state == "approved" and _close_extension(conn, request_id, now):
+        # A live grant's pending extension is what the requester takes back.
+        audit.append(
+            conn,
+            at=now,
+            kind="extension.cancelled",
+            actor=user.name,
+            host=row.host_name,
+            data={"request_id": request_id},
+        )
+        return get_request(conn, user=user, request_id=request_id, now=now)
     res = conn.execute(
         requests.update()
         .where(and_(requests.c.id == request_id, requests.c.state == "pending"))
@@ -506,3 +564,53 @@ def cancel(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) 
         data={"request_id": request_id},
     )
     return get_request(conn, user=user, request_id=request_id, now=now)
+
+
+def drop(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) -> dict:
+    """The requester gives an approved grant back now (state ``dropped``).
+
+    Hooks only allow ``approved`` grants, so the next login is denied; the
+    host's sessions endpoint lists the grant's live sessions to end.
+    """
+    row = _lock(conn, request_id)
+    if not can_see(user, row):
+        raise NotFound(f"unknown request {request_id}")
+    if user.id != row.requester_id:
+        raise Forbidden("only the requester can drop a grant (approvers: jit revoke)")
+    state = effective_state(row, now)
+    if state != "approved":
+        hint = " (cancel a pending one: jit cancel)" if state == "pending" else ""
+        raise Conflict(
+            f"request {request_id} is {state}; only an approved grant can be dropped{hint}"
+        )
+    res = conn.execute(
+        requests.update()
+        .where(and_(requests.c.id == request_id, requests.c.state == "approved"))
+        .values(state="dropped", closed_at=now)
+    )
+    if res.rowcount != 1:
+        raise Conflict(f"request {request_id} is no longer approved")
+    _close_extension(conn, request_id, now)
+    audit.append(
+        conn,
+        at=now,
+        kind="request.dropped",
+        actor=user.name,
+        host=row.host_name,
+        data={"request_id": request_id, "ends_at": row.ends_at},
+    )
+    notify.request_event(conn, row, "request.dropped", now=now, actor=user.name)
+    return get_request(conn, user=user, request_id=request_id, now=now)
+
+
+def _close_extension(conn: Connection, request_id: int, now: int) -> int:
+    from jit_hooks.server import extend
+
+    return extend.close_pending(conn, request_id=request_id, state="cancelled", now=now)
+
+
+# For extend.py (one module per concern, one set of request helpers).
+clean_text = _clean_text
+lock = _lock
+load = _load
+policy_of = _policy

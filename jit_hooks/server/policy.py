@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -34,7 +35,13 @@ _FIELDS = {
     "auto_approve",
     "options",
     "pending_ttl",
+    "max_extension",
+    "extension_approvals",
+    "require_from",
+    "allowed_from",
 }
+# Source ranges one grant may be pinned to (each one becomes part of a key line).
+MAX_FROM = 16
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,14 @@ class Policy:
     auto_approve: bool
     options: tuple[str, ...]
     pending_ttl: int = DEFAULT_PENDING_TTL
+    # Total time `jit extend` may add to one grant (0: no extensions).
+    max_extension: int = 0
+    # Reviews an extension needs (0: approved at once, up to max_extension).
+    extension_approvals: int = 1
+    # Every request must pin its grant to source ranges (jit request --from).
+    require_from: bool = False
+    # If set, a request's ranges must each lie inside one of these.
+    allowed_from: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical, JSON-ready form (what is stored and listed)."""
@@ -84,6 +99,10 @@ class Policy:
             "auto_approve": self.auto_approve,
             "options": list(self.options),
             "pending_ttl": self.pending_ttl,
+            "max_extension": self.max_extension,
+            "extension_approvals": self.extension_approvals,
+            "require_from": self.require_from,
+            "allowed_from": list(self.allowed_from),
         }
 
 
@@ -180,7 +199,72 @@ def parse_policy(d: Any) -> Policy:
         pending_ttl=_int(
             name, "pending_ttl", d.get("pending_ttl", DEFAULT_PENDING_TTL), 60, PENDING_TTL_LIMIT
         ),
+        max_extension=_int(name, "max_extension", d.get("max_extension", 0), 0, MAX_DURATION_LIMIT),
+        extension_approvals=_int(
+            name, "extension_approvals", d.get("extension_approvals", 0 if auto else 1), 0, 10
+        ),
+        require_from=_bool(name, "require_from", d.get("require_from", False)),
+        allowed_from=_allowed_from(name, d.get("allowed_from")),
     )
+
+
+def canonical_cidrs(value: Any, field: str = "from") -> tuple[str, ...]:
+    """Validated, canonical, sorted, de-duplicated CIDRs; InvalidInput naming what is wrong.
+
+    A bare address is a /32 (or /128); host bits are refused (``10.0.0.1/8`` is
+    ambiguous: say ``10.0.0.0/8``). A /0 pins nothing and is refused too.
+    """
+    if isinstance(value, str):
+        value = [v for v in value.split(",")]
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise InvalidInput(f"{field}: must be a list of CIDR strings", field=field)
+    out: set[ipaddress.IPv4Network | ipaddress.IPv6Network] = set()
+    for raw in value:
+        text = raw.strip()
+        try:
+            net = ipaddress.ip_network(text, strict=True)
+        except ValueError:
+            raise InvalidInput(
+                f"{field}: {text[:64]!r} is not a network (e.g. 192.0.2.0/24 or 2001:db8::/32)",
+                field=field,
+            ) from None
+        if net.prefixlen == 0:
+            raise InvalidInput(f"{field}: {text[:64]!r} allows every address", field=field)
+        out.add(net)
+    if not out:
+        raise InvalidInput(f"{field}: give at least one CIDR", field=field)
+    if len(out) > MAX_FROM:
+        raise InvalidInput(f"{field}: at most {MAX_FROM} CIDRs", field=field)
+    return tuple(n.with_prefixlen for n in sorted(out, key=lambda n: (n.version, n)))
+
+
+def _allowed_from(name: str, value: Any) -> tuple[str, ...]:
+    if value is None or value == []:
+        return ()
+    try:
+        return canonical_cidrs(value, "allowed_from")
+    except InvalidInput as e:
+        raise _fail(name, "allowed_from", e.detail.split(": ", 1)[-1]) from None
+
+
+def check_from(policy: Policy, cidrs: tuple[str, ...]) -> None:
+    """Raise InvalidInput if the policy needs ranges and has none, or they lie outside it."""
+    if policy.require_from and not cidrs:
+        raise InvalidInput(
+            f"from_cidrs: policy {policy.name!r} requires pinning the grant to source ranges "
+            "(jit request --from CIDR)",
+            field="from_cidrs",
+        )
+    if cidrs and policy.allowed_from:
+        allowed = [ipaddress.ip_network(a) for a in policy.allowed_from]
+        for c in cidrs:
+            net = ipaddress.ip_network(c)
+            if not any(net.version == a.version and net.subnet_of(a) for a in allowed):  # type: ignore[arg-type]
+                raise InvalidInput(
+                    f"from_cidrs: {c} is outside the ranges policy {policy.name!r} allows "
+                    f"({', '.join(policy.allowed_from)})",
+                    field="from_cidrs",
+                )
 
 
 def matches_host(policy: Policy, host: str, labels: Mapping[str, str]) -> bool:

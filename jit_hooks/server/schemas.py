@@ -99,6 +99,10 @@ class RequestIn(_In):
     reason: Short = ""
     duration_seconds: Annotated[StrictInt, Field(ge=1)]
     start: StrictInt | None = None
+    # Source ranges to pin the grant to (checked and made canonical by policy.py).
+    from_cidrs: (
+        Annotated[list[Annotated[StrictStr, Field(max_length=64)]], Field(max_length=64)] | None
+    ) = None
 
     @model_validator(mode="after")
     def _one_target(self) -> RequestIn:
@@ -111,11 +115,26 @@ class ReviewIn(_In):
     comment: Short = ""
 
 
+class ExtendIn(_In):
+    duration_seconds: Annotated[StrictInt, Field(ge=1)]
+    reason: Short = ""
+
+
 class ReviewOut(BaseModel):
     reviewer: str
     decision: Literal["approve", "deny"]
     comment: str
     at: int
+
+
+class ExtensionOut(BaseModel):
+    id: int
+    seconds: int
+    reason: str
+    state: Literal["pending", "approved", "denied", "cancelled"]
+    approvals_required: int
+    reviews: list[ReviewOut]
+    created_at: int
 
 
 class RequestOut(BaseModel):
@@ -127,7 +146,14 @@ class RequestOut(BaseModel):
     reason: str
     duration_seconds: int
     state: Literal[
-        "pending", "approved", "denied", "cancelled", "revoked", "expired", "pending_expired"
+        "pending",
+        "approved",
+        "denied",
+        "cancelled",
+        "revoked",
+        "expired",
+        "pending_expired",
+        "dropped",
     ]
     policy: str
     approvals_required: int
@@ -137,6 +163,9 @@ class RequestOut(BaseModel):
     starts_at: int | None
     ends_at: int | None
     decided_at: int | None
+    from_cidrs: list[str] | None = None
+    extended_seconds: int = 0
+    extension: ExtensionOut | None = None  # pending, waiting for reviews
 
 
 class RequestList(BaseModel):
@@ -191,6 +220,7 @@ class AuthorizedKeyOut(BaseModel):
     expires_at: int
     options: list[str]
     request_id: int
+    from_cidrs: list[str] | None = None  # the grant is pinned to these source ranges
 
 
 class EchoOut(BaseModel):
@@ -225,6 +255,7 @@ class DecisionOut(EchoOut):
     reason: str
     request_id: int | None
     expires_at: int | None
+    from_cidrs: list[str] | None = None  # an allow pinned to source ranges: the host checks
 
 
 class SessionIn(_In):

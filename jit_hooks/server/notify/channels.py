@@ -30,6 +30,10 @@ _TITLES = {
     "request.expired": "access #{id} to {target} as {login} has ended",
     "request.revoked": "access #{id} to {target} as {login} revoked by {actor}",
     "request.pending_expired": "request #{id} for {target} expired before anyone decided",
+    "request.extension_requested": "{requester} asks to extend access #{id} to {target}",
+    "request.extended": "access #{id} to {target} as {login} extended",
+    "request.extension_denied": "extension of access #{id} to {target} denied by {actor}",
+    "request.dropped": "{requester} gave back access #{id} to {target} as {login}",
     "break_glass.used": "break-glass login as {login} on {host}",
     "test": "test message from jit-server ({channel})",
 }

@@ -27,6 +27,10 @@ EVENTS = (
     "request.expired",
     "request.revoked",
     "request.pending_expired",
+    "request.extension_requested",
+    "request.extended",
+    "request.extension_denied",
+    "request.dropped",
     "break_glass.used",
 )
 NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")

@@ -20,7 +20,11 @@ TO_REQUESTER = {
     "request.expired",
     "request.revoked",
     "request.pending_expired",
+    "request.extended",
+    "request.extension_denied",
 }
+# Events told to the approvers of the request's policy.
+TO_APPROVERS = {"request.created", "request.extension_requested", "request.dropped"}
 
 
 def approvers(conn: Connection, row: Any) -> list[str]:
@@ -41,7 +45,7 @@ def request_event(
     key: str = "",
 ) -> int:
     """Queue ``event`` about the request ``row`` (a lifecycle base-query row)."""
-    if event == "request.created":
+    if event in TO_APPROVERS:
         recipients = approvers(conn, row)
     else:
         assert event in TO_REQUESTER, event

@@ -1,4 +1,4 @@
-"""Access requests: create, list, show, approve, deny, revoke, cancel."""
+"""Access requests: create, list, show, approve, deny, revoke, cancel, extend, drop."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path
 from sqlalchemy import Connection
 
-from jit_hooks.server import audit, lifecycle
+from jit_hooks.server import audit, extend, lifecycle
 from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.context import MAX_ID, Creds, CtxDep
 from jit_hooks.server.errors import Forbidden
-from jit_hooks.server.schemas import RequestIn, RequestList, RequestOut, ReviewIn
+from jit_hooks.server.schemas import ExtendIn, RequestIn, RequestList, RequestOut, ReviewIn
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
 RequestId = Annotated[int, Path(ge=1, le=MAX_ID)]
@@ -32,6 +32,7 @@ async def create(body: RequestIn, ctx: CtxDep, creds: Creds) -> dict:
             duration_seconds=body.duration_seconds,
             start=body.start,
             now=now,
+            from_cidrs=body.from_cidrs,
         ),
     )
     ctx.metrics.request_events.labels("created").inc()
@@ -46,7 +47,14 @@ async def list_requests(
     creds: Creds,
     scope: Literal["mine", "review", "all"] = "mine",
     state: Literal[
-        "pending", "approved", "denied", "cancelled", "revoked", "expired", "pending_expired"
+        "pending",
+        "approved",
+        "denied",
+        "cancelled",
+        "revoked",
+        "expired",
+        "pending_expired",
+        "dropped",
     ]
     | None = None,
 ) -> dict:
@@ -158,4 +166,35 @@ async def cancel(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
         lambda conn, user: lifecycle.cancel(conn, user=user, request_id=request_id, now=now),
     )
     ctx.metrics.request_events.labels("cancelled").inc()
+    return out
+
+
+@router.post("/{request_id}/extend", response_model=RequestOut)
+async def extend_grant(request_id: RequestId, body: ExtendIn, ctx: CtxDep, creds: Creds) -> dict:
+    """The requester asks for more time on an active grant (the policy decides how)."""
+    now = ctx.now()
+    out = await ctx.as_user(
+        creds,
+        lambda conn, user: extend.request_extension(
+            conn,
+            user=user,
+            request_id=request_id,
+            seconds=body.duration_seconds,
+            reason=body.reason,
+            now=now,
+        ),
+    )
+    ctx.metrics.request_events.labels("extend").inc()
+    return out
+
+
+@router.post("/{request_id}/drop", response_model=RequestOut)
+async def drop(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
+    """The requester gives an approved grant back now."""
+    now = ctx.now()
+    out = await ctx.as_user(
+        creds,
+        lambda conn, user: lifecycle.drop(conn, user=user, request_id=request_id, now=now),
+    )
+    ctx.metrics.request_events.labels("dropped").inc()
     return out
