@@ -98,6 +98,9 @@ class AuthorizedKey(TypedDict):
     expires_at: int  # unix seconds, end of the approval window
     options: list[str]  # subset of ALLOWED_KEY_OPTIONS
     request_id: int
+    # Source ranges the grant is pinned to (canonical CIDRs; the key line's from="..."),
+    # or None. Absent in answers of services older than pinned grants.
+    from_cidrs: list[str] | None
 
 
 class AuthorizedKeysAnswer(Echo):
@@ -125,6 +128,8 @@ class DecisionAnswer(TypedDict):
     reason: str  # short, human, printable ASCII; host re-sanitises anyway
     request_id: int | None
     expires_at: int | None
+    # An allow pinned to source ranges: the host checks PAM_RHOST against them.
+    from_cidrs: list[str] | None
 
 
 class SessionQuery(TypedDict):

@@ -81,9 +81,10 @@ def test_extend_needs_a_review_then_moves_the_same_grants_end(world):
     assert code == 200 and req["state"] == "approved" and req["ends_at"] == ends
     assert req["extension"]["state"] == "pending" and req["extension"]["seconds"] == 900
     # One pending extension at a time.
-    assert w.call(
-        "alice", "POST", f"{R}/{rid}/extend", {"duration_seconds": 60, "reason": "x"}
-    )[0] == 409
+    assert (
+        w.call("alice", "POST", f"{R}/{rid}/extend", {"duration_seconds": 60, "reason": "x"})[0]
+        == 409
+    )
     # Approvers see it in their review list; the requester cannot approve it.
     review = w.call("carol", "GET", f"{R}?scope=review")[1]["requests"]
     assert [r["id"] for r in review] == [rid] and review[0]["extension"]["seconds"] == 900
@@ -164,7 +165,9 @@ def test_drop_denies_the_next_login_and_ends_live_sessions(world):
     events = w.call("root-admin", "GET", "/api/v1/audit?limit=1000")[1]["events"]
     [drop] = [e for e in events if e["kind"] == "request.dropped"]
     assert drop["actor"] == "alice" and drop["data"]["request_id"] == rid
-    code, body = w.call("alice", "POST", f"{R}/{rid}/extend", {"duration_seconds": 1, "reason": "x"})
+    code, body = w.call(
+        "alice", "POST", f"{R}/{rid}/extend", {"duration_seconds": 1, "reason": "x"}
+    )
     assert code == 409 and "dropped" in body["detail"]
 
 

@@ -24,6 +24,9 @@ from jit_hooks.protocol import (
 
 MAX_KEYS = 100
 MAX_REASON = 200
+# Source ranges one grant may be pinned to (the service's policy.MAX_FROM).
+MAX_FROM = 16
+_CIDR_CHARS = re.compile(r"\A[0-9A-Fa-f.:/]{2,49}\Z")
 # Unix seconds between 2000-01-01 and 2200-01-01: anything else is nonsense.
 _MIN_TIME, _MAX_TIME = 946684800, 7258118400
 
@@ -66,7 +69,52 @@ def check_key(item: object) -> str | None:
         return "bad_options"
     if any(o not in ALLOWED_KEY_OPTIONS for o in options):
         return "option_not_allowed"
+    try:
+        check_cidrs(item.get("from_cidrs"))
+    except BadResponse:
+        return "bad_from"
     return None
+
+
+def check_cidrs(value: object) -> list[str] | None:
+    """The source ranges of a pinned grant, each exactly as ``ipaddress`` writes it; or None.
+
+    They go into a ``from="..."`` key option and decide who may log in: only
+    canonical networks pass (no host bits, no /0, no text around them), so
+    nothing the service sent reaches sshd unless it re-prints identically.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_FROM:
+        raise BadResponse("schema", f"from_cidrs must be a list of 1 to {MAX_FROM} networks")
+    import ipaddress  # only for pinned grants (~1 ms)
+
+    for v in value:
+        if not isinstance(v, str) or not _CIDR_CHARS.match(v):
+            raise BadResponse("schema", "from_cidrs entry is not a network")
+        try:
+            net = ipaddress.ip_network(v, strict=True)
+        except ValueError:
+            raise BadResponse("schema", "from_cidrs entry is not a network") from None
+        if net.with_prefixlen != v or net.prefixlen == 0:
+            raise BadResponse("schema", "from_cidrs entry is not a canonical network")
+    return list(value)
+
+
+def rhost_allowed(rhost: str | None, cidrs: list[str]) -> bool:
+    """Whether the remote address (PAM_RHOST) lies in one of the checked ``cidrs``.
+
+    No address, or a name instead of one (sshd's UseDNS), is outside every range.
+    """
+    import ipaddress
+
+    try:
+        addr = ipaddress.ip_address(rhost or "")
+    except ValueError:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return any(addr in ipaddress.ip_network(c) for c in cidrs)
 
 
 def authorized_keys(answer: object) -> list[object]:
@@ -88,6 +136,7 @@ def as_key(item: dict) -> AuthorizedKey:
         expires_at=item["expires_at"],
         options=list(item.get("options", [])),
         request_id=item["request_id"],
+        from_cidrs=check_cidrs(item.get("from_cidrs")),
     )
 
 
@@ -109,6 +158,7 @@ def decision(answer: object) -> DecisionAnswer:
         reason=sanitize(reason),
         request_id=request_id,
         expires_at=expires_at,
+        from_cidrs=check_cidrs(answer.get("from_cidrs")),
     )
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 
 from jit_hooks import sshkeys
-from jit_hooks.errors import KeyParseError
+from jit_hooks.errors import BadResponse, KeyParseError
 from jit_hooks.host.login import answers, connection
 from jit_hooks.host.login.client import HookClient
 from jit_hooks.host.login.config import HostConfig
@@ -83,6 +83,9 @@ def expiry_time(expires_at: int) -> str:
 def render(key: AuthorizedKey, offered: sshkeys.PublicKey) -> str:
     """One authorized_keys line from validated parts only (never the service's text)."""
     options = [f'expiry-time="{expiry_time(key["expires_at"])}"']
+    if key.get("from_cidrs"):
+        # Checked canonical networks only (answers.check_cidrs): no quote, comma or space inside.
+        options.append(f'from="{",".join(key["from_cidrs"] or [])}"')
     options += sorted(set(key["options"]))
     comment = f"jit-request-{key['request_id']}"
     return f"{','.join(options)} {offered.key_type} {offered.blob} {comment}\n"
@@ -111,6 +114,8 @@ def respond(
     fields: dict = {"decision": "allow", "host": host, "request": key["request_id"]}
     fields["expires"] = key["expires_at"]
     fields["options"] = sorted(set(key["options"]))
+    if key.get("from_cidrs"):
+        fields["from"] = key["from_cidrs"]
     fields["dropped"] = ",".join(dropped) or None
     return render(key, offered), fields
 
@@ -132,6 +137,10 @@ def _reuse(config: HostConfig, conn: str, login: str, offered: sshkeys.PublicKey
         or record["expires_at"] <= time.time()
     ):
         return None
+    try:
+        from_cidrs = answers.check_cidrs(record.get("from_cidrs"))
+    except BadResponse:
+        return None
     key = AuthorizedKey(
         key_type=offered.key_type,
         key=offered.blob,
@@ -139,6 +148,7 @@ def _reuse(config: HostConfig, conn: str, login: str, offered: sshkeys.PublicKey
         expires_at=record["expires_at"],
         options=record["options"],
         request_id=record["request_id"],
+        from_cidrs=from_cidrs,
     )
     return render(key, offered)
 
@@ -205,6 +215,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
                 request_id=outcome["request"],
                 expires_at=outcome["expires"],
                 options=outcome["options"],
+                from_cidrs=outcome.get("from"),
             )
         except OSError as e:
             log.warning(decision="deny", **fields, reason="state", error=e.strerror)
@@ -216,6 +227,8 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         return 1
     if "options" in outcome:
         outcome["options"] = ",".join(outcome["options"]) or None
+    if outcome.get("from"):
+        outcome["from"] = ",".join(outcome["from"])
     log.info(decision=decision, **fields, **outcome)
     return 0
 

@@ -44,6 +44,7 @@ class AcceptedKey(TypedDict):
     expires_at: int
     options: list[str]
     written_at: float
+    from_cidrs: list[str] | None  # checked by answers.check_cidrs before any use
 
 
 def connection_id(pid: int | None = None) -> str:
@@ -109,6 +110,7 @@ def record_accepted(
     expires_at: int,
     options: list[str] | None = None,
     now: float | None = None,
+    from_cidrs: list[str] | None = None,
 ) -> None:
     """Atomically write (or replace) the accepted-key record of ``conn``; raises OSError."""
     record = AcceptedKey(
@@ -119,6 +121,7 @@ def record_accepted(
         expires_at=expires_at,
         options=list(options or []),
         written_at=time.time() if now is None else now,
+        from_cidrs=from_cidrs,
     )
     # Not durable: the state directory is on tmpfs, and a record lives for one login.
     data = json.dumps(record).encode("ascii")

@@ -65,6 +65,17 @@ def conclude(
     if answers_grant_too_long(answer["expires_at"], max_grant):
         fields["expires"] = answer["expires_at"]
         return deny(inv, log, fields, "grant_too_long", "approval ends later than this host allows")
+    cidrs = answer.get("from_cidrs")
+    if cidrs:
+        # A pinned grant: checked here for every login, key or not (passwords and
+        # certificates never see the key line's from="...").
+        fields["from"] = ",".join(cidrs)
+        if not answers.rhost_allowed(fields.get("rhost"), cidrs):
+            where = fields.get("rhost") or "an unknown address"
+            return deny(
+                inv, log, fields, "source-not-allowed",
+                f"approval {answer['request_id']} does not allow logins from {where}",
+            )  # fmt: skip
     log.info(decision="allow", **fields, expires=answer["expires_at"])
     return 0
 
