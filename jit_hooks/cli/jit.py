@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from jit_hooks import errors
-from jit_hooks.cli import output, userconfig
+from jit_hooks.cli import grants, output, userconfig
 from jit_hooks.cli.api_client import ApiError, CliError, clean
 from jit_hooks.cli.options import (
     Duration,
@@ -258,6 +258,13 @@ def keys_remove(key_id: int) -> None:
     help="Start later: +30m, or ISO 8601 (local time unless it has an offset).",
 )
 @click.option(
+    "--from",
+    "from_cidrs",
+    metavar="CIDR[,CIDR]",
+    multiple=True,
+    help="Pin the grant to these source addresses (e.g. 192.0.2.0/24); repeatable.",
+)
+@click.option(
     "--wait",
     is_flag=True,
     help="Block until the request is decided; exit 0 only if approved (Ctrl-C leaves it pending).",
@@ -286,6 +293,7 @@ def request_cmd(
     reason: str,
     duration: int,
     start: int | None,
+    from_cidrs: tuple[str, ...],
     wait: bool,
     timeout: int,
     interval: float,
@@ -301,6 +309,9 @@ def request_cmd(
         body["selector"] = dict(selector)
     if start is not None:
         body["start"] = start
+    if from_cidrs:
+        # The service checks and canonicalises them (and says which one is wrong).
+        body["from_cidrs"] = [c.strip() for arg in from_cidrs for c in arg.split(",") if c.strip()]
     client = settings().client()
     req = client.create_request(body)
     state = output.effective_state(req)
@@ -476,8 +487,14 @@ def revoke(request_id: int, comment: str | None, as_json: bool) -> None:
 @json_option
 @api_options
 def cancel(request_id: int, as_json: bool) -> None:
-    """Cancel your own pending request ID."""
+    """Cancel your own pending request ID (or its pending extension)."""
     _decide("cancel", request_id, None, as_json)
+
+
+# extend, drop, usage: jit_hooks/cli/grants.py
+cli.add_command(grants.extend_cmd)
+cli.add_command(grants.drop_cmd)
+cli.add_command(grants.usage_cmd)
 
 
 # -- status / audit ------------------------------------------------------------

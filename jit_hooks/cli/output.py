@@ -177,6 +177,20 @@ def request_details(req: dict[str, Any]) -> None:
         pairs.append(("ends", when(req.get("ends_at"))))
     if req.get("decided_at") is not None:
         pairs.append(("decided", when(req.get("decided_at"))))
+    if req.get("from_cidrs"):
+        pairs.append(("from", " ".join(str(c) for c in req["from_cidrs"])))
+    if req.get("extended_seconds"):
+        pairs.append(("extended by", span(req["extended_seconds"])))
+    ext = req.get("extension")
+    if isinstance(ext, dict):
+        got = sum(1 for r in ext.get("reviews") or [] if r.get("decision") == "approve")
+        pairs.append(
+            (
+                "extension",
+                f"+{span(ext.get('seconds') or 0)} pending ({got}/"
+                f"{ext.get('approvals_required')} approvals): {ext.get('reason') or ''}",
+            )
+        )
     fields(pairs)
     reviews = req.get("reviews") or []
     if reviews:

@@ -480,6 +480,9 @@ def _add_audit_commands() -> None:
     from jit_hooks.server.notify.cli import notify_group
 
     cli.add_command(notify_group)
+    from jit_hooks.server.report_cli import report_group
+
+    cli.add_command(report_group)
 
 
 def main() -> None:

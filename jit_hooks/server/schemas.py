@@ -172,6 +172,39 @@ class RequestList(BaseModel):
     requests: list[RequestOut]
 
 
+class UsageEntryOut(BaseModel):
+    request_id: int
+    requester: str
+    target: str
+    login: str
+    state: str
+    starts_at: int
+    ends_at: int
+    from_cidrs: list[str] | None
+    used: bool
+    sessions: int
+    open_sessions: int
+    hosts: list[str]
+    sources: list[str]
+    keys: list[str]  # fingerprints; "(no key)" for a key-less session
+    total_seconds: int
+    longest_seconds: int
+
+
+class UsageSummaryOut(BaseModel):
+    approvals: int
+    used: int
+    never_used: list[int]
+
+
+class UsageOut(BaseModel):
+    since: int | None
+    generated_at: int
+    truncated: bool
+    approvals: list[UsageEntryOut]
+    summary: UsageSummaryOut
+
+
 class EventOut(BaseModel):
     id: int
     seq: int | None  # place in the hash chain; null (with the hashes) until folded
