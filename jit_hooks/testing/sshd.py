@@ -166,10 +166,15 @@ class SshdSandbox:
     def hooksd_log(self) -> Path:
         return self.root / "hooksd.log"
 
-    def hook_command(self, name: str) -> str:
+    @property
+    def bin_dir(self) -> Path:
+        """Where sshd's hook commands are (``jit-hooks enable --bin-dir``)."""
         if installed() and not self.hooksd:
-            return f"/usr/bin/{name}"  # they ask /run/jit-hooks/hooksd.sock: none in tests
-        return str(self.root / "bin" / name)
+            return Path("/usr/bin")  # they ask /run/jit-hooks/hooksd.sock: none in tests
+        return self.root / "bin"
+
+    def hook_command(self, name: str) -> str:
+        return str(self.bin_dir / name)
 
     # -- build ----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import sys
 import pytest
 
 from jit_hooks.testing.service import start_service
+from jit_hooks.testing.sshd import installed
 from tests.e2e.conftest import PASSWORD, make_box, setup_world
 
 
@@ -45,10 +46,13 @@ def enabled_world(tmp_path_factory):
 
 
 def jit_hooks(world, *args: str) -> subprocess.CompletedProcess:
+    """`jit-hooks ARGS` on the sandbox: the installed command and hooks with
+    JIT_HOOKS_INSTALLED=1 (scripts/ci-deb), else this checkout's."""
     box = world.box
-    cmd = [sys.executable, "-m", "jit_hooks.cli.admin", args[0], "--root", str(box.root)]
+    admin = ["/usr/bin/jit-hooks"] if installed() else [sys.executable, "-m", "jit_hooks.cli.admin"]
+    cmd = [*admin, args[0], "--root", str(box.root)]
     cmd += ["--sshd-config", str(box.root / "sshd_config"), "--pam-file", str(box.pam_file)]
-    cmd += ["--config", str(box.config_path), "--bin-dir", str(box.root / "bin"), *args[1:]]
+    cmd += ["--config", str(box.config_path), "--bin-dir", str(box.bin_dir), *args[1:]]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
 
 

@@ -235,12 +235,19 @@ def make_key(directory: Path, name: str) -> tuple[str, str, str]:
     return fp, key_type, blob
 
 
-def in_run_dir(run_dir: Path, user: str, *cmd: str) -> list[str]:
+def in_run_dir(run_dir: Path, user: str, *cmd: str, etc: Path | None = None) -> list[str]:
     """``cmd`` as ``user``, in a private mount namespace whose /run/jit-hooks is ``run_dir``.
 
+    With ``etc``, that namespace's /etc/jit-hooks is ``etc`` too (the helper's enrolled
+    config and token instead of the package's unenrolled ones).
     setpriv execs (no fork): the command is the process we start and can stop.
     """
-    script = 'mount --bind "$1" /run/jit-hooks && shift && umask 077 && exec "$@"'
+    script = 'mount --bind "$1" /run/jit-hooks && shift && '
+    dirs = [str(run_dir)]
+    if etc is not None:
+        script += 'mount --bind "$1" /etc/jit-hooks && shift && '
+        dirs.append(str(etc))
+    script += 'umask 077 && exec "$@"'
     account = pwd.getpwnam(user)
     return [
         "unshare",
@@ -251,7 +258,7 @@ def in_run_dir(run_dir: Path, user: str, *cmd: str) -> list[str]:
         "-c",
         script,
         "sh",
-        str(run_dir),
+        *dirs,
         "setpriv",
         f"--reuid={account.pw_uid}",
         f"--regid={account.pw_gid}",
@@ -463,9 +470,10 @@ def test_installed_helper_serves_the_installed_akc(service, helper, tmp_path):
         stdin=subprocess.DEVNULL,
     )
     assert (r.returncode, r.stdout) == (1, ""), r.stdout + r.stderr
-    # The admin's view of it (status only looks for the listener, it does not connect).
+    # The admin's view of it (status only looks for the listener, it does not connect),
+    # on the host the helper serves: its enrolled /etc/jit-hooks, not the package's.
     r = subprocess.run(
-        in_run_dir(run_dir, "root", "/usr/bin/jit-hooks", "status"),
+        in_run_dir(run_dir, "root", "/usr/bin/jit-hooks", "status", etc=helper.base / "etc"),
         capture_output=True,
         text=True,
         timeout=120,

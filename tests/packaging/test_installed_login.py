@@ -13,12 +13,12 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from jit_hooks.testing import trusted
 from tests.packaging.conftest import INSTALLED, Root, free_port, write_sshd_root
 
 pytestmark = [
@@ -108,9 +108,10 @@ class Sandbox:
 @pytest.fixture
 def sandbox(tmp_path, service, hook_user):
     # Not under pytest's tmp dir (0700 root): the AKC reads the config as the hook
-    # user, and sshd reads a break-glass authorized_keys as that account.
-    base = Path(tempfile.mkdtemp(prefix="jitpkg-", dir="/tmp"))
-    base.chmod(0o755)
+    # user, and sshd reads a break-glass authorized_keys as that account. Not under
+    # /tmp either (1777): the hooks refuse a config or token below a directory others
+    # may write, so the root sits in a root-owned 0755 tree (jit_hooks.testing.trusted).
+    base = trusted.make_dir("jitpkg-")
     root = write_sshd_root(base / "root", free_port())
     (base / "home").mkdir()
     name = f"sshd-jitpkg-{os.getpid()}"
