@@ -90,6 +90,11 @@ def _error_message(resp: requests.Response) -> ApiError:
     text = clean(detail) if detail else clean(error or resp.reason or "")
     if not text:
         text = "request failed"
+    if status == 401 and error == "token_expired":
+        # The service's words are not needed: this is the one thing to do.
+        return ApiError(
+            status, "your session expired, run jit login", detail=text, error="token_expired"
+        )
     hint = " (run `jit login`)" if status == 401 else ""
     return ApiError(
         status,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, bindparam, select
@@ -27,6 +28,12 @@ def new_token(kind: str) -> str:
 
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+class TokenExpired(Unauthorized):
+    """Raised for a token past its expires_at: the client tells its user to sign in again."""
+
+    code = "token_expired"
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ _BY_HASH = Prepared(
         tokens.c.token_hash,
         tokens.c.kind,
         tokens.c.revoked_at,
+        tokens.c.expires_at,
         users.c.id.label("uid"),
         users.c.name.label("uname"),
         users.c.roles,
@@ -73,13 +81,20 @@ _BY_HASH = Prepared(
 )
 
 
-def authenticate(conn: Connection, token: str) -> UserPrincipal | HostPrincipal:
-    """Resolve a token to its (enabled) user or (present) host; Unauthorized otherwise."""
+def authenticate(
+    conn: Connection, token: str, now: int | None = None
+) -> UserPrincipal | HostPrincipal:
+    """Resolve a token to its (enabled) user or (present) host; Unauthorized otherwise.
+
+    A token at or past its expires_at is TokenExpired (401 token_expired).
+    """
     digest = token_hash(token)
     row = _BY_HASH.first(conn, digest=digest)
     # The lookup is by hash; compare again in constant time all the same.
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
         raise Unauthorized("unknown or revoked token")
+    if row.expires_at is not None and (int(time.time()) if now is None else now) >= row.expires_at:
+        raise TokenExpired("token expired: sign in again")
     if row.kind == "user" and row.uid is not None and not row.disabled:
         return UserPrincipal(
             row.uid, row.uname, frozenset(row.roles.split()), row.tid, row.last_used_at

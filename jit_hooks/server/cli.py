@@ -25,6 +25,7 @@ class Env:
         from jit_hooks.server.settings import Settings
 
         self.settings = Settings.from_options(data_dir=data_dir, database_url=database_url)
+        self.options = {"data_dir": data_dir, "database_url": database_url}
         self._engine = None
 
     @property
@@ -115,8 +116,24 @@ def db_upgrade(env: Env) -> None:
     """Create or migrate the schema to the newest version."""
     from jit_hooks.server.db import upgrade
 
+    before = _revision(env.engine)
     upgrade(env.engine)
-    click.echo("database is up to date", err=True)
+    after = _revision(env.engine)
+    if before == after:
+        click.echo(f"database already at revision {after}: nothing to do", err=True)
+    else:
+        click.echo(
+            f"database migrated from {before or 'nothing (new database)'} to revision {after}",
+            err=True,
+        )
+
+
+def _revision(engine) -> str | None:  # noqa: ANN001
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        heads = MigrationContext.configure(conn).get_current_heads()
+    return ",".join(heads) or None
 
 
 @db.command("copy")
@@ -199,6 +216,13 @@ def serve(
         raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
     if bool(tls_cert) != bool(tls_key):
         raise click.BadParameter("give both --tls-cert and --tls-key", param_hint="--tls-cert")
+    if tls_cert is None and env.settings.data_dir is not None:
+        from jit_hooks.server.init import tls_paths
+
+        made_cert, made_key = tls_paths(env.settings.data_dir)
+        if made_cert.is_file() and made_key.is_file():  # what `jit-server init` made
+            tls_cert, tls_key = str(made_cert), str(made_key)
+            click.echo(f"serving TLS with {made_cert} (from jit-server init)", err=True)
     if not schema_is_current(env.engine):
         raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
     env.engine.dispose()
@@ -240,7 +264,7 @@ _WORKER_ENV = "JIT_SERVER_WORKER_SETTINGS"
 def worker_app():  # noqa: ANN201
     """The app of one `serve --workers N` worker process (uvicorn calls this factory)."""
     from jit_hooks.server.app import create_app
-    from jit_hooks.server.settings import Settings
+    from jit_hooks.server.settings import Settings, user_token_ttl_from_env
 
     opts = json.loads(os.environ[_WORKER_ENV])
     return create_app(
@@ -249,8 +273,132 @@ def worker_app():  # noqa: ANN201
             data_dir=None if opts["data_dir"] is None else Path(opts["data_dir"]),
             pam_service=opts["pam_service"],
             db_pool_size=opts["db_pool_size"],
+            user_token_ttl=user_token_ttl_from_env(),
         )
     )
+
+
+# -- init ------------------------------------------------------------------------
+
+
+@cli.command("init")
+@click.option(
+    "--name",
+    "names",
+    multiple=True,
+    metavar="NAME[,NAME..]",
+    help="DNS name(s) clients use for the service (certificate SANs).",
+)
+@click.option(
+    "--ip",
+    "ips",
+    multiple=True,
+    metavar="IP[,IP..]",
+    help="IP address(es) clients use (certificate SANs).",
+)
+@click.option(
+    "--cert",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Your own server certificate (PEM) instead of a private CA.",
+)
+@click.option(
+    "--key",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The key of --cert (PEM, unencrypted).",
+)
+@click.option(
+    "--admin",
+    "admin_name",
+    default="admin",
+    show_default=True,
+    help="Name of the first admin (made only if there is no admin yet).",
+)
+@click.option("--data-dir", "init_data_dir", default=None, help="Same as jit-server --data-dir.")
+@click.option(
+    "--database-url", "init_db_url", default=None, help="Same as jit-server --database-url."
+)
+@click.option(
+    "--check", is_flag=True, help="Change nothing: exit 0 if everything init makes exists, else 1."
+)
+@click.pass_context
+def init_cmd(
+    ctx: click.Context,
+    names: tuple[str, ...],
+    ips: tuple[str, ...],
+    cert: Path | None,
+    key: Path | None,
+    admin_name: str,
+    init_data_dir: str | None,
+    init_db_url: str | None,
+    check: bool,
+) -> None:
+    """First run: data dir, private CA + server certificate, schema, first admin.
+
+    Makes what is missing and never replaces what exists; a run that finds
+    everything in place changes nothing and exits 1 ("already initialised"),
+    `--check` exits 0 then. The admin's one-time token is printed once on
+    stdout; the next steps go to stderr.
+    """
+    from jit_hooks.server import init as init_mod
+    from jit_hooks.server.settings import Settings
+
+    env: Env = ctx.obj
+    settings = env.settings
+    if init_data_dir or init_db_url:
+        settings = Settings.from_options(
+            data_dir=init_data_dir or env.options["data_dir"],
+            database_url=init_db_url or env.options["database_url"],
+        )
+    req = init_mod.Request(list(names), list(ips), cert, key, admin_name, check)
+    rep = init_mod.run(settings, req)
+    for line in rep.kept:
+        click.echo(f"exists: {line}", err=True)
+    for line in rep.created:
+        click.echo(f"created: {line}", err=True)
+    for line in rep.missing:
+        click.echo(f"missing: {line}", err=True)
+    if check:
+        if rep.missing:
+            sys.exit(1)  # not click's Exit: standalone_mode=False would return it
+        click.echo("initialised: everything init makes exists", err=True)
+        return
+    if not rep.created:
+        raise click.ClickException(
+            "already initialised: nothing changed (see the lines above; `init --check` exits 0)"
+        )
+    if rep.admin_token:
+        click.echo(rep.admin_token)
+    _next_steps(settings, rep, admin_name)
+
+
+def _next_steps(settings: Any, rep: Any, admin_name: str) -> None:
+    url = rep.url or "https://SERVICE-NAME:8443"
+    ddir = settings.data_dir
+    ca = rep.ca_file or "the CA certificate that issued your server certificate"
+    ca_opt = f" --ca-file {rep.ca_file}" if rep.ca_file else " --ca-file CA.pem"
+    steps = [
+        "next steps:",
+        f"  1. run the service: jit-server --data-dir {ddir} serve --listen 0.0.0.0:8443",
+        "     (packaged: systemctl enable --now jit-server)",
+    ]
+    if rep.admin_token:
+        steps.append(
+            f"  2. sign in as {admin_name} with the token printed above (valid 24 h, shown once):"
+        )
+        steps.append(f"     jit login --url {url}{ca_opt} --token-stdin")
+    steps += [
+        "  3. add people and a policy: jit-server user add NAME --role requester; "
+        "jit-server policy add FILE",
+        "  4. enroll each host: jit-server host add HOST --label env=prod (prints its token),",
+        f"     copy {ca} to the host as /etc/jit-hooks/ca.pem, then on the host:",
+        f"     jit-hooks enroll --url {url} --ca-file /etc/jit-hooks/ca.pem "
+        "--host-name HOST < token-file",
+        "  5. first request: jit request HOST --login LOGIN --duration 1h --reason '...'",
+    ]
+    for line in steps:
+        click.echo(line, err=True)
 
 
 # -- users / tokens -----------------------------------------------------------------
@@ -274,31 +422,89 @@ def user() -> None:
 @pass_env
 def user_add(env: Env, name: str, roles: tuple[str, ...]) -> None:
     """Add a user with one or more roles."""
-    from jit_hooks.server import store
+    from jit_hooks.server import admin_ops, store
 
-    u = env.run(store.add_user, name=name, roles=list(roles), actor=env.actor, now=env.now())
+    def add(conn):  # noqa: ANN001, ANN202
+        gone = admin_ops.removed_at(conn, name=name)
+        if gone is not None:
+            raise click.ClickException(
+                f"user {name!r} was removed on {admin_ops.iso(gone)}; a removed name is not "
+                "reused (history points at it): pick another name"
+            )
+        return store.add_user(conn, name=name, roles=list(roles), actor=env.actor, now=env.now())
+
+    u = env.run(add)
     click.echo(f"added user {u['name']} ({', '.join(u['roles'])})", err=True)
 
 
 @user.command("list")
+@click.option("--all", "include_removed", is_flag=True, help="Also removed users.")
 @json_option
 @pass_env
-def user_list(env: Env, as_json: bool) -> None:
-    """List users."""
-    from jit_hooks.server import store
+def user_list(env: Env, include_removed: bool, as_json: bool) -> None:
+    """List users (removed ones only with --all)."""
+    from jit_hooks.server import admin_ops
 
-    _print(env.run(store.list_users), ["id", "name", "roles", "disabled"], as_json)
+    cols = ["id", "name", "roles", "disabled"] + (["removed_at"] if include_removed else [])
+    _print(env.run(admin_ops.list_users, include_removed=include_removed), cols, as_json)
+
+
+@user.command("set-roles")
+@click.argument("name")
+@click.argument("roles", metavar="ROLE[,ROLE..]")
+@pass_env
+def user_set_roles(env: Env, name: str, roles: str) -> None:
+    """Replace NAME's roles, e.g. `requester,approver` (requester, approver, admin)."""
+    from jit_hooks.server import admin_ops
+
+    wanted = [r.strip() for r in roles.split(",") if r.strip()]
+    u = env.run(admin_ops.set_roles, name=name, roles=wanted, actor=env.actor, now=env.now())
+    click.echo(f"user {name} now has roles {', '.join(u['roles'])}", err=True)
 
 
 @user.command("disable")
 @click.argument("name")
 @pass_env
 def user_disable(env: Env, name: str) -> None:
-    """Disable a user: their tokens stop working and their approvals stop granting access."""
-    from jit_hooks.server import store
+    """Disable a user: their tokens answer 401 and their approvals grant nothing, at once.
 
-    env.run(store.disable_user, name=name, actor=env.actor, now=env.now())
+    `user enable` undoes it (tokens not expired and approvals still in their
+    window work again).
+    """
+    from jit_hooks.server import admin_ops
+
+    env.run(admin_ops.disable_user, name=name, actor=env.actor, now=env.now())
     click.echo(f"disabled user {name}", err=True)
+
+
+@user.command("enable")
+@click.argument("name")
+@pass_env
+def user_enable(env: Env, name: str) -> None:
+    """Enable a disabled user again."""
+    from jit_hooks.server import admin_ops
+
+    env.run(admin_ops.enable_user, name=name, actor=env.actor, now=env.now())
+    click.echo(f"enabled user {name}", err=True)
+
+
+@user.command("remove")
+@click.argument("name")
+@pass_env
+def user_remove(env: Env, name: str) -> None:
+    """Remove a user for good: tokens revoked, SSH keys deleted, access ended.
+
+    Their requests, reviews, sessions and audit events stay (history keeps the
+    name, which is never given to anyone else).
+    """
+    from jit_hooks.server import admin_ops
+
+    r = env.run(admin_ops.remove_user, name=name, actor=env.actor, now=env.now())
+    click.echo(
+        f"removed user {name} ({r['tokens_revoked']} tokens revoked, "
+        f"{r['keys_removed']} keys deleted; history kept)",
+        err=True,
+    )
 
 
 @cli.group()
@@ -309,14 +515,27 @@ def token() -> None:
 @token.command("create")
 @click.argument("user_name", metavar="USER")
 @click.option("--name", "label", default="cli", show_default=True, help="A label for the token.")
+@click.option(
+    "--expires",
+    default="90d",
+    show_default=True,
+    metavar="DURATION|never",
+    help="Lifetime: 90d, 12h, 30m, 45s; `never` for a token that never expires.",
+)
 @pass_env
-def token_create(env: Env, user_name: str, label: str) -> None:
+def token_create(env: Env, user_name: str, label: str, expires: str) -> None:
     """Create a user API token and print it (shown once)."""
-    from jit_hooks.server import store
+    from jit_hooks.server import admin_ops
 
+    ttl = None if expires == "never" else admin_ops.parse_duration(expires, what="--expires")
     click.echo(
         env.run(
-            store.create_user_token, name=user_name, actor=env.actor, now=env.now(), label=label
+            admin_ops.create_named_token,
+            name=user_name,
+            label=label,
+            ttl=ttl,
+            actor=env.actor,
+            now=env.now(),
         )
     )
 
@@ -326,17 +545,14 @@ def token_create(env: Env, user_name: str, label: str) -> None:
 @json_option
 @pass_env
 def token_list(env: Env, user_name: str | None, as_json: bool) -> None:
-    """List live (unrevoked) user tokens, of USER or everyone. Never the secrets."""
-    from jit_hooks.server import store
+    """List unrevoked user tokens, of USER or everyone; times in ISO 8601 UTC. No secrets."""
+    from jit_hooks.server import admin_ops
 
-    def rows(conn):  # noqa: ANN001, ANN202
-        uid = None if user_name is None else store.get_user(conn, name=user_name)["id"]
-        return [
-            {k: v for k, v in t.items() if k != "current"}
-            for t in store.list_user_tokens(conn, user_id=uid)
-        ]
-
-    _print(env.run(rows), ["id", "user", "name", "created_at", "last_used_at"], as_json)
+    _print(
+        env.run(admin_ops.token_rows, user=user_name, now=env.now()),
+        ["id", "user", "name", "created_at", "last_used_at", "expires_at", "state"],
+        as_json,
+    )
 
 
 @token.command("revoke")
@@ -387,6 +603,23 @@ def host_list(env: Env, as_json: bool) -> None:
     _print(env.run(store.list_hosts), ["id", "name", "labels"], as_json)
 
 
+@host.command("set-labels")
+@click.argument("name")
+@click.argument("labels", nargs=-1, metavar="[KEY=VALUE..]")
+@pass_env
+def host_set_labels(env: Env, name: str, labels: tuple[str, ...]) -> None:
+    """Replace all of a host's labels (none given: no labels).
+
+    Selector requests already made keep the hosts they matched when made.
+    """
+    from jit_hooks.server import admin_ops, store
+
+    parsed = store.parse_labels(list(labels))
+    env.run(admin_ops.set_host_labels, name=name, labels=parsed, actor=env.actor, now=env.now())
+    shown = ",".join(f"{k}={v}" for k, v in parsed.items()) or "(none)"
+    click.echo(f"host {name} labels: {shown}", err=True)
+
+
 @host.command("remove")
 @click.argument("name")
 @pass_env
@@ -400,12 +633,28 @@ def host_remove(env: Env, name: str) -> None:
 
 @host.command("rotate-token")
 @click.argument("name")
+@click.option(
+    "--grace",
+    default="1h",
+    show_default=True,
+    metavar="DURATION",
+    help="How long the old token keeps working (0: refused at once).",
+)
 @pass_env
-def host_rotate(env: Env, name: str) -> None:
-    """Replace a host's token and print the new one (the old one stops working)."""
-    from jit_hooks.server import store
+def host_rotate(env: Env, name: str, grace: str) -> None:
+    """Give a host a new token (printed once); the old one works until the grace ends.
 
-    click.echo(env.run(store.rotate_host_token, name=name, actor=env.actor, now=env.now()))
+    Install the new token on the host (`jit-hooks enroll`) within the grace:
+    no login is refused in between.
+    """
+    from jit_hooks.server import admin_ops
+
+    seconds = admin_ops.parse_duration(grace, what="--grace")
+    now = env.now()
+    token = env.run(admin_ops.rotate_host_token, name=name, grace=seconds, actor=env.actor, now=now)
+    click.echo(token)
+    until = "refused now" if seconds == 0 else f"valid until {admin_ops.iso(now + seconds)}"
+    click.echo(f"host {name}: new token issued; the old one is {until}", err=True)
 
 
 # -- policies ------------------------------------------------------------------
@@ -417,16 +666,17 @@ def policy() -> None:
 
 
 @policy.command("add")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("file", metavar="FILE|-")
 @pass_env
-def policy_add(env: Env, file: Path) -> None:
-    """Add (or replace, by name) every [[policy]] in FILE; all or nothing."""
+def policy_add(env: Env, file: str) -> None:
+    """Add (or replace, by name) every [[policy]] in FILE (- reads stdin); all or nothing."""
     from jit_hooks.server import store
     from jit_hooks.server.policy import parse_policy
 
+    text = _read_policy_source(file)
     try:
-        doc = tomllib.loads(file.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
         raise click.ClickException(f"{file}: not valid TOML: {e}") from e
     entries = doc.get("policy")
     if not isinstance(entries, list) or not entries or set(doc) - {"policy"}:
@@ -468,6 +718,41 @@ def policy_remove(env: Env, name: str) -> None:
 
     env.run(store.remove_policy, name=name, actor=env.actor, now=env.now())
     click.echo(f"removed policy {name}", err=True)
+
+
+def _read_policy_source(file: str) -> str:
+    """FILE's text (or stdin's for -), with an error that names the real cause."""
+    if file == "-":
+        data = sys.stdin.buffer.read(1024 * 1024 + 1)
+        where = "standard input"
+    else:
+        try:
+            with open(file, "rb") as f:
+                data = f.read(1024 * 1024 + 1)
+        except FileNotFoundError:
+            raise click.ClickException(f"{file}: no such file") from None
+        except IsADirectoryError:
+            raise click.ClickException(f"{file}: is a directory, expected a TOML file") from None
+        except PermissionError:
+            raise click.ClickException(
+                f"{file}: permission denied for user {_whoami()} (the file or a directory "
+                f"above it is not readable by this user): pipe it instead, "
+                f"`jit-server policy add - < {file}`"
+            ) from None
+        where = file
+    if len(data) > 1024 * 1024:
+        raise click.ClickException(f"{where}: larger than 1 MiB, not a policy file")
+    try:
+        return data.decode()
+    except UnicodeDecodeError as e:
+        raise click.ClickException(f"{where}: not valid TOML: not UTF-8 ({e.reason})") from None
+
+
+def _whoami() -> str:
+    try:
+        return f"{getpass.getuser()} (uid {os.getuid()})"
+    except Exception:  # no passwd entry
+        return f"uid {os.getuid()}"
 
 
 # -- audit: jit_hooks/server/audit_cli.py ---------------------------------------

@@ -52,7 +52,7 @@ class Context:
         now = self.now()
 
         def job(conn: Connection) -> T:
-            user = auth.require_user(auth.authenticate(conn, token))
+            user = auth.require_user(auth.authenticate(conn, token, now))
             # User calls are off the hook path: one small write in the same transaction.
             auth.touch(conn, user, now)
             return work(conn, user)
@@ -73,9 +73,10 @@ class Context:
         unless the whole batch should fail.
         """
         token = _token(creds)
+        now = self.now()
 
         def job(conn: Connection) -> T:
-            return work(conn, auth.require_host(auth.authenticate(conn, token)))
+            return work(conn, auth.require_host(auth.authenticate(conn, token, now)))
 
         return await self.unit.run(job, batch=batch)
 

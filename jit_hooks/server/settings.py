@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from jit_hooks.errors import JitError
+
 DEFAULT_DATA_DIR = "/var/lib/jit-server"
 DB_FILENAME = "jit.db"
 MAX_BODY_BYTES = 64 * 1024
@@ -19,6 +21,10 @@ DB_POOL_SIZE = 10
 # page view, and after this long at most whatever the activity (docs/ui.md).
 UI_SESSION_IDLE = 30 * 60
 UI_SESSION_LIFETIME = 12 * 3600
+# Lifetime of a user token from an interactive sign-in (password, SSO):
+# JIT_USER_TOKEN_TTL seconds. Tokens an admin creates by name have their own
+# --expires (jit_hooks/server/cli.py).
+USER_TOKEN_TTL = 12 * 3600
 
 
 def _now() -> int:
@@ -37,6 +43,7 @@ class Settings:
     db_pool_size: int = DB_POOL_SIZE
     ui_session_idle: int = UI_SESSION_IDLE
     ui_session_lifetime: int = UI_SESSION_LIFETIME
+    user_token_ttl: int = USER_TOKEN_TTL
     clock: Callable[[], int] = field(default=_now, compare=False)
 
     @classmethod
@@ -60,4 +67,15 @@ class Settings:
             ui_session_lifetime=int(
                 os.environ.get("JIT_UI_SESSION_LIFETIME") or UI_SESSION_LIFETIME
             ),
+            user_token_ttl=user_token_ttl_from_env(),
         )
+
+
+def user_token_ttl_from_env() -> int:
+    """JIT_USER_TOKEN_TTL (seconds, >= 1), or the default; a bad value is an error, not 0."""
+    raw = os.environ.get("JIT_USER_TOKEN_TTL") or ""
+    if not raw:
+        return USER_TOKEN_TTL
+    if not raw.isdigit() or int(raw) < 1:
+        raise JitError(f"JIT_USER_TOKEN_TTL: expected a number of seconds >= 1, got {raw[:40]!r}")
+    return int(raw)

@@ -84,10 +84,23 @@ def disable_user(conn: Connection, *, name: str, actor: str, now: int) -> dict:
 
 
 def create_user_token(
-    conn: Connection, *, name: str, actor: str, now: int, via: str = "cli", label: str = ""
+    conn: Connection,
+    *,
+    name: str,
+    actor: str,
+    now: int,
+    via: str = "cli",
+    label: str = "",
+    expires_at: int | None = None,
 ) -> str:
-    """A new user token (returned once; only its hash is stored)."""
+    """A new user token (returned once; only its hash is stored).
+
+    ``expires_at`` None: never expires (only `jit-server token create --expires never`
+    and older callers; interactive sign-ins pass now + settings.user_token_ttl).
+    """
     user = get_user(conn, name=name)
+    if user["disabled"]:
+        raise Conflict(f"user {name!r} is disabled: `jit-server user enable {name}` first")
     label = label or ("login" if via == "password" else via)
     if not NAME_RE.match(label):
         raise InvalidInput("token name: letters, digits, '.', '_' or '-', at most 64", field="name")
@@ -99,6 +112,7 @@ def create_user_token(
             user_id=user["id"],
             created_at=now,
             name=label,
+            expires_at=expires_at,
         )
     ).inserted_primary_key[0]  # type: ignore[index]
     audit.append(
@@ -106,7 +120,13 @@ def create_user_token(
         at=now,
         kind="token.created",
         actor=actor,
-        data={"user": name, "via": via, "token_id": tid, "name": label},
+        data={
+            "user": name,
+            "via": via,
+            "token_id": tid,
+            "name": label,
+            "expires_at": expires_at,
+        },
     )
     return token
 
@@ -118,6 +138,7 @@ def token_dict(row: Any, current_id: int | None = None) -> dict:
         "user": row.uname,
         "created_at": row.created_at,
         "last_used_at": row.last_used_at,
+        "expires_at": row.expires_at,
         "current": row.id == current_id,
     }
 

@@ -25,6 +25,9 @@ users = Table(
     Column("roles", String(200), nullable=False),  # space-separated, sorted
     Column("disabled", Boolean, nullable=False),
     Column("created_at", Integer, nullable=False),
+    # Set by `jit-server user remove`: the row stays for the history that points
+    # at it (requests, reviews, sessions); a removed user is also disabled.
+    Column("removed_at", Integer, nullable=True),
 )
 
 hosts = Table(
@@ -51,6 +54,9 @@ tokens = Table(
     # (to the minute; host tokens are never written to on the hook path).
     Column("name", String(64), nullable=False, server_default=""),
     Column("last_used_at", Integer, nullable=True),
+    # Refused from this time on (auth.py); NULL never expires. Interactive
+    # sign-ins get settings.user_token_ttl, a rotated host token the grace.
+    Column("expires_at", Integer, nullable=True),
 )
 
 keys = Table(

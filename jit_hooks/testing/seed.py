@@ -57,7 +57,7 @@ class World:
     def rotate(self, host: str) -> str:
         """Rotate the host's token; return the OLD (now revoked) one."""
         old = self.host_tokens[host]
-        new = self.svc.admin("host", "rotate-token", host).strip()
+        new = self.svc.admin("host", "rotate-token", host, "--grace", "0").strip()
         self.host_tokens[host] = new
         self.secrets.append(new)
         return old

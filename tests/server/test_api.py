@@ -180,7 +180,7 @@ def test_disabled_user_and_host_token_lifecycle(world):
     assert len(w.akc("web1", "alice")[1]["keys"]) == 1
 
     old = w.host_tokens["web1"]
-    w.host_tokens["web1"] = w.svc.admin("host", "rotate-token", "web1").strip()
+    w.host_tokens["web1"] = w.svc.admin("host", "rotate-token", "web1", "--grace", "0").strip()
     assert w.svc.call("GET", "/api/v1/hook/ping", token=old)[0] == 401
     assert w.call("web1", "GET", "/api/v1/hook/ping")[1]["host"] == "web1"
 

@@ -214,3 +214,45 @@ def test_serve_tls(data_dir, tmp_path):
         proc.terminate()
         proc.wait(10)
     assert os.path.exists(data_dir / "jit.db")
+
+
+def test_db_upgrade_says_what_it_did(tmp_path):
+    r = run(tmp_path / "new", "db", "upgrade")
+    assert r.returncode == 0, r.stderr
+    assert "migrated from nothing (new database) to revision " in r.stderr
+    r = run(tmp_path / "new", "db", "upgrade")
+    assert r.returncode == 0 and "already at revision" in r.stderr and "nothing to do" in r.stderr
+
+
+def test_policy_add_from_stdin(data_dir):
+    r = run(data_dir, "policy", "add", "-", input=GOOD)
+    assert r.returncode == 0 and "added policy web-prod" in r.stderr, r.stderr
+    assert [p["name"] for p in json.loads(ok(data_dir, "policy", "list", "--json"))] == [
+        "staging",
+        "web-prod",
+    ]
+    assert "TOML" in one_line_error(run(data_dir, "policy", "add", "-", input="[[policy"))
+
+
+def test_policy_add_names_the_real_cause(data_dir, tmp_path):
+    assert "no such file" in one_line_error(run(data_dir, "policy", "add", str(tmp_path / "no")))
+    if os.geteuid() != 0:
+        pytest.skip("running the CLI as another user needs root")
+    # A policy in root's private directory, read by an unprivileged user (as the
+    # service user would be): the cause is permissions, not a missing file.
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "p.toml").write_text(GOOD)
+    r = subprocess.run(
+        [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(data_dir)]
+        + ["policy", "add", str(private / "p.toml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        user=65534,
+        group=65534,
+        extra_groups=[],
+    )
+    line = one_line_error(r)
+    assert "permission denied for user" in line and "uid 65534" in line
+    assert "policy add - <" in line

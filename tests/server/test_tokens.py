@@ -125,7 +125,7 @@ def test_revocation_events_hold_no_token_material(shared_world):
     assert rows
     for (data,) in rows:
         assert tok.split("_", 1)[1] not in data and token_hash(tok) not in data
-        assert set(json.loads(data)) <= {"user", "via", "token_id", "name"}
+        assert set(json.loads(data)) <= {"user", "via", "token_id", "name", "expires_at"}
 
 
 def test_bad_token_id_is_422(shared_world):

@@ -64,7 +64,12 @@ async def login(body: LoginIn, ctx: CtxDep) -> dict:
         if user is None:
             return None, None
         token = store.create_user_token(
-            conn, name=user["name"], actor=user["name"], now=now, via="password"
+            conn,
+            name=user["name"],
+            actor=user["name"],
+            now=now,
+            via="password",
+            expires_at=now + ctx.settings.user_token_ttl,
         )
         return user, token
 
