@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from fastapi import APIRouter
 from sqlalchemy import Connection
@@ -20,7 +21,31 @@ router = APIRouter(prefix="/api/v1", tags=["login"])
 def pam_check(username: str, password: str, service: str) -> bool:
     import pam  # python-pam; imported lazily, only this endpoint needs it
 
-    return bool(pam.pam().authenticate(username, password, service=service))
+    p = pam.pam()
+    if p.authenticate(username, password, service=service):
+        return True
+    # The caller only hears "invalid username or password"; the admin needs why.
+    log.warning(
+        "password sign-in refused by PAM: user=%r service=%s code=%s reason=%r%s",
+        username[:64],
+        service,
+        getattr(p, "code", "?"),
+        str(getattr(p, "reason", ""))[:200],
+        shadow_hint(),
+    )
+    return False
+
+
+def shadow_hint() -> str:
+    """Why every password fails when the service is not root: pam_unix then checks
+    passwords through unix_chkpwd, which only checks the caller's own."""
+    if os.geteuid() == 0 or os.access("/etc/shadow", os.R_OK):
+        return ""
+    return (
+        f" (this service runs as uid {os.geteuid()}, which cannot read /etc/shadow:"
+        " pam_unix cannot check other users' passwords; give the PAM service a module"
+        " that can, or use SSO sign-in)"
+    )
 
 
 async def check_password(ctx: Context, username: str, password: str) -> bool:
