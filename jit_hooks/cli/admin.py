@@ -307,6 +307,28 @@ def enforce(layout: Layout, once: bool, interval: float) -> None:
 
 @cli.command()
 @_layout_options
+@_fail_as_one_line
+def agent(layout: Layout) -> None:
+    """Hold this host's event stream; end sessions at once on revoke, drop or expiry.
+
+    Runs until stopped (jit-hooks-agent.service). Warns the sessions' terminals
+    before their approval ends (sessions.warn_before). The enforce timer stays
+    the backstop for a lost stream. See docs/host.md.
+    """
+    import signal
+
+    from jit_hooks.host.agent.runner import IDENT, Agent
+    from jit_hooks.host.login.log import HookLog
+
+    config = _config(layout)
+    runner = Agent(config, HookLog(IDENT, config.syslog_socket))
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: runner.shutdown())
+    runner.run()
+
+
+@cli.command()
+@_layout_options
 @click.option("--url", "urls", multiple=True, required=True, help="Service URL (repeatable).")
 @click.option(
     "--token-file",

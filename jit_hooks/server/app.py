@@ -174,7 +174,17 @@ def _mount_ui(app: FastAPI) -> None:
 
 
 def create_app(settings: Settings) -> FastAPI:
-    from jit_hooks.server.routes import audit, health, hooks, login, me, reports, requests, tokens
+    from jit_hooks.server.routes import (
+        audit,
+        health,
+        hooks,
+        login,
+        me,
+        reports,
+        requests,
+        stream,
+        tokens,
+    )
 
     app = FastAPI(
         lifespan=_lifespan,
@@ -201,7 +211,7 @@ def create_app(settings: Settings) -> FastAPI:
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)
     }
-    for r in (health, login, me, tokens, requests, audit, hooks, reports):
+    for r in (health, login, me, tokens, requests, audit, hooks, stream, reports):
         app.include_router(r.router, responses=errors)
     _mount_ui(app)
 

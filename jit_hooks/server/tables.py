@@ -193,6 +193,8 @@ audit_events = Table(
     Column("prev_hash", String(64), nullable=True),
     Column("hash", String(64), nullable=True),
     Index("ux_audit_events_seq", "seq", unique=True),
+    # The stream hub's poll for session-ending kinds (server/stream.py, migration 0009).
+    Index("ix_audit_events_kind_id", "kind", "id"),
 )
 
 # The seq and hash of the newest folded event (row 1, made by migration 0004),

@@ -17,8 +17,10 @@ mean ending every session whenever the service blinks.
 from __future__ import annotations
 
 import os
+import pwd
 import select
 import signal
+import stat
 import time
 from collections.abc import Callable
 from typing import Literal, NamedTuple
@@ -37,9 +39,12 @@ SSHD_NAMES = frozenset({"sshd"})
 # sshd's monitor forwards SIGTERM to its session child and exits once it is gone:
 # that takes milliseconds. A monitor still there after this gets SIGKILL.
 TERM_GRACE = 5.0
-# Users are warned on their terminal when their approval ends within this many
-# seconds (once per run of the timer, so a few times in the last minutes).
-WARN_BEFORE = 300
+# Users are warned on their terminal this many seconds before their approval
+# ends (host config sessions.warn_before overrides; the agent warns on time,
+# the timer in the period after each time).
+WARN_BEFORE = (600, 60)
+# jit-hooks-enforce.timer's OnUnitActiveSec: the window in which a warning is due.
+TIMER_PERIOD = 30.0
 
 Check = Literal["match", "gone", "recycled", "not_sshd", "not_monitor"]
 
@@ -175,24 +180,120 @@ def _ttys(conn: str) -> set[str]:
     return out
 
 
-def warn_users(conn: str, message: str) -> int:
+def _uid(login: str) -> int | None:
+    try:
+        return pwd.getpwnam(login).pw_uid
+    except KeyError:
+        return None
+
+
+def write_tty(path: str, uid: int | None, message: str) -> bool:
+    """Write ``message`` to pty ``path`` only if it is a pty slave owned by ``uid``.
+
+    Runs as root on a device path a user can influence: no symlink is followed
+    (O_NOFOLLOW), the device never becomes our controlling terminal (O_NOCTTY),
+    a full or stopped terminal never blocks us (O_NONBLOCK), and what was opened
+    is checked (a tty, a pty slave's major, the session user's) before writing.
+    """
+    if uid is None:
+        return False
+    flags = os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not (
+            stat.S_ISCHR(st.st_mode)
+            and 136 <= os.major(st.st_rdev) <= 143
+            and os.isatty(fd)
+            and st.st_uid == uid
+        ):
+            return False
+        # Only printable ASCII reaches the terminal: no escape sequences.
+        text = "".join(c if " " <= c <= "~" else "?" for c in message)
+        os.write(fd, f"\r\n{text}\r\n".encode("ascii"))
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def warn_users(conn: str, message: str, login: str) -> int:
     """Write ``message`` to the session's terminals (like wall); return how many got it."""
     if check_connection(conn) != "match":
         return 0
-    sent = 0
-    for tty in sorted(_ttys(conn)):
-        try:
-            fd = os.open(tty, os.O_WRONLY | os.O_NOCTTY | os.O_NONBLOCK)
-        except OSError:
+    uid = _uid(login)
+    return sum(write_tty(tty, uid, message) for tty in sorted(_ttys(conn)))
+
+
+def warning_text(
+    *, login: str, host: str | None, request_id: int, expires_at: int, now: int
+) -> str:
+    """What a user reads on the terminal before the end: when, and the command to extend."""
+    minutes = max(1, round((expires_at - now) / 60))
+    end = time.strftime("%H:%M UTC", time.gmtime(expires_at))
+    where = f"{login}@{host}" if host else login
+    return (
+        f"jit: your access as {where} ends at {end} (in about {minutes} min, request "
+        f"{request_id}) and this session will be closed then. To keep it: "
+        f"jit extend {request_id} --for 30m"
+    )
+
+
+def end_sessions(
+    items: list, config: HostConfig, log: HookLog, client: HookClient, *, grace: float, source: str
+) -> tuple[int, int, int]:
+    """End the listed sessions (``end`` items of a SessionsAnswer); (ended, closed, refused).
+
+    Shared by the timer (run_once) and the agent (host/agent/): one kill path.
+    """
+    ended = closed = refused = 0
+    for item in items:
+        fields = {
+            "login": item["login"],
+            "connection": item["connection"],
+            "request": item["request_id"],
+            "why": item["reason"],
+        }
+        outcome = end_connection(item["connection"], grace=grace)
+        if outcome in ("not_sshd", "not_monitor"):
+            refused += 1
+            log.alert(action="refused", **fields, reason=f"pid_is_{outcome}", source=source)
             continue
-        try:
-            os.write(fd, f"\r\n{message}\r\n".encode("ascii", "replace"))
-            sent += 1
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
-    return sent
+        if outcome in ("terminated", "killed"):
+            ended += 1
+            log.alert(action="end", **fields, result=outcome, source=source)
+        else:
+            log.info(action="close", **fields, result=outcome, source=source)
+        if report_closed(config, log, client, item["login"], item["connection"], fields):
+            closed += 1
+    return ended, closed, refused
+
+
+def report_closed(
+    config: HostConfig, log: HookLog, client: HookClient, login: str, conn: str, fields: dict
+) -> bool:
+    try:
+        client.session(
+            SessionQuery(
+                event="close",
+                host=config.host_name,
+                login=login,
+                rhost=None,
+                connection=conn,
+                key_type=None,
+                key=None,
+                fingerprint=None,
+            )
+        )
+        return True
+    except JitError as e:
+        # The session is ended either way; the next run reports it again.
+        log.warning(action="report", **fields, reported="no", error=getattr(e, "reason", e))
+        return False
 
 
 class Result(NamedTuple):
@@ -209,6 +310,7 @@ def run_once(
     client: HookClient | None = None,
     clock: Callable[[], float] = time.time,
     grace: float = TERM_GRACE,
+    period: float = TIMER_PERIOD,
 ) -> Result:
     """Ask the service once and act on its answer; ServiceError if it gave none."""
     client = client or HookClient(config)
@@ -217,52 +319,23 @@ def run_once(
     except ServiceError as e:
         log.warning(action="none", reason="service_unavailable", error=e.reason, url=e.url)
         raise
-    ended = closed = refused = warned = 0
-    for item in answer["end"]:
-        fields = {
-            "login": item["login"],
-            "connection": item["connection"],
-            "request": item["request_id"],
-            "why": item["reason"],
-        }
-        outcome = end_connection(item["connection"], grace=grace)
-        if outcome in ("not_sshd", "not_monitor"):
-            refused += 1
-            log.alert(action="refused", **fields, reason=f"pid_is_{outcome}")
-            continue
-        if outcome in ("terminated", "killed"):
-            ended += 1
-            log.alert(action="end", **fields, result=outcome)
-        else:
-            log.info(action="close", **fields, result=outcome)
-        try:
-            client.session(
-                SessionQuery(
-                    event="close",
-                    host=config.host_name,
-                    login=item["login"],
-                    rhost=None,
-                    connection=item["connection"],
-                    key_type=None,
-                    key=None,
-                    fingerprint=None,
-                )
-            )
-            closed += 1
-        except JitError as e:
-            # The session is ended either way; the next run reports it again.
-            log.warning(action="report", **fields, reported="no", error=getattr(e, "reason", e))
+    ended, closed, refused = end_sessions(
+        answer["end"], config, log, client, grace=grace, source="timer"
+    )
+    warned = 0
     now = int(clock())
     for active in answer["active"]:
         left = active["expires_at"] - now
-        if 0 < left <= WARN_BEFORE:
-            minutes = max(1, round(left / 60))
-            sent = warn_users(
-                active["connection"],
-                f"jit: your access as {active['login']} ends in about {minutes} min "
-                f"(request {active['request_id']}); this session will be closed then.",
+        # Each configured warning is due once: in the timer period after its time.
+        if any(0 < left <= w and left > w - period for w in config_warnings(config)):
+            text = warning_text(
+                login=active["login"],
+                host=config.host_name,
+                request_id=active["request_id"],
+                expires_at=active["expires_at"],
+                now=now,
             )
-            if sent:
+            if warn_users(active["connection"], text, active["login"]):
                 warned += 1
                 log.info(
                     action="warn",
@@ -270,5 +343,11 @@ def run_once(
                     connection=active["connection"],
                     request=active["request_id"],
                     left=left,
+                    source="timer",
                 )
     return Result(ended=ended, closed=closed, refused=refused, warned=warned)
+
+
+def config_warnings(config: HostConfig) -> tuple[int, ...]:
+    """Seconds before the end at which users are warned (host config ``sessions.warn_before``)."""
+    return config.warn_before or WARN_BEFORE

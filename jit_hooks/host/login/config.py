@@ -77,6 +77,7 @@ _SCHEMA: dict[str, set[str]] = {
     "break_glass": {"accounts"},
     "state": {"dir", "spool_dir"},
     "log": {"syslog_socket"},
+    "sessions": {"warn_before"},
 }
 
 
@@ -97,6 +98,8 @@ class HostConfig(NamedTuple):
     max_grant: int = paths.MAX_GRANT
     path: str | None = None  # the file it was loaded from
     token: str | None = None  # set by the helper's config cache (config_cache.py) only
+    # Seconds before an approval's end at which its sessions' terminals are warned.
+    warn_before: tuple[int, ...] = (600, 60)
 
     def __repr__(self) -> str:
         # The token must never reach a log line or a traceback through repr().
@@ -221,6 +224,13 @@ def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
     ):
         raise fail("break_glass.accounts", "expected a list of login names")
 
+    warn_before = data.get("sessions", {}).get("warn_before", [600, 60])
+    if not isinstance(warn_before, list) or not all(
+        isinstance(w, int) and not isinstance(w, bool) and 0 < w <= max_grant
+        for w in warn_before
+    ):
+        raise fail("sessions.warn_before", "expected a list of seconds, each within max_grant")
+
     return HostConfig(
         urls=tuple(urls),
         token_file=str_path("service", "token_file", paths.TOKEN_PATH),
@@ -234,6 +244,7 @@ def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
         syslog_socket=str_path("log", "syslog_socket", paths.SYSLOG_SOCKET),
         max_grant=max_grant,
         path=path,
+        warn_before=tuple(sorted(set(warn_before), reverse=True)),
     )
 
 

@@ -1,0 +1,87 @@
+"""``GET /api/v1/hook/stream``: a host's server-sent event stream (server/stream.py).
+
+The stream opens with ``event: sync`` (the host fetches its sessions now: this
+covers whatever happened while it was not connected, so a reconnect loses
+nothing), then sends ``event: change`` for each event that concerns this host,
+a comment line every ``HEARTBEAT`` seconds so a dead connection shows on both
+ends, and ``event: closed`` before it ends because the host's token is no
+longer accepted (revoked, rotated past its grace, host removed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Request
+from fastapi.responses import StreamingResponse
+
+from jit_hooks.server.auth import HostPrincipal
+from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.errors import ServiceDomainError
+from jit_hooks.server.stream import Notice, hub_of
+
+router = APIRouter(prefix="/api/v1/hook", tags=["hooks"])
+
+# Seconds between keep-alive comments: the host agent treats 3 missed ones as a
+# dead stream (jit_hooks/host/agent/), and proxies keep the connection open.
+HEARTBEAT = 20.0
+# A token that merely expires (no event) is noticed within this many seconds.
+RECHECK_TOKEN = 300.0
+# Tells the EventSource-style client how long to wait before reconnecting (ms);
+# the jit-hooks agent uses its own backoff with jitter instead.
+RETRY_MS = 5000
+
+
+def _event(name: str, data: dict, event_id: int | None = None) -> bytes:
+    head = "" if event_id is None else f"id: {event_id}\n"
+    return f"{head}event: {name}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+@router.get("/stream", response_class=StreamingResponse)
+async def stream(request: Request, ctx: CtxDep, creds: Creds) -> StreamingResponse:
+    """Events for this host only (text/event-stream); see the module docstring."""
+    host: HostPrincipal = await ctx.as_host(creds, lambda conn, host: host)
+    hub = hub_of(request.app)
+    queue = await hub.subscribe(host.id)
+    ctx.metrics.hook_decisions.labels("stream", "open").inc()
+
+    async def still_valid() -> bool:
+        try:
+            await ctx.as_host(creds, lambda conn, h: h)
+        except ServiceDomainError:
+            return False
+        return True
+
+    async def events() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + RECHECK_TOKEN
+        try:
+            yield f"retry: {RETRY_MS}\n".encode() + _event(
+                "sync", {"host": host.name, "time": ctx.now()}, hub.cursor
+            )
+            while True:
+                try:
+                    notice: Notice | None = await asyncio.wait_for(queue.get(), HEARTBEAT)
+                except TimeoutError:
+                    notice = Notice(id=0, kind="heartbeat")
+                if notice is None:  # queue overflow or shutdown: the host reconnects
+                    return
+                if notice.recheck_token or loop.time() >= next_check:
+                    next_check = loop.time() + RECHECK_TOKEN
+                    if not await still_valid():
+                        yield _event("closed", {"reason": "token_refused"})
+                        return
+                if notice.kind == "heartbeat":
+                    yield b": keep-alive\n\n"
+                else:
+                    yield notice.sse()
+        finally:
+            hub.unsubscribe(host.id, queue)
+
+    return StreamingResponse(
+        events(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,255 @@
+"""Host event streams: each replica tells its connected hosts when their sessions must change.
+
+One :class:`Hub` per replica (process). Hosts hold ``GET /api/v1/hook/stream``
+(routes/stream.py); the hub keeps an asyncio queue per stream, keyed by host
+id. While anyone listens, one task polls the shared database every
+``POLL_SECONDS`` for new audit events of the kinds that change live sessions
+(:data:`REQUEST_KINDS`, ``user.disabled``, ``host.*``), maps each to the hosts
+it concerns and puts a small notice into those hosts' queues only. The notice
+carries no session data: the host answers it with ``GET /hook/sessions`` (the
+same indexed, audited call as ``jit-hooks enforce``), so what a host learns
+still comes only from its own token's view.
+
+Why the audit log: every revoke, drop, extend and disable already writes its
+event in the transaction of the change, on every replica and backend, so a
+change made on replica A is seen by the hubs of B and C within a poll, with no
+extra write on the change's path and no channel that could miss a commit.
+PostgreSQL hands out ids before commit, so ids commit out of order: each poll
+re-reads the last ``ID_SLACK`` ids (index ix_audit_events_kind_id keeps that to
+the matching kinds) and skips the ids it already delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, select
+
+from jit_hooks.server.tables import audit_events, hosts, request_hosts, sessions, users
+
+log = logging.getLogger(__name__)
+
+# How often each replica looks for new events while streams are open: the
+# largest share of the revoke-to-session-end time (bench P6), one small indexed
+# query per replica per poll however many hosts listen.
+POLL_SECONDS = 0.25
+# Ids re-read per poll for events committed out of id order (PostgreSQL).
+ID_SLACK = 100_000
+# Request events after which a host's sessions may have to end or move their end.
+REQUEST_KINDS = (
+    "request.revoked",
+    "request.dropped",
+    "request.extended",
+    "request.expired",
+    "request.approved",
+    "extension.approved",
+)
+USER_KINDS = ("user.disabled", "user.removed")
+# Host token changes: the host's streams re-check their token (and close if refused).
+HOST_KINDS = ("host.token_rotated", "host.token_revoked", "host.removed", "host.token_expired")
+KINDS = REQUEST_KINDS + USER_KINDS + HOST_KINDS
+# Bound on a stream's queue: a host that stops reading is closed, never buffered for.
+QUEUE_MAX = 256
+
+
+@dataclass(frozen=True)
+class Notice:
+    """One thing a host should act on: ``kind`` and the audit id it came from."""
+
+    id: int
+    kind: str
+    request_id: int | None = None
+    # For host.* events: the stream re-checks its token before anything else.
+    recheck_token: bool = False
+
+    def sse(self) -> bytes:
+        data: dict[str, object] = {"kind": self.kind}
+        if self.request_id is not None:
+            data["request_id"] = self.request_id
+        payload = json.dumps(data, separators=(",", ":"))
+        return f"id: {self.id}\nevent: change\ndata: {payload}\n\n".encode()
+
+
+@dataclass
+class Hub:
+    """The streams of one replica and the poll that feeds them (see the module docstring)."""
+
+    ctx: Any  # server.context.Context (typed loosely: context imports nothing of ours)
+    poll_seconds: float = POLL_SECONDS
+    listeners: dict[int, set[asyncio.Queue]] = field(default_factory=dict)
+    cursor: int | None = None  # the highest audit id seen
+    _seen: set[int] = field(default_factory=set)
+    _task: asyncio.Task | None = None
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def streams(self) -> int:
+        return sum(len(q) for q in self.listeners.values())
+
+    async def subscribe(self, host_id: int) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue(QUEUE_MAX)
+        if self.cursor is None:
+            # Events before the first stream concern nobody listening: a host
+            # syncs its full state on connect (routes/stream.py).
+            self.cursor, self._seen = await self.ctx.run(_start)
+        self.listeners.setdefault(host_id, set()).add(queue)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="stream-hub")
+        return queue
+
+    def unsubscribe(self, host_id: int, queue: asyncio.Queue) -> None:
+        queues = self.listeners.get(host_id)
+        if queues is not None:
+            queues.discard(queue)
+            if not queues:
+                del self.listeners[host_id]
+
+    def publish(self, host_ids: Iterable[int], notice: Notice) -> int:
+        """Put ``notice`` into the queues of ``host_ids``' streams; how many got it."""
+        sent = 0
+        for host_id in host_ids:
+            for queue in self.listeners.get(host_id, ()):
+                try:
+                    queue.put_nowait(notice)
+                    sent += 1
+                except asyncio.QueueFull:
+                    # The stream's writer sees None and closes: the host reconnects
+                    # and syncs, rather than the replica buffering without bound.
+                    with contextlib.suppress(asyncio.QueueEmpty):
+                        queue.get_nowait()
+                    queue.put_nowait(None)
+        return sent
+
+    def broadcast(self, notice: Notice) -> int:
+        """Put ``notice`` into every stream's queue (bench P7's fan-out; shutdown)."""
+        return self.publish(list(self.listeners), notice)
+
+    async def _run(self) -> None:
+        while self.listeners:
+            if _server_exiting():
+                # uvicorn waits for open responses before it shuts down: a stream
+                # never ends by itself, so the hub ends them (hosts reconnect elsewhere).
+                self.broadcast_close()
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database blip must not end the hub: next poll retries
+                log.exception("stream hub poll failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+            self._wake.clear()
+
+    def broadcast_close(self) -> None:
+        for queues in self.listeners.values():
+            for queue in queues:
+                with contextlib.suppress(asyncio.QueueFull):
+                    queue.put_nowait(None)
+
+    async def poll_once(self) -> int:
+        """Read new events, deliver them; how many notices went out."""
+        low = (self.cursor or 0) - ID_SLACK
+        rows, targets = await self.ctx.run(lambda conn: _changes(conn, low, self._seen))
+        sent = 0
+        for row, host_ids in zip(rows, targets, strict=True):
+            self._seen.add(row.id)
+            self.cursor = max(self.cursor or 0, row.id)
+            notice = Notice(
+                id=row.id,
+                kind=row.kind,
+                request_id=_request_id(row.data),
+                recheck_token=row.kind in HOST_KINDS,
+            )
+            sent += self.publish(host_ids, notice)
+        floor = (self.cursor or 0) - ID_SLACK
+        if len(self._seen) > 4096:
+            self._seen = {i for i in self._seen if i > floor}
+        return sent
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def _server_exiting() -> bool:
+    """Whether the uvicorn server running us was told to stop (its SIGTERM handler's flag).
+
+    uvicorn offers the app no shutdown signal before it waits for open
+    responses; its signal handler is a bound method of the Server, whose
+    ``should_exit`` is set by SIGTERM/SIGINT.
+    """
+    server = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)
+    return bool(getattr(server, "should_exit", False))
+
+
+def _start(conn: Connection) -> tuple[int, set[int]]:
+    """The newest audit id, and the ids of the slack window a first poll would re-read."""
+    top = int(conn.execute(select(func.coalesce(func.max(audit_events.c.id), 0))).scalar_one())
+    q = select(audit_events.c.id).where(
+        and_(audit_events.c.kind.in_(KINDS), audit_events.c.id > top - ID_SLACK)
+    )
+    return top, {r[0] for r in conn.execute(q)}
+
+
+def _request_id(data: str) -> int | None:
+    try:
+        value = json.loads(data).get("request_id")
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) else None
+
+
+def _changes(conn: Connection, low: int, seen: set[int]) -> tuple[list[Any], list[list[int]]]:
+    """New session-changing events above ``low`` not in ``seen``, and each one's host ids."""
+    rows = [
+        r
+        for r in conn.execute(
+            select(audit_events.c.id, audit_events.c.kind, audit_events.c.host, audit_events.c.data)
+            .where(and_(audit_events.c.kind.in_(KINDS), audit_events.c.id > low))
+            .order_by(audit_events.c.id)
+        )
+        if r.id not in seen
+    ]
+    targets = [_hosts_of(conn, r) for r in rows]
+    return rows, targets
+
+
+def _hosts_of(conn: Connection, row: Any) -> list[int]:
+    """The hosts an event concerns: a request's hosts, a user's open sessions' hosts, a host."""
+    if row.kind in HOST_KINDS:
+        if row.host is None:
+            return []
+        found = conn.execute(select(hosts.c.id).where(hosts.c.name == row.host)).scalar()
+        return [] if found is None else [found]
+    if row.kind in USER_KINDS:
+        try:
+            name = json.loads(row.data).get("user")
+        except (ValueError, AttributeError):
+            return []
+        q = (
+            select(sessions.c.host_id)
+            .distinct()
+            .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
+            .where(users.c.name == name, sessions.c.closed_at.is_(None))
+        )
+        return [r[0] for r in conn.execute(q)]
+    rid = _request_id(row.data)
+    if rid is None:
+        return []
+    q = select(request_hosts.c.host_id).where(request_hosts.c.request_id == rid)
+    return [r[0] for r in conn.execute(q)]
+
+
+def hub_of(app: Any) -> Hub:
+    """The app's hub, made on first use (no task runs until a host connects)."""
+    hub = getattr(app.state, "stream_hub", None)
+    if hub is None:
+        hub = app.state.stream_hub = Hub(app.state.ctx)
+    return hub

@@ -1,0 +1,100 @@
+"""The host event stream (GET /api/v1/hook/stream) on a real service, SQLite and PostgreSQL.
+
+Read with the host agent's own SSE client (jit_hooks/host/agent/sse.py), in a
+thread per stream so a test can wait for events with a bound.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+
+from jit_hooks.errors import BadResponse
+from jit_hooks.host.agent.sse import Event, Stream
+from jit_hooks.host.login.config import HostConfig
+
+WAIT = 30  # seconds a bounded wait may take before the test fails (not a timing assert)
+
+
+class Reader:
+    """Reads one host's stream in a thread; events land in ``self.events``."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.stream = Stream(HostConfig(urls=(url,)), token)
+        self.events: queue.Queue[Event | None] = queue.Queue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for event in self.stream:
+                self.events.put(event)
+        except (OSError, ValueError, AttributeError):  # closed under the reader by close()
+            pass
+        finally:
+            self.events.put(None)  # the stream ended
+
+    def next(self) -> Event | None:
+        return self.events.get(timeout=WAIT)
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+@pytest.fixture
+def readers():
+    opened: list[Reader] = []
+    yield lambda url, token: opened.append(Reader(url, token)) or opened[-1]
+    for r in opened:
+        r.close()
+
+
+def approved(world) -> int:
+    status, body = world.request("alice")
+    assert status == 201, body
+    rid = body["id"]
+    status, body = world.call("bob", "POST", f"/api/v1/requests/{rid}/approve", {})
+    assert status == 200, body
+    return rid
+
+
+def test_revoke_reaches_only_its_hosts_stream(world, readers):
+    rid = approved(world)
+    web1 = readers(world.svc.url, world.host_tokens["web1"])
+    web2 = readers(world.svc.url, world.host_tokens["web2"])
+    assert web1.next().name == "sync"
+    assert web2.next().name == "sync"
+
+    status, body = world.call("bob", "POST", f"/api/v1/requests/{rid}/revoke", {"comment": "x"})
+    assert status == 200, body
+    event = web1.next()
+    assert event is not None and event.name == "change"
+    assert event.data == {"kind": "request.revoked", "request_id": rid}
+
+    # Then something that does concern web2: the first thing web2 hears of is
+    # its own token's rotation, never web1's revoke (which came first).
+    world.svc.admin("host", "rotate-token", "web2")
+    event = web2.next()
+    assert event is not None
+    assert event.name in ("change", "closed"), event
+    assert event.name == "closed" or event.data["kind"].startswith("host.")
+    assert "request_id" not in event.data
+
+
+def test_removed_host_stream_is_closed(world, readers):
+    web2 = readers(world.svc.url, world.host_tokens["web2"])
+    assert web2.next().name == "sync"
+    world.svc.admin("host", "remove", "web2")
+    event = web2.next()
+    assert event is not None and event.name == "closed", event
+    assert event.data == {"reason": "token_refused"}
+    assert web2.next() is None  # and the service ended the stream
+
+
+def test_stream_refuses_bad_tokens(world):
+    for token in ("jith_nope", world.tokens["alice"]):
+        with pytest.raises(BadResponse) as e:
+            Stream(HostConfig(urls=(world.svc.url,)), token)
+        assert e.value.reason == "unauthorized"
