@@ -144,6 +144,8 @@ class Client:
             raise ServiceUnreachable(f"cannot reach service at {self.url}: {reason}") from None
         except requests.exceptions.RequestException as e:
             raise CliError(f"request to {self.url} failed: {clean(e)}") from None
+        except OSError as e:  # requests' own check of verify=PATH: no such CA file
+            raise CliError(f"cannot use the CA file: {clean(e)}") from None
         log.info("-> %s", resp.status_code)
         if resp.status_code in (502, 503, 504):
             raise ServiceUnreachable(
