@@ -158,3 +158,38 @@ def test_serve_uses_init_tls_and_jit_login_trusts_the_ca(tmp_path):
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_renewing_the_server_certificate_keeps_the_ca(tmp_path):
+    d = tmp_path / "srv"
+    assert run(d, "init", "--name", "a.test").returncode == 0
+    ca = (d / "tls" / "ca.pem").read_bytes()
+    old = (d / "tls" / "server.pem").read_bytes()
+    (d / "tls" / "server.pem").unlink()
+    (d / "tls" / "server.key").unlink()
+    r = run(d, "init", "--name", "a.test,b.test")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == ""  # the admin exists: no new token
+    assert (d / "tls" / "ca.pem").read_bytes() == ca
+    assert (d / "tls" / "server.pem").read_bytes() != old
+    r = subprocess.run(
+        ["openssl", "verify", "-CAfile", d / "tls" / "ca.pem", d / "tls" / "server.pem"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_files_the_service_reads_go_to_the_data_dir_owner(tmp_path):
+    """As root on a data dir made for a service user (as the package does): the
+    service can read its certificate, key and database; the CA key stays root's."""
+    d = tmp_path / "srv"
+    d.mkdir(mode=0o700)
+    os.chown(d, 65534, 65534)
+    r = run(d, "init", "--name", "a.test")
+    assert r.returncode == 0, r.stderr
+    for p in (d / "tls", d / "tls" / "server.key", d / "tls" / "server.pem", d / "jit.db"):
+        assert (p.stat().st_uid, p.stat().st_gid) == (65534, 65534), p
+    assert (d / "ca").stat().st_uid == 0 and (d / "ca" / "ca.key").stat().st_uid == 0
+    assert mode(d / "ca" / "ca.key") == 0o600
