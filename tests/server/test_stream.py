@@ -98,3 +98,32 @@ def test_stream_refuses_bad_tokens(world):
         with pytest.raises(BadResponse) as e:
             Stream(HostConfig(urls=(world.svc.url,)), token)
         assert e.value.reason == "unauthorized"
+
+
+def test_revoke_on_one_replica_reaches_a_stream_on_another(world, readers, tmp_path):
+    """Two replicas on one PostgreSQL: the stream is held on B, the revoke is made on A."""
+    if world.svc.database_url is None:
+        pytest.skip("replicas share a PostgreSQL database (SQLite: one service per file)")
+    from jit_hooks.testing.service import start_service
+
+    replica_b = start_service(tmp_path / "b", database_url=world.svc.database_url)
+    try:
+        rid = approved(world)
+        web1 = readers(replica_b.url, world.host_tokens["web1"])
+        assert web1.next().name == "sync"
+        status, body = world.call("bob", "POST", f"/api/v1/requests/{rid}/revoke", {})
+        assert status == 200, body
+        event = web1.next()
+        assert event is not None and event.data == {"kind": "request.revoked", "request_id": rid}
+    finally:
+        replica_b.stop()
+
+
+def test_drop_reaches_the_hosts_stream(world, readers):
+    rid = approved(world)
+    web1 = readers(world.svc.url, world.host_tokens["web1"])
+    assert web1.next().name == "sync"
+    status, body = world.call("alice", "POST", f"/api/v1/requests/{rid}/drop", {})
+    assert status == 200, body
+    event = web1.next()
+    assert event is not None and event.data == {"kind": "request.dropped", "request_id": rid}
