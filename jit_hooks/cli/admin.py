@@ -130,8 +130,17 @@ def _reload(layout: Layout, no_reload: bool) -> str:
     help="Leave password and keyboard-interactive logins to sshd's other settings "
     "(default: the drop-in turns them off).",
 )
+@click.option(
+    "--sessions/--no-sessions",
+    "sessions",
+    default=None,
+    help="Turn on (or leave off) jit-hooks-agent.service and the enforce timer that end "
+    "sessions whose approval ends [default: ask; off when not asked on a terminal].",
+)
 @_fail_as_one_line
-def enable(layout: Layout, force: bool, no_reload: bool, allow_passwords: bool) -> None:
+def enable(
+    layout: Layout, force: bool, no_reload: bool, allow_passwords: bool, sessions: bool | None
+) -> None:
     """Point sshd at the hooks (drop-in + PAM block), after checking it is safe."""
     config = _config(layout)
     break_glass = preflight.break_glass_accounts(config, force=force, warn=_warn)
@@ -158,10 +167,38 @@ def enable(layout: Layout, force: bool, no_reload: bool, allow_passwords: bool) 
     click.echo(service)
     click.echo(f"break-glass: {', '.join(break_glass) or 'none (--force)'}")
     click.echo(_reload(layout, no_reload))
-    click.echo(
-        "sessions: run `systemctl enable --now jit-hooks-enforce.timer` to end sessions "
-        "when their approval is revoked or expires"
-    )
+    click.echo(_session_ending(layout, sessions))
+
+
+# What ends sessions once their approval ends: the agent (at once, through the
+# service's stream) and the timer (every 30 s, the backstop for a lost stream).
+SESSION_UNITS = ("jit-hooks-agent.service", "jit-hooks-enforce.timer")
+
+
+def _session_ending(layout: Layout, sessions: bool | None) -> str:
+    command = ["systemctl", "enable", "--now", *SESSION_UNITS]
+    shown = " ".join(command)
+    if sessions is None and sys.stdin.isatty():
+        sessions = click.confirm(
+            "End live sessions when their approval is revoked, dropped or over "
+            f"({', '.join(SESSION_UNITS)})?",
+            default=True,
+        )
+    if not sessions:
+        return f"sessions: not ended when their approval ends; to turn it on: {shown}"
+    if layout.root not in ("/", ""):
+        return f"sessions: not turned on under {layout.root} (not /): run {shown} on the host"
+    import subprocess
+
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        _warn(f"could not run {shown}: {e}")
+        return f"sessions: NOT on; run {shown}"
+    if done.returncode != 0:
+        _warn(f"{shown} failed: {(done.stderr or done.stdout).strip()[:200]}")
+        return f"sessions: NOT on; run {shown}"
+    return f"sessions: ended when their approval ends ({', '.join(SESSION_UNITS)} on)"
 
 
 @cli.command()

@@ -153,3 +153,18 @@ def test_service_restart_spreads_agent_reconnects(service, tmp_path, write_confi
             a.shutdown()
             if a._stream is not None:
                 a._stream.close()
+
+
+def test_enable_offers_session_ending(monkeypatch):
+    """`enable --sessions/--no-sessions`: never asks off a terminal; a sandbox root runs nothing."""
+    from types import SimpleNamespace
+
+    from jit_hooks.cli import admin
+
+    monkeypatch.setattr(admin.sys.stdin, "isatty", lambda: False)
+    root = SimpleNamespace(root="/srv/sandbox")
+    off = admin._session_ending(root, None)  # type: ignore[arg-type]
+    assert off.startswith("sessions: not ended") and "jit-hooks-agent.service" in off
+    assert admin._session_ending(root, False) == off  # type: ignore[arg-type]
+    on = admin._session_ending(root, True)  # type: ignore[arg-type]
+    assert on.startswith("sessions: not turned on under /srv/sandbox")
