@@ -58,6 +58,7 @@ def _read_stdin_line(what: str) -> str:
 
 
 @cli.command()
+@click.option("--sso", is_flag=True, help="Sign in through your identity provider (OpenID).")
 @click.option("--token-stdin", is_flag=True, help="Read an existing API token from stdin.")
 @click.option("--user", "username", metavar="NAME", help="Log in with NAME's password.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from stdin.")
@@ -65,17 +66,27 @@ def _read_stdin_line(what: str) -> str:
     "--print-token", is_flag=True, help="Also print the new token on stdout (password login)."
 )
 @api_options
-def login(token_stdin: bool, username: str | None, password_stdin: bool, print_token: bool) -> None:
+def login(
+    sso: bool, token_stdin: bool, username: str | None, password_stdin: bool, print_token: bool
+) -> None:
     """Get an API token and save it with the URL in the config file.
 
     \b
+    jit login --url https://jit.example.org --sso          (your identity provider)
     jit login --url https://jit.example.org --user alice   (password, checked by PAM)
     jit-server token create alice | jit login --url URL --token-stdin
     """
     s = settings()
     if token_stdin and (username or password_stdin or print_token):
         raise click.UsageError("--token-stdin cannot be combined with --user/--password-stdin")
-    if token_stdin:
+    if sso and (token_stdin or username or password_stdin):
+        raise click.UsageError("--sso cannot be combined with --token-stdin/--user")
+    if sso:
+        from jit_hooks.cli.sso import device_login
+
+        token, user = device_login(s.client(auth=False))
+        created = True
+    elif token_stdin:
         token = _read_stdin_line("token").strip()
         if not token.isprintable() or " " in token:
             raise CliError("the token on standard input is malformed")

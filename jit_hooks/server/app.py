@@ -165,6 +165,9 @@ def _mount_ui(app: FastAPI) -> None:
     from jit_hooks.server.ui.security import StaticHeaders
 
     app.include_router(ui_routes.router)
+    from jit_hooks.server.ui import sso as ui_sso
+
+    app.include_router(ui_sso.router)
     static = StaticFiles(directory=Path(ui_routes.__file__).parent / "static")
     app.mount("/ui/static", StaticHeaders(static), name="ui-static")
 
@@ -201,6 +204,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     app.state.notify_config = notify_config.load(settings.data_dir)
     notify_config.install(app.state.notify_config)
+    # SSO (DATA_DIR/oidc.toml) is checked before serving too; None: not configured.
+    from jit_hooks.server import oidc, oidc_config
+
+    sso = oidc_config.load(settings.data_dir)
+    app.state.oidc = oidc.OidcClient(sso) if sso else None
     app.state.ctx = Context(
         settings=settings,
         engine=make_engine(settings.database_url, pool_size=settings.db_pool_size),

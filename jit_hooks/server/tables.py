@@ -292,3 +292,20 @@ notify_outbox = Table(
     Index("ix_notify_outbox_due", "delivered_at", "failed_at", "next_at"),
     Index("ix_notify_outbox_request", "request_id", "event"),
 )
+
+# Sign-ins through the identity provider that are under way (oidc_signin.py),
+# so any replica can finish them. ``key_hash`` is the sha256 of what the
+# client holds (the CLI's device handle, the browser's sign-in cookie);
+# ``secret`` is what only the service may send the IdP (the device code, the
+# PKCE verifier). Rows go once used, or once past expires_at.
+sso_flows = Table(
+    "sso_flows",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(8), nullable=False),  # "device" | "web"
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("secret", Text, nullable=False),
+    Column("nonce", String(64), nullable=True),
+    Column("created_at", Integer, nullable=False),
+    Column("expires_at", Integer, nullable=False, index=True),
+)

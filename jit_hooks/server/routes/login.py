@@ -1,17 +1,22 @@
-"""POST /api/v1/login: password checked through PAM on the service host."""
+"""POST /api/v1/login: password checked through PAM on the service host; /login/sso/*: the
+OpenID Connect device grant for `jit login --sso` (docs/server.md, SSO)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from sqlalchemy import Connection
 
-from jit_hooks.server import audit, store
+from jit_hooks.server import audit, oidc_signin, store
 from jit_hooks.server.context import Context, CtxDep
-from jit_hooks.server.errors import Unauthorized
+from jit_hooks.server.errors import ServiceDomainError, Unauthorized
+from jit_hooks.server.oidc import OidcClient, Pending, SsoError
 from jit_hooks.server.schemas import LoginIn, LoginOut
 
 log = logging.getLogger(__name__)
@@ -103,3 +108,106 @@ async def login(body: LoginIn, ctx: CtxDep) -> dict:
         log.info("password login failed for %r", body.username[:64])
         raise Unauthorized("invalid username or password")
     return {"token": token, "user": user}
+
+
+# -- SSO: OAuth 2.0 device authorization grant (RFC 8628) through jit-server -----
+
+
+class SsoRefused(ServiceDomainError):
+    """Raised when an SSO sign-in cannot go on; ``code`` is the reason (docs/api.md)."""
+
+    def __init__(self, e: SsoError) -> None:
+        super().__init__(e.detail)
+        self.code = e.reason
+        # The IdP being down is not the caller's fault, but 5xx would read as
+        # "jit-server is down" to clients: 424, the dependency failed.
+        self.status = {
+            "sso_unavailable": 404,
+            "idp_unreachable": 424,
+            "idp_error": 424,
+            "expired": 410,
+            "bad_id_token": 401,
+        }.get(e.reason, 403)
+
+
+class DevicePollIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    handle: Annotated[StrictStr, Field(min_length=1, max_length=100)]
+
+
+def sso_client(request: Request) -> OidcClient:
+    client = getattr(request.app.state, "oidc", None)
+    if client is None:
+        raise SsoRefused(SsoError("sso_unavailable", "SSO sign-in is not configured"))
+    return client
+
+
+@router.post("/login/sso/device")
+async def sso_device_start(request: Request, ctx: CtxDep) -> dict:
+    """Start a device sign-in: the person opens verification_uri and enters user_code."""
+    client = sso_client(request)
+    try:
+        started = await asyncio.to_thread(client.start_device)
+    except SsoError as e:
+        raise SsoRefused(e) from None
+    now = ctx.now()
+    handle = await ctx.run(
+        lambda conn: oidc_signin.begin(
+            conn,
+            kind="device",
+            secret=started.device_code,
+            nonce=None,
+            now=now,
+            # Kept a minute past the IdP's own expiry, so a late poll hears
+            # "expired" from the IdP and the refusal is audited.
+            ttl=started.expires_in + 60,
+        )
+    )
+    return {
+        "handle": handle,
+        "user_code": started.user_code,
+        "verification_uri": started.verification_uri,
+        "verification_uri_complete": started.verification_uri_complete,
+        "expires_in": started.expires_in,
+        "interval": started.interval,
+    }
+
+
+@router.post("/login/sso/device/token", response_model=None)
+async def sso_device_token(
+    body: DevicePollIn, request: Request, ctx: CtxDep
+) -> dict | JSONResponse:
+    """202 {"status": "pending"} until the person finished; then a user token (or a refusal)."""
+    client = sso_client(request)
+    now = ctx.now()
+    flow = await ctx.run(
+        lambda conn: oidc_signin.find(conn, kind="device", handle=body.handle, now=now)
+    )
+    if flow is None:
+        gone = SsoError("expired", "unknown or expired sign-in; run jit login --sso again")
+        raise SsoRefused(gone)
+    claims, error = None, None
+    try:
+        claims = await asyncio.to_thread(client.poll_device, flow.secret, now=now)
+    except Pending as e:
+        interval = 5 if e.reason == "slow_down" else 0
+        return JSONResponse({"status": "pending", "slow_down": interval}, status_code=202)
+    except SsoError as e:
+        error = e
+    ttl = ctx.settings.user_token_ttl
+
+    def work(conn: Connection) -> tuple[dict | None, str | None, SsoError | None]:
+        oidc_signin.finish(conn, handle=body.handle)
+        user = oidc_signin.decide(
+            conn, config=client.config, claims=claims, error=error, via="sso-device", now=now
+        )
+        if isinstance(user, SsoError):
+            return None, None, user
+        token = oidc_signin.issue_token(conn, user=user, ttl=ttl, now=now)
+        return store.get_user(conn, name=user.name), token, None
+
+    user, token, refused = await ctx.run(work)
+    if refused is not None:
+        log.info("sso sign-in refused: reason=%s", refused.reason)
+        raise SsoRefused(refused)
+    return {"status": "ok", "token": token, "user": user, "expires_at": now + ttl}

@@ -296,7 +296,11 @@ def login_form_error(request: Request, message: str | None, status: int = 401) -
     """The sign-in page with a fresh login-CSRF value, double-submitted (cookie + field):
     no session exists yet, so a page elsewhere must not sign us in as its own user."""
     nonce = secrets.token_urlsafe(24)
-    resp = _page(request, "login.html", status, user=None, csrf="", login_csrf=nonce, error=message)
+    oidc = getattr(request.app.state, "oidc", None)
+    sso = oidc is not None and oidc.config.redirect_uri is not None  # ui/sso.py
+    resp = _page(
+        request, "login.html", status, user=None, csrf="", login_csrf=nonce, error=message, sso=sso
+    )
     resp.set_cookie(
         session.LOGIN_COOKIE, nonce, max_age=3600, path="/", secure=True, httponly=True,
         samesite="strict",

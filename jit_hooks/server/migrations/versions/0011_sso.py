@@ -1,12 +1,13 @@
-"""H-SSO (issue 13: OpenID Connect identities)
+"""H-SSO (issue 13): sign-ins through the identity provider under way (sso_flows)
 
 Revision ID: 0011_sso
 Revises: 0010_identity
-
-Reserved in the chain so parallel work gets a linear history; the owner fills it.
 """
 
 from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0011_sso"
 down_revision = "0010_identity"
@@ -15,8 +16,19 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    op.create_table(
+        "sso_flows",
+        sa.Column("id", sa.Integer(), primary_key=True),
+        sa.Column("kind", sa.String(8), nullable=False),
+        sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
+        sa.Column("secret", sa.Text(), nullable=False),
+        sa.Column("nonce", sa.String(64), nullable=True),
+        sa.Column("created_at", sa.Integer(), nullable=False),
+        sa.Column("expires_at", sa.Integer(), nullable=False),
+    )
+    op.create_index("ix_sso_flows_expires_at", "sso_flows", ["expires_at"])
 
 
 def downgrade() -> None:
-    pass
+    op.drop_index("ix_sso_flows_expires_at", table_name="sso_flows")
+    op.drop_table("sso_flows")

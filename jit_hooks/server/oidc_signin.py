@@ -1,0 +1,164 @@
+"""Sign-in through the IdP, database side: flows under way, claims -> jit user, token, audit.
+
+Every finished sign-in, accepted or refused, appends ``login.sso`` or
+``login.failed`` (via "sso-device" / "sso-web", with the reason) in the
+transaction that decides it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import Connection, delete, select
+
+from jit_hooks.server import audit, auth, store
+from jit_hooks.server.oidc import SsoError
+from jit_hooks.server.oidc_config import OidcConfig
+from jit_hooks.server.tables import sso_flows, users
+
+# A browser has this long from "Sign in with SSO" to coming back.
+WEB_FLOW_SECONDS = 600
+
+
+@dataclass(frozen=True)
+class Flow:
+    kind: str
+    secret: str
+    nonce: str | None
+    expires_at: int
+
+
+def begin(
+    conn: Connection, *, kind: str, secret: str, nonce: str | None, now: int, ttl: int
+) -> str:
+    """Store a flow; returns the random value the client keeps (only its hash is stored)."""
+    conn.execute(delete(sso_flows).where(sso_flows.c.expires_at <= now))
+    handle = secrets.token_urlsafe(32)
+    conn.execute(
+        sso_flows.insert().values(
+            kind=kind,
+            key_hash=auth.token_hash(handle),
+            secret=secret,
+            nonce=nonce,
+            created_at=now,
+            expires_at=now + ttl,
+        )
+    )
+    return handle
+
+
+def find(conn: Connection, *, kind: str, handle: str, now: int) -> Flow | None:
+    """The live flow for this handle, or None (unknown, other kind, or expired)."""
+    if not handle or len(handle) > 100:
+        return None
+    row = conn.execute(
+        select(sso_flows).where(
+            sso_flows.c.key_hash == auth.token_hash(handle), sso_flows.c.kind == kind
+        )
+    ).first()
+    if row is None or row.expires_at <= now:
+        return None
+    return Flow(row.kind, row.secret, row.nonce, row.expires_at)
+
+
+def finish(conn: Connection, *, handle: str) -> None:
+    """The flow is used up: a handle signs in at most once."""
+    conn.execute(delete(sso_flows).where(sso_flows.c.key_hash == auth.token_hash(handle)))
+
+
+def map_claims(config: OidcConfig, claims: dict) -> tuple[str, frozenset[str], list[str]]:
+    """(jit user name, roles from groups, groups) from validated ID token claims, or SsoError."""
+    raw = claims.get(config.username_claim)
+    if config.username_claim == "email":
+        if claims.get("email_verified") is False:
+            raise SsoError("unverified_email", "the identity provider has not verified the email")
+        raw = raw.split("@", 1)[0] if isinstance(raw, str) and "@" in raw else None
+    if not isinstance(raw, str) or not re.fullmatch(config.username_regex, raw):
+        raise SsoError("bad_username", f"no usable user name in claim {config.username_claim!r}")
+    groups = claims.get(config.groups_claim, [])
+    if isinstance(groups, str):
+        groups = [groups]
+    if not isinstance(groups, list):
+        groups = []
+    groups = [g for g in groups if isinstance(g, str)][:200]
+    roles: set[str] = set()
+    for g in groups:
+        roles |= config.group_roles.get(g, frozenset())
+    return raw, frozenset(roles), groups
+
+
+def sign_in(
+    conn: Connection,
+    *,
+    config: OidcConfig,
+    claims: dict | None,
+    error: SsoError | None,
+    via: str,
+    now: int,
+) -> auth.UserPrincipal:
+    """The jit user these claims stand for, with roles from the groups; SsoError otherwise.
+
+    The groups are the truth: a known user's roles become what their groups map
+    to (audited ``user.roles_changed``). No mapped role -> refused; unknown
+    user -> refused unless ``create_users``. Refusals are audited here, in the
+    caller's transaction, so the caller must commit even when this raises:
+    use :func:`decide`.
+    """
+    name = None
+    try:
+        if error is not None:
+            raise error
+        assert claims is not None
+        name, roles, groups = map_claims(config, claims)
+        if not roles:
+            raise SsoError("no_role", f"none of your groups gives a jit role (user {name})")
+        row = conn.execute(select(users).where(users.c.name == name)).first()
+        if row is None:
+            if not config.create_users:
+                raise SsoError("unknown_user", f"{name} is not a jit user; ask an admin")
+            store.add_user(conn, name=name, roles=sorted(roles), actor="sso", now=now)
+            row = conn.execute(select(users).where(users.c.name == name)).one()
+        if row.disabled or getattr(row, "removed_at", None) is not None:
+            raise SsoError("disabled", f"jit user {name} is disabled")
+        if frozenset(row.roles.split()) != roles:
+            conn.execute(
+                users.update().where(users.c.id == row.id).values(roles=" ".join(sorted(roles)))
+            )
+            audit.append(
+                conn,
+                at=now,
+                kind="user.roles_changed",
+                actor="sso",
+                data={"user": name, "roles": sorted(roles), "groups": groups[:20]},
+            )
+    except SsoError as e:
+        data = {"via": via, "reason": e.reason}
+        if name:
+            data["user"] = name[:64]
+        audit.append(conn, at=now, kind="login.failed", actor=None, data=data)
+        raise
+    audit.append(
+        conn,
+        at=now,
+        kind="login.sso",
+        actor=name,
+        data={"via": via, "sub": str(claims.get("sub", ""))[:200], "roles": sorted(roles)},
+    )
+    return auth.UserPrincipal(row.id, name, roles)
+
+
+def decide(conn: Connection, **kw) -> auth.UserPrincipal | SsoError:  # noqa: ANN003
+    """sign_in(), with a refusal returned instead of raised so its audit commits."""
+    try:
+        return sign_in(conn, **kw)
+    except SsoError as e:
+        return e
+
+
+def issue_token(conn: Connection, *, user: auth.UserPrincipal, ttl: int, now: int) -> str:
+    """A user token for an SSO sign-in (label "sso"), ending ``ttl`` seconds from now."""
+    return store.create_user_token(
+        conn, name=user.name, actor=user.name, now=now, via="sso", expires_at=now + ttl
+    )

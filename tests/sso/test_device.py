@@ -1,0 +1,160 @@
+"""`jit login --sso` end to end: real CLI, real jit-server, real OpenID provider (device grant)."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from tests.oidc_provider import Person, wait_for
+from tests.sso.conftest import SsoWorld, needs_provider, start_sso_world
+
+pytestmark = [needs_provider, pytest.mark.usefixtures("backend")]
+
+
+def start_login(sso: SsoWorld, home: Path) -> tuple[subprocess.Popen, str, str]:
+    """Run `jit login --sso`; return it with the verification URI and user code it printed."""
+    proc = sso.jit(home, "login", "--sso", "--url", sso.service.url)
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    m = re.match(r"To sign in, open (\S+) and enter the code (\S+)$", line.strip())
+    assert m, f"unexpected first line: {line!r} {proc.stderr.read() if proc.poll() else ''}"
+    return proc, m.group(1), m.group(2)
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, err
+
+
+def events(sso: SsoWorld, kind: str) -> list[str]:
+    return [r[0] for r in sso.service.sql("SELECT data FROM audit_events WHERE kind = ?", (kind,))]
+
+
+def test_device_login_signs_in_with_roles_from_groups(sso: SsoWorld, tmp_path: Path) -> None:
+    home = tmp_path / "home-alice"
+    proc, uri, code = start_login(sso, home)
+    assert uri == sso.provider.issuer + "/device"
+    page = Person(sso.provider.issuer, sso.provider.ca_file, "alice").enter_device_code(uri, code)
+    assert "Sign-in Success" in page
+    rc, err = finish(proc)
+    assert rc == 0, err
+    assert "as alice (roles: approver, requester)" in err
+    # The token is stored like `jit login` stores it (0600) and works.
+    config = home / ".config" / "jit" / "config.toml"
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    token = tomllib.loads(config.read_text())["token"]
+    status, me = sso.service.call("GET", "/api/v1/me", token)
+    assert status == 200 and me["name"] == "alice"
+    # groups -> roles: sre gives requester + approver (alice had requester only).
+    assert sso.service.sql("SELECT roles FROM users WHERE name = 'alice'") == [
+        ("approver requester",)
+    ]
+    assert any('"alice"' in d for d in events(sso, "user.roles_changed"))
+    # The SSO token has the interactive TTL (default 12 h), counted from its creation.
+    [(created, expires, name)] = sso.service.sql(
+        "SELECT t.created_at, t.expires_at, t.name FROM tokens t JOIN users u"
+        " ON u.id = t.user_id WHERE u.name = 'alice' AND t.kind = 'user'"
+    )
+    assert (expires - created, name) == (12 * 3600, "sso")
+    [data] = events(sso, "login.sso")
+    assert '"sso-device"' in data
+    # The flow is used up.
+    assert sso.service.sql("SELECT count(*) FROM sso_flows") == [(0,)]
+
+
+def refused(sso: SsoWorld, tmp_path: Path, login: str, **kw) -> tuple[int, str]:  # noqa: ANN003
+    proc, uri, code = start_login(sso, tmp_path / f"home-{login}")
+    Person(sso.provider.issuer, sso.provider.ca_file, login).enter_device_code(uri, code, **kw)
+    return finish(proc)
+
+
+def no_tokens(sso: SsoWorld, login: str) -> bool:
+    return sso.service.sql(
+        "SELECT count(*) FROM tokens t JOIN users u ON u.id = t.user_id WHERE u.name = ?",
+        (login,),
+    ) == [(0,)]
+
+
+def test_no_mapped_group_is_refused(sso: SsoWorld, tmp_path: Path) -> None:
+    rc, err = refused(sso, tmp_path, "dave")
+    assert rc != 0
+    assert err.strip().splitlines()[-1] == (
+        "jit: error: SSO sign-in refused: none of your identity provider groups gives a role"
+        " in jit; ask a jit admin"
+    )
+    assert no_tokens(sso, "dave")
+    assert sso.service.sql("SELECT roles FROM users WHERE name = 'dave'") == [("requester",)]
+    assert any('"no_role"' in d and '"dave"' in d for d in events(sso, "login.failed"))
+
+
+def test_unknown_user_is_refused_and_not_created(sso: SsoWorld, tmp_path: Path) -> None:
+    rc, err = refused(sso, tmp_path, "erin")
+    assert rc != 0
+    assert "your account is not a jit user" in err.strip().splitlines()[-1]
+    assert sso.service.sql("SELECT count(*) FROM users WHERE name = 'erin'") == [(0,)]
+    assert any('"unknown_user"' in d for d in events(sso, "login.failed"))
+
+
+def test_denied_at_the_provider_is_refused(sso: SsoWorld, tmp_path: Path) -> None:
+    rc, err = refused(sso, tmp_path, "alice", abort=True)
+    assert rc != 0
+    assert "denied at the identity provider" in err.strip().splitlines()[-1]
+    assert no_tokens(sso, "alice")
+    assert any('"denied"' in d for d in events(sso, "login.failed"))
+
+
+def test_expired_code_is_refused(tmp_path: Path) -> None:
+    # The provider's device codes live 2 s here; nobody enters this one.
+    w = start_sso_world(tmp_path, device_code_ttl=2)
+    try:
+        proc, _, _ = start_login(w, tmp_path / "home")
+        rc, err = finish(proc)
+        assert rc != 0
+        assert "expired" in err.strip().splitlines()[-1]
+        assert any('"expired"' in d for d in events(w, "login.failed"))
+    finally:
+        w.service.stop()
+        w.provider.stop()
+
+
+def test_unknown_users_are_created_when_configured(tmp_path: Path) -> None:
+    w = start_sso_world(tmp_path, create_users="true")
+    try:
+        rc, err = refused(w, tmp_path, "erin")
+        assert rc == 0, err
+        assert w.service.sql("SELECT roles FROM users WHERE name = 'erin'") == [
+            ("approver requester",)
+        ]
+        assert any('"erin"' in d for d in events(w, "user.added"))
+    finally:
+        w.service.stop()
+        w.provider.stop()
+
+
+def test_sso_token_expires_after_its_ttl(tmp_path: Path) -> None:
+    # The service's interactive token lifetime (JIT_USER_TOKEN_TTL) applies to SSO tokens.
+    w = start_sso_world(tmp_path, env={"JIT_USER_TOKEN_TTL": "3"})
+    try:
+        home = tmp_path / "home-alice"
+        proc, uri, code = start_login(w, home)
+        Person(w.provider.issuer, w.provider.ca_file, "alice").enter_device_code(uri, code)
+        rc, err = finish(proc)
+        assert rc == 0, err
+        [(created, expires)] = w.service.sql(
+            "SELECT created_at, expires_at FROM tokens WHERE kind = 'user' AND name = 'sso'"
+        )
+        assert expires - created == 3
+
+        def refused_as_expired() -> bool:
+            r = w.run(home, "tokens", "list")
+            return r.returncode != 0 and "your session expired, run jit login" in r.stderr
+
+        wait_for(refused_as_expired, timeout=60)
+    finally:
+        w.service.stop()
+        w.provider.stop()
