@@ -31,6 +31,8 @@ BENCHMARKS = {
     "P1": "bench.p1_login",
     "P4": "bench.p4_storm",
     "P3s": "bench.p3_scale",
+    "P6": "bench.p6_revoke",
+    "P7": "bench.p7_streams",
 }
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from bench.runner import interleave
 from bench.stats import percentile, summarize
@@ -59,3 +62,35 @@ def test_tiny_p2_run_writes_well_formed_json(tmp_path):
                for name, _ms in p2["importtime_in_process"]["top_level_cumulative_ms"])  # fmt: skip
     # The table went to stdout with the figure in it.
     assert "jit-authorized-keys / python3 -I -c pass" in r.stdout
+
+
+def _quick(name: str, tmp_path) -> dict:  # noqa: ANN001
+    out = tmp_path / "results.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "bench", "--only", name, "--quick", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(out.read_text())["benchmarks"][name]
+
+
+def test_quick_p6_ends_every_revoked_session(tmp_path):
+    """P6 --quick: real sshd, agent and service; every revoked session's sshd went away."""
+    if os.geteuid() != 0:
+        pytest.skip("P6 starts a real sshd (root)")
+    p6 = _quick("P6", tmp_path)
+    assert "error" not in p6, p6
+    assert p6["cases"]["revoke -> sshd gone"]["n"] == p6["sessions"] == 5
+    assert p6["ssh_clients_ended"] == 5 and p6["timer"] == "not running"
+    missed = [r for r in p6["rows"] if r["measure"].startswith("P6 sessions not ended")]
+    assert missed[0]["value"] == 0
+
+
+def test_quick_p7_reaches_every_stream(tmp_path):
+    """P7 --quick: 50 host streams over TLS; the revoke reached all of them, figures present."""
+    p7 = _quick("P7", tmp_path)
+    assert "error" not in p7, p7
+    assert p7["streams"] == 50
+    assert p7["rss_kib"]["after"] > 0 and p7["idle_cpu_seconds"] >= 0
+    assert p7["fan_out_ms"]["first"] <= p7["fan_out_ms"]["last"]
+    assert {r["unit"] for r in p7["rows"]} == {"MiB", "KiB", "ms"}
