@@ -1,0 +1,96 @@
+"""'Sign in with SSO' in a real browser (Debian's chromium, headless): the cookies as browsers
+treat them - the Lax sign-in cookie comes back with the IdP's redirect, and the Strict
+session cookie is in use on the page after the callback.
+
+The provider's certificate comes from the tests' own CA, which chromium does not
+know: it runs with --ignore-certificate-errors (this test checks cookies and
+redirects; TLS verification to the IdP is jit-server's, checked with ca_file).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.sso.conftest import SsoWorld, needs_provider, start_sso_world
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+pytestmark = [
+    needs_provider,
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
+        reason="needs Debian's chromium and chromium-driver (scripts/setup installs them)",
+    ),
+]
+
+
+@pytest.fixture
+def driver() -> Iterator:
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch anything
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",  # we run as root in CI containers
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-extensions",
+        "--ignore-certificate-errors",  # the test IdP's CA only (module docstring)
+    ):
+        opts.add_argument(arg)
+    d = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=opts)
+    d.set_page_load_timeout(30)
+    try:
+        yield d
+    finally:
+        d.quit()
+
+
+@pytest.fixture
+def browser_world(tmp_path: Path) -> Iterator[SsoWorld]:
+    w = start_sso_world(tmp_path)
+    try:
+        yield w
+    finally:
+        w.service.stop()
+        w.provider.stop()
+
+
+def test_sso_sign_in_in_chromium(browser_world: SsoWorld, driver) -> None:  # noqa: ANN001
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    w, d = browser_world, driver
+    wait = WebDriverWait(d, 30)
+    d.get(w.service.url + "/ui/login")
+    d.find_element(By.ID, "sso-start").click()
+    wait.until(lambda drv: drv.current_url.startswith(w.provider.issuer))
+    wait.until(lambda drv: drv.find_elements(By.NAME, "login"))
+    d.find_element(By.NAME, "login").send_keys("alice")
+    d.find_element(By.NAME, "password").send_keys("any")
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The consent page (the IdP's own), then back to jit-server.
+    wait.until(
+        lambda drv: (
+            drv.current_url.startswith(w.service.url)
+            or drv.find_elements(By.CSS_SELECTOR, "input[name=prompt][value=consent]")
+        )
+    )
+    if not d.current_url.startswith(w.service.url):
+        d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The callback page moves on to /ui by itself, where the session cookie works.
+    wait.until(lambda drv: drv.current_url.rstrip("/") == w.service.url + "/ui")
+    wait.until(lambda drv: "alice" in drv.page_source)
+    assert "Sign in" not in d.title
+    names = {c["name"] for c in d.get_cookies()}
+    assert "__Host-jit_session" in names and "__Host-jit_sso" not in names
