@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import os
 import random
+import re
+import shutil
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -168,3 +172,26 @@ def test_enable_offers_session_ending(monkeypatch):
     assert admin._session_ending(root, False) == off  # type: ignore[arg-type]
     on = admin._session_ending(root, True)  # type: ignore[arg-type]
     assert on.startswith("sessions: not turned on under /srv/sandbox")
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+def test_agent_unit_verifies_and_is_hardened(tmp_path):
+    repo = Path(__file__).resolve().parents[2]
+    name = "jit-hooks-agent.service"
+    text = (repo / "packaging/host/lib/systemd/system" / name).read_text()
+    assert "ExecStart=/usr/bin/jit-hooks agent\n" in text and "Restart=always" in text
+    unit = tmp_path / name
+    unit.write_text(text.replace("/usr/bin/jit-hooks", str(repo / ".venv/bin/jit-hooks")))
+    r = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if str(tmp_path) in ln]
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    r = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    m = re.search(rf"Overall exposure level for {name}: ([0-9.]+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    assert float(m.group(1)) <= 3.5  # root that signals sshd; the rest locked down
+    install = (repo / "debian/jit-hooks.install").read_text()
+    assert f"packaging/host/lib/systemd/system/{name} lib/systemd/system/" in install
+    rules = (repo / "debian/rules").read_text()
+    assert re.search(rf"dh_installsystemd --no-enable --no-start .*{name}", rules)
