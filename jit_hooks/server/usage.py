@@ -20,6 +20,7 @@ from jit_hooks.server.tables import hosts, requests, sessions, users
 
 # Approvals one report lists at most (newest first); the report says when it cut.
 REPORT_LIMIT = 10_000
+NO_KEY = "(no key)"
 COLUMNS = (
     "request_id",
     "requester",
@@ -128,6 +129,12 @@ def usage(
         for s in conn.execute(sq):
             per[s.request_id].append(s)
     approvals = [_entry(by_id[i], per[i], now) for i in sorted(by_id)]
+    if viewer is not None and not viewer.is_admin:
+        # Approvers learn how many distinct keys another person used, not which:
+        # registered keys stay their owner's and the admins' business.
+        for a, i in zip(approvals, sorted(by_id), strict=True):
+            if by_id[i].requester_id != viewer.id:
+                a["keys"] = [k if k == NO_KEY else f"key-{n}" for n, k in enumerate(a["keys"], 1)]
     return {
         "since": since,
         "generated_at": now,
@@ -164,7 +171,7 @@ def _entry(row: Any, sess: list[Any], now: int) -> dict:
         "hosts": sorted({s.host for s in sess}),
         "sources": sorted({s.rhost for s in sess if s.rhost}),
         # None: a session without a key (password, keyboard-interactive).
-        "keys": sorted({s.fingerprint or "(no key)" for s in sess}),
+        "keys": sorted({s.fingerprint or NO_KEY for s in sess}),
         "total_seconds": sum(durations),
         "longest_seconds": max(durations, default=0),
     }

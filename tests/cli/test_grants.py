@@ -113,12 +113,16 @@ def test_usage_report_csv_and_json(gworld, tmp_path):
     unused = request(alice)
     bob.ok("approve", str(unused["id"]))
 
-    rows = list(csv.DictReader(io.StringIO(bob.ok("usage", "--format", "csv"))))
+    carol = gworld.logged_in(tmp_path, "carol")  # admin
+    rows = list(csv.DictReader(io.StringIO(carol.ok("usage", "--format", "csv"))))
     by_id = {int(r["request_id"]): r for r in rows}
     u = by_id[used["id"]]
     assert (u["used"], u["sessions"], u["sources"], u["keys"]) == (
         "yes", "1", "10.1.2.3", added["fingerprint"],
     )  # fmt: skip
+    # An approver learns how many keys someone else used, not which.
+    rows = list(csv.DictReader(io.StringIO(bob.ok("usage", "--format", "csv"))))
+    assert {int(r["request_id"]): r["keys"] for r in rows}[used["id"]] == "key-1"
     assert (u["total_seconds"], u["longest_seconds"], u["state"]) == ("600", "600", "dropped")
     assert (by_id[unused["id"]]["used"], by_id[unused["id"]]["sessions"]) == ("no", "0")
 

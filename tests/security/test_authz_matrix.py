@@ -108,6 +108,29 @@ PROBES = [
             "other": users({"requester": 404, "approver": 403, "admin": 403}),
         },
     ),
+    # The matrix's policy allows no extensions: the owner's 403 is the policy's
+    # (extensions themselves: tests/server/test_grants.py); nobody else may ask.
+    Probe(
+        "POST",
+        REQ + "/extend",
+        {
+            "mine": {"requester": 403, "approver": 403},
+            "other": users({"requester": 404, "approver": 403, "admin": 403}),
+        },
+    ),
+    Probe(
+        "POST",
+        REQ + "/drop",
+        {
+            "mine": {"requester": 200, "approver": 200},
+            "other": users({"requester": 404, "approver": 403, "admin": 403}),
+        },
+    ),
+    Probe(
+        "GET",
+        "/api/v1/reports/usage",
+        {"-": users({"requester": 403, "approver": 200, "admin": 200})},
+    ),
     Probe("GET", "/api/v1/audit", {"-": users({"requester": 403, "approver": 403, "admin": 200})}),
     Probe("GET", "/api/v1/tokens", {"-": users(200)}),
     Probe(
@@ -210,9 +233,12 @@ def prepare(sw: SecWorld, probe: Probe, own: str, role: str) -> tuple[str, objec
     elif "{token_id}" in path:
         path = path.replace("{token_id}", str(fresh_token(sw, user)[0]))
     elif "{request_id}" in path:
-        make = sw.approved_request if path.endswith("/revoke") else sw.new_request
+        live = path.endswith(("/revoke", "/extend", "/drop"))  # act on an approved grant
+        make = sw.approved_request if live else sw.new_request
         path = path.replace("{request_id}", str(make(user)))
-        if probe.method == "POST" and not path.endswith("/cancel"):
+        if path.endswith("/extend"):
+            body = {"duration_seconds": 60, "reason": "matrix"}
+        elif probe.method == "POST" and not path.endswith(("/cancel", "/drop")):
             body = {"comment": "matrix"}
     elif path == "/api/v1/login":
         # A NUL is refused before PAM is asked: the failure path, without PAM's delay.
