@@ -19,9 +19,12 @@ from tests.server.test_cli import one_line_error, run
 
 
 @pytest.fixture(autouse=True)
-def _sqlite_only(db_backend: str) -> None:
-    if db_backend != "sqlite":
-        pytest.skip("SQLite only: init's data dir holds the database file")
+def _one_backend(db_backend: str, request: pytest.FixtureRequest) -> None:
+    """Each test runs once: on SQLite (the data dir's file), or the one that says
+    postgresql, on PostgreSQL."""
+    want = "postgresql" if "postgresql" in request.node.originalname else "sqlite"
+    if db_backend != want:
+        pytest.skip(f"{want} only")
 
 
 def mode(p) -> int:  # noqa: ANN001
@@ -193,3 +196,26 @@ def test_files_the_service_reads_go_to_the_data_dir_owner(tmp_path):
         assert (p.stat().st_uid, p.stat().st_gid) == (65534, 65534), p
     assert (d / "ca").stat().st_uid == 0 and (d / "ca" / "ca.key").stat().st_uid == 0
     assert mode(d / "ca" / "ca.key") == 0o600
+
+
+def test_init_on_postgresql(pg, tmp_path):
+    url = pg.new_database()
+    d = tmp_path / "srv"
+    r = run(d, "init", "--database-url", url, "--name", "a.test")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("jitu_")
+    assert not (d / "jit.db").exists()  # the database is PostgreSQL's
+    assert (d / "tls" / "server.pem").exists()
+    r = subprocess.run(
+        [sys.executable, "-m", "jit_hooks.server.cli", "--database-url", url, "user", "list"]
+        + ["--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert [(u["name"], u["roles"]) for u in json.loads(r.stdout)] == [
+        ("admin", ["admin", "approver"])
+    ]
+    line = one_line_error(run(d, "init", "--database-url", url, "--name", "a.test"))
+    assert "already initialised" in line
