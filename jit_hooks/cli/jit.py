@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import os
 import sys
 import time
 from typing import Any
@@ -91,7 +92,14 @@ def login(
         if not token.isprintable() or " " in token:
             raise CliError("the token on standard input is malformed")
         s.token = token
-        user = s.client().me()  # check it before saving it
+        try:
+            user = s.client().me()  # check it before saving it
+        except ApiError as e:
+            if e.error != "token_expired":
+                raise
+            raise CliError(
+                "the token on standard input has expired: ask an admin for a new one"
+            ) from None
         created = False
     else:
         username = username or getpass.getuser()
@@ -113,7 +121,8 @@ def login(
     assert s.config_path is not None
     updates: dict[str, str | None] = {"url": s.url, "token": token}
     if s.ca_file and s.ca_file_from_flag:
-        updates["ca_file"] = s.ca_file
+        # Absolute: later commands run from other directories.
+        updates["ca_file"] = os.path.abspath(os.path.expanduser(s.ca_file))
     userconfig.save(s.config_path, updates)
     roles = ", ".join(user.get("roles") or []) or "none"
     info(f"Logged in to {s.url} as {clean(user.get('name'))} (roles: {clean(roles)}).")

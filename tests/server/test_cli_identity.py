@@ -98,6 +98,19 @@ def test_expired_user_token_is_refused_with_token_expired(world):
     r = jit(w, tok, "tokens", "list")
     assert r.returncode == 1
     assert r.stderr.strip() == "jit: error: your session expired, run jit login"
+    # Storing an expired token is refused with what to do instead.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JIT_")}
+    env |= {"JIT_URL": w.svc.url, "JIT_CONFIG": os.devnull}
+    r = subprocess.run(
+        [sys.executable, "-m", "jit_hooks.cli.jit", "login", "--token-stdin"],
+        input=tok + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 1
+    assert "token on standard input has expired" in r.stderr
 
 
 def test_token_create_expires_options(world):
