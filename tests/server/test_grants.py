@@ -205,3 +205,43 @@ def test_session_records_its_key_fingerprint(world):
     open_session(w, "14:14")
     rows = w.svc.sql("SELECT rhost, fingerprint FROM sessions WHERE connection = '14:14'")
     assert rows == [("127.0.0.1", w.keys["alice"].fingerprint)]
+
+
+def test_usage_report_api(world):
+    w = world
+    used = approved(w)
+    open_session(w, "15:15")
+    k = w.keys["alice"]
+    close = {"event": "close", "login": "deploy", "connection": "15:15", "key_type": k.key_type,
+             "key": k.blob, "fingerprint": k.fingerprint}  # fmt: skip
+    assert w.call("web1", "POST", SESSION, close)[0] == 200
+    # Fixed times: the report's arithmetic is under test, not the clock.
+    w.svc.sql("UPDATE sessions SET opened_at = closed_at - 300 WHERE connection = '15:15'")
+    w.call("alice", "POST", f"{R}/{used['id']}/drop")
+    unused = approved(w)
+
+    assert w.call("alice", "GET", "/api/v1/reports/usage")[0] == 403
+    code, report = w.call("root-admin", "GET", "/api/v1/reports/usage")
+    assert code == 200
+    by_id = {a["request_id"]: a for a in report["approvals"]}
+    u = by_id[used["id"]]
+    assert (u["used"], u["sessions"], u["open_sessions"], u["sources"]) == (
+        True,
+        1,
+        0,
+        ["127.0.0.1"],
+    )
+    assert u["keys"] == [k.fingerprint] and u["hosts"] == ["web1"] and u["state"] == "dropped"
+    assert (u["total_seconds"], u["longest_seconds"]) == (300, 300)
+    assert by_id[unused["id"]]["used"] is False
+    assert report["summary"]["never_used"] == [unused["id"]]
+    # An approver gets the same approvals, with other people's keys counted, not named.
+    code, seen = w.call("bob", "GET", "/api/v1/reports/usage")
+    assert code == 200
+    assert {a["request_id"]: a["keys"] for a in seen["approvals"]}[used["id"]] == ["key-1"]
+    # since: only approvals whose window reached it.
+    code, later = w.call(
+        "root-admin", "GET", f"/api/v1/reports/usage?since={unused['ends_at'] + 1}"
+    )
+    assert (code, later["approvals"]) == (200, [])
+    assert w.call("root-admin", "GET", "/api/v1/reports/usage?since=-1")[0] == 422
