@@ -23,7 +23,16 @@ from jit_hooks.cli.options import (
     settings,
 )
 
-STATES = ("pending", "approved", "denied", "cancelled", "revoked", "expired", "pending_expired")
+STATES = (
+    "pending",
+    "approved",
+    "denied",
+    "cancelled",
+    "revoked",
+    "expired",
+    "pending_expired",
+    "dropped",
+)
 # How often --wait and --watch ask the service again (seconds).
 POLL_SECONDS = 2.0
 
