@@ -98,7 +98,15 @@ class Streams:
         self.synced = 0
         self.failed = 0
         self.changes: dict[int, float] = {}  # stream index -> perf_counter at the change
-        self.loop = asyncio.new_event_loop()
+        # uvloop (the service's own loop, in the server extra) where present: the
+        # reader must not be slower than the service it measures.
+        try:
+            import uvloop
+
+            self.loop = uvloop.new_event_loop()
+        except ImportError:
+            self.loop = asyncio.new_event_loop()
+        self.loop_name = type(self.loop).__module__.split(".")[0]
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self._writers: list[asyncio.StreamWriter] = []
@@ -248,6 +256,7 @@ def run(ctx) -> dict:  # noqa: ANN001
                 "median": round(max(0.0, arrivals[len(arrivals) // 2]) * 1000, 1),
                 "last": round(fan_out * 1000, 1),
             },
+            "client_loop": streams.loop_name,
             "tls": True,
             "database": "sqlite",
             "loadavg": [round(x, 2) for x in os.getloadavg()],

@@ -57,6 +57,11 @@ HOST_KINDS = ("host.token_rotated", "host.token_revoked", "host.removed", "host.
 KINDS = REQUEST_KINDS + USER_KINDS + HOST_KINDS
 # Bound on a stream's queue: a host that stops reading is closed, never buffered for.
 QUEUE_MAX = 256
+# Seconds between keep-alive comments on each stream: the host agent treats three
+# missed ones as a dead stream (jit_hooks/host/agent/sse.py). The hub sends them
+# a slice of the streams per poll, so 10,000 streams are not woken in one burst and
+# no stream keeps a timer of its own (bench P7: idle CPU per stream).
+HEARTBEAT = 20.0
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,11 @@ class Hub:
     _seen: set[int] = field(default_factory=set)
     _task: asyncio.Task | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    # Heartbeat slices: the queues of slot i get a keep-alive every len(slots) polls.
+    _slots: list[set[asyncio.Queue]] = field(default_factory=list)
+    _slot_of: dict[int, int] = field(default_factory=dict)
+    _added: int = 0
+    _tick: int = 0
 
     @property
     def streams(self) -> int:
@@ -100,11 +110,20 @@ class Hub:
             # syncs its full state on connect (routes/stream.py).
             self.cursor, self._seen = await self.ctx.run(_start)
         self.listeners.setdefault(host_id, set()).add(queue)
+        if not self._slots:
+            self._slots = [set() for _ in range(max(1, round(HEARTBEAT / self.poll_seconds)))]
+        slot = self._added % len(self._slots)
+        self._added += 1
+        self._slots[slot].add(queue)
+        self._slot_of[id(queue)] = slot
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="stream-hub")
         return queue
 
     def unsubscribe(self, host_id: int, queue: asyncio.Queue) -> None:
+        slot = self._slot_of.pop(id(queue), None)
+        if slot is not None:
+            self._slots[slot].discard(queue)
         queues = self.listeners.get(host_id)
         if queues is not None:
             queues.discard(queue)
@@ -116,15 +135,7 @@ class Hub:
         sent = 0
         for host_id in host_ids:
             for queue in self.listeners.get(host_id, ()):
-                try:
-                    queue.put_nowait(notice)
-                    sent += 1
-                except asyncio.QueueFull:
-                    # The stream's writer sees None and closes: the host reconnects
-                    # and syncs, rather than the replica buffering without bound.
-                    with contextlib.suppress(asyncio.QueueEmpty):
-                        queue.get_nowait()
-                    queue.put_nowait(None)
+                sent += _offer(queue, notice)
         return sent
 
     def broadcast(self, notice: Notice) -> int:
@@ -143,6 +154,10 @@ class Hub:
                 raise
             except Exception:  # a database blip must not end the hub: next poll retries
                 log.exception("stream hub poll failed")
+            if self._slots:
+                for queue in list(self._slots[self._tick % len(self._slots)]):
+                    _offer(queue, KEEPALIVE)
+                self._tick += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
             self._wake.clear()
@@ -176,6 +191,22 @@ class Hub:
     def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
+
+
+KEEPALIVE = Notice(id=0, kind="heartbeat")
+
+
+def _offer(queue: asyncio.Queue, notice: Notice) -> int:
+    """Queue ``notice``; 1 if queued. A full queue gets None instead: the stream closes,
+    the host reconnects and syncs, rather than the replica buffering without bound."""
+    try:
+        queue.put_nowait(notice)
+        return 1
+    except asyncio.QueueFull:
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+        queue.put_nowait(None)
+        return 0
 
 
 def _server_exiting() -> bool:

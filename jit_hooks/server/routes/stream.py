@@ -3,7 +3,7 @@
 The stream opens with ``event: sync`` (the host fetches its sessions now: this
 covers whatever happened while it was not connected, so a reconnect loses
 nothing), then sends ``event: change`` for each event that concerns this host,
-a comment line every ``HEARTBEAT`` seconds so a dead connection shows on both
+a comment line every ``stream.HEARTBEAT`` seconds so a dead connection shows on both
 ends, and ``event: closed`` before it ends because the host's token is no
 longer accepted (revoked, rotated past its grace, host removed).
 """
@@ -24,9 +24,6 @@ from jit_hooks.server.stream import Notice, hub_of
 
 router = APIRouter(prefix="/api/v1/hook", tags=["hooks"])
 
-# Seconds between keep-alive comments: the host agent treats 3 missed ones as a
-# dead stream (jit_hooks/host/agent/), and proxies keep the connection open.
-HEARTBEAT = 20.0
 # A token that merely expires (no event) is noticed within this many seconds.
 RECHECK_TOKEN = 300.0
 # Tells the EventSource-style client how long to wait before reconnecting (ms);
@@ -62,10 +59,8 @@ async def stream(request: Request, ctx: CtxDep, creds: Creds) -> StreamingRespon
                 "sync", {"host": host.name, "time": ctx.now()}, hub.cursor
             )
             while True:
-                try:
-                    notice: Notice | None = await asyncio.wait_for(queue.get(), HEARTBEAT)
-                except TimeoutError:
-                    notice = Notice(id=0, kind="heartbeat")
+                # Keep-alives come from the hub (stream.HEARTBEAT): no timer per stream.
+                notice: Notice | None = await queue.get()
                 if notice is None:  # queue overflow or shutdown: the host reconnects
                     return
                 if notice.recheck_token or loop.time() >= next_check:
