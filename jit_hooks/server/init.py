@@ -24,6 +24,7 @@ from pathlib import Path
 
 from jit_hooks.errors import JitError
 from jit_hooks.server import pki
+from jit_hooks.server.policy import NAME_RE
 from jit_hooks.server.settings import Settings
 
 INIT_TOKEN_TTL = 24 * 3600
@@ -87,9 +88,16 @@ def run(settings: Settings, req: Request) -> Report:
     names = pki.parse_names(req.names, req.ips) if (req.names or req.ips) else None
     if (req.cert is None) != (req.key is None):
         raise JitError("give both --cert and --key, or neither")
+    if not NAME_RE.match(req.admin):
+        raise JitError(f"--admin {req.admin[:80]!r}: letters, digits, '.', '_' or '-', at most 64")
     own_pair = None
     if req.cert is not None and req.key is not None:
         own_pair = pki.check_pair(req.cert, req.key)  # before anything is written
+    if not req.check and own_pair is None and names is None and not tls_paths(data)[0].exists():
+        raise JitError(
+            "give the names clients use for the service: --name NAME and/or --ip IP "
+            "(or your own certificate: --cert FILE --key FILE)"
+        )
     pre_existing = data.exists()
     if not _mkdir(data, rep, "data directory", req.check):
         _check_rest(settings, req, rep)

@@ -74,6 +74,8 @@ def test_init_refuses_bad_input_and_writes_nothing(tmp_path):
     assert "--name" in one_line_error(run(d, "init"))
     assert "DNS name" in one_line_error(run(d, "init", "--name", "bad name!"))
     assert "IP address" in one_line_error(run(d, "init", "--ip", "300.1.1.1"))
+    assert "--admin" in one_line_error(run(d, "init", "--name", "a.test", "--admin", "no one"))
+    assert not d.exists()
     open_dir = tmp_path / "open"
     open_dir.mkdir(mode=0o755)
     os.chmod(open_dir, 0o755)
