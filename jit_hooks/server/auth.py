@@ -31,7 +31,7 @@ def token_hash(token: str) -> str:
 
 
 class TokenExpired(Unauthorized):
-    """Raised for a token past its expires_at: the client tells its user to sign in again."""
+    """Raised for a token past its expires_at (401 token_expired: jit asks for a new sign-in)."""
 
     code = "token_expired"
 
@@ -94,7 +94,7 @@ def authenticate(
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
         raise Unauthorized("unknown or revoked token")
     if row.expires_at is not None and (int(time.time()) if now is None else now) >= row.expires_at:
-        raise TokenExpired("token expired: sign in again")
+        raise TokenExpired("token expired")
     if row.kind == "user" and row.uid is not None and not row.disabled:
         return UserPrincipal(
             row.uid, row.uname, frozenset(row.roles.split()), row.tid, row.last_used_at
