@@ -269,13 +269,6 @@ def host_labels(conn: Connection) -> list[tuple[int, str, dict[str, str]]]:
     return [(r.id, r.name, json.loads(r.labels)) for r in conn.execute(q)]
 
 
-def rotate_host_token(conn: Connection, *, name: str, actor: str, now: int) -> str:
-    row = get_host(conn, name=name)
-    token = _new_host_token(conn, host_id=row.id, now=now)
-    audit.append(conn, at=now, kind="host.token_rotated", actor=actor, host=name)
-    return token
-
-
 def remove_host(conn: Connection, *, name: str, actor: str, now: int) -> None:
     row = get_host(conn, name=name)
     conn.execute(hosts.update().where(hosts.c.id == row.id).values(removed=True))
