@@ -1,11 +1,17 @@
 """P1 login overhead: `ssh -p PORT user@127.0.0.1 true` with all hooks ÷ a static authorized_keys.
 
-Three real sshd processes from the e2e sandbox (jit_hooks/testing/sshd.py) run side
-by side: one with the AuthorizedKeysCommand, PAM account and PAM session hooks
-served by a real jit-hooksd (an installed host's default) that talks to a real
-local service over HTTPS; the same with no helper (each hook runs in its own
-Python process, the fallback); and the same config and PAM stack minus the
-hooks, reading ~/.ssh/authorized_keys. Logins rotate between them.
+Real sshd processes from the e2e sandbox (jit_hooks/testing/sshd.py, bench/sshd.py),
+all on Debian's full /etc/pam.d/sshd stack, run side by side and logins rotate
+between them:
+
+* the hooks as `jit-hooks enable` wires them: the AuthorizedKeysCommand and the
+  PAM account hook, which also opens the session (--open-session), served by a
+  real jit-hooksd (an installed host's default) talking to a real local service
+  over HTTPS; the close_session hook runs after the client has gone;
+* the same with the wiring before that ("before": a session-open hook, a fourth
+  hook process on every login), so before and after come from one run;
+* the same with no helper (each hook runs in its own Python process, the fallback);
+* the same config and PAM stack minus the hooks, reading ~/.ssh/authorized_keys.
 """
 
 from __future__ import annotations
@@ -18,8 +24,9 @@ from bench.runner import command, interleave
 from bench.sshd import HookedSshd, StaticSshd
 from bench.world import build_world
 
-TARGET = 1.25
-HOOK_PROCESSES = 4  # AKC twice (find the key, verify the signature), account, session open
+TARGET = 1.15
+HOOK_PROCESSES = 3  # AKC twice (find the key, verify the signature), account (opens the session)
+LEGACY_HOOK_PROCESSES = 4  # + the session-open hook of the wiring before --open-session
 
 
 def ssh_true(box, login: str, key_path) -> list[str]:  # noqa: ANN001
@@ -33,22 +40,36 @@ def ssh_true(box, login: str, key_path) -> list[str]:  # noqa: ANN001
 
 
 def hooks_ran(box) -> dict[str, int]:  # noqa: ANN001
-    """Decision lines per hook program (the proof that the hooks really ran)."""
-    counts: dict[str, int] = {}
-    for ident in ("jit-authorized-keys", "jit-pam-account", "jit-pam-session"):
-        counts[ident] = sum("decision=allow" in m for m in box.sink.messages(ident))
-    return counts
+    """Decision lines per hook (the proof that the hooks really ran, and which ones)."""
+    sink = box.sink
+    akc, account = sink.messages("jit-authorized-keys"), sink.messages("jit-pam-account")
+    return {
+        "jit-authorized-keys": sum("decision=allow" in m for m in akc),
+        "jit-pam-account": sum("decision=allow" in m for m in account),
+        "jit-pam-account session=open": sum(
+            "decision=allow" in m and " session=open " in m
+            for m in sink.messages("jit-pam-account")
+        ),
+        "jit-pam-session open": sum(
+            "decision=allow event=open" in m for m in sink.messages("jit-pam-session")
+        ),
+        "jit-pam-session close": sum(
+            "decision=close" in m and "reported=yes" in m
+            for m in sink.messages("jit-pam-session")
+        ),
+    }  # fmt: skip
 
 
 def run(ctx) -> dict:  # noqa: ANN001
-    hooked = local = static = world = None
+    hooked = legacy = local = static = world = None
     try:
         hooked = HookedSshd(hooksd=True)
+        legacy = HookedSshd(hooksd=True, legacy_session=True)
         local = HookedSshd()
         static = StaticSshd()
-        login = hooked.add_account("deploy")  # unix accounts are machine-wide: `local` uses it too
+        login = hooked.add_account("deploy")  # unix accounts are machine-wide: all boxes use it
         world = build_world(ctx.work / "p1", approved=1, login=login, sink=False, tls=True)
-        for box in (hooked, local):
+        for box in (hooked, legacy, local):
             box.use_world(world)
         key = world.keys["req0"]
         static_login = static.add_account("deploy", keys=[key.line])
@@ -65,6 +86,9 @@ def run(ctx) -> dict:  # noqa: ANN001
                 ssh_true(static, static_login, key.path), check=ok
             ),
             "python3 -I -c pass": command([SYSTEM_PYTHON, "-I", "-c", "pass"]),
+            "ssh true, jit hooks with a session-open hook (before, jit-hooksd)": command(
+                ssh_true(legacy, login, key.path), check=ok
+            ),
             "ssh true, sshd with jit hooks, no helper (in-process)": command(
                 ssh_true(local, login, key.path), check=ok
             ),
@@ -75,21 +99,33 @@ def run(ctx) -> dict:  # noqa: ANN001
         ctx.log(f"P1: {runs} interleaved rounds of {len(cases)} cases")
         samples = interleave(cases, runs=runs, progress=ctx.log)
         stats = case_stats(samples)
-        ran = hooks_ran(hooked)
-        ran_local = hooks_ran(local)
+        ran = {
+            "hooked": hooks_ran(hooked),
+            "before": hooks_ran(legacy),
+            "no_helper": hooks_ran(local),
+        }
         logins = runs + 2  # + warm-up
-        for counts in (ran, ran_local):
+        for which, counts in ran.items():
             if counts["jit-pam-account"] < logins or counts["jit-authorized-keys"] < logins:
-                raise RuntimeError(f"the hooks did not run on every login: {ran} {ran_local}")
-        via = sum("via=hooksd" in m for m in hooked.sink.messages("jit-pam-account"))
-        if via < logins:
-            raise RuntimeError(f"the helper served {via} of {logins} account checks")
+                raise RuntimeError(f"the hooks did not run on every login ({which}): {ran}")
+        for which in ("hooked", "no_helper"):
+            if (
+                ran[which]["jit-pam-account session=open"] < logins
+                or ran[which]["jit-pam-session open"]
+            ):
+                raise RuntimeError(f"the account hook did not open every session ({which}): {ran}")
+        if ran["before"]["jit-pam-session open"] < logins:
+            raise RuntimeError(f"the session-open hook did not run on every 'before' login: {ran}")
+        for box in (hooked, legacy):
+            via = sum("via=hooksd" in m for m in box.sink.messages("jit-pam-account"))
+            if via < logins:
+                raise RuntimeError(f"the helper served {via} of {logins} account checks")
+        static_median = stats[names[1]]["median"]
         floor = {
-            "floor": {
-                "median": stats[names[1]]["median"] + HOOK_PROCESSES * stats[names[4]]["median"]
-            },
-            "floor -I": {
-                "median": stats[names[1]]["median"] + HOOK_PROCESSES * stats[names[2]]["median"]
+            "floor": {"median": static_median + HOOK_PROCESSES * stats[names[5]]["median"]},
+            "floor -I": {"median": static_median + HOOK_PROCESSES * stats[names[2]]["median"]},
+            "floor before": {
+                "median": static_median + LEGACY_HOOK_PROCESSES * stats[names[5]]["median"]
             },
             names[1]: stats[names[1]],
         }
@@ -105,7 +141,11 @@ def run(ctx) -> dict:  # noqa: ANN001
                 "login with hooks / static authorized_keys", names[0], names[1], stats, key="p90"
             ),
             compare(
-                "no helper (in-process hooks) / static authorized_keys", names[3], names[1], stats
+                "before (session-open hook) / static authorized_keys", names[3], names[1], stats
+            ),
+            compare("login with hooks / before (session-open hook)", names[0], names[3], stats),
+            compare(
+                "no helper (in-process hooks) / static authorized_keys", names[4], names[1], stats
             ),
             compare(
                 f"floor: static + {HOOK_PROCESSES} python3 -IS starts / static",
@@ -119,20 +159,28 @@ def run(ctx) -> dict:  # noqa: ANN001
                 names[1],
                 floor,
             ),
+            compare(
+                f"floor before: static + {LEGACY_HOOK_PROCESSES} python3 -IS starts / static",
+                "floor before",
+                names[1],
+                floor,
+            ),
         ]
         return {
             "title": "login overhead",
             "rows": rows,
             "cases": stats,
             "hook_lines": ran,
-            "hook_lines_no_helper": ran_local,
-            "akc_runs_per_login": round(ran["jit-authorized-keys"] / logins, 2),
+            "akc_runs_per_login": round(ran["hooked"]["jit-authorized-keys"] / logins, 2),
             "notes": [
-                "both sshd: OpenSSH from Debian, own config/host key/PAM service, 127.0.0.1",
-                "baseline PAM stack = the hooked one with pam_permit in place of pam_exec lines",
+                "all sshd: OpenSSH from Debian, own config/host key/PAM service, 127.0.0.1",
+                "PAM stack of every sshd = a copy of Debian's /etc/pam.d/sshd; the hooked ones"
+                " add the jit-hooks block where `jit-hooks enable` puts it",
+                "hooks: AKC x2 + PAM account (opens the session); close_session runs after"
+                " the client has gone; 'before' adds the session-open hook",
             ],
         }
     finally:
-        for thing in (world, hooked, local, static):
+        for thing in (world, hooked, legacy, local, static):
             if thing is not None:
                 thing.close()

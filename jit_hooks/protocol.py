@@ -8,7 +8,7 @@ hooks validate what they receive against them and drop anything else.
 from __future__ import annotations
 
 import re
-from typing import Literal, TypedDict
+from typing import Literal, NotRequired, TypedDict
 
 API_PREFIX = "/api/v1"
 
@@ -116,6 +116,9 @@ class AccountQuery(TypedDict):
     service: str | None
     connection: str | None
     fingerprint: str | None  # the key the AKC accepted on this connection, if any
+    # Sent (true) only by the account hook wired with --open-session: the allow also
+    # records the session, so no session-open hook runs (docs/host.md).
+    open_session: NotRequired[bool]
 
 
 Decision = Literal["allow", "deny"]

@@ -19,6 +19,7 @@ REFUSED = {
     "unknown_user": "your account is not a jit user; ask a jit admin to add you",
     "no_role": "none of your identity provider groups gives a role in jit; ask a jit admin",
     "disabled": "your jit user is disabled",
+    "identity_mismatch": "that jit user belongs to another identity provider account",
     "bad_username": "the identity provider gave no user name jit accepts",
     "unverified_email": "the identity provider has not verified your email address",
     "bad_id_token": "the identity provider's ID token was refused by jit-server",

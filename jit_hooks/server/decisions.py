@@ -336,8 +336,14 @@ def account(
     fingerprint: str | None,
     now: int,
     asked_host: str | None = None,
+    open_session: bool = False,
 ) -> dict:
-    """The answer (echo + decision) of the account hook; audited as hook.account."""
+    """The answer (echo + decision) of the account hook; audited as hook.account.
+
+    ``open_session``: on an allow, also record the live session of ``connection``
+    (what the session hook's open event did), bound to the approval that let it in
+    and to that approval's owner; the host then runs no session-open hook.
+    """
     wrong_host = _host_mismatch(host, asked_host)
     if wrong_host is not None:
         row, reason = None, short_reason(wrong_host)
@@ -345,6 +351,19 @@ def account(
         row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
     decision = _answer(row, reason)
     actor, context = _actor(conn, row, host=host, login=login, fingerprint=fingerprint, now=now)
+    if open_session and row is not None and connection is not None:
+        _OPEN_SESSION.execute(
+            conn,
+            host_id=host.id,
+            login=login,
+            user_id=row.user_id,
+            request_id=row.id,
+            connection=connection,
+            rhost=rhost,
+            fingerprint=fingerprint,  # sessions.fingerprint (migration 0008, H-GRANT)
+            opened_at=now,
+        )
+        context["session"] = "open"
     _record(
         conn,
         host,

@@ -10,13 +10,14 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, delete, select
+from sqlalchemy import Connection, delete, or_, select
 
 from jit_hooks.server import audit, auth, store
 from jit_hooks.server.oidc import SsoError
 from jit_hooks.server.oidc_config import OidcConfig
-from jit_hooks.server.tables import sso_flows, users
+from jit_hooks.server.tables import sso_flows, sso_identities, users
 
 # A browser has this long from "Sign in with SSO" to coming back.
 WEB_FLOW_SECONDS = 600
@@ -89,6 +90,27 @@ def map_claims(config: OidcConfig, claims: dict) -> tuple[str, frozenset[str], l
     return raw, frozenset(roles), groups
 
 
+def _check_binding(conn: Connection, *, issuer: str, sub: str, user: Any, name: str) -> bool:
+    """True if ``user`` is already bound to this (issuer, sub); SsoError if either is bound
+    elsewhere (another subject took this name at the IdP, or this subject was someone else)."""
+    if len(sub) > 255:
+        raise SsoError("bad_id_token", "ID token refused: subject too long")
+    uid = user.id if user is not None else None
+    rows = conn.execute(
+        select(sso_identities.c.user_id, sso_identities.c.sub).where(
+            sso_identities.c.issuer == issuer,
+            or_(sso_identities.c.sub == sub, sso_identities.c.user_id == uid),
+        )
+    ).all()
+    for r in rows:
+        if r.user_id != uid or r.sub != sub:
+            raise SsoError(
+                "identity_mismatch",
+                f"jit user {name} belongs to another account at the identity provider",
+            )
+    return bool(rows)
+
+
 def sign_in(
     conn: Connection,
     *,
@@ -102,7 +124,8 @@ def sign_in(
 
     The groups are the truth: a known user's roles become what their groups map
     to (audited ``user.roles_changed``). No mapped role -> refused; unknown
-    user -> refused unless ``create_users``. Refusals are audited here, in the
+    user -> refused unless ``create_users``. The first SSO sign-in binds the
+    user to the IdP's ``sub``; another subject with that name is refused. Refusals are audited here, in the
     caller's transaction, so the caller must commit even when this raises:
     use :func:`decide`.
     """
@@ -115,13 +138,27 @@ def sign_in(
         if not roles:
             raise SsoError("no_role", f"none of your groups gives a jit role (user {name})")
         row = conn.execute(select(users).where(users.c.name == name)).first()
+        if row is None and not config.create_users:
+            raise SsoError("unknown_user", f"{name} is not a jit user; ask an admin")
+        bound = _check_binding(conn, issuer=config.issuer, sub=claims["sub"], user=row, name=name)
         if row is None:
-            if not config.create_users:
-                raise SsoError("unknown_user", f"{name} is not a jit user; ask an admin")
             store.add_user(conn, name=name, roles=sorted(roles), actor="sso", now=now)
             row = conn.execute(select(users).where(users.c.name == name)).one()
         if row.disabled or getattr(row, "removed_at", None) is not None:
             raise SsoError("disabled", f"jit user {name} is disabled")
+        if not bound:
+            conn.execute(
+                sso_identities.insert().values(
+                    user_id=row.id, issuer=config.issuer, sub=claims["sub"], created_at=now
+                )
+            )
+            audit.append(
+                conn,
+                at=now,
+                kind="user.sso_bound",
+                actor="sso",
+                data={"user": name, "issuer": config.issuer, "sub": claims["sub"]},
+            )
         if frozenset(row.roles.split()) != roles:
             conn.execute(
                 users.update().where(users.c.id == row.id).values(roles=" ".join(sorted(roles)))

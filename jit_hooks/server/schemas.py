@@ -276,11 +276,20 @@ class AccountIn(_In):
     service: Annotated[StrictStr, Field(max_length=64)] | None = None
     connection: StrictStr | None = None
     fingerprint: StrictStr | None = None
+    # Also record the sshd session of ``connection`` on an allow (the host's PAM
+    # stack then has no session-open hook: one process less on every login).
+    open_session: StrictBool = False
 
     _host = field_validator("host")(_match(HOST_NAME_RE, "host name"))
     _login = field_validator("login")(_match(LOGIN_RE, "login name"))
     _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
     _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
+
+    @model_validator(mode="after")
+    def _session_needs_connection(self) -> AccountIn:
+        if self.open_session and self.connection is None:
+            raise ValueError("open_session needs a connection id")
+        return self
 
 
 class DecisionOut(EchoOut):

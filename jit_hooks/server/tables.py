@@ -309,3 +309,18 @@ sso_flows = Table(
     Column("created_at", Integer, nullable=False),
     Column("expires_at", Integer, nullable=False, index=True),
 )
+
+# Which IdP subject a jit user signs in as (oidc_signin.py). Names can change
+# or be re-used at an IdP; ``sub`` cannot: the first SSO sign-in binds a user
+# to its (issuer, sub), and a different subject claiming that name is refused.
+sso_identities = Table(
+    "sso_identities",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id"), nullable=False),
+    Column("issuer", String(255), nullable=False),
+    Column("sub", String(255), nullable=False),
+    Column("created_at", Integer, nullable=False),
+    UniqueConstraint("issuer", "sub", name="uq_sso_identities_subject"),
+    UniqueConstraint("user_id", "issuer", name="uq_sso_identities_user"),
+)

@@ -269,10 +269,25 @@ class SshdSandbox:
             ]
         (self.root / "sshd_config").write_text("\n".join(lines) + "\n")
 
-    def _write_pam_file(self) -> None:
+    def pam_block(self, *, legacy_session: bool = False) -> str:
+        """The hook lines, as `jit-hooks enable` writes them (pamconf.render_pam_block):
+        the account hook opens the session (--open-session), a close_session hook
+        reports its end. ``legacy_session``: the wiring of jit-hooks before that (a
+        session-open hook, no --open-session), as a host not re-enabled still has it."""
         cfg = f"--config {self.config_path}"
         account = self.hook_command("jit-pam-account")
         session = self.hook_command("jit-pam-session")
+        if legacy_session:
+            lines = [
+                f"account  required pam_exec.so quiet stdout {account} {cfg}",
+                f"session  required pam_exec.so quiet stdout type=open_session {session} {cfg}",
+            ]
+        else:
+            lines = [f"account  required pam_exec.so quiet stdout {account} {cfg} --open-session"]
+        lines.append(f"session  optional pam_exec.so quiet type=close_session {session} {cfg}")
+        return f"{pamconf.PAM_BEGIN}: e2e sandbox\n" + "\n".join(lines) + f"\n{pamconf.PAM_END}\n"
+
+    def _write_pam_file(self, *, legacy_session: bool = False) -> None:
         # Shaped like Debian 12's /etc/pam.d/sshd where it matters: the session stack
         # runs pam_env user_readenv=1 (the login's ~/.pam_environment), and the hook
         # lines go where `jit-hooks enable` puts them, by the same wiring code.
@@ -282,13 +297,7 @@ class SshdSandbox:
             "session  required pam_env.so user_readenv=1 envfile=/etc/default/locale\n"
             "password required pam_deny.so\n"
         )
-        block = (
-            f"{pamconf.PAM_BEGIN}: e2e sandbox\n"
-            f"account  required pam_exec.so quiet stdout {account} {cfg}\n"
-            f"session  required pam_exec.so quiet stdout type=open_session {session} {cfg}\n"
-            f"session  optional pam_exec.so quiet type=close_session {session} {cfg}\n"
-            f"{pamconf.PAM_END}\n"
-        )
+        block = self.pam_block(legacy_session=legacy_session)
         self.pam_file.write_text(pamconf.add_pam_block(base, block))
 
     def configure(

@@ -4,6 +4,7 @@ that misbehaves on purpose (tests/utils/fault_server.py), nothing is mocked."""
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import threading
@@ -102,7 +103,10 @@ def test_break_glass_works_while_service_is_down(world):
     sink = world.box.sink
     sink.wait_for(rf"decision=allow reason=break_glass login={world.box.bg_login}", ident=ACCOUNT)
     sink.wait_for(r"event=break_glass_report reported=no", ident=ACCOUNT)
-    sink.wait_for(r"decision=allow reason=break_glass .*stage=session", ident=SESSION)
+    # No session-open hook: the account stage is the only report; the close is logged.
+    sink.wait_for(
+        rf"decision=close .*login={world.box.bg_login} .*reason=break_glass", ident=SESSION
+    )
     # Logged loudly: syslog priority ALERT.
     assert any(pri & 7 == 1 and "break_glass" in msg for pri, _i, msg in sink.lines)
 
@@ -113,7 +117,7 @@ def test_break_glass_is_reported_to_the_audit(world):
     assert r.returncode == 0, r
     world.box.sink.wait_for(r"event=break_glass_report reported=yes", ident=ACCOUNT)
     stages = {e["data"]["stage"] for e in world.events("hook.break_glass")}
-    assert stages == {"account", "session"}
+    assert stages == {"account"}
 
 
 def test_break_glass_key_does_not_open_other_accounts(world):
@@ -122,11 +126,47 @@ def test_break_glass_key_does_not_open_other_accounts(world):
     world.box.sink.wait_for(rf"decision=deny login={world.login} .*reason=no_approval", ident=AKC)
 
 
-# -- a failing session hook --------------------------------------------------
+# -- the session opened by the account call ------------------------------------
+
+
+def test_account_call_opens_the_session_and_no_session_hook_runs(world, fault):
+    """The wiring `jit-hooks enable` writes: one account call carrying open_session, no
+    session-open call; a failing account call (the only check left) gives no command."""
+    fault.routes = {
+        PATH_AKC: {"answer": key_answer(world.person("alice"), int(time.time()) + 3600)},
+        PATH_ACCOUNT: {"answer": {**ALLOW, "expires_at": int(time.time()) + 3600}},
+        PATH_SESSION: {"answer": {**ALLOW, "expires_at": int(time.time()) + 3600}},
+    }
+    r = world.ssh("alice", "echo ran-ok $(id -un)")
+    assert r.returncode == 0 and r.stdout.split() == ["ran-ok", world.login], r
+    world.box.sink.wait_for(r"decision=close event=close .*reported=yes", ident=SESSION)
+    accounts = [q for q in fault.requests if q.path == PATH_ACCOUNT]
+    assert len(accounts) == 1 and json.loads(accounts[0].body)["open_session"] is True
+    events = [json.loads(q.body)["event"] for q in fault.requests if q.path == PATH_SESSION]
+    assert events == ["close"]
+
+    fault.routes[PATH_ACCOUNT] = {"fault": "status", "status": 500}
+    marker = world.box.root / "ran-marker"
+    r = world.ssh("alice", f"echo ran-ok; touch {marker}")
+    assert r.returncode == 255 and "ran-ok" not in r.stdout, r
+    assert not marker.exists()
+    world.box.sink.wait_for(r"decision=deny .*session=open .*reason=http_500", ident=ACCOUNT)
+
+
+# -- a failing session hook (the wiring before --open-session) ---------------------
 
 
 @pytest.fixture
-def session_fails(world, fault):
+def legacy_wiring(world):
+    """The PAM lines of a host enabled before --open-session (a session-open hook):
+    it keeps working until `jit-hooks enable` is run again."""
+    world.box._write_pam_file(legacy_session=True)
+    yield
+    world.box._write_pam_file()
+
+
+@pytest.fixture
+def session_fails(world, fault, legacy_wiring):
     """Key and account checks allow; the session check answers 500."""
     fault.routes = {
         PATH_AKC: {"answer": key_answer(world.person("alice"), int(time.time()) + 3600)},

@@ -13,7 +13,11 @@ import pytest
 from jit_hooks.testing.service import start_service
 from tests.e2e import test_faults, test_login
 from tests.e2e.conftest import WORLD_ENV, make_box, setup_world
-from tests.e2e.test_faults import fault, session_fails  # noqa: F401 (fixtures, on our world)
+from tests.e2e.test_faults import (  # noqa: F401 (fixtures, on our world)
+    fault,
+    legacy_wiring,
+    session_fails,
+)
 
 IDENTS = ("jit-authorized-keys", "jit-pam-account", "jit-pam-session")
 
@@ -62,6 +66,8 @@ def test_unapproved_key_is_denied_with_a_reason(world):
 
 def test_password_login_through_the_account_hook(world):
     test_login.test_password_login_needs_an_approval(world)
+    # The close_session hook runs after the client has gone: wait for its line.
+    world.box.sink.wait_for(r"decision=close event=close", ident="jit-pam-session")
     assert_via_hooksd(world, "jit-pam-account", "jit-pam-session")
 
 

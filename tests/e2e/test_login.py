@@ -38,17 +38,28 @@ def test_approved_request_lets_the_key_in(world):
     assert_in(world.ssh("alice", "echo ran-ok $(id -un)"), world.login)
     sink = world.box.sink
     sink.wait_for(rf"decision=allow login={world.login} .*request={rid}", ident=AKC)
-    sink.wait_for(rf"decision=allow login={world.login} .*request={rid}", ident=ACCOUNT)
-    sink.wait_for(rf"decision=allow event=open login={world.login}", ident=SESSION)
-    sink.wait_for(rf"decision=close event=close login={world.login}", ident=SESSION)
+    # The account hook opened the session (--open-session): no session-open hook ran.
+    sink.wait_for(
+        rf"decision=allow login={world.login} .*session=open .*request={rid}", ident=ACCOUNT
+    )
+    sink.wait_for(rf"decision=close event=close login={world.login} .*reported=yes", ident=SESSION)
     # sshd ran the AKC twice (find the key, verify the signature): the second run
     # reprinted the first answer without asking the service again.
     assert decisions(world, "hook.authorized_keys") == [("allow", rid)]
     sink.wait_for(rf"decision=allow login={world.login} .*reused=yes", ident=AKC)
     assert decisions(world, "hook.account") == [("allow", rid)]
-    assert ("allow", rid) in decisions(world, "hook.session")
+    assert [e["data"]["event"] for e in world.events("hook.session")] == ["close"]
     account = world.events("hook.account")[0]["data"]
     assert account["fingerprint"] == world.person("alice").public.fingerprint
+    assert account["session"] == "open"
+    # The session is bound to the key's owner and her approval, and closed at logout.
+    rows = world.svc.sqlite(
+        "SELECT s.request_id, u.name, s.connection, s.closed_at FROM sessions s "
+        "JOIN users u ON u.id = s.user_id WHERE s.request_id = ?",
+        (rid,),
+    )
+    assert [(r[0], r[1], r[2]) for r in rows] == [(rid, "alice", account["connection"])]
+    assert rows[0][3] is not None
     assert f"Accepted publickey for {world.login}" in world.box.log_text()
 
 
@@ -151,6 +162,13 @@ def test_password_login_needs_an_approval(world):
     account = world.events("hook.account")[-1]["data"]
     assert account["decision"] == "allow" and account["fingerprint"] is None
     assert f"Accepted password for {world.login}" in world.box.log_text()
+    # No key, no person: the session is held open by the login's approval, as the
+    # session hook recorded it (a key-less session names no key owner).
+    assert account["session"] == "open" and account["via"] == "login-account"
+    rows = world.svc.sqlite(
+        "SELECT request_id FROM sessions WHERE connection = ?", (account["connection"],)
+    )
+    assert [r[0] for r in rows] == [rid]
 
 
 def test_wrong_password_never_reaches_the_account_hook(world):

@@ -43,8 +43,10 @@ def test_planted_pam_environment_does_not_steer_the_session_hook(world):
     try:
         # Recorded as an open session of alice's own request ...
         conn = open_session(world, rid, proc)
-        opens = [e["data"] for e in world.events("hook.session") if e["data"]["event"] == "open"]
+        # (by the account hook, --open-session: it runs before any session module)
+        opens = [e["data"] for e in world.events("hook.account") if e["data"].get("session")]
         assert [(o["connection"], o["login"]) for o in opens] == [(conn, world.login)]
+        assert opens[0]["fingerprint"] == world.person("alice").public.fingerprint
         wait_until(lambda: remote_commands(1211), "alice's remote command runs")
         # ... and pam_env did run: the login's shell got the planted values.
         check = world.ssh("alice", 'printf %s "$PAM_TYPE"')

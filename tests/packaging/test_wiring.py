@@ -37,8 +37,8 @@ def test_non_default_config_is_passed_to_every_hook():
     pam = pamconf.render_pam_block(layout, set())
     arg = "--config /srv/r/etc/jit-hooks/jit-hooks.toml"
     assert f"/opt/bin/jit-authorized-keys {arg} %u %f %t %k" in dropin
-    assert f"/opt/bin/jit-pam-account {arg}\n" in pam
-    assert pam.count(f"/opt/bin/jit-pam-session {arg}\n") == 2
+    assert f"/opt/bin/jit-pam-account {arg} --open-session\n" in pam
+    assert pam.count(f"/opt/bin/jit-pam-session {arg}\n") == 1  # close only
     assert "Match User" not in dropin
     assert f"Match all\n    AuthorizedKeysCommand /opt/bin/jit-authorized-keys {arg}" in dropin
 
@@ -48,9 +48,9 @@ def test_pam_block_keeps_break_glass_out_of_reach_of_the_hooks():
     lines = [ln for ln in block.splitlines() if not ln.startswith("#")]
     assert lines[:4] == [
         "account [success=2 default=ignore] pam_succeed_if.so quiet user notin breakglass",
-        "account optional pam_exec.so quiet stdout /usr/bin/jit-pam-account",
+        "account optional pam_exec.so quiet stdout /usr/bin/jit-pam-account --open-session",
         "account [default=1] pam_permit.so",
-        "account required pam_exec.so quiet stdout /usr/bin/jit-pam-account",
+        "account required pam_exec.so quiet stdout /usr/bin/jit-pam-account --open-session",
     ]
 
 

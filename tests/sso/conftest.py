@@ -16,11 +16,14 @@ from tests.oidc_provider import CLIENT_ID, Provider, available, start_provider
 from tests.utils.backends import services_on
 
 # The test provider's people and their groups claim. alice and dave are jit
-# users; erin is not (unknown user); dave's only group maps to no role.
+# users; erin is not (unknown user); dave's only group maps to no role;
+# alice-impostor is another IdP account (another sub) whose user name is alice.
 ACCOUNTS = {
     "alice": {"groups": ["sre", "staff"]},
     "dave": {"groups": ["interns"]},
     "erin": {"groups": ["sre"]},
+    # Another account at the IdP that calls itself alice (a renamed or re-used name).
+    "alice-impostor": {"groups": ["sre"], "preferred_username": "alice"},
 }
 GROUP_ROLES = {"sre": "requester approver", "admins": "admin"}
 

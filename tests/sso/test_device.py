@@ -158,3 +158,19 @@ def test_sso_token_expires_after_its_ttl(tmp_path: Path) -> None:
     finally:
         w.service.stop()
         w.provider.stop()
+
+
+def test_another_idp_account_with_the_same_name_is_refused(sso: SsoWorld, tmp_path: Path) -> None:
+    # alice's first SSO sign-in binds jit user alice to her IdP subject.
+    proc, uri, code = start_login(sso, tmp_path / "home-alice")
+    Person(sso.provider.issuer, sso.provider.ca_file, "alice").enter_device_code(uri, code)
+    assert finish(proc)[0] == 0
+    assert sso.service.sql("SELECT sub FROM sso_identities") == [("alice",)]
+    # Another account whose preferred_username is also "alice" (a different sub).
+    rc, err = refused(sso, tmp_path, "alice-impostor")
+    assert rc != 0
+    assert "belongs to another identity provider account" in err.strip().splitlines()[-1]
+    assert any('"identity_mismatch"' in d for d in events(sso, "login.failed"))
+    assert sso.service.sql("SELECT count(*) FROM tokens WHERE kind = 'user' AND name = 'sso'") == [
+        (1,)
+    ]

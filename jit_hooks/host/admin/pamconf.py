@@ -18,13 +18,14 @@ _ADDED_NEWLINE = " (added the newline ending the line above)"
 def render_pam_block(layout: Layout, break_glass: frozenset[str] | set[str]) -> str:
     """The marked block enable puts in sshd's PAM file (without a BEGIN suffix).
 
+    The account hook also opens the session (``--open-session``): there is no
+    session-open hook, so a login runs one hook process less. The close_session
+    hook runs after the client has its answer (sshd's cleanup) and reports the end.
     The break-glass ``success=2`` / ``default=1`` jumps count lines of this block only:
-    its account lines and its session lines are each contiguous wherever it is placed.
+    its account lines are contiguous wherever it is placed.
     """
-    account = f"pam_exec.so quiet stdout {layout.command('jit-pam-account')}"
-    session = layout.command("jit-pam-session")
-    opened = f"pam_exec.so quiet type=open_session {session}"
-    closed = f"pam_exec.so quiet type=close_session {session}"
+    account = f"pam_exec.so quiet stdout {layout.command('jit-pam-account')} --open-session"
+    closed = f"pam_exec.so quiet type=close_session {layout.command('jit-pam-session')}"
     lines = [
         f"{PAM_BEGIN}: written by `jit-hooks enable`, removed by `jit-hooks disable`",
     ]
@@ -36,13 +37,9 @@ def render_pam_block(layout: Layout, break_glass: frozenset[str] | set[str]) -> 
             f"account optional {account}",
             "account [default=1] pam_permit.so",
             f"account required {account}",
-            f"session [success=2 default=ignore] pam_succeed_if.so quiet user notin {users}",
-            f"session optional {opened}",
-            "session [default=1] pam_permit.so",
-            f"session required {opened}",
         ]
     else:
-        lines += [f"account required {account}", f"session required {opened}"]
+        lines += [f"account required {account}"]
     lines += [f"session optional {closed}", PAM_END]
     return "\n".join(lines) + "\n"
 

@@ -1,12 +1,19 @@
 """PAM account hook (pam_exec): allow the login only while an approval is active.
 
-``account required pam_exec.so quiet stdout /usr/bin/jit-pam-account [--config PATH]``
+``account required pam_exec.so quiet stdout /usr/bin/jit-pam-account [--config PATH]
+[--open-session]`` (one line)
 
 Runs for every authentication method. sshd leaves SSH_AUTH_INFO_0 empty in the
 account phase, so the key the AKC accepted is found through the connection id
 (see connection.py); a login without a key (password) is decided by the login
 account alone. Exit 0 allows; anything else denies, with one short line on
 stdout that pam_exec shows the ssh user.
+
+With ``--open-session`` (what ``jit-hooks enable`` writes) an allow also has the
+service record the session of this connection, bound to the approval and its
+owner: the PAM stack then runs no session-open hook, one process less on every
+login. Its end is reported by the close_session hook, which runs after the
+client is gone (pam_session.py), and by enforce for a connection that vanished.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from jit_hooks.protocol import (
 )
 
 IDENT = "jit-pam-account"
+OPEN_SESSION = "--open-session"
 
 
 def pam_env(inv: Invocation | None = None) -> tuple[str, str | None, str | None, str | None]:
@@ -101,6 +109,10 @@ def ask(
 def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: Invocation) -> int:
     login, rhost, service, pam_type = pam_env(inv)
     fields.update(login=sanitize(login, 32), rhost=rhost)
+    unknown = [a for a in args if a != OPEN_SESSION]
+    if unknown:
+        return deny(inv, log, fields, "bad_argument", "hook misconfigured")
+    open_session = OPEN_SESSION in args
     if (pam_type or "account") != "account":
         return deny(inv, log, fields, "wrong_pam_type", "hook misconfigured")
     if not LOGIN_RE.match(login):
@@ -127,6 +139,9 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         connection=conn,
         fingerprint=fingerprint,
     )
+    if open_session:
+        query["open_session"] = True
+        fields["session"] = "open"
     with inv.deadline(config.total_timeout + 0.5):
         answer = ask(config, HOOK_ACCOUNT, query, fields)
     if answer is None:

@@ -72,6 +72,7 @@ async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
                 fingerprint=body.fingerprint,
                 now=now,
                 asked_host=body.host,
+                open_session=body.open_session,
             ),
             batch=True,
         )
