@@ -22,6 +22,7 @@ from jit_hooks.cli.options import (
     json_option,
     settings,
 )
+from jit_hooks.cli.ssh_access import hint_command, ssh_command
 
 STATES = (
     "pending",
@@ -594,6 +595,12 @@ def audit(limit: int, after_id: int | None, as_json: bool) -> None:
         output.emit_json(events)
     else:
         output.audit_table(events)
+
+
+# -- ssh: ask for access when needed, then connect (ssh_access.py) ----------------
+
+cli.add_command(ssh_command)
+cli.add_command(hint_command)
 
 
 # -- entry point ---------------------------------------------------------------
