@@ -34,9 +34,7 @@ def test_units_verify_and_are_hardened(tmp_path):
     for name in ("jit-server.service", "jit-server-backup.service", "jit-server-backup.timer"):
         text = (UNITS / name).read_text()
         # verify checks that ExecStart binaries exist: point at this checkout's venv.
-        (tmp_path / name).write_text(
-            text.replace("/opt/jit-server/bin/jit-server", str(venv_server))
-        )
+        (tmp_path / name).write_text(text.replace("/usr/bin/jit-server", str(venv_server)))
     units = [str(p) for p in sorted(tmp_path.iterdir())]
     r = subprocess.run(
         ["systemd-analyze", "verify", "--man=no", *units],
