@@ -120,9 +120,12 @@ def window(req: dict[str, Any]) -> str:
     state = effective_state(req)
     starts, ends = req.get("starts_at"), req.get("ends_at")
     if state == "approved" and isinstance(ends, int):
+        ext = req.get("extension")
+        # A pending extension is what an approver is asked to review here.
+        asked = f" (+{span(ext.get('seconds') or 0)} asked)" if isinstance(ext, dict) else ""
         if isinstance(starts, int) and starts > now():
-            return f"starts {relative(starts)}, for {span(ends - starts)}"
-        return f"ends {relative(ends)}"
+            return f"starts {relative(starts)}, for {span(ends - starts)}{asked}"
+        return f"ends {relative(ends)}{asked}"
     if state == "pending":
         return f"for {span(req.get('duration_seconds') or 0)}"
     if state == "expired" and isinstance(ends, int):

@@ -73,6 +73,7 @@ def test_request_from_extend_drop(gworld, tmp_path):
     assert "extension:" in alice.ok("show", rid) and "+30m pending" in alice.ok("show", rid)
     review = json.loads(bob.ok("list", "--review", "--json"))
     assert [x["id"] for x in review] == [req["id"]]
+    assert "(+30m asked)" in bob.ok("list", "--review")
     bob.ok("approve", rid)
     shown = json.loads(alice.ok("show", rid, "--json"))
     assert (shown["ends_at"], shown["extended_seconds"]) == (ends + 1800, 1800)
