@@ -127,3 +127,42 @@ def test_drop_reaches_the_hosts_stream(world, readers):
     assert status == 200, body
     event = web1.next()
     assert event is not None and event.data == {"kind": "request.dropped", "request_id": rid}
+
+
+def test_disabled_user_reaches_the_hosts_of_her_open_sessions(world, readers, tmp_path):
+    from jit_hooks.testing.keys import make_key
+
+    approved(world)
+    key = world.keys.get("alice") or make_key(tmp_path, "alice")
+    status, answer = world.call(
+        "web1", "POST", "/api/v1/hook/session",
+        {"event": "open", "login": "deploy", "connection": "4242:777", "key_type": key.key_type,
+         "key": key.blob},
+    )  # fmt: skip
+    assert status == 200 and answer["decision"] == "allow", answer
+    web1 = readers(world.svc.url, world.host_tokens["web1"])
+    web2 = readers(world.svc.url, world.host_tokens["web2"])
+    assert web1.next().name == "sync" and web2.next().name == "sync"
+    world.svc.admin("user", "disable", "alice")
+    event = web1.next()
+    assert event is not None and event.data == {"kind": "user.disabled"}
+    # web2 has no session of alice's: the next thing it hears of is its own token.
+    world.svc.admin("host", "rotate-token", "web2")
+    event = web2.next()
+    assert event is not None and event.data.get("kind") != "user.disabled", event
+
+
+def test_extension_reaches_the_hosts_stream(world, readers):
+    """An auto-approved extension moves the end: the host hears of it and resyncs."""
+    from tests.server.test_grants import set_policy
+
+    set_policy(world, max_extension=600, extension_approvals=0)
+    rid = approved(world)
+    web1 = readers(world.svc.url, world.host_tokens["web1"])
+    assert web1.next().name == "sync"
+    status, body = world.call(
+        "alice", "POST", f"/api/v1/requests/{rid}/extend", {"duration_seconds": 600, "reason": "x"}
+    )
+    assert status == 200, body
+    event = web1.next()
+    assert event is not None and event.data == {"kind": "request.extended", "request_id": rid}
