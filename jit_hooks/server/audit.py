@@ -160,7 +160,9 @@ def append(
         "hash": None,
     }
     if not chains_inline(conn):
-        _INSERT.execute(conn, **row)
+        # Pipelined in a batch of hook calls (unit.py): no round trip of its own; it
+        # still commits, or fails the batch, with the decision.
+        _INSERT.send(conn, **row)
         return
     seq, digest = chain(*read_head(conn), row)
     _INSERT.execute(conn, **row)

@@ -45,24 +45,31 @@ def _prepare_sqlite_file(url: str) -> None:
 # the audit fold/checkpoint worker (1, server/audit_worker.py), the notification
 # round (1) and its delivery threads settling attempts (notify/worker.py THREADS, 8).
 BACKGROUND_CONNECTIONS = 10
+# PostgreSQL: group-commit batches of hook calls in flight at once (unit.py), each
+# on a connection of its own. One would leave the database idle while its thread
+# is in Python between round trips; with two, one batch's statements run while
+# the other's calls are computed (bench P3pg).
+BATCH_THREADS = 2
 
 
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine; for SQLite: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE.
 
     PostgreSQL: ``pool_size`` connections for the unit of work (it runs exactly
-    that many transactions at once, unit.py) plus ``BACKGROUND_CONNECTIONS`` for
+    that many transactions at once, unit.py), ``BATCH_THREADS`` for its
+    group-commit batches of hook calls, plus ``BACKGROUND_CONNECTIONS`` for
     the leader's own threads (audit fold, notification worker), so background
     work never makes a hook call wait for a connection; READ COMMITTED, the
     server's default, with row locks where a decision depends on rows another
     replica may change at the same time (lifecycle.py); a connection found
-    dead is replaced before use (pre-ping), so a restarted or failed-over
-    server is picked up without restarting the service.
+    dead is replaced before use (pre-ping: one round trip per transaction, so
+    per batch of hook calls), so a restarted or failed-over server is picked up
+    without restarting the service.
     """
     if not url.startswith("sqlite"):
         return create_engine(
             url,
-            pool_size=pool_size + BACKGROUND_CONNECTIONS,
+            pool_size=pool_size + BATCH_THREADS + BACKGROUND_CONNECTIONS,
             max_overflow=0,
             pool_timeout=BUSY_TIMEOUT_MS / 1000,
             pool_pre_ping=True,

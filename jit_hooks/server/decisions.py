@@ -232,6 +232,14 @@ def authorized_keys(
             actor=row.user,
             now=now,
             window=miss_window(),
+            # _record_akc's data: on PostgreSQL the same statement writes the event.
+            first_event={
+                "login": login,
+                "fingerprint": fingerprint,
+                "decision": "allow",
+                "reason": short_reason(reason),
+                "request_id": row.id,
+            },
         )
     else:
         audit_now = fold.count_miss(

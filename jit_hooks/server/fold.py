@@ -14,16 +14,18 @@ row whose transaction commits after a fold simply gets a later ``seq``. The
 or skipped (tests/server/test_fold.py).
 
 Also here: AKC misses (decisions.authorized_keys) counted per (host, login,
-fingerprint, window) in ``audit_misses``, and AKC allows per (host, login,
-fingerprint, window, approval) in ``audit_key_allows``; when a window has
-closed, the fold turns each row with repeats into one event carrying the count.
+fingerprint, window) in ``audit_misses``, and AKC allows recorded in
+``audit_key_allows``: on PostgreSQL one row per allow (insert-only: no row
+shared by concurrent logins), on SQLite (one writer at a time) one per window;
+when a window has closed, the fold turns each (host, login, fingerprint,
+window[, approval]) with repeats into one event carrying their count.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Integer, text
+from sqlalchemy import Boolean, Integer, text
 
 from jit_hooks.server import audit, leader
 from jit_hooks.server.sql import Prepared
@@ -51,15 +53,46 @@ _MISS = Prepared(
         "RETURNING count"
     ).columns(count=Integer)
 )
+# Insert-only (migration 0012): concurrent allows of one key share no row, so they
+# never wait for each other's COMMIT. The row says whether it is the window's
+# first for its approval, as far as this transaction can see: two that commit at
+# the same moment may both be first and both write an event (more evidence, not
+# less); the fold subtracts every evented row from the repeats.
 _ALLOW = Prepared(
     text(
-        "INSERT INTO audit_key_allows "
-        "(host, login, fingerprint, window_start, request_id, actor, count, first_at, last_at) "
-        "VALUES (:host, :login, :fingerprint, :window_start, :request_id, :actor, 1, :now, :now) "
-        "ON CONFLICT (host, login, fingerprint, window_start, request_id) "
-        "DO UPDATE SET count = audit_key_allows.count + 1, last_at = excluded.last_at "
-        "RETURNING count"
-    ).columns(count=Integer)
+        "INSERT INTO audit_key_allows (host, login, fingerprint, window_start, request_id, "
+        "actor, count, first_at, last_at, evented) "
+        # CAST: PostgreSQL must deduce one type per parameter, here and in the WHERE.
+        "SELECT CAST(:host AS VARCHAR), CAST(:login AS VARCHAR), CAST(:fingerprint AS VARCHAR), "
+        ":window_start, :request_id, CAST(:actor AS VARCHAR), 1, :now, :now, "
+        "NOT EXISTS (SELECT 1 FROM audit_key_allows WHERE host = :host AND login = :login "
+        "AND fingerprint = :fingerprint AND window_start = :window_start "
+        "AND request_id = :request_id) "
+        "RETURNING evented"
+    ).columns(evented=Boolean)
+)
+# SQLite: one writer at a time (BEGIN IMMEDIATE), so no allow ever waits for a row
+# lock there: repeats bump the window's row instead, as before migration 0012
+# (one row per key and window, not one per allow for the fold to delete).
+_BUMP = Prepared(
+    text(
+        "UPDATE audit_key_allows SET count = count + 1, last_at = :now "
+        "WHERE id = (SELECT id FROM audit_key_allows WHERE host = :host AND login = :login "
+        "AND fingerprint = :fingerprint AND window_start = :window_start "
+        "AND request_id = :request_id LIMIT 1)"
+    )
+)
+# PostgreSQL: the same INSERT, and the window's first event written by the database
+# in the same statement, so the caller needs no answer from it: in a pipelined
+# batch (unit.py) it costs no round trip of its own.
+_ALLOW_AND_EVENT = Prepared(
+    text(
+        "WITH a AS ("
+        + str(_ALLOW.stmt)
+        + ") INSERT INTO audit_events (at, kind, actor, host, data) "
+        "SELECT :now, 'hook.authorized_keys', CAST(:actor AS VARCHAR), CAST(:host AS VARCHAR), "
+        "CAST(:data AS TEXT) FROM a WHERE a.evented"
+    )
 )
 # DELETE ... RETURNING reads each count and removes its row in one step: a
 # concurrent bump either lands before (and is returned) or re-creates the row.
@@ -69,7 +102,8 @@ _CLOSE_WINDOWS = text(
 )
 _CLOSE_ALLOWS = text(
     "DELETE FROM audit_key_allows WHERE window_start <= :cutoff "
-    "RETURNING host, login, fingerprint, window_start, request_id, actor, count, first_at, last_at"
+    "RETURNING host, login, fingerprint, window_start, request_id, actor, count, first_at, "
+    "last_at, evented"
 )
 
 
@@ -102,46 +136,86 @@ def count_allow(
     actor: str | None,
     now: int,
     window: int,
+    first_event: dict | None = None,
 ) -> bool:
-    """Count one authorized-keys allow; True if it is the window's first for this approval."""
-    row = _ALLOW.first(
-        conn,
-        host=host,
-        login=login,
-        fingerprint=fingerprint[:100],
-        window_start=now - now % window,
-        request_id=request_id,
-        actor=actor,
-        now=now,
-    )
-    return row is not None and row.count == 1
+    """Record one authorized-keys allow; True if it is the window's first for this approval.
+
+    ``first_event``: the data of the ``hook.authorized_keys`` event the caller
+    writes for a first (at ``now``, by ``actor``, on ``host``). On PostgreSQL it
+    is written here, by the same statement, and the answer is False: nothing is
+    left for the caller to write.
+    """
+    params = {
+        "host": host,
+        "login": login,
+        "fingerprint": fingerprint[:100],
+        "window_start": now - now % window,
+        "request_id": request_id,
+        "actor": actor,
+        "now": now,
+    }
+    if first_event is not None and conn.dialect.name == "postgresql":
+        _ALLOW_AND_EVENT.send(conn, data=audit.canonical(first_event), **params)
+        return False
+    if conn.dialect.name == "sqlite" and _BUMP.execute(conn, **params):
+        return False
+    row = _ALLOW.first(conn, **params)
+    return row is not None and bool(row.evented)
+
+
+def _allow_totals(rows: list[Any]) -> list[dict[str, Any]]:
+    """The deleted allow rows summed per (window, host, login, key, approval), in that order."""
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in rows:
+        key = (r.window_start, r.host, r.login, r.fingerprint, r.request_id)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = {
+                "actor": r.actor,
+                "count": r.count,
+                "evented": int(bool(r.evented)),
+                "first_at": r.first_at,
+                "last_at": r.last_at,
+            }
+            continue
+        g["count"] += r.count
+        g["evented"] += int(bool(r.evented))
+        g["first_at"] = min(g["first_at"], r.first_at)
+        g["last_at"] = max(g["last_at"], r.last_at)
+        g["actor"] = g["actor"] or r.actor
+    return [
+        dict(zip(("window_start", "host", "login", "fingerprint", "request_id"), k, strict=True))
+        | g
+        for k, g in sorted(groups.items())
+    ]
 
 
 def close_windows(conn: Any, *, now: int, window: int) -> int:
     """Turn counts of closed windows into events (repeats only; the first was audited)."""
     n = 0
     allows = conn.execute(_CLOSE_ALLOWS, {"cutoff": now - window}).all()
-    for r in sorted(allows, key=lambda r: (r.window_start, r.host, r.login, r.fingerprint,
-                                           r.request_id)):  # fmt: skip
-        if r.count <= 1:
+    for g in _allow_totals(allows):
+        # Each evented row's allow is already an event of its own.
+        repeats = g["count"] - g["evented"]
+        if repeats <= 0:
             continue
         audit.append(
             conn,
-            at=r.last_at,
+            at=g["last_at"],
             kind="hook.authorized_keys.repeated",
-            actor=r.actor,
-            host=r.host,
+            actor=g["actor"],
+            host=g["host"],
             data={
-                "login": r.login,
-                "fingerprint": r.fingerprint,
+                "login": g["login"],
+                "fingerprint": g["fingerprint"],
                 "decision": "allow",
                 "reason": "active approval",
-                "request_id": r.request_id,
-                "repeats": r.count - 1,
-                "window_start": r.window_start,
+                "request_id": g["request_id"],
+                "repeats": repeats,
+                "window_start": g["window_start"],
                 "window_seconds": window,
-                "first_at": r.first_at,
-                "last_at": r.last_at,
+                "first_at": g["first_at"],
+                "last_at": g["last_at"],
             },
         )
         n += 1

@@ -1,67 +1,131 @@
-"""Prepared Core statements for the hook path: compiled once, run on the DBAPI cursor on SQLite.
+"""Prepared Core statements for the hook path: compiled once, run on the DBAPI connection.
 
 A hook call runs a handful of small indexed statements. Through SQLAlchemy's
 execution machinery (statement construction, cache key, execution context,
 result metadata) each one cost ~100-200 µs of Python; the same statements on
-the sqlite3 connection itself take ~10 µs (bench P3, docs/performance.md).
+the sqlite3 connection itself take ~10 µs, and on the psycopg connection
+(where psycopg prepares them server-side after a few uses) a round trip plus
+a few µs (bench P3 and P3pg, docs/performance.md).
 
 A :class:`Prepared` wraps a Core statement whose values are all named
-``bindparam()`` s. On SQLite it is compiled once for the dialect and executed
-on the raw ``sqlite3`` connection of the caller's SQLAlchemy ``Connection``, in
-the caller's transaction (BEGIN IMMEDIATE, commit and rollback stay
-SQLAlchemy's). Errors are wrapped exactly as SQLAlchemy wraps them
-(OperationalError -> 503, IntegrityError -> 409 in the app's handlers). On any
-other database the statement goes through ``Connection.execute`` as usual, so
-there is one statement, written once, for both.
+``bindparam()`` s. It is compiled once per dialect and executed on the raw
+DBAPI connection of the caller's SQLAlchemy ``Connection``, in the caller's
+transaction (BEGIN, commit and rollback stay SQLAlchemy's). Errors are
+wrapped exactly as SQLAlchemy wraps them (OperationalError -> 503,
+IntegrityError -> 409 in the app's handlers). Any other database goes
+through ``Connection.execute`` as usual, so there is one statement, written
+once, for all.
 
-Only use it for statements whose bind values need no type processing on SQLite
-(integers, strings, booleans): result rows come back as named tuples of the raw
-values (a Boolean column reads as 0/1, which the callers only test for truth).
+Only use it for statements whose bind values need no type processing
+(integers, strings, booleans): result rows come back as named tuples of the
+raw values (a Boolean column reads as 0/1 on SQLite, which the callers only
+test for truth).
+
+:data:`writes` counts, per thread, the statements that may have written
+(anything but a plain SELECT), Prepared or not (``instrument`` hooks the
+engine): the unit of work uses it to tell a failed call that wrote nothing
+from one that must be rolled back (unit.py, group commit on PostgreSQL).
+There a batch also runs in psycopg's pipeline mode: :meth:`Prepared.send`
+queues a statement whose result nobody reads instead of waiting a round trip
+for it.
 """
 
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections import namedtuple
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement, Executable
 
+# The dialects whose DBAPI connection a Prepared uses directly.
+_RAW = {"sqlite", "postgresql"}
+
+
+class _Writes(threading.local):
+    n = 0
+    # The psycopg Pipeline this thread's batch runs in (unit.py), or None.
+    pipeline: Any = None
+
+
+writes = _Writes()
+
+
+def _may_write(sql: str) -> bool:
+    return not sql.lstrip()[:6].upper() == "SELECT" or " FOR UPDATE" in sql.upper()
+
+
+def instrument(engine: Engine) -> None:
+    """Count the engine's statements that may write in :data:`writes` (this thread's).
+
+    And in a pipelined batch, make every statement SQLAlchemy runs complete before
+    it returns (its rowcount, its errors are its own): only :meth:`Prepared.send`
+    and :meth:`Prepared.first` are pipelined.
+    """
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
+        if _may_write(statement):
+            writes.n += 1
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def _sync(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
+        if writes.pipeline is not None:
+            writes.pipeline.sync()
+
 
 class Prepared:
-    """One Core statement with named bind parameters, ready to run fast on SQLite."""
+    """One Core statement with named bind parameters, ready to run fast on its DBAPI."""
 
     def __init__(self, stmt: Executable) -> None:
         assert isinstance(stmt, ClauseElement)
         self.stmt = stmt
         self._clause: ClauseElement = stmt
-        self._sqlite: tuple[str, tuple[str, ...], dict[str, Any], Any] | None = None
+        # Per dialect name: (sql, positional bind names, defaults, row type, may write).
+        self._compiled_for: dict[str, tuple[str, tuple[str, ...], dict[str, Any], Any, bool]] = {}
 
-    def _compiled(self, conn: Connection) -> tuple[str, tuple[str, ...], dict[str, Any], Any]:
-        if self._sqlite is None:
+    def _compiled(self, conn: Connection) -> tuple[str, tuple[str, ...], dict[str, Any], Any, bool]:
+        name = conn.dialect.name
+        found = self._compiled_for.get(name)
+        if found is None:
             compiled = self._clause.compile(dialect=conn.dialect)
             # SQLite's paramstyle is positional ("qmark"): the bind names in order.
+            # psycopg's is "pyformat" (%(name)s): named, no positions.
             names = tuple(getattr(compiled, "positiontup", None) or ())
             columns = [c[0] for c in getattr(compiled, "_result_columns", [])]
             row = namedtuple("Row", columns, rename=True) if columns else None  # noqa: PYI024
+            sql = str(compiled)
             # Defaults: values the statement carries itself (e.g. LIMIT 1).
-            self._sqlite = (str(compiled), names, dict(compiled.params), row)
-        return self._sqlite
+            found = (sql, names, dict(compiled.params), row, _may_write(sql))
+            self._compiled_for[name] = found
+        return found
 
-    def _run(self, conn: Connection, params: dict[str, Any]) -> tuple[sqlite3.Cursor, Any]:
-        sql, names, defaults, row = self._compiled(conn)
-        args = [params[n] if n in params else defaults[n] for n in names]
-        raw = conn.connection.driver_connection
+    def _run(self, conn: Connection, params: dict[str, Any]) -> tuple[Any, Any]:
+        sql, names, defaults, row, may_write = self._compiled(conn)
+        raw: Any = conn.connection.driver_connection
+        if may_write:
+            writes.n += 1
+        if conn.dialect.name == "sqlite":
+            args: Any = [params[n] if n in params else defaults[n] for n in names]
+            try:
+                return raw.execute(sql, args), row
+            except sqlite3.Error as e:
+                raise DBAPIError.instance(sql, args, e, sqlite3.Error) from e
+        args = defaults | params
         try:
-            return raw.execute(sql, args), row  # type: ignore[union-attr]
-        except sqlite3.Error as e:
-            raise DBAPIError.instance(sql, args, e, sqlite3.Error) from e
+            return raw.execute(sql, args), row
+        except Exception as e:
+            base = conn.dialect.loaded_dbapi.Error
+            if isinstance(e, base):
+                raise DBAPIError.instance(sql, args, e, base) from e
+            raise
 
     def first(self, conn: Connection, **params: Any) -> Any:
         """The first result row (attribute access by column label), or None."""
-        if conn.dialect.name != "sqlite":
+        if conn.dialect.name not in _RAW:
             return conn.execute(self.stmt, params).first()
         cur, row = self._run(conn, params)
         found = cur.fetchone()
@@ -70,11 +134,13 @@ class Prepared:
     def executemany(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Run a statement without result rows once per parameter set, in order."""
         if conn.dialect.name != "sqlite":
+            writes.n += 1
             conn.execute(self.stmt, rows)
             return
-        sql, names, defaults, _ = self._compiled(conn)
+        sql, names, defaults, _, _ = self._compiled(conn)
         args = [[p[n] if n in p else defaults[n] for n in names] for p in rows]
         raw = conn.connection.driver_connection
+        writes.n += 1
         try:
             raw.executemany(sql, args)  # type: ignore[union-attr]
         except sqlite3.Error as e:
@@ -82,7 +148,21 @@ class Prepared:
 
     def execute(self, conn: Connection, **params: Any) -> int:
         """Run a statement without result rows; returns the affected row count."""
-        if conn.dialect.name != "sqlite":
+        if conn.dialect.name not in _RAW:
             return conn.execute(self.stmt, params).rowcount
         cur, _ = self._run(conn, params)
+        if writes.pipeline is not None:
+            writes.pipeline.sync()  # the row count arrives with the result
         return cur.rowcount
+
+    def send(self, conn: Connection, **params: Any) -> None:
+        """Run a statement whose outcome the caller does not read (e.g. an audit INSERT).
+
+        In a pipelined batch on PostgreSQL (unit.py) it is queued, not waited for:
+        it travels with the next statement that is, and an error it raises
+        surfaces there or at the batch's COMMIT (which then fails as a whole).
+        """
+        if conn.dialect.name not in _RAW:
+            conn.execute(self.stmt, params)
+            return
+        self._run(conn, params)

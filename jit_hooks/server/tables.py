@@ -255,21 +255,29 @@ audit_misses = Table(
 # Authorized-keys allows of one (host, login, fingerprint, approval) in one window:
 # the key stage only says the key may log in (anyone holding the public key can
 # make sshd ask), so it is audited like a miss: the first writes an event, the
-# rest count here and the fold writes one event with the count (server/fold.py).
-# The login decision itself is the account/session hook's event.
+# rest are recorded here and the fold writes one event with their count
+# (server/fold.py). The login decision itself is the account/session hook's
+# event. Insert-only (migration 0012): one row per allow, never updated, so
+# concurrent logins with one key share no row lock. ``evented``: this row's
+# allow also wrote an event.
 audit_key_allows = Table(
     "audit_key_allows",
     metadata,
-    Column("host", String(253), primary_key=True),
-    Column("login", String(33), primary_key=True),
-    Column("fingerprint", String(100), primary_key=True),
-    Column("window_start", Integer, primary_key=True),
-    Column("request_id", Integer, primary_key=True, autoincrement=False),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(253), nullable=False),
+    Column("login", String(33), nullable=False),
+    Column("fingerprint", String(100), nullable=False),
+    Column("window_start", Integer, nullable=False),
+    Column("request_id", Integer, nullable=False),
     Column("actor", String(64), nullable=True),
     Column("count", Integer, nullable=False),
     Column("first_at", Integer, nullable=False),
     Column("last_at", Integer, nullable=False),
+    Column("evented", Boolean, nullable=False),
     Index("ix_audit_key_allows_window", "window_start"),
+    Index(
+        "ix_audit_key_allows_key", "host", "login", "fingerprint", "window_start", "request_id"
+    ),
 )
 
 # Notifications waiting for delivery, written in the transaction of the change

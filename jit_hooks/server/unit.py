@@ -4,23 +4,33 @@ A route hands :meth:`UnitOfWork.run` a plain function of a SQLAlchemy
 ``Connection``; the function runs inside one transaction (committed when it
 returns, rolled back when it raises) on a worker thread, and the route's
 coroutine awaits the result. There is one data path for both databases; what
-differs per database is only how many threads run transactions and whether
-several calls may share one:
+differs per database is only how many threads run transactions and how
+several calls share one:
 
+* Calls that opt in (``batch=True``: the login-path hooks) use **group
+  commit** on both databases: the calls that arrive within two turns of the
+  event loop, and any that arrive while the batch threads are busy, run one
+  after the other in one transaction with one COMMIT. Every caller gets its
+  answer only after that COMMIT: no answer leaves before its decision is in
+  the audit log. If the COMMIT fails, every call of the batch fails (503).
+  BEGIN, COMMIT and (PostgreSQL) the pool's liveness ping were a fifth of a
+  hook call each on SQLite and three of six round trips on PostgreSQL (bench
+  P3 and P3pg, docs/performance.md).
+* **SQLite**: one thread for everything (a process can use one SQLite
+  connection at a time anyway: every transaction takes the write lock, BEGIN
+  IMMEDIATE). Each call of a batch runs in its own SAVEPOINT (microseconds on
+  the sqlite3 connection), so a call that fails (e.g. an unknown token: 401)
+  is rolled back alone.
 * **PostgreSQL**: a thread pool as large as the engine's connection pool, one
-  transaction per call. Concurrent calls run concurrently in the database; the
-  event loop never waits on a socket to PostgreSQL.
-* **SQLite**: one thread (a process can use one SQLite connection at a time
-  anyway: every transaction takes the write lock, BEGIN IMMEDIATE). Calls that
-  opt in (``batch=True``: the login-path hooks) use **group commit**: the
-  calls that arrive within two turns of the event loop, and any that arrive
-  while the thread is still busy, run one after the other in one transaction
-  with one COMMIT (BEGIN and COMMIT were a fifth of a hook call each on their
-  own, bench P3, docs/performance.md). Every caller gets its answer only after
-  that COMMIT: no answer leaves before its decision is in the audit log. Each
-  call runs in its own SAVEPOINT, so a call that fails (e.g. an unknown token:
-  401) is rolled back alone; if the COMMIT fails, every call of the batch
-  fails (503).
+  transaction per call, for everything but batches; ``BATCH_THREADS`` more
+  run batches. A SAVEPOINT would be two more round trips per call, so there
+  is none: a call that fails having written nothing (sql.writes: an unknown
+  token fails on its first SELECT) just fails; one that fails after writing,
+  or with a database error (the transaction is then aborted), rolls the batch
+  back, and every other call of it runs again in a transaction of its own.
+  Nothing is committed twice: a rolled-back batch left nothing behind. The
+  hooks' writes are insert-only (fold.py, audit.py), so concurrent batches on
+  one or several replicas never wait for each other's row locks.
 """
 
 from __future__ import annotations
@@ -33,6 +43,10 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import DBAPIError
+
+from jit_hooks.server import sql
+from jit_hooks.server.db import BATCH_THREADS
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -43,11 +57,20 @@ class UnitOfWork:
 
     def __init__(self, engine: Engine, *, threads: int) -> None:
         self.engine = engine
-        self.group_commit = engine.dialect.name == "sqlite"
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.group_commit = True
         # SQLite: one connection, one thread. PostgreSQL: one thread per pooled
-        # connection, so a thread never waits for the pool.
-        self.threads = 1 if self.group_commit else threads
+        # connection, so a thread never waits for the pool (the batch threads'
+        # connections come from the pool's reserve for background work, db.py).
+        self.threads = 1 if self.sqlite else threads
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="jit-db")
+        self._batches = (
+            self._pool
+            if self.sqlite
+            else ThreadPoolExecutor(BATCH_THREADS, thread_name_prefix="jit-db-batch")
+        )
+        if not self.sqlite:
+            sql.instrument(engine)
         self._lock = threading.Lock()
         self._batch: _Batch | None = None
 
@@ -65,13 +88,14 @@ class UnitOfWork:
         return await asyncio.shield(loop.run_in_executor(self._pool, self._one, work))
 
     def close(self) -> None:
+        self._batches.shutdown(wait=True)
         self._pool.shutdown(wait=True)
 
     def _one(self, work: Work[T]) -> T:
         with self.engine.begin() as conn:
             return work(conn)
 
-    # -- group commit (SQLite) ---------------------------------------------------
+    # -- group commit ----------------------------------------------------------------
 
     async def _join(self, work: Work[T]) -> T:
         loop = asyncio.get_running_loop()
@@ -92,19 +116,24 @@ class UnitOfWork:
         return out
 
     def _submit(self, b: _Batch) -> None:
-        fut = asyncio.get_running_loop().run_in_executor(self._pool, self._run_batch, b)
+        fut = asyncio.get_running_loop().run_in_executor(self._batches, self._run_batch, b)
         fut.add_done_callback(b.finish)
 
     def _run_batch(self, b: _Batch) -> list[Any]:
-        """On the DB thread: close the batch, run its calls in one transaction, COMMIT.
-
-        Each call runs in a SAVEPOINT (issued on the sqlite3 connection itself:
-        microseconds): a call that fails is rolled back alone and the others
-        go on. Only a failing BEGIN, COMMIT or SAVEPOINT fails the whole batch.
-        """
+        """On a batch thread: close the batch, run its calls in one transaction, COMMIT."""
         with self._lock:
             b.closed = True  # from here on, new calls open the next batch
             works = list(b.works)
+        if self.sqlite:
+            return self._run_sqlite(works)
+        return self._run_shared(works)
+
+    def _run_sqlite(self, works: list[Work[Any]]) -> list[Any]:
+        """Each call in a SAVEPOINT (issued on the sqlite3 connection itself: microseconds).
+
+        A call that fails is rolled back alone and the others go on. Only a
+        failing BEGIN, COMMIT or SAVEPOINT fails the whole batch.
+        """
         outcomes: list[Any] = []
         try:
             with self.engine.connect() as conn:
@@ -122,10 +151,70 @@ class UnitOfWork:
             return [e] * len(works)
         return outcomes
 
+    def _run_shared(self, works: list[Work[Any]]) -> list[Any]:
+        """The calls in one pipelined transaction without savepoints (module docstring)."""
+        outcomes: list[Any] = []
+        spoiled: tuple[int, BaseException] | None = None
+        synced = False
+        try:
+            with self.engine.connect() as conn, conn.begin():  # COMMIT on leaving
+                raw: Any = conn.connection.driver_connection
+                with raw.pipeline() as pipeline:
+                    sql.writes.pipeline = pipeline
+                    try:
+                        spoiled = self._calls(conn, works, outcomes)
+                    finally:
+                        sql.writes.pipeline = None
+                    if spoiled is not None:
+                        raise _Spoiled  # ROLLBACK on leaving
+                synced = True  # every statement answered; only the COMMIT is left
+        except Exception as e:
+            if synced:  # the COMMIT failed: nobody's work is in the database (or unknown)
+                return [e] * len(works)
+            if spoiled is None:
+                # No connection, or a queued statement failed at the last sync: rolled
+                # back, so every call again, alone (a fresh, pre-pinged connection each).
+                return [self._alone(w) for w in works]
+            i, err = spoiled
+            if isinstance(err, DBAPIError):
+                # The failed statement may be an earlier call's queued INSERT
+                # (pipeline): every call again, alone, each meets its own fate.
+                return [self._alone(w) for w in works]
+            # Rolled back: every other call again, alone; the spoiler keeps its error.
+            return [err if j == i else self._alone(w) for j, w in enumerate(works)]
+        return outcomes
+
+    @staticmethod
+    def _calls(
+        conn: Connection, works: list[Work[Any]], outcomes: list[Any]
+    ) -> tuple[int, BaseException] | None:
+        """Run ``works`` in order into ``outcomes``; the call that spoils the transaction."""
+        for i, work in enumerate(works):
+            sql.writes.n = 0
+            try:
+                outcomes.append(work(conn))
+            except DBAPIError as e:  # the transaction is aborted
+                return i, e
+            except Exception as e:
+                if sql.writes.n:  # its writes cannot be taken back alone
+                    return i, e
+                outcomes.append(e)
+        return None
+
+    def _alone(self, work: Work[Any]) -> Any:
+        try:
+            return self._one(work)
+        except Exception as e:
+            return e
+
+
+class _Spoiled(Exception):
+    """A call of a batch failed in a way that needs the whole transaction rolled back."""
+
 
 @dataclass
 class _Batch:
-    """One group-commit transaction of hook calls (SQLite)."""
+    """One group-commit transaction of hook calls."""
 
     done: asyncio.Future
     works: list[Callable[[Connection], Any]] = field(default_factory=list)

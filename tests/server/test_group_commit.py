@@ -1,7 +1,8 @@
 """Group commit of the login-path hooks (unit.py, batch=True) under concurrent calls, one process.
 
-Many hook calls in flight at once share write transactions, each in its own
-SAVEPOINT. Observable outcomes: every call gets its own right answer; every
+Many hook calls in flight at once share write transactions (SQLite: each call
+in its own SAVEPOINT; PostgreSQL: pipelined, no savepoints), on both backends.
+Observable outcomes: every call gets its own right answer; every
 answered decision is in the audit log exactly once; calls refused before a
 decision (wrong token) leave nothing behind and do not disturb the others'
 events; the hash chain verifies; a revocation is seen by the very next call.
@@ -52,17 +53,20 @@ def test_concurrent_hook_calls_are_answered_and_audited_once(world):
 
 
 def test_a_failing_call_is_rolled_back_alone_in_its_batch(world):
-    """In-process, on the service's own SQLite file: three hook calls in one loop turn.
+    """In-process, on the service's own database: hook calls in one loop turn.
 
     The failures are injected inside the call bodies (an audit event, maybe a
-    real write, then an exception): no real hook fails that way on demand.
-    Each call of a batch runs in its own SAVEPOINT: a failing call is rolled
-    back alone (its event and its write are gone), the others of its batch
-    commit; the chain verifies.
+    real write or a failing statement, then an exception): no real hook fails
+    that way on demand. A failing call is rolled back alone (its event and its
+    write are gone), the others of its batch commit; the chain verifies. SQLite:
+    each call in its own SAVEPOINT. PostgreSQL: the batch is rolled back and the
+    other calls run again alone (unit.py).
     """
     import asyncio
 
     from fastapi.security import HTTPAuthorizationCredentials
+    from sqlalchemy import text
+    from sqlalchemy.exc import DBAPIError
 
     from jit_hooks.server import audit
     from jit_hooks.server.context import Context
@@ -70,18 +74,22 @@ def test_a_failing_call_is_rolled_back_alone_in_its_batch(world):
     from jit_hooks.server.metrics import Metrics
     from jit_hooks.server.settings import Settings
 
-    db = world.svc.data_dir / "jit.db"
-    engine = make_engine(f"sqlite:///{db}")
-    ctx = Context(Settings(database_url=f"sqlite:///{db}"), engine, Metrics())
+    url = world.svc.database_url or f"sqlite:///{world.svc.data_dir / 'jit.db'}"
+    engine = make_engine(url)
+    ctx = Context(Settings(database_url=url), engine, Metrics())
     creds = HTTPAuthorizationCredentials(scheme="Bearer", credentials=world.host_tokens["web1"])
 
     def events() -> int:
         return world.svc.sqlite("SELECT count(*) FROM audit_events WHERE kind = 'test.batch'")[0][0]
 
     def work(conn, host, fail: str) -> str:  # noqa: ANN001
+        if fail == "early":  # fails before writing anything (like an unknown token)
+            raise RuntimeError(fail)
         audit.append(conn, at=1, kind="test.batch", host=host.name, data={"f": fail})
         if fail == "write":
-            conn.connection.driver_connection.execute("UPDATE hosts SET name = name")
+            conn.execute(text("UPDATE hosts SET name = name"))
+        if fail == "db":  # a database error: PostgreSQL aborts the whole transaction
+            conn.execute(text("INSERT INTO hosts (id) VALUES (NULL)"))
         if fail:
             raise RuntimeError(fail)
         return "ok"
@@ -99,6 +107,10 @@ def test_a_failing_call_is_rolled_back_alone_in_its_batch(world):
         out = asyncio.run(batch("", "write", ""))
         assert out[0] == out[2] == "ok" and str(out[1]) == "write"
         assert events() == 4  # nothing of the failed call
+        out = asyncio.run(batch("", "early", "", "db", ""))
+        assert out[0] == out[2] == out[4] == "ok" and str(out[1]) == "early"
+        assert isinstance(out[3], DBAPIError)
+        assert events() == 7  # the three good calls, nothing of the two failed ones
         with engine.connect() as conn:
             assert audit.verify(conn).ok
     finally:

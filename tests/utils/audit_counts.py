@@ -1,7 +1,7 @@
 """Count hook decisions in the audit log, the way the aggregation records them.
 
 Authorized-keys misses and allows are written once per (host, login, fingerprint
-[, approval]) and window; repeats are counted in audit_misses / audit_key_allows
+[, approval]) and window; repeats are counted in audit_misses / recorded in audit_key_allows
 and folded into one ``hook.authorized_keys.repeated`` event (with ``repeats``)
 when the window closes (server/fold.py). Every call is in exactly one place.
 """
@@ -27,8 +27,10 @@ def hook_decisions(sql: Callable[[str], list]) -> int:
             "SELECT data FROM audit_events WHERE kind = 'hook.authorized_keys.repeated'"
         )
     )
-    pending = sum(
-        sql(f"SELECT coalesce(sum(count - 1), 0) FROM {t}")[0][0]
-        for t in ("audit_misses", "audit_key_allows")
-    )
+    # A miss row counts its window's first (an event) and the repeats; allow rows are
+    # one per allow (migration 0012), those flagged ``evented`` also wrote an event.
+    pending = sql("SELECT coalesce(sum(count - 1), 0) FROM audit_misses")[0][0] + sql(
+        "SELECT coalesce(sum(count - CASE WHEN evented THEN 1 ELSE 0 END), 0) "
+        "FROM audit_key_allows"
+    )[0][0]
     return events + folded + pending

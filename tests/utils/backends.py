@@ -38,7 +38,6 @@ TEMPLATE = "jit_template"
 SQLITE_ONLY = {
     "test_cli.py": "jit-server on a data dir's SQLite file (PostgreSQL CLI: test_postgres.py)",
     "test_migrations.py": "migrations on SQLite (PostgreSQL: test_postgres.py compares schemas)",
-    "test_group_commit.py": "group commit is SQLite's strategy (unit.py)",
     "test_workers.py": "--workers on one SQLite file",
     "test_policy.py": "no database",
     "test_secrets.py": "SQLite files and their modes on disk",
@@ -47,6 +46,7 @@ SQLITE_ONLY = {
 # Modules about PostgreSQL itself (replicas, schema parity): their SQLite variant is skipped.
 POSTGRES_ONLY = {
     "test_postgres.py": "several replicas on one PostgreSQL, PostgreSQL's schema and CLI",
+    "test_key_allows_pg.py": "row locks of concurrent allows on PostgreSQL (own cluster)",
 }
 
 
