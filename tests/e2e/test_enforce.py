@@ -207,8 +207,9 @@ def test_service_down_ends_nothing(world):
 
 
 def test_session_with_a_pty_is_warned_before_expiry(world):
-    # 120 s left is within the 5-minute warning window: the user sees one line.
-    rid = world.request("alice", duration=120)
+    # 600 s: the pass right after the approval falls in the 10-minute mark's timer
+    # period (sessions.warn_before, default 600 and 60 s): the user sees one line.
+    rid = world.request("alice", duration=600)
     world.approve(rid)
     key = world.person("alice").key_path
     args = world.box.ssh_args(
@@ -229,7 +230,7 @@ def test_session_with_a_pty_is_warned_before_expiry(world):
         def warned() -> bool:
             nonlocal seen
             seen += proc.stdout.read() or b""
-            return b"jit: your access as " + world.login.encode() + b" ends in about" in seen
+            return b"ends at" in seen and f"jit extend {rid} --for 30m".encode() in seen
 
         wait_until(warned, "the warning reached the user's terminal")
         assert proc.poll() is None  # warned, not ended
