@@ -54,6 +54,12 @@ PROBES = [
     Probe("GET", "/metrics", {"-": ALL_200}),
     Probe("GET", "/openapi.json", {"-": ALL_200}),
     Probe("POST", "/api/v1/login", {"-": {r: 401 for r in ROLES}}),
+    # SSO is off in this world (no oidc.toml): 404 sso_unavailable to everyone, any
+    # token or none (its /ui pages lead to the sign-in page). With SSO on: tests/sso/.
+    *[
+        Probe("POST", p, {"-": {r: 404 for r in ROLES}})
+        for p in ("/api/v1/login/sso/device", "/api/v1/login/sso/device/token")
+    ],
     Probe("GET", "/api/v1/me", {"-": users(200)}),
     Probe("POST", "/api/v1/keys", {"-": users(201)}),
     Probe("GET", "/api/v1/keys", {"-": users(200)}),
@@ -155,6 +161,8 @@ PROBES = [
             ("GET", "/ui/login"),
             ("POST", "/ui/login"),
             ("POST", "/ui/logout"),
+            ("GET", "/ui/sso/start"),
+            ("GET", "/ui/sso/callback"),
             ("GET", "/ui/requests/{request_id}"),
             *(("POST", f"/ui/requests/{{request_id}}/{a}") for a in UI_ACTIONS),
         )
@@ -243,6 +251,8 @@ def prepare(sw: SecWorld, probe: Probe, own: str, role: str) -> tuple[str, objec
     elif path == "/api/v1/login":
         # A NUL is refused before PAM is asked: the failure path, without PAM's delay.
         body = {"username": "alice", "password": "wrong\x00"}
+    elif path == "/api/v1/login/sso/device/token":
+        body = {"handle": "matrix"}
     elif path == "/api/v1/keys" and probe.method == "POST":
         body = {"public_key": sw.fresh_key_line()}
     elif path == "/api/v1/requests" and probe.method == "POST":

@@ -70,8 +70,8 @@ def _failed(request: Request, why: str, status: int = 403) -> Response:
 @router.get("/start")
 async def start(request: Request) -> Response:
     client = _client(request)
-    if client is None:
-        return _failed(request, "off", 404)
+    if client is None:  # SSO is off: the sign-in page, which offers no SSO then
+        return secured(RedirectResponse("/ui/login", status_code=303))
     ctx = request.app.state.ctx
     now = ctx.now()
     verifier, challenge = pkce_pair()
@@ -104,8 +104,8 @@ async def start(request: Request) -> Response:
 @router.get("/callback")
 async def callback(request: Request) -> Response:
     client = _client(request)
-    if client is None:
-        return _failed(request, "off", 404)
+    if client is None:  # SSO is off: the sign-in page, which offers no SSO then
+        return secured(RedirectResponse("/ui/login", status_code=303))
     ctx = request.app.state.ctx
     now = ctx.now()
     handle = request.cookies.get(COOKIE, "")
