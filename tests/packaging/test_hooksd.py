@@ -119,7 +119,10 @@ def test_debian_installs_the_helper_and_enables_only_its_socket():
     calls = re.findall(r"^\tdh_installsystemd\b(.*)$", rules, re.M)
     assert sorted(c.strip() for c in calls) == sorted(
         [
-            "--no-enable --no-start jit-hooks-enforce.service jit-hooks-enforce.timer",
+            # The enforce backstop and the session agent ship disabled (jit-hooks enable
+            # --sessions turns them on).
+            "--no-enable --no-start jit-hooks-enforce.service jit-hooks-enforce.timer"
+            " jit-hooks-agent.service",
             f"--no-restart-after-upgrade --no-stop-on-upgrade {SOCKET}",
             SERVICE,
         ]
