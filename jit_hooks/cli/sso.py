@@ -19,6 +19,7 @@ REFUSED = {
     "unknown_user": "your account is not a jit user; ask a jit admin to add you",
     "no_role": "none of your identity provider groups gives a role in jit; ask a jit admin",
     "disabled": "your jit user is disabled",
+    "last_admin": "you are the last jit admin and your groups no longer give admin",
     "identity_mismatch": "that jit user belongs to another identity provider account",
     "bad_username": "the identity provider gave no user name jit accepts",
     "unverified_email": "the identity provider has not verified your email address",

@@ -14,7 +14,8 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, or_, select
 
-from jit_hooks.server import audit, auth, store
+from jit_hooks.server import admin_ops, audit, auth, store
+from jit_hooks.server.errors import Conflict
 from jit_hooks.server.oidc import SsoError
 from jit_hooks.server.oidc_config import OidcConfig
 from jit_hooks.server.tables import sso_flows, sso_identities, users
@@ -123,11 +124,12 @@ def sign_in(
     """The jit user these claims stand for, with roles from the groups; SsoError otherwise.
 
     The groups are the truth: a known user's roles become what their groups map
-    to (audited ``user.roles_changed``). No mapped role -> refused; unknown
-    user -> refused unless ``create_users``. The first SSO sign-in binds the
-    user to the IdP's ``sub``; another subject with that name is refused. Refusals are audited here, in the
-    caller's transaction, so the caller must commit even when this raises:
-    use :func:`decide`.
+    to (audited ``user.roles_set``, via sso), unless that takes admin from the
+    last enabled admin (refused: ``last_admin``). No mapped role: refused.
+    Unknown user: refused unless ``create_users``. The first SSO sign-in binds
+    the user to the IdP's ``sub``; another subject with that name is refused.
+    Refusals are audited here, in the caller's transaction, so the caller must
+    commit even when this raises: use :func:`decide`.
     """
     name = None
     try:
@@ -159,16 +161,31 @@ def sign_in(
                 actor="sso",
                 data={"user": name, "issuer": config.issuer, "sub": claims["sub"]},
             )
-        if frozenset(row.roles.split()) != roles:
+        was = frozenset(row.roles.split())
+        if was != roles:
+            if "admin" not in roles:
+                try:  # the API must keep an admin (jit-server user set-roles has the same rule)
+                    admin_ops._keep_an_admin(conn, row, f"taking admin from {name!r}")
+                except Conflict:
+                    raise SsoError(
+                        "last_admin",
+                        f"{name} is the last enabled admin and their groups no longer give admin",
+                    ) from None
             conn.execute(
                 users.update().where(users.c.id == row.id).values(roles=" ".join(sorted(roles)))
             )
             audit.append(
                 conn,
                 at=now,
-                kind="user.roles_changed",
+                kind="user.roles_set",
                 actor="sso",
-                data={"user": name, "roles": sorted(roles), "groups": groups[:20]},
+                data={
+                    "user": name,
+                    "roles": sorted(roles),
+                    "was": sorted(was),
+                    "via": "sso",
+                    "groups": groups[:20],
+                },
             )
     except SsoError as e:
         data = {"via": via, "reason": e.reason}

@@ -54,7 +54,7 @@ def test_device_login_signs_in_with_roles_from_groups(sso: SsoWorld, tmp_path: P
     assert sso.service.sql("SELECT roles FROM users WHERE name = 'alice'") == [
         ("approver requester",)
     ]
-    assert any('"alice"' in d for d in events(sso, "user.roles_changed"))
+    assert any('"alice"' in d and '"sso"' in d for d in events(sso, "user.roles_set"))
     # The SSO token has the interactive TTL (default 12 h), counted from its creation.
     [(created, expires, name)] = sso.service.sql(
         "SELECT t.created_at, t.expires_at, t.name FROM tokens t JOIN users u"
@@ -174,3 +174,15 @@ def test_another_idp_account_with_the_same_name_is_refused(sso: SsoWorld, tmp_pa
     assert sso.service.sql("SELECT count(*) FROM tokens WHERE kind = 'user' AND name = 'sso'") == [
         (1,)
     ]
+
+
+def test_groups_never_take_admin_from_the_last_admin(sso: SsoWorld, tmp_path: Path) -> None:
+    # alice is the only admin; her IdP groups (sre) do not give admin.
+    sso.service.admin("user", "set-roles", "alice", "admin")
+    proc, uri, code = start_login(sso, tmp_path / "home-alice")
+    Person(sso.provider.issuer, sso.provider.ca_file, "alice").enter_device_code(uri, code)
+    rc, err = finish(proc)
+    assert rc != 0
+    assert "you are the last jit admin" in err.strip().splitlines()[-1]
+    assert sso.service.sql("SELECT roles FROM users WHERE name = 'alice'") == [("admin",)]
+    assert any('"last_admin"' in d for d in events(sso, "login.failed"))

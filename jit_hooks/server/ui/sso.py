@@ -35,6 +35,7 @@ MESSAGES = {
     "unknown_user": "Your account is not a jit user; ask an admin.",
     "no_role": "None of your groups gives you a role in jit.",
     "disabled": "Your jit user is disabled.",
+    "last_admin": "You are the last jit admin and your groups no longer give admin.",
     "identity_mismatch": "That jit user belongs to another account at the identity provider.",
     "bad_username": "The identity provider gave no usable user name.",
     "unverified_email": "The identity provider has not verified your email.",
