@@ -59,6 +59,7 @@ def test_every_hook_answer_echoes_its_question(world):
         "reason": "active approval",
         "request_id": request_id,
         "expires_at": ans["expires_at"],
+        "from_cidrs": None,  # the grant is not pinned to source ranges
     }
     opened = {"event": "open", "host": "web1", "login": "deploy", "rhost": "10.0.0.9"}
     opened |= {"connection": "77:88", "key_type": k.key_type, "key": k.blob, "fingerprint": None}
