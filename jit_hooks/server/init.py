@@ -129,18 +129,23 @@ def run(settings: Settings, req: Request) -> Report:
         ca_dir = data / "ca"
         _mkdir(ca_dir, rep, "CA directory", False)
         ca_key = ca_dir / "ca.key"
-        if ca_key.exists() and ca_pem.exists():
-            rep.kept.append(f"CA {ca_pem}")
-            cert_pem_ca, key_pem_ca = ca_pem.read_bytes(), ca_key.read_bytes()
-        elif ca_key.exists() or ca_pem.exists():
-            raise JitError(f"only one of {ca_pem} and {ca_key} exists: fix by hand")
-        else:
-            cert_pem_ca, key_pem_ca = pki.make_ca(
-                f"jit-server private CA ({(names.dns or names.ips)[0]})"[:64]
-            )
-            pki.write_new(ca_key, key_pem_ca, 0o600)
-            pki.write_new(ca_pem, cert_pem_ca, 0o644)
-            rep.created.append(f"private CA {ca_pem} (key {ca_key}, 0600, stays here)")
+        ca_fd = _open_ca_dir(ca_dir)
+        try:
+            have_key = _exists_at(ca_fd, "ca.key")
+            if have_key and ca_pem.exists():
+                rep.kept.append(f"CA {ca_pem}")
+                cert_pem_ca, key_pem_ca = ca_pem.read_bytes(), _read_at(ca_fd, "ca.key")
+            elif have_key or ca_pem.exists():
+                raise JitError(f"only one of {ca_pem} and {ca_key} exists: fix by hand")
+            else:
+                cert_pem_ca, key_pem_ca = pki.make_ca(
+                    f"jit-server private CA ({(names.dns or names.ips)[0]})"[:64]
+                )
+                pki.write_new(Path("ca.key"), key_pem_ca, 0o600, dir_fd=ca_fd)
+                pki.write_new(ca_pem, cert_pem_ca, 0o644)
+                rep.created.append(f"private CA {ca_pem} (key {ca_key}, 0600, stays here)")
+        finally:
+            os.close(ca_fd)
         cert_pem, key_pem = pki.make_server_cert(cert_pem_ca, key_pem_ca, names)
         pki.write_new(server_key, key_pem, 0o600)
         pki.write_new(server_pem, cert_pem, 0o644)
@@ -150,7 +155,7 @@ def run(settings: Settings, req: Request) -> Report:
         rep.url = f"https://{(names.dns or names.ips)[0]}:{DEFAULT_PORT}"
     _check_rest(settings, req, rep)
     if owner is not None and os.geteuid() == 0 and owner.st_uid != 0 and not req.check:
-        _give(owner.st_uid, owner.st_gid, settings, tls_dir, server_pem, server_key, ca_pem)
+        _give(owner.st_uid, owner.st_gid, settings, data, tls_dir, server_pem, server_key, ca_pem)
     return rep
 
 
@@ -218,10 +223,93 @@ def _sqlite_file(settings: Settings) -> Path | None:
     return None
 
 
-def _give(uid: int, gid: int, settings: Settings, *paths: Path) -> None:
-    """Hand what the service reads to the data directory's owner (not the CA key)."""
+def _open_ca_dir(ca_dir: Path) -> int:
+    """DATA/ca as a directory fd, refused unless it belongs to whoever runs init.
+
+    The data directory may belong to the service user, who can rename DATA/ca while
+    init runs; the fd pins the directory that was checked, so the CA key is read and
+    written there and nowhere else.
+    """
+    try:
+        fd = os.open(ca_dir, _DIR_FLAGS)
+    except OSError as e:
+        raise JitError(f"{ca_dir}: not a plain directory ({e.strerror})") from e
+    st = os.fstat(fd)
+    if st.st_uid != os.geteuid():
+        os.close(fd)
+        raise JitError(
+            f"{ca_dir} belongs to uid {st.st_uid}, not to uid {os.geteuid()} running init: "
+            f"the CA key must stay out of the service's reach (`chown -R root: {ca_dir}`)"
+        )
+    return fd
+
+
+def _exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _read_at(dir_fd: int, name: str) -> bytes:
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _give(uid: int, gid: int, settings: Settings, data: Path, *paths: Path) -> None:
+    """Hand what the service reads to the data directory's owner (not the CA key).
+
+    That owner can swap anything inside the data directory for a symlink while init
+    runs (DATA/tls -> a root-only directory), and root's chown would follow it. So each
+    path is walked from the data directory one component at a time without following
+    symlinks and chowned through its fd; a symlink on the way stops init.
+    """
     db = _sqlite_file(settings)
     db_files = [] if db is None else [db, Path(f"{db}-wal"), Path(f"{db}-shm")]
     for p in (*paths, *db_files):
-        if p.exists() and not p.is_symlink():
-            os.chown(p, uid, gid)
+        try:
+            parts = p.relative_to(data).parts
+            anchor = data
+        except ValueError:  # a SQLite file outside the data directory
+            parts = Path(os.path.abspath(p)).parts[1:]
+            anchor = Path("/")
+        fd = _open_beneath(anchor, parts, p)
+        if fd is None:
+            continue
+        try:
+            st = os.fstat(fd)
+            if not (stat.S_ISDIR(st.st_mode) or (stat.S_ISREG(st.st_mode) and st.st_nlink == 1)):
+                raise JitError(f"{p} is not a plain file or directory: not handing it over")
+            os.fchown(fd, uid, gid)
+        finally:
+            os.close(fd)
+
+
+def _open_beneath(anchor: Path, parts: tuple[str, ...], shown: Path) -> int | None:
+    """An fd for anchor/parts reached without following a symlink; None if missing."""
+    fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = (
+                (os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK) if last else _DIR_FLAGS
+            )
+            try:
+                nxt = os.open(part, flags, dir_fd=fd)
+            except FileNotFoundError:
+                return None
+            except OSError as e:  # ELOOP/ENOTDIR: a symlink where a directory or file was
+                raise JitError(
+                    f"{shown}: {part!r} is a symlink or not a directory ({e.strerror}); "
+                    "something changed the data directory while init ran: check it"
+                ) from e
+            os.close(fd)
+            fd = nxt
+        return os.dup(fd)
+    finally:
+        os.close(fd)

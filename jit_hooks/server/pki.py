@@ -181,9 +181,9 @@ def check_pair(cert_path: Path, key_path: Path) -> tuple[bytes, bytes, str]:
     return cert_pem, key_pem, names.describe()
 
 
-def write_new(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` with ``mode``; never replace an existing file."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+def write_new(path: Path, data: bytes, mode: int, *, dir_fd: int | None = None) -> None:
+    """Create ``path`` (relative to ``dir_fd`` if given) with ``mode``; never replace a file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
     try:
         os.fchmod(fd, mode)  # whatever the umask
         os.write(fd, data)
