@@ -233,6 +233,12 @@ def rotate_host_token(conn: Connection, *, name: str, grace: int, actor: str, no
             .where(live, (tokens.c.expires_at.is_(None)) | (tokens.c.expires_at > until))
             .values(expires_at=until)
         )
+    # An earlier rotation's shorter end is kept: the audit records each old token's
+    # real end, not now + grace for all of them.
+    ends: list[int] = []
+    if grace:
+        q = select(tokens.c.expires_at).where(live, tokens.c.expires_at > now)
+        ends = sorted(conn.execute(q).scalars())
     token = auth.new_token("host")
     conn.execute(
         tokens.insert().values(
@@ -245,7 +251,12 @@ def rotate_host_token(conn: Connection, *, name: str, grace: int, actor: str, no
         kind="host.token_rotated",
         actor=actor,
         host=name,
-        data={"grace_seconds": grace, "old_valid_until": iso(now + grace)},
+        data={
+            "grace_seconds": grace,
+            # the last old token's end; None: no old token is still accepted
+            "old_valid_until": iso(ends[-1]) if ends else (iso(now) if not grace else None),
+            "old_tokens_valid_until": [iso(e) for e in ends],
+        },
     )
     return token
 

@@ -174,6 +174,34 @@ def test_rotation_never_extends_an_older_grace(world):
     assert exp <= before_second + 600  # the 10 minutes of the first rotation, not 2 h
 
 
+def test_rotation_audit_records_each_old_tokens_real_end(world):
+    """The second rotation keeps the first token's 10-minute end: its audit event says
+    so (it said now + 2 h for every old token)."""
+    from jit_hooks.server.auth import token_hash
+    from jit_hooks.server.tables import tokens
+
+    w = world
+    first = w.host_tokens["web1"]
+    second = w.svc.admin("host", "rotate-token", "web1", "--grace", "10m").strip()
+    w.svc.admin("host", "rotate-token", "web1", "--grace", "2h")
+    admin = Admin(w.svc)
+    try:
+        with admin.engine.connect() as conn:
+            ends = [
+                conn.execute(
+                    select(tokens.c.expires_at).where(tokens.c.token_hash == token_hash(t))
+                ).scalar_one()
+                for t in (first, second)
+            ]
+    finally:
+        admin.close()
+    assert ends[1] - ends[0] > 3600  # the first kept its 10 minutes
+    iso = [time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(e)) for e in ends]
+    rotated = [e for e in audit_kinds(w) if e["kind"] == "host.token_rotated"]
+    assert rotated[-1]["data"]["old_tokens_valid_until"] == iso
+    assert rotated[-1]["data"]["old_valid_until"] == iso[1]
+
+
 def test_password_sign_in_token_gets_the_configured_ttl(tmp_path):
     """A PAM sign-in (real PAM, a throwaway unix user) gets JIT_USER_TOKEN_TTL."""
     import shutil
