@@ -57,6 +57,9 @@ tokens = Table(
     # Refused from this time on (auth.py); NULL never expires. Interactive
     # sign-ins get settings.user_token_ttl, a rotated host token the grace.
     Column("expires_at", Integer, nullable=True),
+    # Web sessions (kind "session") started with an API token: that token, so the
+    # session ends when it is revoked or expires (ui/session.py). Migration 0013.
+    Column("source_token_id", Integer, nullable=True),
 )
 
 keys = Table(

@@ -215,6 +215,31 @@ def test_session_ends_idle_after_lifetime_signout_and_disable(ui_world, client_f
     assert c.get("/ui").status_code == 303
 
 
+def test_session_ends_with_the_api_token_it_was_started_with(ui_world, client_for):
+    """A session started with an API token is no longer than the token: revoking the
+    token or reaching its end ends the session too (it used to live on 12 h)."""
+    w = ui_world
+    for case in ("revoked", "expired"):
+        token = w.svc.admin("token", "create", "bob", "--name", case, "--expires", "90d").strip()
+        [(tid, token_end)] = w.svc.sql("SELECT id, expires_at FROM tokens WHERE name = ?", (case,))
+        c = Browserless(w.svc)
+        c.sign_in(token)
+        assert c.get("/ui").status_code == 200
+        [(source, session_end)] = w.svc.sql(
+            "SELECT source_token_id, expires_at FROM tokens"
+            " WHERE kind = 'session' AND revoked_at IS NULL"
+        )
+        assert (source, session_end) == (tid, token_end)  # capped at the token's end
+        if case == "revoked":
+            w.svc.admin("token", "revoke", str(tid))
+        else:  # reach its end without waiting: move it into the past
+            w.svc.sql("UPDATE tokens SET expires_at = expires_at - 91 * 86400 WHERE id = ?", (tid,))
+        assert w.svc.call("GET", "/api/v1/me", token)[0] == 401
+        r = c.get("/ui")
+        assert (r.status_code, r.headers["location"]) == (303, "/ui/login"), case
+        w.svc.sql("UPDATE tokens SET revoked_at = 1 WHERE kind = 'session'")
+
+
 def test_hostile_text_is_inert(ui_world, client_for):
     w = ui_world
     rid = w.request("alice", reason='<script>alert("x")</script> <img src=x>')[1]["id"]
@@ -262,6 +287,12 @@ def test_password_sign_in_through_pam(ui_world, client_for):
         r = attempt(password)
         assert (r.status_code, r.headers["location"]) == (303, "/ui")
         assert c.get("/ui").status_code == 200
+        # No API token behind it: the interactive sign-in TTL caps it (12 h default).
+        [(created, end)] = w.svc.sql(
+            "SELECT created_at, expires_at FROM tokens WHERE kind = 'session'"
+            " AND revoked_at IS NULL"
+        )
+        assert end == created + 12 * 3600
         failed = [json.loads(d) for _, d in _audit(w, "login.failed")]
         assert [f["user"] for f in failed] == [name, name]
         assert ("ui.signed_in", name) in w.svc.sql("SELECT kind, actor FROM audit_events")

@@ -335,7 +335,9 @@ async def login(request: Request) -> Response:
                     conn, at=now, kind="login.failed", actor=None, data={"via": "ui-token"}
                 )
                 return None
-            return session.start(conn, user=user, via="token", now=now)
+            return session.start(
+                conn, user=user, via="token", now=now, source_token_id=user.token_id
+            )
 
         cookie = await ctx.run(by_token)
     elif username and password and len(username) <= 64 and len(password) <= 1024:
@@ -346,7 +348,9 @@ async def login(request: Request) -> Response:
             if u is None:
                 return None
             user = auth.UserPrincipal(u["id"], u["name"], frozenset(u["roles"]))
-            return session.start(conn, user=user, via="password", now=now)
+            return session.start(
+                conn, user=user, via="password", now=now, ttl=ctx.settings.user_token_ttl
+            )
 
         cookie = await ctx.run(by_password)
     else:
