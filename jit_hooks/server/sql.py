@@ -77,6 +77,12 @@ def instrument(engine: Engine) -> None:
             writes.pipeline.sync()
 
 
+def _wrapped(conn: Connection, sql: str, args: Any, e: Exception) -> Exception:
+    """A DBAPI error as SQLAlchemy would raise it (the app maps those to 503/409)."""
+    base = conn.dialect.loaded_dbapi.Error
+    return DBAPIError.instance(sql, args, e, base) if isinstance(e, base) else e
+
+
 class Prepared:
     """One Core statement with named bind parameters, ready to run fast on its DBAPI."""
 
@@ -118,17 +124,19 @@ class Prepared:
         try:
             return raw.execute(sql, args), row
         except Exception as e:
-            base = conn.dialect.loaded_dbapi.Error
-            if isinstance(e, base):
-                raise DBAPIError.instance(sql, args, e, base) from e
-            raise
+            raise _wrapped(conn, sql, args, e) from e
 
     def first(self, conn: Connection, **params: Any) -> Any:
         """The first result row (attribute access by column label), or None."""
         if conn.dialect.name not in _RAW:
             return conn.execute(self.stmt, params).first()
         cur, row = self._run(conn, params)
-        found = cur.fetchone()
+        try:
+            # In a pipeline the statement's outcome (and an error of a statement
+            # queued before it, e.g. a deadlock) arrives here.
+            found = cur.fetchone()
+        except Exception as e:
+            raise _wrapped(conn, self._compiled(conn)[0], params, e) from e
         return None if found is None else row._make(found)
 
     def executemany(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -152,7 +160,10 @@ class Prepared:
             return conn.execute(self.stmt, params).rowcount
         cur, _ = self._run(conn, params)
         if writes.pipeline is not None:
-            writes.pipeline.sync()  # the row count arrives with the result
+            try:
+                writes.pipeline.sync()  # the row count arrives with the result
+            except Exception as e:
+                raise _wrapped(conn, self._compiled(conn)[0], params, e) from e
         return cur.rowcount
 
     def send(self, conn: Connection, **params: Any) -> None:
