@@ -31,6 +31,9 @@ def test_key_login_only_from_the_pinned_address(world):
     assert_in(world.ssh("alice", "echo ran-ok $(id -un)"), world.login)
     world.box.sink.wait_for(rf"decision=allow .*request={rid} .*from=127.0.0.1/32", ident=AKC)
     world.box.sink.wait_for(rf"decision=allow .*request={rid} .*from=127.0.0.1/32", ident=ACCOUNT)
+    # The session is recorded against its grant with its source and key (usage report).
+    rows = world.svc.sqlite("SELECT rhost, fingerprint FROM sessions WHERE request_id = ?", (rid,))
+    assert rows == [("127.0.0.1", world.person("alice").public.fingerprint)]
 
     # Same key, same approval, another source address: sshd refuses the key line.
     r = world.ssh("alice", "echo ran-ok $(id -un)", extra=("-b", "127.0.0.2"))
