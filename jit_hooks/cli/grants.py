@@ -105,6 +105,11 @@ def _cell(value: Any) -> str:
     return clean(value, 500)
 
 
+def _csv_safe(cell: str) -> str:
+    # Spreadsheets run a cell starting with these as a formula (CSV injection).
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
 @click.command("usage")
 @click.option("--since", metavar="DATE", help="Approvals whose window reached DATE (or 30d ago).")
 @click.option(
@@ -128,7 +133,7 @@ def usage_cmd(since: str | None, fmt: str) -> None:
         w = csv.writer(out, lineterminator="\n")
         w.writerow(USAGE_COLUMNS)
         for a in items:
-            w.writerow([_cell(a.get(c)) for c in USAGE_COLUMNS])
+            w.writerow([_csv_safe(_cell(a.get(c))) for c in USAGE_COLUMNS])
         click.echo(out.getvalue(), nl=False)
     else:
         output.table(

@@ -7,6 +7,7 @@ requests) and every decision is audited in the same transaction.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 from typing import Any
 
@@ -297,6 +298,29 @@ def _cidrs(row: Any) -> list[str] | None:
     return row.from_cidrs.split(",") if row.from_cidrs else None
 
 
+def _pinned_out(row: Any, rhost: str | None) -> str | None:
+    """Why a pinned grant refuses a login from ``rhost`` (outside its ranges), or None.
+
+    Checked here as well as on the host, so that a login the host will refuse is
+    never recorded as a session or audited as an allow (review M2). No address,
+    or a name instead of one (sshd's UseDNS), is outside every range.
+    """
+    cidrs = _cidrs(row) if row is not None else None
+    if not cidrs:
+        return None
+    try:
+        addr = ipaddress.ip_address(rhost or "")
+    except ValueError:
+        addr = None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    if addr is not None and any(addr in ipaddress.ip_network(c) for c in cidrs):
+        return None
+    return short_reason(
+        f"approval {row.id} does not allow logins from {rhost or 'an unknown address'}"
+    )
+
+
 def _answer(row: Any, reason: str) -> dict:
     answer = {
         "decision": "allow" if row else "deny",
@@ -353,12 +377,18 @@ def account(
     and to that approval's owner; the host then runs no session-open hook.
     """
     wrong_host = _host_mismatch(host, asked_host)
+    pinned: dict[str, Any] = {}
     if wrong_host is not None:
         row, reason = None, short_reason(wrong_host)
     else:
         row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
+        outside = _pinned_out(row, rhost)
+        if outside is not None:
+            pinned = {"pinned_request": row.id, "from_cidrs": _cidrs(row)}
+            row, reason = None, outside
     decision = _answer(row, reason)
     actor, context = _actor(conn, row, host=host, login=login, fingerprint=fingerprint, now=now)
+    context.update(pinned)
     if open_session and row is not None and connection is not None:
         _OPEN_SESSION.execute(
             conn,
@@ -476,6 +506,9 @@ def session(
         row, reason = None, "session key is invalid or does not match its fingerprint"
     else:
         row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
+        outside = _pinned_out(row, rhost)
+        if outside is not None:
+            row, reason = None, outside
     answer = _answer(row, reason)
     actor, context = _actor(conn, row, host=host, login=login, fingerprint=fingerprint, now=now)
     if row is not None:

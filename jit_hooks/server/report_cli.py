@@ -45,12 +45,14 @@ def _span(seconds: int) -> str:
 def print_table(report: dict) -> None:
     """The human view; CSV and JSON carry every field."""
     cols = ["ID", "REQUESTER", "TARGET", "LOGIN", "STATE", "ENDS", "SESSIONS", "TOTAL", "LONGEST"]
+    from jit_hooks.server.usage import printable
+
     rows = [
         [
             str(a["request_id"]),
-            a["requester"],
-            a["target"],
-            a["login"],
+            printable(a["requester"]),
+            printable(a["target"]),
+            printable(a["login"]),
             a["state"],
             _iso(a["ends_at"]),
             str(a["sessions"]) if a["used"] else "never used",
@@ -65,9 +67,12 @@ def print_table(report: dict) -> None:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
     for a in report["approvals"]:
         if a["used"]:
+            # Sources are host-supplied text: no escape sequence reaches the terminal.
             click.echo(
-                f"#{a['request_id']}: from {' '.join(a['sources']) or '?'}; "
-                f"keys {' '.join(a['keys'])}; hosts {' '.join(a['hosts'])}"
+                printable(
+                    f"#{a['request_id']}: from {' '.join(a['sources']) or '?'}; "
+                    f"keys {' '.join(a['keys'])}; hosts {' '.join(a['hosts'])}"
+                )
             )
     s = report["summary"]
     never = ", ".join(f"#{i}" for i in s["never_used"]) or "none"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -40,6 +42,31 @@ def _match(pattern, what: str):  # noqa: ANN001, ANN202
 
 Short = Annotated[StrictStr, Field(max_length=500)]
 Text = Annotated[StrictStr, Field(max_length=255)]
+
+# PAM_RHOST as sshd sets it: an address, or a DNS name with UseDNS. Anything else
+# is host-supplied free text that would reach CSV cells and terminals (review H2).
+_RHOST_RE = re.compile(r"\A[A-Za-z0-9.:%-]{1,253}\Z")
+INVALID_RHOST = "invalid"
+
+
+def rhost_ok(value: str) -> bool:
+    """An IP address (IPv6 may carry a %zone) or a host name of [A-Za-z0-9.:-]."""
+    # Checked first: ipaddress takes any text after an IPv6 '%' as its zone.
+    if not _RHOST_RE.match(value) or value.startswith("-"):
+        return False
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return "%" not in value
+
+
+def _rhost(v: str | None) -> str | None:
+    if v == "":
+        return None  # no remote host (a local login): the same as none given
+    if v is not None and not rhost_ok(v):
+        raise ValueError("not an IP address or host name")
+    return v
 
 
 # -- people --------------------------------------------------------------------
@@ -284,6 +311,7 @@ class AccountIn(_In):
     _login = field_validator("login")(_match(LOGIN_RE, "login name"))
     _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
     _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
+    _rhost = field_validator("rhost")(_rhost)
 
     @model_validator(mode="after")
     def _session_needs_connection(self) -> AccountIn:
@@ -315,6 +343,7 @@ class SessionIn(_In):
     _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
     _fp = field_validator("fingerprint")(_match(FINGERPRINT_RE, "SHA256 fingerprint"))
     _key = field_validator("key")(_match(KEY_BLOB_RE, "base64 key blob"))
+    _rhost = field_validator("rhost")(_rhost)
 
     @field_validator("key_type")
     @classmethod
@@ -336,6 +365,12 @@ class BreakGlassIn(_In):
 
     _login = field_validator("login")(_match(LOGIN_RE, "login name"))
     _conn = field_validator("connection")(_match(CONNECTION_RE, "connection id"))
+
+    @field_validator("rhost")
+    @classmethod
+    def _rhost_or_invalid(cls, v: str | None) -> str | None:
+        # Kept, not refused: a break-glass login already happened and must be recorded.
+        return v if v is None or rhost_ok(v) else INVALID_RHOST
 
 
 class BreakGlassOut(BaseModel):

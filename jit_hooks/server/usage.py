@@ -183,15 +183,29 @@ def _cell(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, list):
-        return " ".join(str(v) for v in value)
-    return str(value)
+        return " ".join(printable(v) for v in value)
+    return printable(value)
+
+
+def printable(value: Any) -> str:
+    """``value`` as one line of text: control characters (escape sequences) become spaces."""
+    return "".join(ch if ch.isprintable() else " " for ch in str(value))
+
+
+def csv_safe(cell: str) -> str:
+    """``cell`` with a leading ' if a spreadsheet would run it as a formula (CSV injection)."""
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
 
 
 def to_csv(approvals: Iterable[dict]) -> str:
-    """One header line, one line per approval; lists space-separated, booleans yes/no."""
+    """One header line, one line per approval; lists space-separated, booleans yes/no.
+
+    Text cells come from people and hosts (login sources, targets): each is guarded
+    against formulas, and control characters become spaces.
+    """
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(COLUMNS)
     for a in approvals:
-        w.writerow([_cell(a[c]) for c in COLUMNS])
+        w.writerow([csv_safe(_cell(a[c])) for c in COLUMNS])
     return out.getvalue()
