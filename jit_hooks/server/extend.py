@@ -20,6 +20,10 @@ from jit_hooks.server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from jit_hooks.server.notify import events as notify
 from jit_hooks.server.tables import extension_reviews, extensions, requests, users
 
+# The shortest extension: each one is an event every host of the grant hears on its
+# stream, so 1-second steps would flood it (review L4). Less only for what is left.
+MIN_EXTENSION = 60
+
 
 def pending(conn: Connection, request_ids: list[int]) -> dict[int, dict]:
     """The pending extension (with its reviews) of each of ``request_ids`` that has one."""
@@ -111,6 +115,11 @@ def request_extension(
             f"duration_seconds: at most {max(left, 0)} more seconds "
             f"(policy {policy.name!r}: max_extension {policy.max_extension}, "
             f"{row.extended_seconds} used)",
+            field="duration_seconds",
+        )
+    if seconds < min(MIN_EXTENSION, left):
+        raise InvalidInput(
+            f"duration_seconds: at least {MIN_EXTENSION} seconds (or the {left} left)",
             field="duration_seconds",
         )
     if policy.reason_required and not reason:

@@ -39,9 +39,14 @@ _FIELDS = {
     "extension_approvals",
     "require_from",
     "allowed_from",
+    "from_min_prefix_v4",
+    "from_min_prefix_v6",
 }
 # Source ranges one grant may be pinned to (each one becomes part of a key line).
 MAX_FROM = 16
+# Widest pinned range by default: a set like 0.0.0.0/1,128.0.0.0/1 pins nothing.
+FROM_MIN_PREFIX_V4 = 8
+FROM_MIN_PREFIX_V6 = 32
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,11 @@ class Policy:
     extension_approvals: int = 1
     # Every request must pin its grant to source ranges (jit request --from).
     require_from: bool = False
-    # If set, a request's ranges must each lie inside one of these.
+    # If set, a request must pin its grant, each range inside one of these.
     allowed_from: tuple[str, ...] = ()
+    # The widest range a request may pin to (prefix length, per address family).
+    from_min_prefix_v4: int = FROM_MIN_PREFIX_V4
+    from_min_prefix_v6: int = FROM_MIN_PREFIX_V6
 
     def to_dict(self) -> dict[str, Any]:
         """The canonical, JSON-ready form (what is stored and listed)."""
@@ -103,6 +111,8 @@ class Policy:
             "extension_approvals": self.extension_approvals,
             "require_from": self.require_from,
             "allowed_from": list(self.allowed_from),
+            "from_min_prefix_v4": self.from_min_prefix_v4,
+            "from_min_prefix_v6": self.from_min_prefix_v6,
         }
 
 
@@ -205,6 +215,12 @@ def parse_policy(d: Any) -> Policy:
         ),
         require_from=_bool(name, "require_from", d.get("require_from", False)),
         allowed_from=_allowed_from(name, d.get("allowed_from")),
+        from_min_prefix_v4=_int(
+            name, "from_min_prefix_v4", d.get("from_min_prefix_v4", FROM_MIN_PREFIX_V4), 1, 32
+        ),
+        from_min_prefix_v6=_int(
+            name, "from_min_prefix_v6", d.get("from_min_prefix_v6", FROM_MIN_PREFIX_V6), 1, 128
+        ),
     )
 
 
@@ -248,13 +264,34 @@ def _allowed_from(name: str, value: Any) -> tuple[str, ...]:
 
 
 def check_from(policy: Policy, cidrs: tuple[str, ...]) -> None:
-    """Raise InvalidInput if the policy needs ranges and has none, or they lie outside it."""
+    """Raise InvalidInput if the policy needs ranges and has none, or they lie outside it.
+
+    ``allowed_from`` implies a pin: an unpinned grant would let in every address,
+    which is what an admin listing allowed ranges means to rule out. Ranges wider
+    than the policy's minimum prefix are refused (a few halves of the address
+    space satisfy any pin requirement while pinning nothing).
+    """
     if policy.require_from and not cidrs:
         raise InvalidInput(
             f"from_cidrs: policy {policy.name!r} requires pinning the grant to source ranges "
             "(jit request --from CIDR)",
             field="from_cidrs",
         )
+    if policy.allowed_from and not cidrs:
+        raise InvalidInput(
+            f"from_cidrs: policy {policy.name!r} allows only grants pinned inside its "
+            f"allowed_from ({', '.join(policy.allowed_from)}): jit request --from CIDR",
+            field="from_cidrs",
+        )
+    for c in cidrs:
+        net = ipaddress.ip_network(c)
+        least = policy.from_min_prefix_v4 if net.version == 4 else policy.from_min_prefix_v6
+        if net.prefixlen < least:
+            raise InvalidInput(
+                f"from_cidrs: {c} is too wide (policy {policy.name!r} pins to /{least} "
+                f"or narrower for IPv{net.version})",
+                field="from_cidrs",
+            )
     if cidrs and policy.allowed_from:
         allowed = [ipaddress.ip_network(a) for a in policy.allowed_from]
         for c in cidrs:

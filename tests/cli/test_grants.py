@@ -96,7 +96,7 @@ def test_usage_report_csv_and_json(gworld, tmp_path):
     key = tmp_path / "id"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
     added = json.loads(alice.ok("keys", "add", f"{key}.pub", "--json"))
-    used = request(alice)
+    used = request(alice, "--from", "10.1.2.0/24")  # the policy has allowed_from: pins
     bob.ok("approve", str(used["id"]))
     # A host reports one session of the used grant, from 10.1.2.3 with alice's key.
     parts = (tmp_path / "id.pub").read_text().split()
@@ -111,7 +111,7 @@ def test_usage_report_csv_and_json(gworld, tmp_path):
     # Fixed times (the report's arithmetic, not the clock, is under test).
     svc.sql("UPDATE sessions SET opened_at = closed_at - 600 WHERE connection = '21:21'")
     alice.ok("drop", str(used["id"]))
-    unused = request(alice)
+    unused = request(alice, "--from", "10.1.2.0/24")
     bob.ok("approve", str(unused["id"]))
 
     carol = gworld.logged_in(tmp_path, "carol")  # admin
