@@ -768,6 +768,9 @@ def _add_audit_commands() -> None:
     from jit_hooks.server.report_cli import report_group
 
     cli.add_command(report_group)
+    from jit_hooks.server.sso_cli import sso_group
+
+    cli.add_command(sso_group)
 
 
 def main() -> None:

@@ -21,7 +21,7 @@ DEFAULT_CLOCK_SKEW = 60
 KNOWN_KEYS = {
     "issuer", "client_id", "client_secret_file", "ca_file", "scopes", "username_claim",
     "username_regex", "groups_claim", "group_roles", "create_users", "clock_skew",
-    "redirect_uri", "timeout",
+    "redirect_uri", "timeout", "link_existing_users",
 }  # fmt: skip
 
 
@@ -44,6 +44,10 @@ class OidcConfig:
     # Unknown people are refused unless this is on; then they are created with
     # the roles their groups map to (and nothing if no group maps).
     create_users: bool = False
+    # A jit user who exists before their first SSO sign-in is refused until an
+    # admin links them (jit-server sso link); on, the first sign-in with their
+    # name binds them (trusting the IdP never to hand that name to someone else).
+    link_existing_users: bool = False
     clock_skew: int = DEFAULT_CLOCK_SKEW
     # The web page's callback, as the IdP has it registered; no web sign-in without it.
     redirect_uri: str | None = None
@@ -119,6 +123,9 @@ def parse(raw: dict, where: str, base: Path) -> OidcConfig:
     timeout = raw.get("timeout", 10.0)
     if not isinstance(create, bool):
         raise OidcConfigError(f"{where}: create_users must be true or false")
+    link_existing = raw.get("link_existing_users", False)
+    if not isinstance(link_existing, bool):
+        raise OidcConfigError(f"{where}: link_existing_users must be true or false")
     if not isinstance(skew, int) or isinstance(skew, bool) or not 0 <= skew <= 600:
         raise OidcConfigError(f"{where}: clock_skew must be seconds from 0 to 600")
     if not isinstance(timeout, int | float) or not 0 < timeout <= 60:
@@ -139,6 +146,7 @@ def parse(raw: dict, where: str, base: Path) -> OidcConfig:
         groups_claim=_str(raw, "groups_claim", where, "groups"),
         group_roles=group_roles,
         create_users=create,
+        link_existing_users=link_existing,
         clock_skew=skew,
         redirect_uri=redirect,
         timeout=float(timeout),

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, or_, select
 
 from jit_hooks.server import admin_ops, audit, auth, store
-from jit_hooks.server.errors import Conflict
+from jit_hooks.server.errors import Conflict, InvalidInput, NotFound
 from jit_hooks.server.oidc import SsoError
 from jit_hooks.server.oidc_config import OidcConfig
 from jit_hooks.server.tables import sso_flows, sso_identities, users
@@ -126,8 +126,10 @@ def sign_in(
     The groups are the truth: a known user's roles become what their groups map
     to (audited ``user.roles_set``, via sso), unless that takes admin from the
     last enabled admin (refused: ``last_admin``). No mapped role: refused.
-    Unknown user: refused unless ``create_users``. The first SSO sign-in binds
-    the user to the IdP's ``sub``; another subject with that name is refused.
+    Unknown user: refused unless ``create_users`` (then created and bound to the
+    IdP's ``sub``). A known user not yet bound is refused (``not_linked``) until an
+    admin runs ``jit-server sso link``, or, with ``link_existing_users`` on, bound
+    by this first sign-in. Another subject with a bound user's name is refused.
     Refusals are audited here, in the caller's transaction, so the caller must
     commit even when this raises: use :func:`decide`.
     """
@@ -143,6 +145,15 @@ def sign_in(
         if row is None and not config.create_users:
             raise SsoError("unknown_user", f"{name} is not a jit user; ask an admin")
         bound = _check_binding(conn, issuer=config.issuer, sub=claims["sub"], user=row, name=name)
+        if row is not None and not bound and not config.link_existing_users:
+            # A local user who never signed in through SSO: the IdP account that
+            # happens to carry the same name is not proof it is the same person
+            # (a new hire named like the first admin would become that admin).
+            raise SsoError(
+                "not_linked",
+                f"jit user {name} is not linked to this identity provider account yet;"
+                f" a jit admin links it: jit-server sso link {name} --subject {claims['sub']}",
+            )
         if row is None:
             store.add_user(conn, name=name, roles=sorted(roles), actor="sso", now=now)
             row = conn.execute(select(users).where(users.c.name == name)).one()
@@ -191,6 +202,8 @@ def sign_in(
         data = {"via": via, "reason": e.reason}
         if name:
             data["user"] = name[:64]
+        if e.reason == "not_linked" and claims is not None:
+            data["sub"] = str(claims.get("sub", ""))[:255]  # what `sso link` needs
         audit.append(conn, at=now, kind="login.failed", actor=None, data=data)
         raise
     audit.append(
@@ -216,3 +229,32 @@ def issue_token(conn: Connection, *, user: auth.UserPrincipal, ttl: int, now: in
     return store.create_user_token(
         conn, name=user.name, actor=user.name, now=now, via="sso", expires_at=now + ttl
     )
+
+
+def link(conn: Connection, *, name: str, issuer: str, sub: str, actor: str, now: int) -> dict:
+    """Bind jit user ``name`` to the IdP account ``sub`` (admin step; audited user.sso_bound)."""
+    if not sub or len(sub) > 255 or not sub.isprintable():
+        raise InvalidInput("--subject: the IdP's sub claim, 1-255 printable characters")
+    row = conn.execute(select(users).where(users.c.name == name)).first()
+    if row is None or row.removed_at is not None:
+        raise NotFound(f"no user {name!r}")
+    taken = conn.execute(
+        select(sso_identities.c.user_id, sso_identities.c.sub, users.c.name)
+        .select_from(sso_identities.join(users, users.c.id == sso_identities.c.user_id))
+        .where(
+            sso_identities.c.issuer == issuer,
+            or_(sso_identities.c.sub == sub, sso_identities.c.user_id == row.id),
+        )
+    ).all()
+    for t in taken:
+        if t.user_id == row.id and t.sub == sub:
+            raise Conflict(f"{name} is already linked to subject {sub!r}")
+        if t.user_id == row.id:
+            raise Conflict(f"{name} is already linked to another subject ({t.sub!r})")
+        raise Conflict(f"subject {sub!r} is already linked to user {t.name!r}")
+    conn.execute(
+        sso_identities.insert().values(user_id=row.id, issuer=issuer, sub=sub, created_at=now)
+    )
+    data = {"user": name, "issuer": issuer, "sub": sub, "via": "admin"}
+    audit.append(conn, at=now, kind="user.sso_bound", actor=actor, data=data)
+    return data

@@ -104,6 +104,9 @@ def start_sso_world(
         raise
     svc.admin("user", "add", "alice", "--role", "requester")
     svc.admin("user", "add", "dave", "--role", "requester")
+    # alice existed before SSO: an admin links her to her IdP account (its sub is
+    # the account id here), or her first SSO sign-in is refused (not_linked).
+    svc.admin("sso", "link", "alice", "--subject", "alice")
     return SsoWorld(provider, svc)
 
 

@@ -161,7 +161,7 @@ def test_sso_token_expires_after_its_ttl(tmp_path: Path) -> None:
 
 
 def test_another_idp_account_with_the_same_name_is_refused(sso: SsoWorld, tmp_path: Path) -> None:
-    # alice's first SSO sign-in binds jit user alice to her IdP subject.
+    # jit user alice is linked to her IdP subject (conftest: jit-server sso link).
     proc, uri, code = start_login(sso, tmp_path / "home-alice")
     Person(sso.provider.issuer, sso.provider.ca_file, "alice").enter_device_code(uri, code)
     assert finish(proc)[0] == 0
@@ -186,3 +186,41 @@ def test_groups_never_take_admin_from_the_last_admin(sso: SsoWorld, tmp_path: Pa
     assert "you are the last jit admin" in err.strip().splitlines()[-1]
     assert sso.service.sql("SELECT roles FROM users WHERE name = 'alice'") == [("admin",)]
     assert any('"last_admin"' in d for d in events(sso, "login.failed"))
+
+
+def test_an_existing_user_is_not_bound_by_an_idp_name_alone(sso: SsoWorld, tmp_path: Path) -> None:
+    """A jit user made before SSO (erin, say the first admin) is not taken over by
+    whoever the IdP calls erin: refused until an admin links the subject, audited."""
+    sso.service.admin("user", "add", "erin", "--role", "approver")
+    rc, err = refused(sso, tmp_path / "first", "erin")
+    assert rc != 0
+    assert "not linked to this identity provider account" in err.strip().splitlines()[-1]
+    assert "jit-server sso link erin --subject erin" in err
+    assert no_tokens(sso, "erin")
+    assert sso.service.sql("SELECT roles FROM users WHERE name = 'erin'") == [("approver",)]
+    assert sso.service.sql(
+        "SELECT count(*) FROM sso_identities s JOIN users u ON u.id = s.user_id"
+        " WHERE u.name = 'erin'"
+    ) == [(0,)]
+    assert any('"not_linked"' in d and '"sub":"erin"' in d for d in events(sso, "login.failed"))
+    # The admin step, audited with who did it; then erin signs in.
+    sso.service.admin("sso", "link", "erin", "--subject", "erin")
+    linked = [d for d in events(sso, "user.sso_bound") if '"erin"' in d]
+    assert len(linked) == 1 and '"via":"admin"' in linked[0]
+    rc, err = refused(sso, tmp_path / "second", "erin")
+    assert rc == 0, err
+
+
+def test_existing_users_are_linked_on_first_sign_in_when_configured(tmp_path: Path) -> None:
+    w = start_sso_world(tmp_path, link_existing_users="true")
+    try:
+        w.service.admin("user", "add", "erin", "--role", "requester")
+        rc, err = refused(w, tmp_path, "erin")
+        assert rc == 0, err
+        assert w.service.sql(
+            "SELECT s.sub FROM sso_identities s JOIN users u ON u.id = s.user_id"
+            " WHERE u.name = 'erin'"
+        ) == [("erin",)]
+    finally:
+        w.service.stop()
+        w.provider.stop()

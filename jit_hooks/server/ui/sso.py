@@ -37,6 +37,8 @@ MESSAGES = {
     "disabled": "Your jit user is disabled.",
     "last_admin": "You are the last jit admin and your groups no longer give admin.",
     "identity_mismatch": "That jit user belongs to another account at the identity provider.",
+    "not_linked": "Your jit user is not linked to this identity provider account yet;"
+    " ask a jit admin to link it (jit-server sso link).",
     "bad_username": "The identity provider gave no usable user name.",
     "unverified_email": "The identity provider has not verified your email.",
     "flow": "The sign-in expired or did not start here; please try again.",
