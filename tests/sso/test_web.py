@@ -45,6 +45,11 @@ def test_web_sign_in_with_pkce(sso: SsoWorld) -> None:
     assert COOKIE in browser.cookies and SSO_COOKIE not in browser.cookies
     page = browser.get("/ui")
     assert page.status_code == 200 and "alice" in page.text
+    # No API token behind the session: the interactive TTL (12 h default) caps it.
+    [(created, end)] = sso.service.sql(
+        "SELECT created_at, expires_at FROM tokens WHERE kind = 'session'"
+    )
+    assert end == created + 12 * 3600
     assert sso.service.sql("SELECT roles FROM users WHERE name = 'alice'") == [
         ("approver requester",)
     ]

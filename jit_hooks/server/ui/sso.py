@@ -139,7 +139,8 @@ async def callback(request: Request) -> Response:
         if isinstance(user, SsoError):
             return user
         principal = auth.UserPrincipal(user.id, user.name, user.roles)
-        return session.start(conn, user=principal, via="sso", now=now)
+        ttl = ctx.settings.user_token_ttl  # like the token `jit login --sso` gets
+        return session.start(conn, user=principal, via="sso", now=now, ttl=ttl)
 
     out = await ctx.run(work)
     if isinstance(out, SsoError):
