@@ -138,7 +138,8 @@ class DecisionAnswer(TypedDict):
 class SessionQuery(TypedDict):
     """POST HOOK_SESSION body."""
 
-    event: Literal["open", "close"]
+    # abort: the host refused a login whose session the account call opened.
+    event: Literal["open", "close", "abort"]
     host: str | None  # the host config's host.name, if set
     login: str
     rhost: str | None

@@ -430,6 +430,18 @@ _CLOSE_SESSION = Prepared(
     )
     .values(closed_at=bindparam("now"))
 )
+# A host's own refusal follows its account call within the same hook run: an abort
+# reaches only sessions opened this recently, so it never erases past usage.
+ABORT_WINDOW = 120
+_ABORT_SESSION = Prepared(
+    sessions.delete().where(
+        sessions.c.host_id == bindparam("host_id"),
+        sessions.c.connection == bindparam("connection"),
+        sessions.c.login == bindparam("login"),
+        sessions.c.closed_at.is_(None),
+        sessions.c.opened_at >= bindparam("since"),
+    )
+)
 _OPEN_SESSION = Prepared(
     sessions.insert().values(
         {
@@ -465,6 +477,25 @@ def session(
 ) -> dict:
     """The answer (echo + decision) of the session hook; audited as hook.session."""
     asked = echo(host, login, fingerprint, connection)
+    if event == "abort":
+        # The host refused this login after the account call recorded its session
+        # (its own checks: max_grant, answer checks): it never existed, so the usage
+        # report must not count it. The audit keeps the allow and this abort.
+        aborted = _ABORT_SESSION.execute(
+            conn, host_id=host.id, connection=connection, login=login, since=now - ABORT_WINDOW
+        )
+        answer = {
+            "decision": "allow",
+            "reason": "session aborted",
+            "request_id": None,
+            "expires_at": None,
+        }
+        _record(
+            conn, host, "hook.session", None, now,
+            event="abort", login=login, rhost=rhost, connection=connection, aborted=aborted,
+            **answer,
+        )  # fmt: skip
+        return asked | answer
     if event == "close":
         closed = _CLOSE_SESSION.execute(
             conn, w_host_id=host.id, w_connection=connection, w_login=login, now=now

@@ -329,7 +329,8 @@ class DecisionOut(EchoOut):
 
 
 class SessionIn(_In):
-    event: Literal["open", "close"]
+    # abort: the host refused the login after the account call opened its session.
+    event: Literal["open", "close", "abort"]
     host: StrictStr | None = None
     login: StrictStr
     rhost: Text | None = None

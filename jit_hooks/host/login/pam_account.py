@@ -27,6 +27,7 @@ from jit_hooks.host.login.hook import Invocation, run
 from jit_hooks.host.login.log import HookLog
 from jit_hooks.protocol import (
     HOOK_ACCOUNT,
+    HOOK_SESSION,
     LOGIN_RE,
     AccountQuery,
     DecisionAnswer,
@@ -146,7 +147,34 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         answer = ask(config, HOOK_ACCOUNT, query, fields)
     if answer is None:
         return deny(inv, log, fields, "mismatch", "the service answered another question")
-    return conclude(inv, log, fields, answer, config.max_grant)
+    status = conclude(inv, log, fields, answer, config.max_grant)
+    if status != 0 and open_session and answer["decision"] == "allow":
+        try:
+            with inv.deadline(config.total_timeout + 0.5, lambda: status):
+                abort_session(config, query)
+        except Exception as e:  # noqa: BLE001 - the login is denied already, whatever failed
+            log.warning(**fields, session="abort_failed", error=type(e).__name__)
+    return status
+
+
+def abort_session(config: HostConfig, query: AccountQuery) -> None:
+    """Tell the service this host refused the login whose session its allow recorded.
+
+    Otherwise the refused login stays an open, used session (the usage report)
+    until enforce notices the connection is gone. Best effort: the login is
+    denied either way, and a failure only leaves that session to enforce.
+    """
+    abort = SessionQuery(
+        event="abort",
+        host=query["host"],
+        login=query["login"],
+        rhost=query["rhost"],
+        connection=query["connection"] or "",
+        key_type=None,
+        key=None,
+        fingerprint=query["fingerprint"],
+    )
+    HookClient(config).request("POST", HOOK_SESSION, abort)
 
 
 def main(argv: list[str] | None = None, *, inv: Invocation | None = None) -> int:
