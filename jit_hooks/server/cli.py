@@ -209,8 +209,10 @@ def serve(
 
     from jit_hooks.server.app import create_app
     from jit_hooks.server.db import schema_is_current
-    from jit_hooks.server.workers import uvicorn_options
+    from jit_hooks.server.workers import raise_nofile, uvicorn_options
 
+    # Host streams hold a descriptor each: use the whole hard limit (workers inherit it).
+    raise_nofile()
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or not host:
         raise click.BadParameter("expected HOST:PORT", param_hint="--listen")

@@ -25,6 +25,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import resource
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -62,6 +64,28 @@ QUEUE_MAX = 256
 # a slice of the streams per poll, so 10,000 streams are not woken in one burst and
 # no stream keeps a timer of its own (bench P7: idle CPU per stream).
 HEARTBEAT = 20.0
+# Streams one host may hold: its agent's, plus one for a restart whose old
+# connection is not yet seen dead. A newer stream closes the oldest, so one
+# leaked token can hold no more than this many of the replica's descriptors.
+STREAMS_PER_HOST = 2
+# Descriptors kept free for hook calls, API calls and the database whatever the
+# streams: a quarter of RLIMIT_NOFILE, at least this many. Streams beyond the rest
+# are refused (503) so that logins never fail for want of a descriptor.
+FD_RESERVE_MIN = 128
+
+
+def stream_cap() -> int:
+    """Streams this process accepts: RLIMIT_NOFILE less the reserve, or JIT_STREAM_MAX if lower.
+
+    Read on every new stream (one syscall) so a limit changed while running
+    (prlimit, ``serve`` raising its soft limit) counts at once.
+    """
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    cap = 1 << 30 if soft == resource.RLIM_INFINITY else soft - max(FD_RESERVE_MIN, soft // 4)
+    raw = os.environ.get("JIT_STREAM_MAX", "")
+    if raw.isdigit():
+        cap = min(cap, int(raw))
+    return max(cap, 0)
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,8 @@ class Hub:
     _slot_of: dict[int, int] = field(default_factory=dict)
     _added: int = 0
     _tick: int = 0
+    # Each host's queues, oldest first (STREAMS_PER_HOST).
+    _order: dict[int, list[asyncio.Queue]] = field(default_factory=dict)
 
     @property
     def streams(self) -> int:
@@ -109,6 +135,13 @@ class Hub:
             # Events before the first stream concern nobody listening: a host
             # syncs its full state on connect (routes/stream.py).
             self.cursor, self._seen = await self.ctx.run(_start)
+        order = self._order.setdefault(host_id, [])
+        while len(order) >= STREAMS_PER_HOST:
+            oldest = order[0]
+            log.warning("host id %s opened another stream: its oldest is closed", host_id)
+            _close(oldest)
+            self.unsubscribe(host_id, oldest)
+        order.append(queue)
         self.listeners.setdefault(host_id, set()).add(queue)
         if not self._slots:
             self._slots = [set() for _ in range(max(1, round(HEARTBEAT / self.poll_seconds)))]
@@ -124,6 +157,12 @@ class Hub:
         slot = self._slot_of.pop(id(queue), None)
         if slot is not None:
             self._slots[slot].discard(queue)
+        order = self._order.get(host_id)
+        if order is not None:
+            if queue in order:
+                order.remove(queue)
+            if not order:
+                del self._order[host_id]
         queues = self.listeners.get(host_id)
         if queues is not None:
             queues.discard(queue)
@@ -165,8 +204,7 @@ class Hub:
     def broadcast_close(self) -> None:
         for queues in self.listeners.values():
             for queue in queues:
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(None)
+                _close(queue)
 
     async def poll_once(self) -> int:
         """Read new events, deliver them; how many notices went out."""
@@ -207,6 +245,16 @@ def _offer(queue: asyncio.Queue, notice: Notice) -> int:
             queue.get_nowait()
         queue.put_nowait(None)
         return 0
+
+
+def _close(queue: asyncio.Queue) -> None:
+    """Make the stream reading ``queue`` end (None), dropping a queued notice if it is full."""
+    try:
+        queue.put_nowait(None)
+    except asyncio.QueueFull:
+        with contextlib.suppress(asyncio.QueueEmpty):
+            queue.get_nowait()
+        queue.put_nowait(None)
 
 
 def _server_exiting() -> bool:

@@ -12,16 +12,33 @@ accepted connections as TCP and leaves Nagle's algorithm on: a response written
 in two pieces then waits for the client's delayed ACK, ~40 ms per request
 (measured: 44 ms at one connection instead of 0.5 ms). The protocols below set
 it on every connection, whatever the loop and the number of workers.
+
+**Header deadline.** uvicorn times out a connection only between requests
+(``timeout_keep_alive``, armed after a response): a connection that never sends
+a request, or sends half of one, holds a descriptor for ever, and ~1000 of them
+used to stop every hook call at the default 1024 descriptors. The protocols
+below close a connection that has not completed a request's headers
+:data:`HEADER_TIMEOUT` seconds after it opened or after its last response.
+Limits: the TLS handshake before it is bounded by asyncio's own 60 s
+(``ssl_handshake_timeout``), a slow request *body* is not covered (bodies are
+capped at 64 KiB, server/app.py), and a client may still open connections
+faster than they time out: rate limits belong to a firewall in front.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
+import resource
 import socket
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+# Seconds a connection may take to send a request's headers (see the module
+# docstring): hook clients send theirs at once; JIT_HEADER_TIMEOUT overrides it.
+HEADER_TIMEOUT = float(os.environ.get("JIT_HEADER_TIMEOUT") or 10)
 
 
 def _nodelay(transport: asyncio.BaseTransport) -> None:
@@ -33,12 +50,49 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
             pass
 
 
-class NoDelayH11Protocol(H11Protocol):
+class _HeaderDeadline:
+    """Mixin for uvicorn's protocols: close a connection whose request headers are overdue."""
+
+    _header_timer: asyncio.TimerHandle | None = None
+
+    def _arm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._header_timer = loop.call_later(HEADER_TIMEOUT, self._header_deadline_passed)
+
+    def _header_deadline_passed(self) -> None:
+        self._header_timer = None
+        cycle = getattr(self, "cycle", None)
+        # A cycle whose response is under way (a stream, a slow hook call) had its
+        # headers: only a connection still waiting for a request's headers is closed.
+        if cycle is None or cycle.response_complete:
+            transport = self.transport  # type: ignore[attr-defined]
+            if not transport.is_closing():
+                transport.close()
+
+    def _disarm_header_deadline(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+
+class NoDelayH11Protocol(_HeaderDeadline, H11Protocol):
     """uvicorn's h11 protocol; sets TCP_NODELAY before handling the connection."""
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         _nodelay(transport)
         super().connection_made(transport)
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_header_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)
 
 
 try:
@@ -47,12 +101,22 @@ except ImportError:  # httptools is not installed
     HttpToolsProtocol = None  # type: ignore[assignment,misc]
 else:
 
-    class NoDelayHttpToolsProtocol(HttpToolsProtocol):
+    class NoDelayHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
         """uvicorn's httptools protocol; sets TCP_NODELAY before handling the connection."""
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             _nodelay(transport)
             super().connection_made(transport)
+            self._arm_header_deadline()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm_header_deadline()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm_header_deadline()
+            super().connection_lost(exc)
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -63,3 +127,18 @@ def uvicorn_options() -> dict[str, Any]:
     """
     http = NoDelayH11Protocol if HttpToolsProtocol is None else NoDelayHttpToolsProtocol
     return {"http": http, "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"}
+
+
+def raise_nofile() -> tuple[int, int]:
+    """Raise this process's soft RLIMIT_NOFILE to its hard limit; the (old, new) soft limits.
+
+    Each host stream holds a descriptor; systemd's default soft limit (1024)
+    would make a few hundred of them the service's ceiling (stream.stream_cap).
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):  # a hard limit the kernel refuses: keep the soft one
+            return soft, soft
+    return soft, hard

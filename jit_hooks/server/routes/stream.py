@@ -14,13 +14,13 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse, StreamingResponse
 
 from jit_hooks.server.auth import HostPrincipal
 from jit_hooks.server.context import Creds, CtxDep
 from jit_hooks.server.errors import ServiceDomainError
-from jit_hooks.server.stream import Notice, hub_of
+from jit_hooks.server.stream import Notice, hub_of, stream_cap
 
 router = APIRouter(prefix="/api/v1/hook", tags=["hooks"])
 
@@ -29,6 +29,8 @@ RECHECK_TOKEN = 300.0
 # Tells the EventSource-style client how long to wait before reconnecting (ms);
 # the jit-hooks agent uses its own backoff with jitter instead.
 RETRY_MS = 5000
+# Seconds a host refused for the stream cap is told to wait (Retry-After).
+FULL_RETRY_AFTER = 30
 
 
 def _event(name: str, data: dict, event_id: int | None = None) -> bytes:
@@ -37,10 +39,20 @@ def _event(name: str, data: dict, event_id: int | None = None) -> bytes:
 
 
 @router.get("/stream", response_class=StreamingResponse)
-async def stream(request: Request, ctx: CtxDep, creds: Creds) -> StreamingResponse:
+async def stream(request: Request, ctx: CtxDep, creds: Creds) -> Response:
     """Events for this host only (text/event-stream); see the module docstring."""
     host: HostPrincipal = await ctx.as_host(creds, lambda conn, host: host)
     hub = hub_of(request.app)
+    if hub.streams >= stream_cap():
+        # Streams must leave descriptors for hook calls (stream.stream_cap): the
+        # host's agent retries later, its enforce timer covers the meantime.
+        ctx.metrics.hook_decisions.labels("stream", "full").inc()
+        return JSONResponse(
+            {"error": "too_many_streams", "detail": "stream limit reached, retry later",
+             "field": None},
+            status_code=503,
+            headers={"Retry-After": str(FULL_RETRY_AFTER)},
+        )  # fmt: skip
     queue = await hub.subscribe(host.id)
     ctx.metrics.hook_decisions.labels("stream", "open").inc()
 
