@@ -47,14 +47,19 @@ def test_pinned_elsewhere_denies_key_and_password_logins(world):
     assert_denied(world.ssh("alice", "echo ran-ok $(id -un)"))
     world.box.sink.wait_for(rf"decision=allow .*request={rid} .*from=10.0.0.0/8", ident=AKC)
 
-    # A password never sees a key line: the account hook checks the source itself.
+    # A password never sees a key line: the account call checks the source. The
+    # service refuses it first (and records no session); the hook's own check
+    # (reason=source-not-allowed) stays as a second line: tests/host/test_pinned.py.
     r = world.box.ssh_password(world.login, PASSWORD, "echo ran-ok $(id -un)")
     assert r.returncode == 255 and "ran-ok" not in r.stdout, r
     world.box.sink.wait_for(
-        rf"decision=deny login={world.login} rhost=127.0.0.1 .*reason=source-not-allowed",
+        rf"decision=deny login={world.login} rhost=127.0.0.1 .*reason=service_denied",
         ident=ACCOUNT,
     )
     assert f"approval {rid} does not allow logins from 127.0.0.1" in r.stderr
+    [account] = world.events("hook.account")
+    assert (account["data"]["decision"], account["data"]["pinned_request"]) == ("deny", rid)
+    assert world.svc.sql("SELECT COUNT(*) FROM sessions WHERE request_id = ?", (rid,)) == [(0,)]
 
 
 def test_unpinned_grant_still_lets_any_source_in(world):
