@@ -23,6 +23,7 @@ REFUSED = {
     "identity_mismatch": "that jit user belongs to another identity provider account",
     "bad_username": "the identity provider gave no user name jit accepts",
     "unverified_email": "the identity provider has not verified your email address",
+    "email_domain": "your email address's domain is not one jit accepts",
     "bad_id_token": "the identity provider's ID token was refused by jit-server",
     "sso_unavailable": "SSO sign-in is not configured on this jit-server",
 }

@@ -21,7 +21,7 @@ DEFAULT_CLOCK_SKEW = 60
 KNOWN_KEYS = {
     "issuer", "client_id", "client_secret_file", "ca_file", "scopes", "username_claim",
     "username_regex", "groups_claim", "group_roles", "create_users", "clock_skew",
-    "redirect_uri", "timeout", "link_existing_users",
+    "redirect_uri", "timeout", "link_existing_users", "email_domains",
 }  # fmt: skip
 
 
@@ -38,6 +38,9 @@ class OidcConfig:
     scopes: tuple[str, ...] = DEFAULT_SCOPES
     # "preferred_username", or "email" (its local part is the jit name).
     username_claim: str = "preferred_username"
+    # With username_claim = "email": the only domains (lowercase) whose verified
+    # addresses name jit users. Required then.
+    email_domains: frozenset[str] = frozenset()
     username_regex: str = DEFAULT_USERNAME_REGEX
     groups_claim: str = "groups"
     group_roles: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -101,6 +104,14 @@ def parse(raw: dict, where: str, base: Path) -> OidcConfig:
     if "openid" not in scopes:
         raise OidcConfigError(f"{where}: scopes must include 'openid'")
     username_claim = _str(raw, "username_claim", where, "preferred_username")
+    domains = raw.get("email_domains", [])
+    if not (isinstance(domains, list) and all(isinstance(d, str) and d for d in domains)):
+        raise OidcConfigError(f"{where}: email_domains must be a list of domain names")
+    if username_claim == "email" and not domains:
+        raise OidcConfigError(
+            f'{where}: username_claim = "email" needs email_domains, the domains whose'
+            ' addresses name jit users (e.g. email_domains = ["example.org"])'
+        )
     regex = _str(raw, "username_regex", where, DEFAULT_USERNAME_REGEX)
     try:
         re.compile(regex)
@@ -142,6 +153,7 @@ def parse(raw: dict, where: str, base: Path) -> OidcConfig:
         ca_file=ca_file,
         scopes=tuple(scopes),
         username_claim=username_claim,
+        email_domains=frozenset(d.lower() for d in domains),
         username_regex=regex,
         groups_claim=_str(raw, "groups_claim", where, "groups"),
         group_roles=group_roles,

@@ -74,9 +74,17 @@ def map_claims(config: OidcConfig, claims: dict) -> tuple[str, frozenset[str], l
     """(jit user name, roles from groups, groups) from validated ID token claims, or SsoError."""
     raw = claims.get(config.username_claim)
     if config.username_claim == "email":
-        if claims.get("email_verified") is False:
+        # Only a verified address in one of our domains names a jit user: the local
+        # part alone would make alice@anywhere.example jit user alice.
+        if claims.get("email_verified") is not True:
             raise SsoError("unverified_email", "the identity provider has not verified the email")
-        raw = raw.split("@", 1)[0] if isinstance(raw, str) and "@" in raw else None
+        local, at, domain = raw.rpartition("@") if isinstance(raw, str) else ("", "", "")
+        if not at:
+            raw = None
+        elif domain.lower() not in config.email_domains:
+            raise SsoError("email_domain", "the email's domain is not one jit accepts")
+        else:
+            raw = local
     if not isinstance(raw, str) or not re.fullmatch(config.username_regex, raw):
         raise SsoError("bad_username", f"no usable user name in claim {config.username_claim!r}")
     groups = claims.get(config.groups_claim, [])

@@ -59,7 +59,8 @@ const provider = new Provider(issuer, {
           preferred_username: known.preferred_username || id,
           name: id,
           email: known.email || `${id}@example.org`,
-          email_verified: true,
+          // An account may say otherwise (IdPs send "false" as a string, too).
+          email_verified: 'email_verified' in known ? known.email_verified : true,
           groups: known.groups || [],
         };
       },

@@ -24,6 +24,10 @@ ACCOUNTS = {
     "erin": {"groups": ["sre"]},
     # Another account at the IdP that calls itself alice (a renamed or re-used name).
     "alice-impostor": {"groups": ["sre"], "preferred_username": "alice"},
+    # With username_claim = "email": erin's local part at another domain, and at
+    # ours but not verified (the string "false", as some IdPs send it).
+    "mallory": {"groups": ["sre"], "email": "erin@attacker.example"},
+    "ursula": {"groups": ["sre"], "email": "erin@example.org", "email_verified": "false"},
 }
 GROUP_ROLES = {"sre": "requester approver", "admins": "admin"}
 

@@ -224,3 +224,37 @@ def test_existing_users_are_linked_on_first_sign_in_when_configured(tmp_path: Pa
     finally:
         w.service.stop()
         w.provider.stop()
+
+
+def test_email_names_only_verified_addresses_in_our_domains(tmp_path: Path) -> None:
+    """username_claim = "email": erin@attacker.example and an unverified erin@example.org
+    are not jit user erin (even with link_existing_users on, where a match binds)."""
+    w = start_sso_world(
+        tmp_path,
+        username_claim='"email"',
+        email_domains='["Example.org"]',
+        link_existing_users="true",
+    )
+    try:
+        w.service.admin("user", "add", "erin", "--role", "requester")
+        for login, why in (("mallory", "domain is not one jit accepts"), ("ursula", "verified")):
+            rc, err = refused(w, tmp_path, login)
+            assert rc != 0
+            assert why in err.strip().splitlines()[-1]
+        assert no_tokens(w, "erin")
+        assert w.service.sql("SELECT count(*) FROM sso_identities WHERE sub != 'alice'") == [(0,)]
+        failed = events(w, "login.failed")
+        assert any('"email_domain"' in d for d in failed)
+        assert any('"unverified_email"' in d for d in failed)
+        rc, err = refused(w, tmp_path / "erin", "erin")  # erin@example.org, verified
+        assert rc == 0, err
+        assert "as erin" in err
+    finally:
+        w.service.stop()
+        w.provider.stop()
+
+
+def test_email_usernames_need_email_domains(tmp_path: Path) -> None:
+    """The service does not start with username_claim = "email" and no allow-list."""
+    with pytest.raises(AssertionError, match="needs email_domains"):
+        start_sso_world(tmp_path, username_claim='"email"')

@@ -41,6 +41,7 @@ MESSAGES = {
     " ask a jit admin to link it (jit-server sso link).",
     "bad_username": "The identity provider gave no usable user name.",
     "unverified_email": "The identity provider has not verified your email.",
+    "email_domain": "Your email's domain is not one jit accepts.",
     "flow": "The sign-in expired or did not start here; please try again.",
 }
 # After the session cookie is set, go on to /ui from our own page: a redirect
