@@ -18,7 +18,7 @@ from jit_hooks.server import admin_ops, audit, auth, store
 from jit_hooks.server.errors import Conflict, InvalidInput, NotFound
 from jit_hooks.server.oidc import SsoError
 from jit_hooks.server.oidc_config import OidcConfig
-from jit_hooks.server.tables import sso_flows, sso_identities, users
+from jit_hooks.server.tables import sso_flows, sso_identities, tokens, users
 
 # A browser has this long from "Sign in with SSO" to coming back.
 WEB_FLOW_SECONDS = 600
@@ -120,6 +120,61 @@ def _check_binding(conn: Connection, *, issuer: str, sub: str, user: Any, name: 
     return bool(rows)
 
 
+def _deprovision(conn: Connection, *, issuer: str, sub: str, name: str, now: int) -> None:
+    """The user bound to this subject left every mapped group: their roles and SSO
+    tokens go (the last enabled admin keeps admin). Nothing for an unbound name: an
+    IdP account that only shares it must not strip anyone."""
+    if len(sub) > 255:
+        return
+    row = conn.execute(
+        select(users)
+        .select_from(users.join(sso_identities, sso_identities.c.user_id == users.c.id))
+        .where(
+            sso_identities.c.issuer == issuer,
+            sso_identities.c.sub == sub,
+            users.c.name == name,
+        )
+    ).first()
+    if row is None:
+        return
+    was = frozenset(row.roles.split())
+    keep: frozenset[str] = frozenset()
+    if "admin" in was:
+        try:
+            admin_ops._keep_an_admin(conn, row, f"taking admin from {name!r}")
+        except Conflict:
+            keep = frozenset({"admin"})
+    revoked = conn.execute(
+        tokens.update()
+        .where(
+            tokens.c.user_id == row.id,
+            tokens.c.kind == "user",
+            tokens.c.name == "sso",
+            tokens.c.revoked_at.is_(None),
+        )
+        .values(revoked_at=now)
+    ).rowcount
+    if was != keep:
+        conn.execute(
+            users.update().where(users.c.id == row.id).values(roles=" ".join(sorted(keep)))
+        )
+    if was != keep or revoked:
+        audit.append(
+            conn,
+            at=now,
+            kind="user.roles_set",
+            actor="sso",
+            data={
+                "user": name,
+                "roles": sorted(keep),
+                "was": sorted(was),
+                "via": "sso",
+                "reason": "no_role",
+                "sso_tokens_revoked": revoked,
+            },
+        )
+
+
 def sign_in(
     conn: Connection,
     *,
@@ -133,7 +188,9 @@ def sign_in(
 
     The groups are the truth: a known user's roles become what their groups map
     to (audited ``user.roles_set``, via sso), unless that takes admin from the
-    last enabled admin (refused: ``last_admin``). No mapped role: refused.
+    last enabled admin (refused: ``last_admin``). No mapped role: refused, and a
+    user bound to this subject loses their roles and SSO tokens (not the last
+    admin's admin).
     Unknown user: refused unless ``create_users`` (then created and bound to the
     IdP's ``sub``). A known user not yet bound is refused (``not_linked``) until an
     admin runs ``jit-server sso link``, or, with ``link_existing_users`` on, bound
@@ -148,6 +205,7 @@ def sign_in(
         assert claims is not None
         name, roles, groups = map_claims(config, claims)
         if not roles:
+            _deprovision(conn, issuer=config.issuer, sub=claims["sub"], name=name, now=now)
             raise SsoError("no_role", f"none of your groups gives a jit role (user {name})")
         row = conn.execute(select(users).where(users.c.name == name)).first()
         if row is None and not config.create_users:

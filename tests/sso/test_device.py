@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import stat
 import subprocess
+import time
 import tomllib
 from pathlib import Path
 
@@ -81,6 +82,7 @@ def no_tokens(sso: SsoWorld, login: str) -> bool:
 
 
 def test_no_mapped_group_is_refused(sso: SsoWorld, tmp_path: Path) -> None:
+    # Not linked to dave's IdP account: refused, and nothing of jit user dave changes.
     rc, err = refused(sso, tmp_path, "dave")
     assert rc != 0
     assert err.strip().splitlines()[-1] == (
@@ -90,6 +92,48 @@ def test_no_mapped_group_is_refused(sso: SsoWorld, tmp_path: Path) -> None:
     assert no_tokens(sso, "dave")
     assert sso.service.sql("SELECT roles FROM users WHERE name = 'dave'") == [("requester",)]
     assert any('"no_role"' in d and '"dave"' in d for d in events(sso, "login.failed"))
+
+
+def test_a_linked_user_in_no_mapped_group_loses_roles_and_sso_tokens(
+    sso: SsoWorld, tmp_path: Path
+) -> None:
+    """dave is linked and holds a token from an earlier SSO sign-in; the IdP has since
+    taken him out of every mapped group. His next sign-in is refused and takes his
+    roles and SSO tokens (his other tokens stay: an admin disables the user)."""
+    from jit_hooks.server import oidc_signin
+    from jit_hooks.server.auth import UserPrincipal
+    from tests.server.conftest import Admin
+
+    sso.service.admin("sso", "link", "dave", "--subject", "dave")
+    [(uid,)] = sso.service.sql("SELECT id FROM users WHERE name = 'dave'")
+    admin = Admin(sso.service)
+    try:  # the token an earlier sign-in (with a mapped group) would have issued
+        with admin.engine.begin() as conn:
+            earlier = oidc_signin.issue_token(
+                conn, user=UserPrincipal(uid, "dave", frozenset()), ttl=3600, now=int(time.time())
+            )
+    finally:
+        admin.close()
+    other = sso.service.admin("token", "create", "dave", "--name", "cron").strip()
+    assert sso.service.call("GET", "/api/v1/me", earlier)[0] == 200
+    rc, err = refused(sso, tmp_path, "dave")
+    assert rc != 0
+    assert "none of your identity provider groups" in err.strip().splitlines()[-1]
+    assert sso.service.sql("SELECT roles FROM users WHERE name = 'dave'") == [("",)]
+    status, body = sso.service.call("GET", "/api/v1/me", earlier)
+    assert status == 401, body
+    assert sso.service.call("GET", "/api/v1/me", other)[0] == 200
+    assert any(
+        '"no_role"' in d and '"sso_tokens_revoked":1' in d for d in events(sso, "user.roles_set")
+    )
+
+
+def test_the_last_admin_in_no_mapped_group_keeps_admin(sso: SsoWorld, tmp_path: Path) -> None:
+    sso.service.admin("user", "set-roles", "dave", "admin,requester")
+    sso.service.admin("sso", "link", "dave", "--subject", "dave")
+    rc, _ = refused(sso, tmp_path, "dave")
+    assert rc != 0
+    assert sso.service.sql("SELECT roles FROM users WHERE name = 'dave'") == [("admin",)]
 
 
 def test_unknown_user_is_refused_and_not_created(sso: SsoWorld, tmp_path: Path) -> None:
