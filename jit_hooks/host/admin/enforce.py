@@ -7,6 +7,10 @@ module checks /proc: the pid must exist, have that very start time and be an
 sshd. Only then is the monitor sent SIGTERM (it passes the signal on to its
 session child, which ends the session and closes the connection), through a
 pidfd opened and re-checked first, so a pid recycled in between is never hit.
+Before that, the connection's user is read from /proc (its session child's
+real uid, which sshd titles ``sshd: USER@tty``): a break-glass account's
+session, or one of another login than the service named, is never ended, so a
+compromised service cannot end sessions beyond the logins it grants.
 Sessions whose connection is already gone are reported closed.
 
 Enforcement acts only on a positive answer: if the service cannot be reached or
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import select
 import signal
 import stat
@@ -47,6 +52,9 @@ WARN_BEFORE = (600, 60)
 TIMER_PERIOD = 30.0
 
 Check = Literal["match", "gone", "recycled", "not_sshd", "not_monitor"]
+# The title sshd gives a connection's post-auth session child (it runs as the
+# user): "<progname>: USER@pts/N" or "@notty"; progname is "sshd" unless run as a copy.
+_SESSION_TITLE = re.compile(rb"[^\s:]+: ([^\s@\x00]+)@")
 
 
 def is_sshd(pid: int, proc: str = procfs.PROC) -> bool:
@@ -73,6 +81,54 @@ def check_connection(conn: str, proc: str = procfs.PROC) -> Check:
     if not is_sshd(st.ppid, proc) or b"[listener]" in procfs.cmdline(pid, proc):
         return "not_monitor"
     return "match"
+
+
+def _real_uid(pid: int, proc: str) -> int | None:
+    try:
+        with open(f"{proc}/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def session_login(conn: str, proc: str = procfs.PROC) -> str | None:
+    """The login whose session connection ``conn`` carries; None if /proc does not prove one.
+
+    Read from the monitor's session child: its real uid (set by sshd, not by the
+    user) and its title ``sshd: USER@...`` must name the same account. A
+    connection still authenticating, or a child whose title was changed, gives None.
+    """
+    pid = int(conn.split(":")[0])
+    for child, _ in procfs.children_map(proc).get(pid, []):
+        m = _SESSION_TITLE.match(procfs.cmdline(child, proc))
+        uid = _real_uid(child, proc)
+        if m is None or uid is None or not is_sshd(child, proc):
+            continue
+        try:
+            name = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return None
+        return name if name.encode() == m.group(1) else None
+    return None
+
+
+def owner_refusal(conn: str, login: str, config: HostConfig, proc: str = procfs.PROC) -> str | None:
+    """Why connection ``conn`` must not be ended as ``login``'s session, or None if it may.
+
+    Only a connection /proc shows to be that very login's, and not a break-glass
+    account's, is ended: the service's word alone is not enough.
+    """
+    if check_connection(conn, proc) != "match":
+        return None  # gone or refused anyway: end_connection says which, signals nothing
+    actual = session_login(conn, proc)
+    if actual is not None and actual in config.break_glass:
+        return "pid_is_break_glass"
+    if actual is None or actual != login:
+        return "pid_is_other_login"
+    return None
 
 
 def descendants(pid: int, proc: str = procfs.PROC) -> list[tuple[int, ProcStat]]:
@@ -258,6 +314,11 @@ def end_sessions(
             "request": item["request_id"],
             "why": item["reason"],
         }
+        why_not = owner_refusal(item["connection"], item["login"], config)
+        if why_not is not None:
+            refused += 1
+            log.alert(action="refused", **fields, reason=why_not, source=source)
+            continue
         outcome = end_connection(item["connection"], grace=grace)
         if outcome in ("not_sshd", "not_monitor"):
             refused += 1
