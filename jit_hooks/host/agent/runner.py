@@ -9,9 +9,12 @@ path, and keeps the live sessions' end times to act on locally:
 
 * at each ``sessions.warn_before`` mark it writes a warning to the session's
   terminals (enforce.warn_users: checked pty, the session user's);
-* at the end time it ends the session itself, without asking: a stream or
-  service that is gone never extends access (fail safe). An extension reaches
-  the agent as a ``change`` event and moves the end time before it is due.
+* at the end time it first asks the service once (one sync, within the
+  client's time budget): an extension whose ``change`` event was missed (stream
+  down, event late) moves the end time instead of ending the session. If that
+  sync fails, or the service does not list the session as live past now, the
+  agent ends it itself: a stream or service that is gone never extends access
+  (fail safe). "Now" is the service's clock (the ``time`` of the last sync).
 
 A periodic resync (``RESYNC``) picks up sessions opened since the last one.
 """
@@ -24,13 +27,14 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from jit_hooks.errors import ConfigError, JitError, ServiceError
+from jit_hooks.errors import ConfigError, ServiceError
 from jit_hooks.host.admin import enforce
 from jit_hooks.host.agent.backoff import Backoff
 from jit_hooks.host.agent.sse import Stream
 from jit_hooks.host.login.client import HookClient
 from jit_hooks.host.login.config import HostConfig
 from jit_hooks.host.login.log import HookLog
+from jit_hooks.protocol import SessionsAnswer
 
 IDENT = "jit-hooks-agent"
 # Seconds between syncs without events: new sessions get their warnings and
@@ -77,6 +81,8 @@ class Agent:
         self._stream: Stream | None = None
         self.connects = 0  # streams opened (tests, status)
         self.syncs = 0
+        # Service clock minus ours at the last sync: end times are the service's.
+        self.skew = 0.0
 
     # -- stream thread ----------------------------------------------------------
 
@@ -97,9 +103,12 @@ class Agent:
                         break
                     if self.stop.is_set():
                         break
-            except (OSError, ValueError, AttributeError, JitError) as e:
+            except Exception as e:
+                # Whatever one connection did (OSError, a non-HTTP answer raising
+                # http.client.HTTPException, a bug), the thread must live on and
+                # reconnect: a dead stream thread would leave the host on the timer.
                 if not self.stop.is_set():
-                    reason = getattr(e, "reason", type(e).__name__)
+                    reason = getattr(e, "reason", None) or type(e).__name__
                     self.log.warning(action="stream", state="failed", error=reason)
             finally:
                 if self._stream is not None:
@@ -140,15 +149,21 @@ class Agent:
             self.sync()
         self.act_on_time()
 
-    def sync(self) -> None:
+    def now(self) -> float:
+        """The service's time as of the last sync (end times are on its clock)."""
+        return self.clock() + self.skew
+
+    def sync(self) -> SessionsAnswer | None:
+        """Ask the service, end what it says to end, keep the live end times; None on failure."""
         try:
             answer = self.client.open_sessions()
         except (ServiceError, ConfigError) as e:
             # Keep what we knew: the known end times still apply (act_on_time).
             self.log.warning(action="sync", result="failed", error=getattr(e, "reason", e))
             self._next_sync = time.monotonic() + self.rng.uniform(0.5, 1.5) * SYNC_RETRY
-            return
+            return None
         self.syncs += 1
+        self.skew = answer["time"] - self.clock()
         self._next_sync = time.monotonic() + self.rng.uniform(0.9, 1.1) * RESYNC
         if answer["end"]:
             enforce.end_sessions(
@@ -158,9 +173,37 @@ class Agent:
             a["connection"]: Live(a["login"], a["request_id"], a["expires_at"])
             for a in answer["active"]
         }
+        return answer
+
+    def confirm_ends(self) -> None:
+        """Before ending sessions locally, ask the service once whether they really end.
+
+        An extension moves a session's end in the answer (it stays live); what the
+        service ends, sync() has ended. The rest of those due (sync failed, or
+        the service no longer lists them live past now) stay due: act_on_time
+        ends them.
+        """
+        due = {c: s for c, s in self.live.items() if s.expires_at <= self.now()}
+        if not due:
+            return
+        answer = self.sync()
+        if answer is None:
+            return  # self.live unchanged: the due sessions end locally
+        now = self.now()
+        ended = {item["connection"] for item in answer["end"]}
+        for conn, s in due.items():
+            later = self.live.get(conn)
+            if later is not None and later.expires_at > now:
+                self.log.info(
+                    action="keep", login=s.login, connection=conn, request=s.request_id,
+                    expires_at=later.expires_at, source="local",
+                )  # fmt: skip
+            elif conn not in ended:
+                self.live[conn] = s  # not live past now by the service either: end it
 
     def act_on_time(self) -> None:
-        now = int(self.clock())
+        self.confirm_ends()
+        now = int(self.now())
         for conn, s in list(self.live.items()):
             if s.expires_at <= now:
                 del self.live[conn]
@@ -199,7 +242,7 @@ class Agent:
 
     def seconds_to_next(self) -> float:
         """Until the next sync, warning or end time (the loop also wakes on events)."""
-        now = self.clock()
+        now = self.now()
         due = [self._next_sync - time.monotonic()]
         for conn, s in self.live.items():
             due.append(s.expires_at - now)
