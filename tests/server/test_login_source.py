@@ -59,7 +59,9 @@ def test_pinned_grant_refuses_outside_sources_and_records_no_session(world):
     assert (entry["used"], entry["sessions"], entry["sources"]) == (False, 0, [])
     denied = [
         json.loads(d)
-        for (d,) in w.svc.sql("SELECT data FROM audit_events WHERE kind = 'hook.account'")
+        for (d,) in w.svc.sql(
+            "SELECT data FROM audit_events WHERE kind = 'hook.account' ORDER BY id"
+        )
     ]
     assert [d["decision"] for d in denied] == ["deny"] * 3
     assert {d["pinned_request"] for d in denied} == {rid} and "session" not in denied[0]
@@ -128,3 +130,31 @@ def test_usage_report_guards_formulas_and_escapes_from_old_rows(world):
 
     table = w.svc.admin("report", "usage")
     assert "\x1b" not in table and "\x07" not in table and "HYPERLINK" in table
+
+
+def test_abort_deletes_only_a_fresh_open_session_of_this_host(world):
+    """The host refused the login after the account call opened its session (event=abort)."""
+    w = world
+    rid = pinned(w, ["10.0.0.0/8"])
+    for conn in ("60:1", "61:1", "62:1"):
+        code, ans = account(w, conn, "10.0.0.5")
+        assert (code, ans["decision"]) == (200, "allow"), ans
+    # 61:1 opened long ago (past the abort window); 62:1 belongs to web1, asked by web2.
+    w.svc.sql("UPDATE sessions SET opened_at = opened_at - 600 WHERE connection = '61:1'")
+    for who, conn in (("web1", "60:1"), ("web1", "61:1"), ("web2", "62:1")):
+        body = {"event": "abort", "login": "deploy", "rhost": "10.0.0.5", "connection": conn}
+        code, ans = w.call(who, "POST", SESSION, body)
+        assert code == 200 and ans["reason"] == "session aborted", ans
+    left = w.svc.sql("SELECT connection FROM sessions ORDER BY connection")
+    assert left == [("61:1",), ("62:1",)]
+    entry = usage_entry(w, rid)
+    assert entry["sessions"] == 2
+    aborts = [
+        json.loads(d)
+        for (d,) in w.svc.sql(
+            "SELECT data FROM audit_events WHERE kind = 'hook.session' ORDER BY id"
+        )
+    ]
+    assert [(a["event"], a["connection"], a["aborted"]) for a in aborts] == [
+        ("abort", "60:1", 1), ("abort", "61:1", 0), ("abort", "62:1", 0),
+    ]  # fmt: skip
