@@ -5,7 +5,10 @@ not count it as used (sessions review M2). Real sshd, PAM, hooks and service.
 
 from __future__ import annotations
 
+import pytest
+
 from tests.e2e.conftest import PASSWORD
+from tests.e2e.test_hooksd import hooksd_world  # noqa: F401 (the jit-hooksd sandbox fixture)
 
 ACCOUNT = "jit-pam-account"
 
@@ -49,3 +52,15 @@ def test_abort_reaches_only_a_fresh_open_session_of_this_host(world):
     assert [
         e["data"]["aborted"] for e in world.events("hook.session") if e["data"]["event"] == "abort"
     ] == [0]
+
+
+@pytest.fixture
+def helper_world(hooksd_world):  # noqa: F811
+    hooksd_world.reset()
+    return hooksd_world
+
+
+def test_the_abort_also_runs_in_jit_hooksd(helper_world):
+    test_host_refusal_after_an_allow_aborts_the_recorded_session(helper_world)
+    lines = helper_world.box.sink.messages(ACCOUNT)
+    assert lines and all(line.endswith(" via=hooksd") for line in lines), lines
