@@ -44,18 +44,19 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 0.25
 # Ids re-read per poll for events committed out of id order (PostgreSQL).
 ID_SLACK = 100_000
-# Request events after which a host's sessions may have to end or move their end.
+# Request events after which a host's sessions may have to end or move their end:
+# the kinds really audited (an approved extension is request.extended, extend.py;
+# expiry is by time, which the agent keeps, not an event).
 REQUEST_KINDS = (
     "request.revoked",
     "request.dropped",
     "request.extended",
-    "request.expired",
     "request.approved",
-    "extension.approved",
 )
 USER_KINDS = ("user.disabled", "user.removed")
-# Host token changes: the host's streams re-check their token (and close if refused).
-HOST_KINDS = ("host.token_rotated", "host.token_revoked", "host.removed", "host.token_expired")
+# Host token changes (admin_ops.rotate_host_token, store.remove_host): the host's
+# streams re-check their token, close if refused, and close at a grace's end.
+HOST_KINDS = ("host.token_rotated", "host.removed")
 KINDS = REQUEST_KINDS + USER_KINDS + HOST_KINDS
 # Bound on a stream's queue: a host that stops reading is closed, never buffered for.
 QUEUE_MAX = 256
