@@ -15,8 +15,11 @@ event in the transaction of the change, on every replica and backend, so a
 change made on replica A is seen by the hubs of B and C within a poll, with no
 extra write on the change's path and no channel that could miss a commit.
 PostgreSQL hands out ids before commit, so ids commit out of order: each poll
-re-reads the last ``ID_SLACK`` ids (index ix_audit_events_kind_id keeps that to
-the matching kinds) and skips the ids it already delivered.
+re-reads the matching ids above the cursor it had ``SETTLE_SECONDS`` ago (a
+transaction that took its id before then has committed or failed by now), never
+more than ``ID_SLACK`` ids back (index ix_audit_events_kind_id: kind, id), and
+skips the ids it already delivered. So a poll re-reads the last half-minute's
+session-changing events, not the last 100,000 ids' (review L4).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import logging
 import os
 import resource
 import signal
-from collections.abc import Iterable
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,8 +47,13 @@ log = logging.getLogger(__name__)
 # largest share of the revoke-to-session-end time (bench P6), one small indexed
 # query per replica per poll however many hosts listen.
 POLL_SECONDS = 0.25
-# Ids re-read per poll for events committed out of id order (PostgreSQL).
-ID_SLACK = 100_000
+# Events committed out of id order (PostgreSQL) are caught by re-reading the ids
+# above the cursor of this many seconds ago: longer than any transaction that
+# writes an audit event (hook calls and API changes commit in well under a second;
+# the database's busy timeouts are shorter than this).
+SETTLE_SECONDS = 30.0
+# And never more ids back than this, whatever the time window holds.
+ID_SLACK = 10_000
 # Request events after which a host's sessions may have to end or move their end:
 # the kinds really audited (an approved extension is request.extended, extend.py;
 # expiry is by time, which the agent keeps, not an event).
@@ -125,6 +135,9 @@ class Hub:
     _tick: int = 0
     # Each host's queues, oldest first (STREAMS_PER_HOST).
     _order: dict[int, list[asyncio.Queue]] = field(default_factory=dict)
+    # (clock, cursor) after each poll of the last SETTLE_SECONDS: the re-read window.
+    _marks: deque[tuple[float, int]] = field(default_factory=deque)
+    clock: Callable[[], float] = time.monotonic
 
     @property
     def streams(self) -> int:
@@ -136,6 +149,8 @@ class Hub:
             # Events before the first stream concern nobody listening: a host
             # syncs its full state on connect (routes/stream.py).
             self.cursor, self._seen = await self.ctx.run(_start)
+            # Until a poll is SETTLE_SECONDS old, re-read from ID_SLACK below the start.
+            self._marks = deque([(self.clock(), max(0, self.cursor - ID_SLACK))])
         order = self._order.setdefault(host_id, [])
         while len(order) >= STREAMS_PER_HOST:
             oldest = order[0]
@@ -207,9 +222,20 @@ class Hub:
             for queue in queues:
                 _close(queue)
 
+    def window_low(self) -> int:
+        """The id above which a poll re-reads (see the module docstring)."""
+        cursor = self.cursor or 0
+        now = self.clock()
+        marks = self._marks
+        # Drop marks made before the newest one that is already SETTLE_SECONDS old.
+        while len(marks) > 1 and marks[1][0] <= now - SETTLE_SECONDS:
+            marks.popleft()
+        settled = marks[0][1] if marks else cursor
+        return max(settled, cursor - ID_SLACK)
+
     async def poll_once(self) -> int:
         """Read new events, deliver them; how many notices went out."""
-        low = (self.cursor or 0) - ID_SLACK
+        low = self.window_low()
         rows, targets = await self.ctx.run(lambda conn: _changes(conn, low, self._seen))
         sent = 0
         for row, host_ids in zip(rows, targets, strict=True):
@@ -222,9 +248,9 @@ class Hub:
                 recheck_token=row.kind in HOST_KINDS,
             )
             sent += self.publish(host_ids, notice)
-        floor = (self.cursor or 0) - ID_SLACK
+        self._marks.append((self.clock(), self.cursor or 0))
         if len(self._seen) > 4096:
-            self._seen = {i for i in self._seen if i > floor}
+            self._seen = {i for i in self._seen if i > low}
         return sent
 
     def close(self) -> None:
@@ -270,7 +296,7 @@ def _server_exiting() -> bool:
 
 
 def _start(conn: Connection) -> tuple[int, set[int]]:
-    """The newest audit id, and the ids of the slack window a first poll would re-read."""
+    """The newest audit id, and the ids of the window the first polls re-read."""
     top = int(conn.execute(select(func.coalesce(func.max(audit_events.c.id), 0))).scalar_one())
     q = select(audit_events.c.id).where(
         and_(audit_events.c.kind.in_(KINDS), audit_events.c.id > top - ID_SLACK)
