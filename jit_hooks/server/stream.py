@@ -109,12 +109,14 @@ class Notice:
     # For host.* events: the stream re-checks its token before anything else.
     recheck_token: bool = False
 
-    def sse(self) -> bytes:
+    def sse(self, seq: int) -> bytes:
+        """The ``change`` event, numbered ``seq`` on its stream: audit ids are global and
+        would tell a host how busy the rest of the fleet is (review L3)."""
         data: dict[str, object] = {"kind": self.kind}
         if self.request_id is not None:
             data["request_id"] = self.request_id
         payload = json.dumps(data, separators=(",", ":"))
-        return f"id: {self.id}\nevent: change\ndata: {payload}\n\n".encode()
+        return f"id: {seq}\nevent: change\ndata: {payload}\n\n".encode()
 
 
 @dataclass

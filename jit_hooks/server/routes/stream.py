@@ -81,8 +81,9 @@ async def stream(request: Request, ctx: CtxDep, creds: Creds) -> Response:
         next_check = loop.time() + RECHECK_TOKEN
         try:
             yield f"retry: {RETRY_MS}\n".encode() + _event(
-                "sync", {"host": host.name, "time": ctx.now()}, hub.cursor
+                "sync", {"host": host.name, "time": ctx.now()}, 0
             )
+            seq = 0  # this stream's own event numbers (Notice.sse)
             end = token_end
             while True:
                 # Keep-alives come from the hub (stream.HEARTBEAT): no timer per
@@ -107,7 +108,8 @@ async def stream(request: Request, ctx: CtxDep, creds: Creds) -> Response:
                 if notice.kind == "heartbeat":
                     yield b": keep-alive\n\n"
                 else:
-                    yield notice.sse()
+                    seq += 1
+                    yield notice.sse(seq)
         finally:
             hub.unsubscribe(host.id, queue)
 
