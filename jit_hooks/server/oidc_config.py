@@ -21,7 +21,8 @@ DEFAULT_CLOCK_SKEW = 60
 KNOWN_KEYS = {
     "issuer", "client_id", "client_secret_file", "ca_file", "scopes", "username_claim",
     "username_regex", "groups_claim", "group_roles", "create_users", "clock_skew",
-    "redirect_uri", "timeout", "link_existing_users", "email_domains",
+    "redirect_uri", "timeout", "link_existing_users", "email_domains", "max_device_flows",
+    "max_device_flows_per_client",
 }  # fmt: skip
 
 
@@ -56,6 +57,10 @@ class OidcConfig:
     redirect_uri: str | None = None
     # Seconds for each call to the IdP (it is off the hook path; a person waits).
     timeout: float = 10.0
+    # `jit login --sso` sign-ins under way (unauthenticated; each costs an IdP
+    # call and a row): at most this many in all, and from one client address.
+    max_device_flows: int = 200
+    max_device_flows_per_client: int = 5
 
 
 def _secret(path: Path, where: str) -> str:
@@ -141,6 +146,12 @@ def parse(raw: dict, where: str, base: Path) -> OidcConfig:
         raise OidcConfigError(f"{where}: clock_skew must be seconds from 0 to 600")
     if not isinstance(timeout, int | float) or not 0 < timeout <= 60:
         raise OidcConfigError(f"{where}: timeout must be seconds, above 0 and at most 60")
+    caps = {}
+    for key, default in (("max_device_flows", 200), ("max_device_flows_per_client", 5)):
+        value = raw.get(key, default)
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 100000:
+            raise OidcConfigError(f"{where}: {key} must be a number from 1 to 100000")
+        caps[key] = value
     redirect = raw.get("redirect_uri")
     if redirect is not None:
         redirect = _str(raw, "redirect_uri", where)
@@ -162,6 +173,8 @@ def parse(raw: dict, where: str, base: Path) -> OidcConfig:
         clock_skew=skew,
         redirect_uri=redirect,
         timeout=float(timeout),
+        max_device_flows=caps["max_device_flows"],
+        max_device_flows_per_client=caps["max_device_flows_per_client"],
     )
 
 

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, delete, or_, select
+from sqlalchemy import Connection, delete, func, or_, select
 
 from jit_hooks.server import admin_ops, audit, auth, store
 from jit_hooks.server.errors import Conflict, InvalidInput, NotFound
@@ -30,10 +30,20 @@ class Flow:
     secret: str
     nonce: str | None
     expires_at: int
+    poll_interval: int | None = None
+    next_poll_at: int | None = None
 
 
 def begin(
-    conn: Connection, *, kind: str, secret: str, nonce: str | None, now: int, ttl: int
+    conn: Connection,
+    *,
+    kind: str,
+    secret: str,
+    nonce: str | None,
+    now: int,
+    ttl: int,
+    client: str | None = None,
+    poll_interval: int | None = None,
 ) -> str:
     """Store a flow; returns the random value the client keeps (only its hash is stored)."""
     conn.execute(delete(sso_flows).where(sso_flows.c.expires_at <= now))
@@ -46,9 +56,46 @@ def begin(
             nonce=nonce,
             created_at=now,
             expires_at=now + ttl,
+            client=None if client is None else client[:64],
+            poll_interval=poll_interval,
         )
     )
     return handle
+
+
+def check_device_capacity(conn: Connection, *, config: OidcConfig, client: str, now: int) -> None:
+    """SsoError too_many_sign_ins when this client, or everyone, has too many device
+    sign-ins under way: the route is unauthenticated and each one costs an IdP call."""
+    live = (sso_flows.c.kind == "device") & (sso_flows.c.expires_at > now)
+    total = conn.execute(select(func.count()).where(live)).scalar_one()
+    if total >= config.max_device_flows:
+        raise SsoError("too_many_sign_ins", "too many SSO sign-ins under way; try again later")
+    mine = conn.execute(
+        select(func.count()).where(live, sso_flows.c.client == client[:64])
+    ).scalar_one()
+    if mine >= config.max_device_flows_per_client:
+        raise SsoError(
+            "too_many_sign_ins",
+            "too many SSO sign-ins under way from your address; finish or wait for those",
+        )
+
+
+def pace(conn: Connection, *, handle: str, flow: Flow, now: int, slow_down: bool) -> bool:
+    """Record a poll of a device flow; False if it came before its time (answer slow_down).
+
+    RFC 8628: each slow_down adds 5 s to the interval, the IdP's or ours.
+    """
+    interval = flow.poll_interval or 5
+    early = flow.next_poll_at is not None and now < flow.next_poll_at
+    if early or slow_down:
+        interval += 5
+    values = {"poll_interval": interval}
+    if not early:
+        values["next_poll_at"] = now + interval
+    conn.execute(
+        sso_flows.update().where(sso_flows.c.key_hash == auth.token_hash(handle)).values(**values)
+    )
+    return not early
 
 
 def find(conn: Connection, *, kind: str, handle: str, now: int) -> Flow | None:
@@ -62,7 +109,9 @@ def find(conn: Connection, *, kind: str, handle: str, now: int) -> Flow | None:
     ).first()
     if row is None or row.expires_at <= now:
         return None
-    return Flow(row.kind, row.secret, row.nonce, row.expires_at)
+    return Flow(
+        row.kind, row.secret, row.nonce, row.expires_at, row.poll_interval, row.next_poll_at
+    )
 
 
 def finish(conn: Connection, *, handle: str) -> None:

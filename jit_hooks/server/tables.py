@@ -319,6 +319,11 @@ sso_flows = Table(
     Column("nonce", String(64), nullable=True),
     Column("created_at", Integer, nullable=False),
     Column("expires_at", Integer, nullable=False, index=True),
+    # Device flows (migration 0014): who started it (capped per client), and the
+    # pace the poll must keep (an early poll is answered slow_down, not sent on).
+    Column("client", String(64), nullable=True),
+    Column("poll_interval", Integer, nullable=True),
+    Column("next_poll_at", Integer, nullable=True),
 )
 
 # Which IdP subject a jit user signs in as (oidc_signin.py). Names can change

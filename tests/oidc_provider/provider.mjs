@@ -69,6 +69,9 @@ const provider = new Provider(issuer, {
 });
 // Plain errors in the test's log, not only in the HTML answer.
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
+// One line per token endpoint error (authorization_pending, slow_down...): tests
+// count how many polls reached the IdP.
+provider.on('grant.error', (ctx, err) => console.error('grant.error', err.error));
 
 const server = https.createServer(
   { key: readFileSync(conf.tls_key), cert: readFileSync(conf.tls_cert) },

@@ -302,3 +302,55 @@ def test_email_usernames_need_email_domains(tmp_path: Path) -> None:
     """The service does not start with username_claim = "email" and no allow-list."""
     with pytest.raises(AssertionError, match="needs email_domains"):
         start_sso_world(tmp_path, username_claim='"email"')
+
+
+def _post(url: str, path: str, body: dict | None, source: str = "127.0.0.1") -> tuple[int, dict]:
+    """One POST from a chosen loopback source address (127.0.0.2 is another client)."""
+    import http.client
+    import json
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30, source_address=(source, 0))
+    try:
+        data = json.dumps(body or {}).encode()
+        conn.request("POST", path, data, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        return r.status, json.loads(r.read() or b"null")
+    finally:
+        conn.close()
+
+
+def test_device_sign_ins_are_capped_per_client_and_overall(tmp_path: Path) -> None:
+    """The unauthenticated start is bounded: 3 live flows per client address, 5 in all;
+    past that 429 with a JSON body, and the IdP is not asked."""
+    w = start_sso_world(tmp_path, max_device_flows="5", max_device_flows_per_client="3")
+    start = "/api/v1/login/sso/device"
+    try:
+        for _ in range(3):
+            assert _post(w.service.url, start, None)[0] == 200
+        status, body = _post(w.service.url, start, None)
+        assert status == 429, body
+        assert body["error"] == "too_many_sign_ins" and "your address" in body["detail"]
+        for _ in range(2):  # another client still gets in, up to the overall cap
+            assert _post(w.service.url, start, None, source="127.0.0.2")[0] == 200
+        status, body = _post(w.service.url, start, None, source="127.0.0.2")
+        assert (status, body["error"]) == (429, "too_many_sign_ins")
+        assert w.service.sql("SELECT count(*) FROM sso_flows") == [(5,)]
+    finally:
+        w.service.stop()
+        w.provider.stop()
+
+
+def test_early_polls_are_answered_slow_down_without_asking_the_idp(sso: SsoWorld) -> None:
+    status, started = _post(sso.service.url, "/api/v1/login/sso/device", None)
+    assert status == 200
+    poll = "/api/v1/login/sso/device/token"
+    before = sso.provider.log_path.read_text().count("grant.error")
+    answers = [_post(sso.service.url, poll, {"handle": started["handle"]}) for _ in range(6)]
+    assert [s for s, _ in answers] == [202] * 6
+    assert all(b["status"] == "pending" for _, b in answers)
+    # The first went to the IdP (authorization_pending); the rest came too soon.
+    assert [b["slow_down"] for _, b in answers[1:]] == [5] * 5
+    wait_for(lambda: sso.provider.log_path.read_text().count("grant.error") >= before + 1)
+    assert sso.provider.log_path.read_text().count("grant.error") == before + 1

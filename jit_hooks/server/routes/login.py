@@ -127,6 +127,7 @@ class SsoRefused(ServiceDomainError):
             "idp_error": 424,
             "expired": 410,
             "bad_id_token": 401,
+            "too_many_sign_ins": 429,
         }.get(e.reason, 403)
 
 
@@ -146,11 +147,26 @@ def sso_client(request: Request) -> OidcClient:
 async def sso_device_start(request: Request, ctx: CtxDep) -> dict:
     """Start a device sign-in: the person opens verification_uri and enters user_code."""
     client = sso_client(request)
+    now = ctx.now()
+    # Behind a reverse proxy every caller is the proxy: the per-client cap is then
+    # one more global cap (docs/server.md).
+    caller = request.client.host if request.client else "unknown"
+
+    def capacity(conn: Connection) -> SsoError | None:
+        try:
+            oidc_signin.check_device_capacity(conn, config=client.config, client=caller, now=now)
+        except SsoError as e:
+            return e
+        return None
+
+    full = await ctx.run(capacity)  # before the IdP call, which each start costs
+    if full is not None:
+        log.warning("sso device sign-in refused: reason=%s client=%s", full.reason, caller)
+        raise SsoRefused(full)
     try:
         started = await asyncio.to_thread(client.start_device)
     except SsoError as e:
         raise SsoRefused(e) from None
-    now = ctx.now()
     handle = await ctx.run(
         lambda conn: oidc_signin.begin(
             conn,
@@ -161,6 +177,8 @@ async def sso_device_start(request: Request, ctx: CtxDep) -> dict:
             # Kept a minute past the IdP's own expiry, so a late poll hears
             # "expired" from the IdP and the refusal is audited.
             ttl=started.expires_in + 60,
+            client=caller,
+            poll_interval=started.interval,
         )
     )
     return {
@@ -186,11 +204,23 @@ async def sso_device_token(
     if flow is None:
         gone = SsoError("expired", "unknown or expired sign-in; run jit login --sso again")
         raise SsoRefused(gone)
+    # The IdP sees at most one poll per interval: an early one is answered here.
+    on_time = await ctx.run(
+        lambda conn: oidc_signin.pace(conn, handle=body.handle, flow=flow, now=now, slow_down=False)
+    )
+    if not on_time:
+        return JSONResponse({"status": "pending", "slow_down": 5}, status_code=202)
     claims, error = None, None
     try:
         claims = await asyncio.to_thread(client.poll_device, flow.secret, now=now)
     except Pending as e:
         interval = 5 if e.reason == "slow_down" else 0
+        if interval:
+            await ctx.run(
+                lambda conn: oidc_signin.pace(
+                    conn, handle=body.handle, flow=flow, now=now, slow_down=True
+                )
+            )
         return JSONResponse({"status": "pending", "slow_down": interval}, status_code=202)
     except SsoError as e:
         error = e
