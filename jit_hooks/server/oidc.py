@@ -139,7 +139,9 @@ def validate_id_token(
     auds = aud if isinstance(aud, list) else [aud]
     if client_id not in auds:
         raise bad("audience mismatch")
-    if len(auds) > 1 and claims.get("azp") != client_id:
+    # OIDC Core 3.1.3.7: with several audiences azp must be us; an azp that names
+    # another client is refused whatever the aud (a token issued to that client).
+    if (len(auds) > 1 or "azp" in claims) and claims.get("azp") != client_id:
         raise bad("authorized party mismatch")
     exp, iat = claims.get("exp"), claims.get("iat")
     if not isinstance(exp, int) or not isinstance(iat, int):

@@ -134,3 +134,41 @@ def test_secret_file_must_be_private(tmp_path: Path) -> None:
     secret.chmod(0o600)
     config = parse(raw, "oidc.toml", tmp_path)
     assert config.client_secret == "s3cret" and "s3cret" not in repr(config)
+
+
+def _es256(claims: dict) -> tuple[str, dict]:
+    """A token signed by a key made here (the provider under test never sets a foreign
+    azp, so this is the one ID token not issued by it); the key's JWK to check it."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pub = key.public_key().public_numbers()
+    jwk = {"kty": "EC", "crv": "P-256", "kid": "t", "use": "sig",
+           "x": b64(pub.x.to_bytes(32, "big")), "y": b64(pub.y.to_bytes(32, "big"))}  # fmt: skip
+    head = b64(json.dumps({"alg": "ES256", "kid": "t"}).encode())
+    body = b64(json.dumps(claims).encode())
+    r, s = decode_dss_signature(key.sign(f"{head}.{body}".encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{head}.{body}.{b64(r.to_bytes(32, 'big') + s.to_bytes(32, 'big'))}", jwk
+
+
+def test_a_foreign_azp_is_refused_even_with_one_audience() -> None:
+    now = int(time.time())
+    base = {"iss": "https://idp.test", "sub": "alice", "iat": now, "exp": now + 300}
+    args = {"issuer": "https://idp.test", "client_id": "jit", "now": now, "skew": 60}
+    for claims, ok in (
+        ({"aud": "jit"}, True),
+        ({"aud": "jit", "azp": "jit"}, True),
+        ({"aud": "jit", "azp": "other-client"}, False),
+        ({"aud": ["jit"], "azp": "other-client"}, False),
+    ):
+        token, jwk = _es256(base | claims)
+        if ok:
+            assert validate_id_token(token, keys=[jwk], **args)["sub"] == "alice"
+        else:
+            with pytest.raises(SsoError, match="authorized party mismatch"):
+                validate_id_token(token, keys=[jwk], **args)
