@@ -176,6 +176,7 @@ PROBES = [
             ("POST", "break-glass"),
             ("GET", "ping"),
             ("GET", "sessions"),
+            ("GET", "stream"),  # answered 200 opens the stream: only its first event is read
         )
     ],
 ]
@@ -295,9 +296,20 @@ def raw_call(sw: SecWorld, method: str, path: str, token: str | None, body) -> t
         req.add_header("Authorization", f"Bearer {token}")
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
+            if r.headers.get_content_type() == "text/event-stream":
+                return r.status, first_event_data(r)
             return r.status, r.read().decode()
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode()
+
+
+def first_event_data(r) -> str:  # noqa: ANN001
+    """The data of an event stream's first event (the stream itself never ends)."""
+    data = []
+    while (line := r.readline().decode()) not in ("\n", ""):
+        if line.startswith("data:"):
+            data.append(line[5:].strip())
+    return "\n".join(data)
 
 
 def forbidden_text(sw: SecWorld, role: str) -> set[str]:
@@ -373,7 +385,7 @@ def check_hook_answer(sw: SecWorld, probe: Probe, role: str, answer: dict) -> No
         assert len(answer["keys"]) == (1 if on_a else 0)
     elif name in ("account", "session"):
         assert answer["decision"] == ("allow" if on_a else "deny")
-    elif name == "ping":
+    elif name in ("ping", "stream"):  # the stream's first event is its sync, for this host
         assert answer["host"] == ("web1" if on_a else "web2")
     elif name == "sessions":  # only this host's own sessions, never host A's on B
         assert all(s["connection"] != "10:20" for s in answer["end"] + answer["active"]) or on_a
