@@ -269,6 +269,8 @@ def test_token_lookup_compares_in_constant_time():
             ):
                 continue
             for side in (node.left, *node.comparators):
+                if isinstance(side, ast.Constant):  # a literal, e.g. OAuth's "expired_token"
+                    continue
                 text = ast.unparse(side)
                 if ".c." in ast.unparse(node):  # SQLAlchemy: the lookup BY hash, in SQL
                     break
