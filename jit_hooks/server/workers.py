@@ -39,6 +39,11 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 # Seconds a connection may take to send a request's headers (see the module
 # docstring): hook clients send theirs at once; JIT_HEADER_TIMEOUT overrides it.
 HEADER_TIMEOUT = float(os.environ.get("JIT_HEADER_TIMEOUT") or 10)
+# After a response on these paths the connection is closed, not kept alive: a
+# host stream that ended (replaced by a newer one, token ended, refused for the
+# cap) frees its descriptor at once; a flood of them would otherwise hold one
+# each for uvicorn's keep-alive. Hosts reconnect on a new connection anyway.
+CLOSE_AFTER_PATHS = frozenset({"/api/v1/hook/stream"})
 
 
 def _nodelay(transport: asyncio.BaseTransport) -> None:
@@ -71,6 +76,17 @@ class _HeaderDeadline:
             if not transport.is_closing():
                 transport.close()
 
+    def _after_response(self) -> None:
+        """Close the connection after a stream, else wait for the next request's headers."""
+        transport = self.transport  # type: ignore[attr-defined]
+        if transport.is_closing():
+            return
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and cycle.scope.get("path") in CLOSE_AFTER_PATHS:
+            transport.close()
+            return
+        self._arm_header_deadline()
+
     def _disarm_header_deadline(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
@@ -87,8 +103,7 @@ class NoDelayH11Protocol(_HeaderDeadline, H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._arm_header_deadline()
+        self._after_response()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
@@ -111,8 +126,7 @@ else:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm_header_deadline()
+            self._after_response()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_header_deadline()

@@ -119,6 +119,43 @@ def test_one_host_token_holds_at_most_two_streams(limited):
             s.close()
 
 
+def test_one_token_flooding_more_streams_than_descriptors_leaves_logins_answered(tmp_path):
+    """The review's flood: one host token, more stream requests than descriptors, all at once.
+
+    Each newer stream ends an older one, and an ended stream's connection is
+    closed at once (not kept alive), so the descriptors come back for logins.
+    """
+    svc = start_service(tmp_path / "server")  # the default 10 s header timeout
+    try:
+        world = build_world(svc, tmp_path)
+        assert svc.proc is not None
+        subprocess.run(["prlimit", f"--pid={svc.proc.pid}", "--nofile=256:256"], check=True)
+        host, port = _addr(svc)
+        token = world.host_tokens["web1"]
+        request = (
+            f"GET /api/v1/hook/stream HTTP/1.1\r\nHost: {host}\r\n"
+            f"Authorization: Bearer {token}\r\nAccept: text/event-stream\r\n\r\n"
+        ).encode()
+        socks = []
+        try:
+            for _ in range(300):
+                s = socket.create_connection((host, port), timeout=WAIT)
+                s.sendall(request)
+                socks.append(s)
+            for s in socks:  # every request answered (a stream, later ended, or a refusal)
+                assert read_until(s, b"\r\n\r\n").startswith(b"HTTP/1.1 ")
+            for _ in range(20):
+                status, body = world.akc("web2", "alice")
+                assert status == 200, body
+                status, body = world.call("web2", "GET", "/api/v1/hook/ping")
+                assert status == 200, body
+        finally:
+            for s in socks:
+                s.close()
+    finally:
+        svc.stop()
+
+
 def test_streams_beyond_the_descriptor_budget_are_refused_and_logins_answered(limited):
     svc, world = limited
     assert svc.proc is not None
