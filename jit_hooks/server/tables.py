@@ -278,9 +278,7 @@ audit_key_allows = Table(
     Column("last_at", Integer, nullable=False),
     Column("evented", Boolean, nullable=False),
     Index("ix_audit_key_allows_window", "window_start"),
-    Index(
-        "ix_audit_key_allows_key", "host", "login", "fingerprint", "window_start", "request_id"
-    ),
+    Index("ix_audit_key_allows_key", "host", "login", "fingerprint", "window_start", "request_id"),
 )
 
 # Notifications waiting for delivery, written in the transaction of the change

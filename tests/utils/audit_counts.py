@@ -29,8 +29,11 @@ def hook_decisions(sql: Callable[[str], list]) -> int:
     )
     # A miss row counts its window's first (an event) and the repeats; allow rows are
     # one per allow (migration 0012), those flagged ``evented`` also wrote an event.
-    pending = sql("SELECT coalesce(sum(count - 1), 0) FROM audit_misses")[0][0] + sql(
-        "SELECT coalesce(sum(count - CASE WHEN evented THEN 1 ELSE 0 END), 0) "
-        "FROM audit_key_allows"
-    )[0][0]
+    pending = (
+        sql("SELECT coalesce(sum(count - 1), 0) FROM audit_misses")[0][0]
+        + sql(
+            "SELECT coalesce(sum(count - CASE WHEN evented THEN 1 ELSE 0 END), 0) "
+            "FROM audit_key_allows"
+        )[0][0]
+    )
     return events + folded + pending

@@ -226,8 +226,7 @@ def parse_config(data: dict, *, path: str | None = None) -> HostConfig:
 
     warn_before = data.get("sessions", {}).get("warn_before", [600, 60])
     if not isinstance(warn_before, list) or not all(
-        isinstance(w, int) and not isinstance(w, bool) and 0 < w <= max_grant
-        for w in warn_before
+        isinstance(w, int) and not isinstance(w, bool) and 0 < w <= max_grant for w in warn_before
     ):
         raise fail("sessions.warn_before", "expected a list of seconds, each within max_grant")
 
