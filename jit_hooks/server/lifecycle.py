@@ -508,26 +508,43 @@ def revoke(
     state = effective_state(row, now)
     if state != "approved":
         raise Conflict(f"request {request_id} is {state}; only an approved request can be revoked")
+    _end_grant(
+        conn,
+        row,
+        "revoked",
+        actor=user.name,
+        data={"request_id": request_id, "comment": comment},
+        details={"comment": comment},
+        now=now,
+    )
+    return get_request(conn, user=user, request_id=request_id, now=now)
+
+
+def _end_grant(
+    conn: Connection,
+    row: Any,
+    state: str,
+    *,
+    actor: str,
+    data: dict,
+    details: dict | None,
+    now: int,
+) -> None:
+    """Close an approved grant as ``state`` (revoked, dropped): the row only if it
+    is still approved (a racing end loses with 409), its pending extension, the
+    audit record and the notification, all in the caller's transaction."""
+    request_id = row.id
     res = conn.execute(
         requests.update()
         .where(and_(requests.c.id == request_id, requests.c.state == "approved"))
-        .values(state="revoked", closed_at=now)
+        .values(state=state, closed_at=now)
     )
     if res.rowcount != 1:
         raise Conflict(f"request {request_id} is no longer approved")
     _close_extension(conn, request_id, now)
-    audit.append(
-        conn,
-        at=now,
-        kind="request.revoked",
-        actor=user.name,
-        host=row.host_name,
-        data={"request_id": request_id, "comment": comment},
-    )
-    notify.request_event(
-        conn, row, "request.revoked", now=now, actor=user.name, details={"comment": comment}
-    )
-    return get_request(conn, user=user, request_id=request_id, now=now)
+    kind = f"request.{state}"
+    audit.append(conn, at=now, kind=kind, actor=actor, host=row.host_name, data=data)
+    notify.request_event(conn, row, kind, now=now, actor=actor, details=details)
 
 
 def cancel(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) -> dict:
@@ -583,23 +600,15 @@ def drop(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) ->
         raise Conflict(
             f"request {request_id} is {state}; only an approved grant can be dropped{hint}"
         )
-    res = conn.execute(
-        requests.update()
-        .where(and_(requests.c.id == request_id, requests.c.state == "approved"))
-        .values(state="dropped", closed_at=now)
-    )
-    if res.rowcount != 1:
-        raise Conflict(f"request {request_id} is no longer approved")
-    _close_extension(conn, request_id, now)
-    audit.append(
+    _end_grant(
         conn,
-        at=now,
-        kind="request.dropped",
+        row,
+        "dropped",
         actor=user.name,
-        host=row.host_name,
         data={"request_id": request_id, "ends_at": row.ends_at},
+        details=None,
+        now=now,
     )
-    notify.request_event(conn, row, "request.dropped", now=now, actor=user.name)
     return get_request(conn, user=user, request_id=request_id, now=now)
 
 
