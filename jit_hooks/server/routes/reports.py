@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from jit_hooks.server import usage
-from jit_hooks.server.context import Creds, CtxDep
+from jit_hooks.server.context import MAX_ID, Creds, CtxDep
 from jit_hooks.server.schemas import UsageOut
 
 router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
@@ -17,7 +17,8 @@ router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
 async def usage_report(
     ctx: CtxDep,
     creds: Creds,
-    since: Annotated[int | None, Query(ge=0, le=10**11)] = None,
+    # Times are 32-bit integer columns on PostgreSQL: a larger since is a 422, not a 500.
+    since: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
 ) -> dict:
     """Approvals whose window reached ``since`` (unix seconds), for admins and approvers."""
     now = ctx.now()
