@@ -18,7 +18,7 @@ from jit_hooks.server import audit, lifecycle
 from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from jit_hooks.server.notify import events as notify
-from jit_hooks.server.tables import extension_reviews, extensions, requests, users
+from jit_hooks.server.tables import extension_reviews, extensions, requests
 
 # The shortest extension: each one is an event every host of the grant hears on its
 # stream, so 1-second steps would flood it (review L4). Less only for what is left.
@@ -50,20 +50,7 @@ def pending_request_ids(conn: Connection) -> list[int]:
 
 
 def _reviews(conn: Connection, ids: list[int]) -> dict[int, list[dict]]:
-    out: dict[int, list[dict]] = {i: [] for i in ids}
-    if not ids:
-        return out
-    q = (
-        select(extension_reviews, users.c.name)
-        .select_from(extension_reviews.join(users, users.c.id == extension_reviews.c.reviewer_id))
-        .where(extension_reviews.c.extension_id.in_(ids))
-        .order_by(extension_reviews.c.id)
-    )
-    for r in conn.execute(q):
-        out[r.extension_id].append(
-            {"reviewer": r.name, "decision": r.decision, "comment": r.comment, "at": r.at}
-        )
-    return out
+    return lifecycle.review_lists(conn, extension_reviews, "extension_id", ids)
 
 
 def _dict(row: Any, review_list: list[dict]) -> dict:

@@ -120,17 +120,22 @@ def can_see(user: UserPrincipal, row: Any) -> bool:
 
 
 def _reviews(conn: Connection, ids: list[int]) -> dict[int, list[dict]]:
+    return review_lists(conn, reviews, "request_id", ids)
+
+
+def review_lists(conn: Connection, table: Any, key: str, ids: list[int]) -> dict[int, list[dict]]:
+    """The reviews in ``table`` (requests' or extensions') of each id in ``ids``, oldest first."""
     out: dict[int, list[dict]] = {i: [] for i in ids}
     if not ids:
         return out
     q = (
-        select(reviews, users.c.name)
-        .select_from(reviews.join(users, users.c.id == reviews.c.reviewer_id))
-        .where(reviews.c.request_id.in_(ids))
-        .order_by(reviews.c.id)
+        select(table, users.c.name)
+        .select_from(table.join(users, users.c.id == table.c.reviewer_id))
+        .where(table.c[key].in_(ids))
+        .order_by(table.c.id)
     )
     for r in conn.execute(q):
-        out[r.request_id].append(
+        out[getattr(r, key)].append(
             {"reviewer": r.name, "decision": r.decision, "comment": r.comment, "at": r.at}
         )
     return out
