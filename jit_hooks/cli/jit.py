@@ -14,6 +14,7 @@ from jit_hooks import errors
 from jit_hooks.cli import grants, output, userconfig
 from jit_hooks.cli.api_client import ApiError, CliError, clean
 from jit_hooks.cli.options import (
+    POLL_SECONDS,
     Duration,
     Selector,
     StartTime,
@@ -21,6 +22,7 @@ from jit_hooks.cli.options import (
     info,
     json_option,
     settings,
+    wait_limits,
 )
 from jit_hooks.cli.ssh_access import hint_command, ssh_command
 
@@ -34,8 +36,6 @@ STATES = (
     "pending_expired",
     "dropped",
 )
-# How often --wait and --watch ask the service again (seconds).
-POLL_SECONDS = 2.0
 
 
 def _version() -> str:
@@ -299,21 +299,7 @@ def keys_remove(key_id: int) -> None:
     is_flag=True,
     help="Block until the request is decided; exit 0 only if approved (Ctrl-C leaves it pending).",
 )
-@click.option(
-    "--timeout",
-    type=Duration(),
-    default="1h",
-    show_default=True,
-    help="With --wait: give up waiting after this long (the request stays pending).",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(0.1, 3600),
-    default=POLL_SECONDS,
-    show_default=True,
-    hidden=True,
-    help="Seconds between two checks of the request.",
-)
+@wait_limits
 @json_option
 @api_options
 def request_cmd(

@@ -247,3 +247,26 @@ class Selector(click.ParamType):
         if not sep or not key.strip() or not val.strip():
             self.fail(f"{value!r} is not a label selector of the form key=value", param, ctx)
         return key.strip(), val.strip()
+
+
+# How often --wait and --watch ask the service again (seconds).
+POLL_SECONDS = 2.0
+
+
+def wait_limits(f: F) -> F:
+    """--timeout and the hidden --interval of a command that waits for a decision."""
+    f = click.option(
+        "--interval",
+        type=click.FloatRange(0.1, 3600),
+        default=POLL_SECONDS,
+        show_default=True,
+        hidden=True,
+        help="Seconds between two checks of the request.",
+    )(f)
+    return click.option(
+        "--timeout",
+        type=Duration(),
+        default="1h",
+        show_default=True,
+        help="With --wait: give up waiting after this long (the request stays pending).",
+    )(f)

@@ -17,10 +17,9 @@ import click
 from jit_hooks.cli import hint as hint_mod
 from jit_hooks.cli import output
 from jit_hooks.cli.api_client import CliError, clean
-from jit_hooks.cli.options import Duration, api_options, info, settings
+from jit_hooks.cli.options import Duration, api_options, info, settings, wait_limits
 
 # How often --wait asks the service again (seconds), as `jit request --wait`.
-POLL_SECONDS = 2.0
 
 
 @click.command("hint", context_settings={"ignore_unknown_options": True})
@@ -75,20 +74,7 @@ def _exec_ssh(host: str, login: str, ssh_args: tuple[str, ...]) -> None:
 @click.option(
     "--wait", is_flag=True, help="Wait until a request is approved, then connect (Ctrl-C stops)."
 )
-@click.option(
-    "--timeout",
-    type=Duration(),
-    default="1h",
-    show_default=True,
-    help="With --wait: give up waiting after this long (the request stays pending).",
-)
-@click.option(
-    "--interval",
-    type=click.FloatRange(0.1, 3600),
-    default=POLL_SECONDS,
-    hidden=True,
-    help="Seconds between two checks of the request.",
-)
+@wait_limits
 @click.argument("ssh_args", nargs=-1, type=click.UNPROCESSED, metavar="[-- SSH ARGS...]")
 @api_options
 def ssh_command(
