@@ -114,11 +114,41 @@ def alembic_config(engine: Engine):  # noqa: ANN201
     return cfg
 
 
+# The PostgreSQL advisory lock `db upgrade` holds while Alembic runs (leader.lock_key
+# of this name: the same key on every replica).
+UPGRADE_LOCK = "db.upgrade"
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Run the Alembic migrations up to ``revision``."""
+    """Run the Alembic migrations up to ``revision``, one process at a time.
+
+    Replicas started together each run ``db upgrade``: on PostgreSQL the second
+    would race the first's CREATE TABLEs and fail on the catalog's unique keys,
+    or apply a step twice. So the run holds a session-level advisory lock on a
+    connection of its own; a waiting process reads the version table only once
+    the first one has committed, and finds nothing left to do. SQLite needs no
+    advisory lock: every migration transaction takes the file's write lock
+    (BEGIN IMMEDIATE), so the processes' steps serialise (tests/server/
+    test_upgrade_lock.py starts four on a fresh file).
+    """
     from alembic import command
 
-    command.upgrade(alembic_config(engine), revision)
+    if engine.dialect.name != "postgresql":
+        command.upgrade(alembic_config(engine), revision)
+        return
+    from sqlalchemy import text
+
+    from jit_hooks.server.leader import lock_key
+
+    key = {"k": lock_key(UPGRADE_LOCK)}
+    with engine.connect() as lock:
+        lock.execute(text("SELECT pg_advisory_lock(:k)"), key)
+        lock.commit()  # the session lock outlives the transaction; no snapshot is held
+        try:
+            command.upgrade(alembic_config(engine), revision)
+        finally:
+            lock.execute(text("SELECT pg_advisory_unlock(:k)"), key)
+            lock.commit()
 
 
 def schema_is_current(engine: Engine) -> bool:
