@@ -56,9 +56,23 @@ def _nodelay(transport: asyncio.BaseTransport) -> None:
 
 
 class _HeaderDeadline:
-    """Mixin for uvicorn's protocols: close a connection whose request headers are overdue."""
+    """Mixin for uvicorn's protocols: TCP_NODELAY, and close a connection whose request
+    headers are overdue. Listed before the uvicorn class, whose methods it extends."""
 
     _header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        _nodelay(transport)
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm_header_deadline()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        self._after_response()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_header_deadline()
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm_header_deadline(self) -> None:
         if self._header_timer is not None:
@@ -96,19 +110,6 @@ class _HeaderDeadline:
 class NoDelayH11Protocol(_HeaderDeadline, H11Protocol):
     """uvicorn's h11 protocol; sets TCP_NODELAY before handling the connection."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        _nodelay(transport)
-        super().connection_made(transport)
-        self._arm_header_deadline()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        self._after_response()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_deadline()
-        super().connection_lost(exc)
-
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -118,19 +119,6 @@ else:
 
     class NoDelayHttpToolsProtocol(_HeaderDeadline, HttpToolsProtocol):
         """uvicorn's httptools protocol; sets TCP_NODELAY before handling the connection."""
-
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            _nodelay(transport)
-            super().connection_made(transport)
-            self._arm_header_deadline()
-
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._after_response()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_header_deadline()
-            super().connection_lost(exc)
 
 
 def uvicorn_options() -> dict[str, Any]:
