@@ -8,7 +8,7 @@ hooks validate what they receive against them and drop anything else.
 from __future__ import annotations
 
 import re
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired, TypedDict, get_args
 
 API_PREFIX = "/api/v1"
 
@@ -61,6 +61,20 @@ HOST_NAME_RE = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,252}\Z")
 
 # Upper bound on a hook response body the host will read.
 MAX_HOOK_RESPONSE_BYTES = 64 * 1024
+
+# A request's state as the API reports it (expired and pending_expired are computed
+# from its times, not only stored); also what `jit list --state` accepts.
+RequestState = Literal[
+    "pending",
+    "approved",
+    "denied",
+    "cancelled",
+    "revoked",
+    "expired",
+    "pending_expired",
+    "dropped",
+]
+REQUEST_STATES: tuple[str, ...] = get_args(RequestState)
 
 
 class AuthorizedKeysQuery(TypedDict):

@@ -25,17 +25,7 @@ from jit_hooks.cli.options import (
     wait_limits,
 )
 from jit_hooks.cli.ssh_access import hint_command, ssh_command
-
-STATES = (
-    "pending",
-    "approved",
-    "denied",
-    "cancelled",
-    "revoked",
-    "expired",
-    "pending_expired",
-    "dropped",
-)
+from jit_hooks.protocol import REQUEST_STATES
 
 
 def _version() -> str:
@@ -386,7 +376,7 @@ def _wait_decided(client: Any, request_id: int, timeout: int, interval: float) -
 @click.option("--mine", "scope", flag_value="mine", default=True, help="Your requests (default).")
 @click.option("--review", "scope", flag_value="review", help="Requests you may review.")
 @click.option("--all", "scope", flag_value="all", help="Every request (admin).")
-@click.option("--state", type=click.Choice(STATES), help="Only requests in this state.")
+@click.option("--state", type=click.Choice(REQUEST_STATES), help="Only requests in this state.")
 @click.option("--watch", is_flag=True, help="Show the list again every few seconds (Ctrl-C stops).")
 @click.option(
     "--interval",

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from jit_hooks.protocol import LOGIN_RE
+from jit_hooks.protocol import LOGIN_RE, REQUEST_STATES
 from jit_hooks.server import audit, store
 from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -35,16 +35,6 @@ from jit_hooks.server.policy import (
 )
 from jit_hooks.server.tables import hosts, request_hosts, requests, reviews, users
 
-STATES = (
-    "pending",
-    "approved",
-    "denied",
-    "cancelled",
-    "revoked",
-    "expired",
-    "pending_expired",
-    "dropped",
-)
 MAX_START_AHEAD = 30 * 24 * 3600
 START_SLACK = 60  # a "start" this far in the past is taken as "now" (client clock skew)
 LIST_LIMIT = 500
@@ -184,8 +174,8 @@ def list_requests(
 ) -> list[dict]:
     from jit_hooks.server import extend
 
-    if state is not None and state not in STATES:
-        raise InvalidInput(f"state: must be one of {', '.join(STATES)}", field="state")
+    if state is not None and state not in REQUEST_STATES:
+        raise InvalidInput(f"state: must be one of {', '.join(REQUEST_STATES)}", field="state")
     q = _base_query().order_by(requests.c.id.desc()).limit(LIST_LIMIT)
     if scope == "mine":
         q = q.where(requests.c.requester_id == user.id)

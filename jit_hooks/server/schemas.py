@@ -24,6 +24,7 @@ from jit_hooks.protocol import (
     KEY_BLOB_RE,
     KEY_TYPES,
     LOGIN_RE,
+    RequestState,
 )
 
 
@@ -172,16 +173,7 @@ class RequestOut(BaseModel):
     login: str
     reason: str
     duration_seconds: int
-    state: Literal[
-        "pending",
-        "approved",
-        "denied",
-        "cancelled",
-        "revoked",
-        "expired",
-        "pending_expired",
-        "dropped",
-    ]
+    state: RequestState
     policy: str
     approvals_required: int
     reviews: list[ReviewOut]

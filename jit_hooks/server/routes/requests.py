@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path
 from sqlalchemy import Connection
 
+from jit_hooks.protocol import RequestState
 from jit_hooks.server import audit, extend, lifecycle
 from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.context import MAX_ID, Creds, CtxDep
@@ -46,17 +47,7 @@ async def list_requests(
     ctx: CtxDep,
     creds: Creds,
     scope: Literal["mine", "review", "all"] = "mine",
-    state: Literal[
-        "pending",
-        "approved",
-        "denied",
-        "cancelled",
-        "revoked",
-        "expired",
-        "pending_expired",
-        "dropped",
-    ]
-    | None = None,
+    state: RequestState | None = None,
 ) -> dict:
     now = ctx.now()
     found = await ctx.as_user(
