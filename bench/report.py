@@ -27,19 +27,13 @@ def compare(
 ) -> dict:
     """One table row: ``cases[candidate][key] / cases[baseline][key]`` against a target."""
     r = ratio(cases[candidate][key], cases[baseline][key])
-    ok = None
-    if target is not None:
-        ok = r >= target if higher_is_better else r <= target
     return {
         "measure": measure,
         "candidate": candidate,
         "baseline": baseline,
         "statistic": key,
         "ratio": r,
-        "target": None
-        if target is None
-        else (">= " if higher_is_better else "<= ") + f"{target:g}",
-        "ok": ok,
+        **_against(r, target, higher_is_better),
     }
 
 
@@ -52,17 +46,21 @@ def value_row(
     higher_is_better: bool = True,
 ) -> dict:
     """A row holding an absolute figure (checks/s, wrong decisions) instead of a ratio."""
-    ok = None
-    if target is not None:
-        ok = value >= target if higher_is_better else value <= target
     return {
         "measure": measure,
         "value": value,
         "unit": unit,
-        "target": None
-        if target is None
-        else (">= " if higher_is_better else "<= ") + f"{target:g}",
-        "ok": ok,
+        **_against(value, target, higher_is_better),
+    }
+
+
+def _against(x: float, target: float | None, higher_is_better: bool) -> dict:
+    """A row's ``target`` (as printed: ">= 2") and ``ok`` (None without a target)."""
+    if target is None:
+        return {"target": None, "ok": None}
+    return {
+        "target": (">= " if higher_is_better else "<= ") + f"{target:g}",
+        "ok": x >= target if higher_is_better else x <= target,
     }
 
 
