@@ -9,51 +9,22 @@ redirects; TLS verification to the IdP is jit-server's, checked with ca_file).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.sso.conftest import SsoWorld, needs_provider, start_sso_world
+from tests.utils.browser import chromium, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-pytestmark = [
-    needs_provider,
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason="needs Debian's chromium and chromium-driver (scripts/setup installs them)",
-    ),
-]
+pytestmark = [needs_provider, pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture
 def driver() -> Iterator:
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch anything
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",  # we run as root in CI containers
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-extensions",
-        "--ignore-certificate-errors",  # the test IdP's CA only (module docstring)
-    ):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=opts)
-    d.set_page_load_timeout(30)
-    try:
+    # The test IdP's CA only (module docstring).
+    with chromium("--ignore-certificate-errors") as d:
         yield d
-    finally:
-        d.quit()
 
 
 @pytest.fixture

@@ -19,17 +19,9 @@ import pytest
 
 from jit_hooks.testing.service import Service, free_port
 from tests.server.conftest import World, build_world
+from tests.utils.browser import chromium, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not (os.access(CHROMIUM, os.X_OK) and os.access(CHROMEDRIVER, os.X_OK)),
-        reason="needs Debian's chromium and chromium-driver (scripts/setup installs them)",
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_chromium]
 
 
 @pytest.fixture(scope="module")
@@ -47,28 +39,8 @@ def bw(tmp_path_factory) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def driver() -> Iterator:
-    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must not fetch anything
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",  # we run as root in CI containers
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--window-size=1200,900",
-        "--no-first-run",
-        "--disable-extensions",
-    ):
-        opts.add_argument(arg)
-    d = webdriver.Chrome(service=DriverService(executable_path=CHROMEDRIVER), options=opts)
-    d.set_page_load_timeout(30)
-    try:
+    with chromium("--window-size=1200,900") as d:
         yield d
-    finally:
-        d.quit()
 
 
 def _by_id(d, element_id: str):  # noqa: ANN001, ANN202
