@@ -91,6 +91,26 @@ class World:
     def revoke(self, request_id: int, who="bob") -> dict:
         return self.api("POST", f"/api/v1/requests/{request_id}/revoke", who, {})
 
+    def put_policy(self, extra: str = "") -> None:
+        """The world's policy ``e2e`` (with ``extra`` TOML lines), added or replaced."""
+        policy = self.svc.data_dir / "policy.toml"
+        policy.write_text(
+            textwrap.dedent(f"""
+            [[policy]]
+            name = "e2e"
+            hosts = ["web1", "web2"]
+            logins = ["{self.box.login}", "{self.box.other_login}"]
+            requesters = {{ roles = ["requester"] }}
+            approvers = {{ roles = ["approver"] }}
+            approvals_required = 1
+            max_duration = 14400
+            reason_required = false
+            options = ["no-agent-forwarding"]
+            """)
+            + extra
+        )
+        self.svc.admin("policy", "add", str(policy))
+
     def events(self, kind: str | None = None) -> list[dict]:
         """Audit events of the current test (optionally of one kind)."""
         path = f"/api/v1/audit?after_id={self.audit_cursor}&limit=1000"
@@ -144,22 +164,7 @@ def setup_world(svc: Service, box: SshdSandbox) -> World:
             )
     w.host_token = svc.admin("host", "add", "web1", "--label", "env=prod").strip()
     svc.admin("host", "add", "web2", "--label", "env=prod")
-    policy = svc.data_dir / "policy.toml"
-    policy.write_text(
-        textwrap.dedent(f"""
-        [[policy]]
-        name = "e2e"
-        hosts = ["web1", "web2"]
-        logins = ["{box.login}", "{box.other_login}"]
-        requesters = {{ roles = ["requester"] }}
-        approvers = {{ roles = ["approver"] }}
-        approvals_required = 1
-        max_duration = 14400
-        reason_required = false
-        options = ["no-agent-forwarding"]
-    """)
-    )
-    svc.admin("policy", "add", str(policy))
+    w.put_policy()
     box.configure([svc.url], w.host_token)
     box.sink.clear()
     return w

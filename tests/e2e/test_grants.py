@@ -8,8 +8,6 @@ live session like a revoked one.
 
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from tests.e2e.test_enforce import (
@@ -26,33 +24,13 @@ from tests.e2e.test_login import AKC, assert_denied, assert_in
 R = "/api/v1/requests"
 
 
-def put_policy(world, extra: str = "") -> None:
-    policy = world.svc.data_dir / "policy-grants.toml"
-    policy.write_text(
-        textwrap.dedent(f"""
-        [[policy]]
-        name = "e2e"
-        hosts = ["web1", "web2"]
-        logins = ["{world.box.login}", "{world.box.other_login}"]
-        requesters = {{ roles = ["requester"] }}
-        approvers = {{ roles = ["approver"] }}
-        approvals_required = 1
-        max_duration = 14400
-        reason_required = false
-        options = ["no-agent-forwarding"]
-        """)
-        + extra
-    )
-    world.svc.admin("policy", "add", str(policy))
-
-
 @pytest.fixture
 def extendable(world):
-    put_policy(world, "max_extension = 3600\nextension_approvals = 1\n")
+    world.put_policy("max_extension = 3600\nextension_approvals = 1\n")
     try:
         yield world
     finally:
-        put_policy(world)
+        world.put_policy()
 
 
 def test_extension_keeps_the_live_session_and_moves_the_key_expiry(extendable):
