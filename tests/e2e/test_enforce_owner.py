@@ -53,15 +53,33 @@ def _revoked(world, who: str = "alice") -> int:
     return rid
 
 
-def test_break_glass_session_is_never_ended(world):
-    bg = world.box.people["breakglass"]
+def _session(world, login: str, key_path, seconds: int) -> subprocess.Popen:
+    """A live ssh session as ``login`` with the key at ``key_path``, running sleep ``seconds``."""
     args = world.box.ssh_args(
-        world.box.bg_login, "-i", str(bg.key_path), "-o", "IdentitiesOnly=yes",
-        "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no",
+        login, "-i", str(key_path), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+        "-o", "PasswordAuthentication=no",
     )  # fmt: skip
-    proc = subprocess.Popen(
-        [*args, "sleep 1431"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
+    return subprocess.Popen(
+        [*args, f"sleep {seconds}"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
     )
+
+
+def _assert_refused(world, proc, seconds: int, *, conn: str, rid: int, reason: str) -> None:
+    """An enforce pass refuses to end ``conn`` (listed under revoked ``rid``) for
+    ``reason``, logs so, and the session running sleep ``seconds`` lives on."""
+    result = enforce_once(world)
+    assert result.returncode == 0, result.stderr
+    world.box.sink.wait_for(
+        rf"action=refused login={world.login} connection={conn} request={rid} "
+        rf"why=revoked reason={reason}",
+        ident=ENFORCE,
+    )
+    assert proc.poll() is None
+    assert remote_commands(seconds)
+
+
+def test_break_glass_session_is_never_ended(world):
+    proc = _session(world, world.box.bg_login, world.box.people["breakglass"].key_path, 1431)
     try:
         pid = wait_until(lambda: remote_commands(1431), "break-glass command runs")[0]
         conn = _monitor_of(pid)
@@ -69,15 +87,7 @@ def test_break_glass_session_is_never_ended(world):
         rid = _revoked(world)
         _plant(world, rid, world.login, conn)
 
-        result = enforce_once(world)
-        assert result.returncode == 0, result.stderr
-        world.box.sink.wait_for(
-            rf"action=refused login={world.login} connection={conn} request={rid} "
-            r"why=revoked reason=pid_is_break_glass",
-            ident=ENFORCE,
-        )
-        assert proc.poll() is None
-        assert remote_commands(1431)
+        _assert_refused(world, proc, 1431, conn=conn, rid=rid, reason="pid_is_break_glass")
     finally:
         stop(proc, 1431)
 
@@ -87,13 +97,7 @@ def test_session_of_another_login_is_never_ended(world):
     # alice's revoked request for world.login.
     carol_rid = world.request("carol", login=world.box.other_login)
     world.approve(carol_rid)
-    args = world.box.ssh_args(
-        world.box.other_login, "-i", str(world.person("carol").key_path), "-o",
-        "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-o", "PasswordAuthentication=no",
-    )  # fmt: skip
-    carol = subprocess.Popen(
-        [*args, "sleep 1432"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True
-    )
+    carol = _session(world, world.box.other_login, world.person("carol").key_path, 1432)
     alice = None
     try:
         conn = open_session(world, carol_rid, carol)
@@ -102,15 +106,7 @@ def test_session_of_another_login_is_never_ended(world):
         rid = _revoked(world)
         _plant(world, rid, world.login, conn)
 
-        result = enforce_once(world)
-        assert result.returncode == 0, result.stderr
-        world.box.sink.wait_for(
-            rf"action=refused login={world.login} connection={conn} request={rid} "
-            r"why=revoked reason=pid_is_other_login",
-            ident=ENFORCE,
-        )
-        assert carol.poll() is None
-        assert remote_commands(1432)
+        _assert_refused(world, carol, 1432, conn=conn, rid=rid, reason="pid_is_other_login")
 
         # The same run still ends a session that is really the named login's.
         alice_rid = world.request("alice")
