@@ -12,6 +12,7 @@ import tomllib
 import pytest
 
 from tests.packaging.conftest import Root
+from tests.utils.tls import self_signed
 
 pytestmark = pytest.mark.usefixtures("hook_user")
 
@@ -165,29 +166,7 @@ def test_enroll_copies_the_ca_where_the_hook_user_can_read_it(sshd_root, host_se
     svc, token = host_service
     private = tmp_path / "private"  # like /root: the hook user can't read in here
     private.mkdir(mode=0o700)
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-subj",
-            "/CN=jit test CA",
-            "-days",
-            "1",
-            "-keyout",
-            str(private / "ca.key"),
-            "-out",
-            str(private / "ca.pem"),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    self_signed(private / "ca.pem", private / "ca.key", cn="jit test CA")
     r = enroll(sshd_root, "--url", svc.url, "--ca-file", str(private / "ca.pem"), token=token)
     assert r.returncode == 0, r.stderr
     copy = sshd_root.path / "etc/jit-hooks/ca.pem"

@@ -7,16 +7,14 @@ import json
 import os
 import shutil
 import sqlite3
-import ssl
 import stat
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from jit_hooks.testing.service import free_port
+from tests.utils.tls import self_signed, wait_healthy
 
 
 def run(data_dir, *args, input=None):  # noqa: ANN001, ANN002, A002, ANN201
@@ -153,30 +151,7 @@ def test_audit_verify_and_export(data_dir, tmp_path):
 @pytest.mark.skipif(not shutil.which("openssl"), reason="needs openssl to make a certificate")
 def test_serve_tls(data_dir, tmp_path):
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed(cert, key, cn="localhost", san="IP:127.0.0.1")
     assert "both" in one_line_error(run(data_dir, "serve", "--tls-cert", str(cert)))
     port = free_port()
     proc = subprocess.Popen(
@@ -198,18 +173,7 @@ def test_serve_tls(data_dir, tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        ctx = ssl.create_default_context(cafile=str(cert))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(
-                    f"https://127.0.0.1:{port}/healthz", context=ctx, timeout=2
-                ) as r:
-                    assert json.loads(r.read()) == {"status": "ok"}
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_healthy(proc, port, cert)
     finally:
         proc.terminate()
         proc.wait(10)

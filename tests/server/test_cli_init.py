@@ -9,13 +9,12 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
 from jit_hooks.testing.service import free_port
 from tests.server.test_cli import one_line_error, run
+from tests.utils.tls import wait_healthy
 
 
 @pytest.fixture(autouse=True)
@@ -122,20 +121,7 @@ def test_serve_uses_init_tls_and_jit_login_trusts_the_ca(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     try:
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=str(d / "tls" / "ca.pem"))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(
-                    f"https://127.0.0.1:{port}/healthz", context=ctx, timeout=2
-                ) as resp:
-                    assert json.loads(resp.read()) == {"status": "ok"}
-                    break
-            except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.2)
+        wait_healthy(proc, port, d / "tls" / "ca.pem")
         env = {k: v for k, v in os.environ.items() if not k.startswith("JIT_")}
         env["HOME"] = str(tmp_path)
         cfg = tmp_path / "jit.toml"
