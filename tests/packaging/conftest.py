@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from jit_hooks.testing.sshd import HOOK_USER, ensure_hook_user, free_port
+
 REPO = Path(__file__).resolve().parents[2]
 # The hook wrappers as the package installs them; when the .deb is installed
 # (JIT_HOOKS_INSTALLED=1) the tests use the real /usr/bin ones instead.
 INSTALLED = os.environ.get("JIT_HOOKS_INSTALLED") == "1"
 BIN_DIR = "/usr/bin" if INSTALLED else str(REPO / "packaging/host/usr/bin")
-HOOK_USER = "jit-hooks"
 # Root-owned 0755 parent of the throw-away roots (left in place, empty, after the tests).
 PACKAGING_PARENT = Path("/var/lib/jit-hooks-test-pkg")
 
@@ -131,22 +132,9 @@ def hook_user():
         pwd.getpwnam(HOOK_USER)
         created = False
     except KeyError:
-        # What postinst's `adduser --system --group` makes, with the base system's useradd.
-        subprocess.run(
-            [
-                "useradd",
-                "--system",
-                "--user-group",
-                "--no-create-home",
-                "--home-dir",
-                "/nonexistent",
-                "--shell",
-                "/usr/sbin/nologin",
-                HOOK_USER,
-            ],
-            check=True,
-            timeout=60,
-        )
+        # What postinst's `adduser --system --group` makes (the e2e sandbox's user; its
+        # group of the same name comes from Debian's USERGROUPS_ENAB yes).
+        ensure_hook_user()
         created = True
     yield HOOK_USER
     if created:
@@ -159,14 +147,6 @@ def privsep_dir():
     # `sshd -t` insists on its privilege separation directory, which the machine
     # only has once its own sshd ran; openssh's tmpfiles.d would create the same.
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
