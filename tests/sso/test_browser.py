@@ -10,11 +10,10 @@ redirects; TLS verification to the IdP is jit-server's, checked with ca_file).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.sso.conftest import SsoWorld, needs_provider, start_sso_world
+from tests.sso.conftest import SsoWorld, needs_provider
 from tests.utils.browser import chromium, needs_chromium
 
 pytestmark = [needs_provider, pytest.mark.slow, needs_chromium]
@@ -27,21 +26,11 @@ def driver() -> Iterator:
         yield d
 
 
-@pytest.fixture
-def browser_world(tmp_path: Path) -> Iterator[SsoWorld]:
-    w = start_sso_world(tmp_path)
-    try:
-        yield w
-    finally:
-        w.service.stop()
-        w.provider.stop()
-
-
-def test_sso_sign_in_in_chromium(browser_world: SsoWorld, driver) -> None:  # noqa: ANN001
+def test_sso_sign_in_in_chromium(sso: SsoWorld, driver) -> None:  # noqa: ANN001
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    w, d = browser_world, driver
+    w, d = sso, driver
     wait = WebDriverWait(d, 30)
     d.get(w.service.url + "/ui/login")
     d.find_element(By.ID, "sso-start").click()
