@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from jit_hooks.testing.service import start_service
-from tests.e2e import test_faults, test_login
+from tests.e2e import test_faults, test_login, test_notices
 from tests.e2e.conftest import WORLD_ENV, make_box, setup_world
 from tests.e2e.test_faults import (  # noqa: F401 (fixtures, on our world)
     fault,
@@ -69,6 +69,12 @@ def test_password_login_through_the_account_hook(world):
     # The close_session hook runs after the client has gone: wait for its line.
     world.box.sink.wait_for(r"decision=close event=close", ident="jit-pam-session")
     assert_via_hooksd(world, "jit-pam-account", "jit-pam-session")
+
+
+def test_notice_of_an_ended_session_at_next_login(world):
+    # The helper runs as jit-hooks: it reads root's 0640 root:jit-hooks notice and removes it.
+    test_notices.check_notice_after_revoke(world)
+    assert_via_hooksd(world, "jit-pam-account")
 
 
 def test_revoked_approval_is_denied(world):

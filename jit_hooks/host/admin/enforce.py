@@ -32,6 +32,7 @@ from typing import Literal, NamedTuple
 
 from jit_hooks.errors import JitError, ServiceError
 from jit_hooks.host import procfs
+from jit_hooks.host.login import notices
 from jit_hooks.host.login.client import HookClient
 from jit_hooks.host.login.config import HostConfig
 from jit_hooks.host.login.log import HookLog
@@ -319,6 +320,9 @@ def end_sessions(
             refused += 1
             log.alert(action="refused", **fields, reason=why_not, source=source)
             continue
+        # Listed before the kill: a session with no terminal learns why at its next login.
+        # (Only a connection /proc proves to be that sshd is ended: see end_connection.)
+        terminal = bool(_ttys(item["connection"]))
         outcome = end_connection(item["connection"], grace=grace)
         if outcome in ("not_sshd", "not_monitor"):
             refused += 1
@@ -326,12 +330,25 @@ def end_sessions(
             continue
         if outcome in ("terminated", "killed"):
             ended += 1
-            log.alert(action="end", **fields, result=outcome, source=source)
+            notice = {} if terminal else {"notice": _record_notice(config, item)}
+            log.alert(action="end", **fields, result=outcome, source=source, **notice)
         else:
             log.info(action="close", **fields, result=outcome, source=source)
         if report_closed(config, log, client, item["login"], item["connection"], fields):
             closed += 1
     return ended, closed, refused
+
+
+def _record_notice(config: HostConfig, item: dict) -> str:
+    """Record the next-login notice of an ended session without a pty (login/notices.py)."""
+    try:
+        done = notices.record(
+            config.spool_dir, login=item["login"], request_id=item["request_id"],
+            reason=item["reason"],
+        )  # fmt: skip
+    except OSError as e:
+        return f"failed_{e.errno or 'unsafe'}"
+    return "recorded" if done else "skipped"
 
 
 def report_closed(

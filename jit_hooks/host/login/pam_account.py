@@ -18,7 +18,7 @@ client is gone (pam_session.py), and by enforce for a connection that vanished.
 
 from __future__ import annotations
 
-from jit_hooks.host.login import answers, break_glass, connection
+from jit_hooks.host.login import answers, break_glass, connection, notices
 from jit_hooks.host.login.answers import grant_too_long as answers_grant_too_long
 from jit_hooks.host.login.answers import sanitize
 from jit_hooks.host.login.client import HookClient
@@ -148,6 +148,8 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
     if answer is None:
         return deny(inv, log, fields, "mismatch", "the service answered another question")
     status = conclude(inv, log, fields, answer, config.max_grant)
+    if status == 0:
+        show_notice(config, log, inv, login)
     if status != 0 and open_session and answer["decision"] == "allow":
         try:
             with inv.deadline(config.total_timeout + 0.5, lambda: status):
@@ -155,6 +157,27 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         except Exception as e:  # noqa: BLE001 - the login is denied already, whatever failed
             log.warning(**fields, session="abort_failed", error=type(e).__name__)
     return status
+
+
+def show_notice(config: HostConfig, log: HookLog, inv: Invocation, login: str) -> None:
+    """Print, once, why this login's last session without a terminal was ended (notices.py).
+
+    Never changes the decision: any failure here is logged and the login goes on.
+    """
+    if not inv.live():
+        return  # the helper answered for this run already: the notice stays for the next
+    try:
+        notice = notices.take(config.spool_dir, login)
+    except Exception as e:  # noqa: BLE001 - a notice never decides a login
+        log.warning(login=sanitize(login, 32), notice="error", error=type(e).__name__)
+        return
+    if notice is None:
+        return
+    inv.write(notices.text(notice, config.host_name) + "\n")
+    log.info(
+        login=sanitize(login, 32), notice="shown", request=notice["request_id"],
+        why=notice["reason"],
+    )  # fmt: skip
 
 
 def abort_session(config: HostConfig, query: AccountQuery) -> None:

@@ -1,0 +1,183 @@
+"""Next-login notices: why a session without a terminal was ended, told at the next login.
+
+A session with a pty gets its warnings written to its terminal (enforce.warn_users).
+One without (``ssh host cmd``, scp, sftp) has nowhere to write: when enforce or the
+agent ends such a session (its approval revoked, given back, expired, its user
+disabled), it records one notice for that login on this host here, and the PAM
+account hook, which runs on every login anyway, prints it once at that login's
+next login (pam_exec ``stdout``: sshd sends it as a banner, the ssh client shows
+it on stderr). No process and no service call is added to a login.
+
+The notice holds fields, not text: the hook rebuilds the one line from a login
+that matches LOGIN_RE, an integer request id, a reason from a fixed table and a
+time, so nothing a service or a file says reaches the user verbatim.
+
+Where: the spool directory (spool.py's rules: a real directory, owned by root or
+the hook user, mode 0700), one file per login, ``notice-<login>.json``, written
+by root (enforce, the agent) as ``root:jit-hooks 0640`` so that jit-hooksd (the
+hook user) can read it and, owning the directory, remove it. Bounded: at most
+MAX_BYTES a file and MAX_NOTICES files; a later notice for the same login
+replaces the earlier one. A notice is shown only if it could be removed first,
+so it is shown once.
+
+Stdlib only: the PAM account hook imports it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import time
+from typing import TypedDict
+
+from jit_hooks.host import atomic, paths
+from jit_hooks.host.login import spool
+from jit_hooks.protocol import LOGIN_RE
+
+PREFIX = "notice-"
+MAX_BYTES = 512
+MAX_NOTICES = 1000
+# The service's reasons for ending a session (protocol.SessionToEnd) and how the
+# notice says them; any other reason is not recorded.
+REASONS = {
+    "revoked": "revoked",  # also a grant its requester gave back (jit drop)
+    "expired": "expired",
+    "user_disabled": "ended: user disabled",
+    "not_active": "no longer active",
+}
+
+
+class Notice(TypedDict):
+    login: str
+    request_id: int | None
+    reason: str
+    at: int  # when the session was ended (host clock, Unix seconds)
+
+
+def _name(login: str) -> str:
+    if not LOGIN_RE.match(login):
+        raise ValueError("invalid login")
+    return f"{PREFIX}{login}.json"
+
+
+def valid(notice: object) -> bool:
+    if not isinstance(notice, dict) or set(notice) != set(Notice.__annotations__):
+        return False
+    rid, at = notice["request_id"], notice["at"]
+    return (
+        isinstance(notice["login"], str)
+        and bool(LOGIN_RE.match(notice["login"]))
+        and (rid is None or (isinstance(rid, int) and not isinstance(rid, bool) and rid >= 0))
+        and notice["reason"] in REASONS
+        and isinstance(at, int)
+        and not isinstance(at, bool)
+        and 0 <= at < 10**12
+    )
+
+
+def _hook_gid() -> int | None:
+    import pwd
+
+    try:
+        return pwd.getpwnam(paths.HOOK_USER).pw_gid
+    except KeyError:
+        return None
+
+
+def record(
+    spool_dir: str, *, login: str, request_id: int | None, reason: str, at: int | None = None
+) -> bool:
+    """Record (or replace) the notice for ``login``; False if not recorded (full, bad reason).
+
+    Raises spool.SpoolError (OSError) if the directory is missing or unsafe.
+    """
+    notice = Notice(
+        login=login,
+        request_id=request_id,
+        reason=reason,
+        at=int(time.time()) if at is None else at,
+    )
+    if not valid(notice):
+        return False
+    data = json.dumps(notice, separators=(",", ":"), sort_keys=True).encode()
+    if len(data) > MAX_BYTES:
+        return False
+    name = _name(login)
+    dir_fd = spool.open_dir(spool_dir)
+    try:
+        names = [n for n in os.listdir(dir_fd) if n.startswith(PREFIX)]
+        if name not in names and len(names) >= MAX_NOTICES:
+            return False
+        gid = _hook_gid() if os.geteuid() == 0 else None
+        mode = 0o640 if gid is not None else 0o600
+        atomic.write_atomic(
+            name,
+            data,
+            mode=mode,
+            uid=0 if gid is not None else None,
+            gid=gid,
+            dir_fd=dir_fd,
+        )
+    finally:
+        os.close(dir_fd)
+    return True
+
+
+def take(spool_dir: str, login: str) -> Notice | None:
+    """The notice for ``login``, removed so it is shown once; None if none (or unsafe).
+
+    The common case, no notice, costs one failed open. Raises OSError only for
+    unexpected failures; callers treat any failure as "no notice".
+    """
+    name = _name(login)
+    try:
+        os.lstat(os.path.join(spool_dir, name))
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        # Nothing this process can see (a spool it can't enter holds nothing it
+        # could show either; `jit-hooks status` checks the spool directory).
+        return None
+    dir_fd = spool.open_dir(spool_dir)  # SpoolError if the directory is unsafe
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        except OSError:  # a symlink (ELOOP) or worse: never followed, dropped
+            os.unlink(name, dir_fd=dir_fd)
+            return None
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if (
+                not stat.S_ISREG(st.st_mode)
+                or st.st_uid not in spool._trusted_owners()
+                or st.st_mode & 0o027  # no group write, nothing for others
+                or st.st_size > MAX_BYTES
+            ):
+                notice = None
+            else:
+                try:
+                    notice = json.loads(f.read(MAX_BYTES + 1))
+                except ValueError:
+                    notice = None
+        # Removed before it is shown: a notice that can't be removed would be shown
+        # at every login; one that is unsafe or malformed is dropped.
+        os.unlink(name, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    if not valid(notice) or notice["login"] != login:  # type: ignore[index]
+        return None
+    return notice  # type: ignore[return-value]
+
+
+def text(notice: Notice, host: str | None) -> str:
+    """The one line the user reads (printable ASCII by construction)."""
+    where = f" on {host}" if host else ""
+    end = time.strftime("%H:%M UTC", time.gmtime(notice["at"]))
+    rid = notice["request_id"]
+    what = f"approval {rid}" if rid is not None else "its approval"
+    line = (
+        f"jit: your previous session{where} as {notice['login']} was ended at {end}: "
+        f"{what} {REASONS[notice['reason']]}"
+    )
+    return "".join(c if " " <= c <= "~" else "?" for c in line)[:200]
