@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from jit_hooks.server import audit, lifecycle
 from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.errors import Conflict, Forbidden, InvalidInput, NotFound
 from jit_hooks.server.notify import events as notify
-from jit_hooks.server.tables import extension_reviews, extensions, requests
+from jit_hooks.server.tables import extension_reviews, extensions
 
 # The shortest extension: each one is an event every host of the grant hears on its
 # stream, so 1-second steps would flood it (review L4). Less only for what is left.
@@ -158,13 +158,10 @@ def _apply(
 ) -> None:
     """Move the grant's end by ``seconds`` (the request row is locked and approved)."""
     ends_at = row.ends_at + seconds
-    res = conn.execute(
-        requests.update()
-        .where(and_(requests.c.id == row.id, requests.c.state == "approved"))
-        .values(ends_at=ends_at, extended_seconds=row.extended_seconds + seconds)
-    )
-    if res.rowcount != 1:
-        raise Conflict(f"request {row.id} is no longer approved")
+    lifecycle.transition(
+        conn, row.id, "approved", f"request {row.id} is no longer approved",
+        ends_at=ends_at, extended_seconds=row.extended_seconds + seconds,
+    )  # fmt: skip
     conn.execute(
         extensions.update()
         .where(extensions.c.id == ext_id)

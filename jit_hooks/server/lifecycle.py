@@ -97,6 +97,20 @@ def _lock(conn: Connection, request_id: int) -> Any:
     return _load(conn, request_id)
 
 
+def _transition(
+    conn: Connection, request_id: int, from_state: str, conflict: str, **values: Any
+) -> None:
+    """The conditional UPDATE every change of a request is (module docstring): ``values``
+    only while it is still ``from_state``; a racing change loses with 409 ``conflict``."""
+    res = conn.execute(
+        requests.update()
+        .where(and_(requests.c.id == request_id, requests.c.state == from_state))
+        .values(**values)
+    )
+    if res.rowcount != 1:
+        raise Conflict(conflict)
+
+
 def _policy(row: Any) -> Policy:
     return parse_policy(json.loads(row.policy_spec))
 
@@ -383,13 +397,10 @@ def _approve(
     # The window opens at approval (or the requested start, if later); never at request time.
     starts_at = max(start or now, now)
     ends_at = starts_at + duration
-    res = conn.execute(
-        requests.update()
-        .where(and_(requests.c.id == request_id, requests.c.state == "pending"))
-        .values(state="approved", starts_at=starts_at, ends_at=ends_at, decided_at=now)
-    )
-    if res.rowcount != 1:
-        raise Conflict(f"request {request_id} is no longer pending")
+    _transition(
+        conn, request_id, "pending", f"request {request_id} is no longer pending",
+        state="approved", starts_at=starts_at, ends_at=ends_at, decided_at=now,
+    )  # fmt: skip
     return starts_at, ends_at
 
 
@@ -441,13 +452,10 @@ def review(
         data={"request_id": request_id, "comment": comment},
     )
     if decision == "deny":
-        res = conn.execute(
-            requests.update()
-            .where(and_(requests.c.id == request_id, requests.c.state == "pending"))
-            .values(state="denied", decided_at=now)
-        )
-        if res.rowcount != 1:
-            raise Conflict(f"request {request_id} is no longer pending")
+        _transition(
+            conn, request_id, "pending", f"request {request_id} is no longer pending",
+            state="denied", decided_at=now,
+        )  # fmt: skip
         audit.append(
             conn,
             at=now,
@@ -529,13 +537,10 @@ def _end_grant(
     is still approved (a racing end loses with 409), its pending extension, the
     audit record and the notification, all in the caller's transaction."""
     request_id = row.id
-    res = conn.execute(
-        requests.update()
-        .where(and_(requests.c.id == request_id, requests.c.state == "approved"))
-        .values(state=state, closed_at=now)
-    )
-    if res.rowcount != 1:
-        raise Conflict(f"request {request_id} is no longer approved")
+    _transition(
+        conn, request_id, "approved", f"request {request_id} is no longer approved",
+        state=state, closed_at=now,
+    )  # fmt: skip
     _close_extension(conn, request_id, now)
     kind = f"request.{state}"
     audit.append(conn, at=now, kind=kind, actor=actor, host=row.host_name, data=data)
@@ -560,13 +565,11 @@ def cancel(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) 
             data={"request_id": request_id},
         )
         return get_request(conn, user=user, request_id=request_id, now=now)
-    res = conn.execute(
-        requests.update()
-        .where(and_(requests.c.id == request_id, requests.c.state == "pending"))
-        .values(state="cancelled", closed_at=now)
-    )
-    if res.rowcount != 1:
-        raise Conflict(f"request {request_id} is {state}; only a pending request can be cancelled")
+    _transition(
+        conn, request_id, "pending",
+        f"request {request_id} is {state}; only a pending request can be cancelled",
+        state="cancelled", closed_at=now,
+    )  # fmt: skip
     audit.append(
         conn,
         at=now,
@@ -618,3 +621,4 @@ clean_text = _clean_text
 lock = _lock
 load = _load
 policy_of = _policy
+transition = _transition
