@@ -17,6 +17,7 @@ from jit_hooks.server.cli import Env
 # isinstance lookup fails under `python -m jit_hooks.server.cli` (two module copies).
 pass_env = click.pass_obj
 file_arg = click.Path(dir_okay=False, path_type=Path)
+existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 def _settings(env: Env) -> Any:
@@ -63,7 +64,7 @@ def audit_group() -> None:
     "--checkpoints",
     "checkpoint_files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=existing_file,
     help="Signed checkpoints (JSONL file or syslog lines); every one must still be in the "
     "chain. Repeatable.",
 )
@@ -71,7 +72,7 @@ def audit_group() -> None:
     "--archive",
     "archive_files",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=existing_file,
     help="Archives written by `audit archive`, to check the chain from its first event. "
     "Repeatable.",
 )
@@ -79,7 +80,7 @@ def audit_group() -> None:
     "--pubkey",
     "pubkeys",
     multiple=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=existing_file,
     help="Public key(s) of the signers (`jit-server audit pubkey`); repeatable (one per "
     "replica key). Default: this data dir's key.",
 )
