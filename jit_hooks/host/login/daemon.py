@@ -15,9 +15,10 @@ AKC user (jit-hooks). The accept loop checks each peer (SO_PEERCRED) before any
 thread exists for it: root may ask for every hook, the helper's own uid (sshd's
 AuthorizedKeysCommandUser) for the AKC only, anyone else is refused there and
 logged. Admitted connections get a thread each, up to ``--max-connections``;
-one bounded request (frames.py) is read, the hook body runs in a thread of its
-own, up to ``--max-bodies`` alive at once, with the connection id of the PEER's
-parent (sshd's monitor), and the exit status and stdout go back. Past either cap
+one bounded request (frames.py) is read, the hook body runs on that same thread
+(one watchdog thread answers for bodies past their deadline), up to
+``--max-bodies`` alive at once, with the connection id of the PEER's parent
+(sshd's monitor), and the exit status and stdout go back. Past either cap
 the client gets a "busy" refusal at once and denies. The helper's own log lines
 are rate-limited per reason (log.RateLimitedLog). SIGTERM exits cleanly.
 """
@@ -77,6 +78,9 @@ BODY_LIMIT = paths.MAX_TIMEOUT
 # socket with unread request bytes resets it. At most MAX_PARKED wait at once.
 PARK_SECONDS = 1.0
 MAX_PARKED = 1024
+# How often the watchdog looks at the running bodies' deadlines: a body is answered
+# for at most this late.
+WATCH_TICK = 0.05
 _CRED = struct.Struct("3i")
 
 
@@ -128,11 +132,12 @@ def read_request(sock: socket.socket) -> tuple[str, bytes, list[str]]:
 class Run:
     """The helper's own state for one hook body it supervises (hook.Supervisor).
 
-    The body runs in a thread of its own; the connection's thread watches the
+    The body runs on its connection's thread; the ``Watchdog`` thread watches the
     deadline the body declares (``deadline``) and, when it passes, answers for the
     body (``expire``): from then on the body is not live (its output and log lines
     are dropped) and its service connections (``attach``) are shut, so a drip or a
-    hang can't keep it, or its socket, beyond the budget.
+    hang can't keep it, or its socket, beyond the budget. ``finish`` settles which
+    of the two answers.
     """
 
     def __init__(self) -> None:
@@ -141,9 +146,13 @@ class Run:
         self.on_expiry: Callable[[], int] | None = None
         self.default_expiry: Callable[[], int] | None = None
         self.cancelled = False
+        self.finished = False  # the body ended and its own answer goes out
         self.answering_thread: int | None = None
         self.out: list[str] = []
         self._conns: set[httppool.Cuttable] = set()
+        # Set by the watchdog once its answer for this run went out (or failed to):
+        # the connection's thread closes the socket only after that.
+        self.answered = threading.Event()
 
     def live(self) -> bool:
         return not self.cancelled or threading.get_ident() == self.answering_thread
@@ -177,12 +186,19 @@ class Run:
         with self.lock:
             self._conns.discard(conn)
 
+    def finish(self) -> bool:
+        """The body ended: True if its own answer goes out (the watchdog did not answer for
+        it); from then on ``expire`` does nothing."""
+        with self.lock:
+            self.finished = True
+            return not self.cancelled
+
     def expire(self, now: float, limit: float) -> Callable[[], int] | None | bool:
         """If the body's deadline (or ``limit``) passed: cancel the run and return what
         answers for it (the expiry callback, or None: plain deny); else False."""
         with self.lock:
             due = (self.deadline_at is not None and now > self.deadline_at) or now > limit
-            if not due:
+            if not due or self.finished or self.cancelled:
                 return False
             self.cancelled = True
             self.answering_thread = threading.get_ident()
@@ -190,6 +206,66 @@ class Run:
             for conn in self._conns:
                 conn.cut()  # wakes the body's blocked read
             return self.on_expiry or self.default_expiry
+
+
+class Watchdog:
+    """One thread that answers for every body past its deadline (``Run.expire``).
+
+    A body runs on its connection's thread (no thread of its own, no hand-off per
+    request). This thread, started with the first request, looks at the running
+    bodies every ``WATCH_TICK`` seconds; for one whose deadline (or ``BODY_LIMIT``)
+    passed it gets the answer the body would give on timeout, sends it on the
+    client's socket and ends the stream (the client has its answer at once), and
+    leaves the body to end by itself: it is not live any more (output and log lines
+    dropped, service connections cut) and keeps its ``bodies`` slot, and its
+    connection's thread, until it really ends.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._runs: dict[Run, tuple[socket.socket, float]] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, run: Run, sock: socket.socket, limit: float) -> None:
+        with self._lock:
+            self._runs[run] = (sock, limit)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._loop, daemon=True, name="watchdog")
+                self._thread.start()
+
+    def remove(self, run: Run) -> None:
+        with self._lock:
+            self._runs.pop(run, None)
+
+    def _loop(self) -> None:
+        # A steady tick, not woken per request: a wake-up as each body starts would
+        # compete with that body for the GIL on every login.
+        while True:
+            with self._lock:
+                runs = list(self._runs.items())
+            now = time.monotonic()
+            for run, (sock, limit) in runs:
+                expiry = run.expire(now, limit)
+                if expiry is False:
+                    continue
+                self.remove(run)
+                try:
+                    status = expiry() if callable(expiry) else 1
+                    out = "".join(run.out).encode("utf-8", "replace")
+                    frame = frames.encode_answer(status, out)
+                except Exception:  # noqa: BLE001 - whatever failed, the answer is a deny
+                    frame = frames.encode_answer(1, b"")
+                try:
+                    # Never blocks this thread: an answer is a few bytes into a socket
+                    # the client only reads from; a client that isn't reading gets none.
+                    sock.setblocking(False)
+                    sock.send(frame)
+                    sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                finally:
+                    run.answered.set()
+            time.sleep(WATCH_TICK)
 
 
 class Server(socketserver.UnixStreamServer):
@@ -214,6 +290,7 @@ class Server(socketserver.UnixStreamServer):
         self.connections = threading.BoundedSemaphore(max_connections)
         self.bodies = threading.BoundedSemaphore(max_bodies)
         self.parked: collections.deque[tuple[float, socket.socket]] = collections.deque()
+        self.watchdog = Watchdog()
 
     # -- the accept loop (one thread) ------------------------------------------
 
@@ -301,9 +378,11 @@ class Server(socketserver.UnixStreamServer):
             log.warning(decision="deny", reason="busy", limit="bodies", mode=mode, peer_pid=pid)
             self._send(sock, frames.encode_refusal("busy"))
             return
-        status, out = self.run_hook(mode, argv, environ, ppid)
+        answer = self.run_hook(mode, argv, environ, ppid, sock)
+        if answer is None:
+            return  # the watchdog answered for the body
         try:
-            frame = frames.encode_answer(status, out)
+            frame = frames.encode_answer(*answer)
         except ValueError:
             frame = frames.encode_answer(1, b"")
         self._send(sock, frame)
@@ -324,39 +403,32 @@ class Server(socketserver.UnixStreamServer):
         except OSError:
             pass  # the client gave up; it denies by itself
 
-    def run_hook(self, mode: str, argv: list[str], environ: bytes, ppid: int) -> tuple[int, bytes]:
-        """Run hook ``mode`` in a body thread (holding a ``bodies`` slot until it really
-        ends); answer for it if its deadline passes first."""
+    def run_hook(
+        self, mode: str, argv: list[str], environ: bytes, ppid: int, sock: socket.socket
+    ) -> tuple[int, bytes] | None:
+        """Run hook ``mode`` on this thread, holding a ``bodies`` slot until it really ends,
+        under the watchdog; (status, stdout), or None if the watchdog answered for it."""
         run = Run()
-        done = threading.Event()
-        result: list[int] = []
         try:
             entries = pamenv.parse_environ(environ) if mode in PAM_MODES else []
             inv = Invocation(argv, environ=entries, ppid=ppid, via="hooksd", supervisor=run)
-
-            def work() -> None:
-                try:
-                    with httppool.watching(run):
-                        result.append(HOOKS[mode].main(inv=inv))
-                except BaseException:  # run() already turns failures into a deny
-                    result.append(1)
-                finally:
-                    done.set()
-                    self.bodies.release()
-
-            threading.Thread(target=work, daemon=True, name=f"hook-{mode}").start()
         except BaseException:
-            if not done.is_set():
-                self.bodies.release()
+            self.bodies.release()
             return 1, b""
-        limit = time.monotonic() + BODY_LIMIT
-        while not done.wait(0.05):
-            expiry = run.expire(time.monotonic(), limit)
-            if expiry is False:
-                continue
-            status = expiry() if callable(expiry) else 1
-            return status, "".join(run.out).encode("utf-8", "replace")
-        status = result[0] if result and result[0] in frames.STATUSES else 1
+        self.watchdog.add(run, sock, time.monotonic() + BODY_LIMIT)
+        status = 1
+        try:
+            with httppool.watching(run):
+                status = HOOKS[mode].main(inv=inv)
+        except BaseException:  # run() already turns failures into a deny
+            status = 1
+        finally:
+            self.watchdog.remove(run)
+            self.bodies.release()
+        if not run.finish():
+            run.answered.wait()  # the socket stays open until the watchdog's answer is out
+            return None
+        status = status if status in frames.STATUSES else 1
         return status, "".join(run.out).encode("utf-8", "replace")
 
 
