@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -62,21 +62,28 @@ class Context:
     async def as_host(
         self,
         creds: HTTPAuthorizationCredentials | None,
-        work: Callable[[Connection, auth.HostPrincipal], T],
+        # (conn, host), or (conn, host, prefetched) with a prefetch.
+        work: Callable[..., T],
         *,
         batch: bool = False,
+        prefetch: Callable[[Connection, str], Any] | None = None,
     ) -> T:
         """``work(conn, host)`` in one transaction with the token's (present) host.
 
         ``batch=True`` for the login-path hooks: they may share a group-committed
         transaction on SQLite (unit.py); ``work`` must then not fail after writing
-        unless the whole batch should fail.
+        unless the whole batch should fail. ``prefetch(conn, token_hash)`` runs
+        before the token is looked up and ``work`` is then called as
+        ``work(conn, host, prefetched)`` (decisions.Prefetch: one round trip).
         """
         token = _token(creds)
         now = self.now()
 
         def job(conn: Connection) -> T:
-            return work(conn, auth.require_host(auth.authenticate(conn, token, now)))
+            if prefetch is None:
+                return work(conn, auth.require_host(auth.authenticate(conn, token, now)))
+            pre = prefetch(conn, auth.token_hash(token))
+            return work(conn, auth.require_host(auth.authenticate(conn, token, now)), pre)
 
         return await self.unit.run(job, batch=batch)
 

@@ -56,8 +56,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """An engine; for SQLite: WAL, busy timeout, foreign keys, BEGIN IMMEDIATE.
 
     PostgreSQL: ``pool_size`` connections for the unit of work (it runs exactly
-    that many transactions at once, unit.py), ``BATCH_THREADS`` for its
-    group-commit batches of hook calls, plus ``BACKGROUND_CONNECTIONS`` for
+    that many transactions at once, unit.py; its group-commit batches of hook
+    calls have ``BATCH_THREADS`` more, :func:`batch_engine`), plus
+    ``BACKGROUND_CONNECTIONS`` for
     the leader's own threads (audit fold, notification worker), so background
     work never makes a hook call wait for a connection; READ COMMITTED, the
     server's default, with row locks where a decision depends on rows another
@@ -69,7 +70,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if not url.startswith("sqlite"):
         return create_engine(
             url,
-            pool_size=pool_size + BATCH_THREADS + BACKGROUND_CONNECTIONS,
+            pool_size=pool_size + BACKGROUND_CONNECTIONS,
             max_overflow=0,
             pool_timeout=BUSY_TIMEOUT_MS / 1000,
             pool_pre_ping=True,
@@ -103,6 +104,27 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def batch_engine(engine: Engine) -> Engine:
+    """The ``BATCH_THREADS`` connections of the group-commit batches (unit.py), unpinged.
+
+    PostgreSQL only. The pool's pre-ping was one waited round trip per batch
+    of hook calls (a sixth of a batch's time in bench P3pg). A batch needs no
+    ping: a connection found dead by its first statement fails the batch,
+    whose calls then run again alone on :func:`make_engine`'s pre-pinged pool
+    (unit.py), and the dead connection is dropped when it is returned (its
+    ROLLBACK fails). So a failover costs each batch connection one retried
+    batch, not a wrong answer (tests/ha).
+    """
+    return create_engine(
+        engine.url,
+        pool_size=BATCH_THREADS,
+        max_overflow=0,
+        pool_timeout=BUSY_TIMEOUT_MS / 1000,
+        pool_pre_ping=False,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 def alembic_config(engine: Engine):  # noqa: ANN201

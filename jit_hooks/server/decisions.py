@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Integer, and_, bindparam, case, select, text
@@ -19,8 +20,8 @@ from jit_hooks.server import audit, fold
 from jit_hooks.server.audit_settings import miss_window
 from jit_hooks.server.auth import HostPrincipal
 from jit_hooks.server.notify import events as notify
-from jit_hooks.server.sql import Prepared
-from jit_hooks.server.tables import keys, request_hosts, requests, sessions, users
+from jit_hooks.server.sql import Prepared, Queued
+from jit_hooks.server.tables import keys, request_hosts, requests, sessions, tokens, users
 
 MAX_REASON = 200
 
@@ -31,11 +32,18 @@ def short_reason(text: str) -> str:
     return clean[:MAX_REASON]
 
 
-def _active():  # noqa: ANN202
-    """An approval of host ``:host_id`` and login ``:login`` that covers ``:now``."""
-    now = bindparam("now")
+# The host of the token whose sha256 is ``:digest`` (None for a user token): the
+# lookups below in this form run before the token is checked (Prefetch).
+_TOKEN_HOST = (
+    select(tokens.c.host_id).where(tokens.c.token_hash == bindparam("digest")).scalar_subquery()
+)
+
+
+def _active(host_id: Any = None):  # noqa: ANN202
+    """An approval of host ``:host_id`` (or ``host_id``) and login ``:login`` covering ``:now``."""
+    now: Any = bindparam("now")
     return and_(
-        request_hosts.c.host_id == bindparam("host_id"),
+        request_hosts.c.host_id == (bindparam("host_id") if host_id is None else host_id),
         requests.c.login == bindparam("login"),
         requests.c.state == "approved",
         requests.c.starts_at <= now,
@@ -44,58 +52,118 @@ def _active():  # noqa: ANN202
     )
 
 
-# Both are prepared once (jit_hooks/server/sql.py): they run on every hook call.
-_FOR_KEY = Prepared(
-    select(
-        requests.c.id,
-        requests.c.ends_at,
-        requests.c.policy_spec,
-        requests.c.from_cidrs,
-        users.c.id.label("user_id"),
-        users.c.name.label("user"),
-        keys.c.blob,
-        keys.c.key_type,
-        keys.c.fingerprint,
-    )
-    .select_from(
-        keys.join(users, users.c.id == keys.c.user_id)
-        .join(requests, requests.c.requester_id == keys.c.user_id)
-        .join(request_hosts, request_hosts.c.request_id == requests.c.id)
-    )
-    .where(keys.c.fingerprint == bindparam("fingerprint"), _active())
-    .order_by(requests.c.ends_at.desc())
-    .limit(1)
-)
-
-_FOR_LOGIN = Prepared(
-    select(
-        requests.c.id,
-        requests.c.ends_at,
-        requests.c.from_cidrs,
-        users.c.id.label("user_id"),
-        users.c.name.label("user"),
-    )
-    .select_from(
-        request_hosts.join(requests, requests.c.id == request_hosts.c.request_id).join(
-            users, users.c.id == requests.c.requester_id
+def _for_key(host_id: Any = None) -> Prepared:
+    return Prepared(
+        select(
+            requests.c.id,
+            requests.c.ends_at,
+            requests.c.policy_spec,
+            requests.c.from_cidrs,
+            users.c.id.label("user_id"),
+            users.c.name.label("user"),
+            keys.c.blob,
+            keys.c.key_type,
+            keys.c.fingerprint,
         )
+        .select_from(
+            keys.join(users, users.c.id == keys.c.user_id)
+            .join(requests, requests.c.requester_id == keys.c.user_id)
+            .join(request_hosts, request_hosts.c.request_id == requests.c.id)
+        )
+        .where(keys.c.fingerprint == bindparam("fingerprint"), _active(host_id))
+        .order_by(requests.c.ends_at.desc())
+        .limit(1)
     )
-    .where(_active())
-    .order_by(requests.c.ends_at.desc())
-    .limit(1)
-)
+
+
+def _for_login(host_id: Any = None) -> Prepared:
+    return Prepared(
+        select(
+            requests.c.id,
+            requests.c.ends_at,
+            requests.c.from_cidrs,
+            users.c.id.label("user_id"),
+            users.c.name.label("user"),
+        )
+        .select_from(
+            request_hosts.join(requests, requests.c.id == request_hosts.c.request_id).join(
+                users, users.c.id == requests.c.requester_id
+            )
+        )
+        .where(_active(host_id))
+        .order_by(requests.c.ends_at.desc())
+        .limit(1)
+    )
+
+
+# Prepared once (jit_hooks/server/sql.py): they run on every hook call.
+_FOR_KEY = _for_key()
+_FOR_LOGIN = _for_login()
+# The same, for the host of the token with the sha256 ``:digest`` (Prefetch).
+_FOR_KEY_BY_TOKEN = _for_key(_TOKEN_HOST)
+_FOR_LOGIN_BY_TOKEN = _for_login(_TOKEN_HOST)
 
 
 def approval_for_key(
-    conn: Connection, *, host_id: int, login: str, fingerprint: str, now: int
+    conn: Connection,
+    *,
+    host_id: int,
+    login: str,
+    fingerprint: str,
+    now: int,
+    pre: Prefetch | None = None,
 ) -> Any:
     """The longest-running active approval whose requester owns this key, or None."""
+    if pre is not None and pre.key is not None and pre.asked == (login, fingerprint, now):
+        return pre.key.first()
     return _FOR_KEY.first(conn, host_id=host_id, login=login, fingerprint=fingerprint, now=now)
 
 
-def approval_for_login(conn: Connection, *, host_id: int, login: str, now: int) -> Any:
+def approval_for_login(
+    conn: Connection, *, host_id: int, login: str, now: int, pre: Prefetch | None = None
+) -> Any:
     """Any active approval for this host and login account (logins without a key)."""
+    if pre is not None and pre.login is not None and pre.asked == (login, None, now):
+        return pre.login.first()
     return _FOR_LOGIN.first(conn, host_id=host_id, login=login, now=now)
+
+
+@dataclass(frozen=True)
+class Prefetch:
+    """A hook's decision lookups, sent before its token lookup is waited for.
+
+    On PostgreSQL a hook call used to wait two round trips in a row: the
+    token lookup, then the decision query with the token's host. These
+    lookups name the host through the token's hash instead (``_TOKEN_HOST``),
+    so they are queued in the batch's pipeline (unit.py, sql.Queued) ahead of
+    the token lookup, and its one round trip brings both answers. They are
+    read only once the token has been checked: for a valid host token its
+    host is the one ``_TOKEN_HOST`` names, so the rows are the ones the
+    host_id form returns (tests run both forms); for any other token the
+    call fails as before and the rows are never read. Outside a pipelined
+    batch (SQLite, a call run alone) there is none: the usual path runs.
+    """
+
+    asked: tuple[str, str | None, int]  # (login, fingerprint, now) the lookups were sent for
+    key: Queued | None = None
+    login: Queued | None = None
+    open_requests: Queued | None = None
+
+
+def prefetch(
+    conn: Connection, digest: str, *, login: str, fingerprint: str | None, now: int
+) -> Prefetch | None:
+    """Queue the decision lookups of an authorized-keys or account call (see Prefetch)."""
+    if fingerprint:
+        q = _FOR_KEY_BY_TOKEN.queue(
+            conn, digest=digest, login=login, fingerprint=fingerprint, now=now
+        )
+        return None if q is None else Prefetch((login, fingerprint, now), key=q)
+    q = _FOR_LOGIN_BY_TOKEN.queue(conn, digest=digest, login=login, now=now)
+    if q is None:
+        return None
+    ids = _OPEN_REQUESTS_BY_TOKEN.queue(conn, digest=digest, login=login, now=now)
+    return Prefetch((login, None, now), login=q, open_requests=ids)
 
 
 # Audit context of a login let in by the login account alone: the approvals that
@@ -103,27 +171,36 @@ def approval_for_login(conn: Connection, *, host_id: int, login: str, now: int) 
 MAX_CONTEXT_REQUESTS = 20
 
 
-_OPEN_REQUESTS = (
-    select(requests.c.id)
-    .select_from(
-        request_hosts.join(requests, requests.c.id == request_hosts.c.request_id).join(
-            users, users.c.id == requests.c.requester_id
+def _open_requests_query(host_id: Any = None):  # noqa: ANN202
+    return (
+        select(requests.c.id)
+        .select_from(
+            request_hosts.join(requests, requests.c.id == request_hosts.c.request_id).join(
+                users, users.c.id == requests.c.requester_id
+            )
         )
+        .where(_active(host_id))
+        # No ORDER BY: sorting by id let the planner walk the whole request history in
+        # id order (2 s per key-less login at 1M requests, bench P3s); the active
+        # approvals of one host and login come from the login/state/ends_at index and
+        # are sorted here.
+        .limit(MAX_CONTEXT_REQUESTS)
     )
-    .where(_active())
-    # No ORDER BY: sorting by id let the planner walk the whole request history in
-    # id order (2 s per key-less login at 1M requests, bench P3s); the active
-    # approvals of one host and login come from the login/state/ends_at index and
-    # are sorted here.
-    .limit(MAX_CONTEXT_REQUESTS)
-)
 
 
-def _open_requests(conn: Connection, *, host_id: int, login: str, now: int) -> list[int]:
+_OPEN_REQUESTS = _open_requests_query()
+_OPEN_REQUESTS_BY_TOKEN = Prepared(_open_requests_query(_TOKEN_HOST))
+
+
+def _open_requests(
+    conn: Connection, *, host_id: int, login: str, now: int, pre: Prefetch | None = None
+) -> list[int]:
     """Ids of the active approvals that hold ``login`` open on this host (a key-less login).
 
     Any MAX_CONTEXT_REQUESTS of them when more hold it open (the audit row stays small).
     """
+    if pre is not None and pre.open_requests is not None and pre.asked == (login, None, now):
+        return sorted(pre.open_requests.scalars())
     params = {"host_id": host_id, "login": login, "now": now}
     return sorted(conn.execute(_OPEN_REQUESTS, params).scalars())
 
@@ -194,6 +271,7 @@ def authorized_keys(
     now: int,
     asked_host: str | None = None,
     connection: str | None = None,
+    pre: Prefetch | None = None,
 ) -> dict:
     """The answer (echo + ``keys``): the offered key, if its owner holds an active approval.
 
@@ -213,7 +291,9 @@ def authorized_keys(
     elif offered.fingerprint != fingerprint:
         reason = "fingerprint does not match the offered key"
     else:
-        row = approval_for_key(conn, host_id=host.id, login=login, fingerprint=fingerprint, now=now)
+        row = approval_for_key(
+            conn, host_id=host.id, login=login, fingerprint=fingerprint, now=now, pre=pre
+        )
         reason = "active approval" if row else f"no active approval for {login} with this key"
         if row is not None and (row.blob != offered.blob or row.key_type != offered.key_type):
             row, reason = None, "offered key differs from the registered key"
@@ -251,6 +331,14 @@ def authorized_keys(
             reason=short_reason(reason),
             now=now,
             window=miss_window(),
+            # _record_akc's data: on PostgreSQL the same statement writes the event.
+            first_event={
+                "login": login,
+                "fingerprint": fingerprint,
+                "decision": "deny",
+                "reason": short_reason(reason),
+                "request_id": None,
+            },
         )
     if audit_now:
         _record_akc(conn, host, row, login, fingerprint, reason, now)
@@ -274,17 +362,25 @@ def authorized_keys(
 
 
 def _decide(
-    conn: Connection, *, host: HostPrincipal, login: str, fingerprint: str | None, now: int
+    conn: Connection,
+    *,
+    host: HostPrincipal,
+    login: str,
+    fingerprint: str | None,
+    now: int,
+    pre: Prefetch | None = None,
 ) -> tuple[Any, str]:
     if fingerprint:
-        row = approval_for_key(conn, host_id=host.id, login=login, fingerprint=fingerprint, now=now)
+        row = approval_for_key(
+            conn, host_id=host.id, login=login, fingerprint=fingerprint, now=now, pre=pre
+        )
         reason = (
             "active approval"
             if row
             else f"no active approval for {login}@{host.name} with this key"
         )
     else:
-        row = approval_for_login(conn, host_id=host.id, login=login, now=now)
+        row = approval_for_login(conn, host_id=host.id, login=login, now=now, pre=pre)
         reason = (
             "active approval for the login account"
             if row
@@ -341,6 +437,7 @@ def _actor(
     login: str,
     fingerprint: str | None,
     now: int,
+    pre: Prefetch | None = None,
 ) -> tuple[str | None, dict]:
     """Who the audit names for a decision, and the context that says how it was reached.
 
@@ -353,7 +450,7 @@ def _actor(
         return None, {}
     if fingerprint:
         return row.user, {}
-    ids = _open_requests(conn, host_id=host.id, login=login, now=now)
+    ids = _open_requests(conn, host_id=host.id, login=login, now=now, pre=pre)
     return None, {"via": "login-account", "request_ids": ids}
 
 
@@ -369,6 +466,7 @@ def account(
     now: int,
     asked_host: str | None = None,
     open_session: bool = False,
+    pre: Prefetch | None = None,
 ) -> dict:
     """The answer (echo + decision) of the account hook; audited as hook.account.
 
@@ -381,13 +479,17 @@ def account(
     if wrong_host is not None:
         row, reason = None, short_reason(wrong_host)
     else:
-        row, reason = _decide(conn, host=host, login=login, fingerprint=fingerprint, now=now)
+        row, reason = _decide(
+            conn, host=host, login=login, fingerprint=fingerprint, now=now, pre=pre
+        )
         outside = _pinned_out(row, rhost)
         if outside is not None:
             pinned = {"pinned_request": row.id, "from_cidrs": _cidrs(row)}
             row, reason = None, outside
     decision = _answer(row, reason)
-    actor, context = _actor(conn, row, host=host, login=login, fingerprint=fingerprint, now=now)
+    actor, context = _actor(
+        conn, row, host=host, login=login, fingerprint=fingerprint, now=now, pre=pre
+    )
     context.update(pinned)
     if open_session and row is not None and connection is not None:
         _OPEN_SESSION.execute(

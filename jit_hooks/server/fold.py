@@ -13,11 +13,12 @@ row whose transaction commits after a fold simply gets a later ``seq``. The
 ``UPDATE ... WHERE seq IS NULL`` plus the lock mean no event is chained twice
 or skipped (tests/server/test_fold.py).
 
-Also here: AKC misses (decisions.authorized_keys) counted per (host, login,
-fingerprint, window) in ``audit_misses``, and AKC allows recorded in
-``audit_key_allows``: on PostgreSQL one row per allow (insert-only: no row
-shared by concurrent logins), on SQLite (one writer at a time) one per window;
-when a window has closed, the fold turns each (host, login, fingerprint,
+Also here: AKC misses (decisions.authorized_keys) recorded in
+``audit_misses`` and AKC allows in ``audit_key_allows``: on PostgreSQL one
+row per miss or allow (insert-only, migrations 0012 and 0015: no row shared
+by concurrent asks, so neither a login burst nor a deny storm waits on a row
+lock or deadlocks), on SQLite (one writer at a time) one per window; when a
+window has closed, the fold turns each (host, login, fingerprint,
 window[, approval]) with repeats into one event carrying their count.
 """
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, text
+from sqlalchemy import Boolean, text
 
 from jit_hooks.server import audit, leader
 from jit_hooks.server.sql import Prepared
@@ -42,16 +43,29 @@ _SET_CHAIN = text(
     "UPDATE audit_events SET seq = :seq, prev_hash = :prev_hash, hash = :hash "
     "WHERE id = :id AND seq IS NULL"
 )
-# One statement that both SQLite (>= 3.35) and PostgreSQL run as written.
+# Misses as allows (migration 0015): on PostgreSQL insert-only, one row per miss
+# saying whether it is the window's first as far as this transaction can see
+# (no row shared by a storm of denied asks: no lock waits, no deadlocks).
 _MISS = Prepared(
     text(
-        "INSERT INTO audit_misses "
-        "(host, login, fingerprint, window_start, count, first_at, last_at, reason) "
-        "VALUES (:host, :login, :fingerprint, :window_start, 1, :now, :now, :reason) "
-        "ON CONFLICT (host, login, fingerprint, window_start) "
-        "DO UPDATE SET count = audit_misses.count + 1, last_at = excluded.last_at "
-        "RETURNING count"
-    ).columns(count=Integer)
+        "INSERT INTO audit_misses (host, login, fingerprint, window_start, count, "
+        "first_at, last_at, reason, evented) "
+        # CAST: PostgreSQL must deduce one type per parameter, here and in the WHERE.
+        "SELECT CAST(:host AS VARCHAR), CAST(:login AS VARCHAR), "
+        "CAST(:fingerprint AS VARCHAR), :window_start, 1, :now, :now, "
+        "CAST(:reason AS VARCHAR), "
+        "NOT EXISTS (SELECT 1 FROM audit_misses WHERE host = :host AND login = :login "
+        "AND fingerprint = :fingerprint AND window_start = :window_start) "
+        "RETURNING evented"
+    ).columns(evented=Boolean)
+)
+# SQLite: one writer at a time, so a window keeps one row whose count is bumped.
+_BUMP_MISS = Prepared(
+    text(
+        "UPDATE audit_misses SET count = count + 1, last_at = :now "
+        "WHERE id = (SELECT id FROM audit_misses WHERE host = :host AND login = :login "
+        "AND fingerprint = :fingerprint AND window_start = :window_start LIMIT 1)"
+    )
 )
 # Insert-only (migration 0012): concurrent allows of one key share no row, so they
 # never wait for each other's COMMIT. The row says whether it is the window's
@@ -94,11 +108,22 @@ _ALLOW_AND_EVENT = Prepared(
         "CAST(:data AS TEXT) FROM a WHERE a.evented"
     )
 )
+# PostgreSQL: a miss and, if it is the window's first, its event, in one statement.
+_MISS_AND_EVENT = Prepared(
+    text(
+        "WITH m AS ("
+        + str(_MISS.stmt)
+        + ") INSERT INTO audit_events (at, kind, actor, host, data) "
+        "SELECT :now, 'hook.authorized_keys', NULL, CAST(:host AS VARCHAR), "
+        "CAST(:data AS TEXT) FROM m WHERE m.evented"
+    )
+)
 # DELETE ... RETURNING reads each count and removes its row in one step: a
 # concurrent bump either lands before (and is returned) or re-creates the row.
 _CLOSE_WINDOWS = text(
     "DELETE FROM audit_misses WHERE window_start <= :cutoff "
-    "RETURNING host, login, fingerprint, window_start, count, first_at, last_at, reason"
+    "RETURNING host, login, fingerprint, window_start, count, first_at, last_at, reason, "
+    "evented"
 )
 _CLOSE_ALLOWS = text(
     "DELETE FROM audit_key_allows WHERE window_start <= :cutoff "
@@ -108,22 +133,39 @@ _CLOSE_ALLOWS = text(
 
 
 def count_miss(
-    conn: Any, *, host: str, login: str, fingerprint: str, reason: str, now: int, window: int
+    conn: Any,
+    *,
+    host: str,
+    login: str,
+    fingerprint: str,
+    reason: str,
+    now: int,
+    window: int,
+    first_event: dict | None = None,
 ) -> bool:
     """Count one unauthenticated miss; True if it is the window's first (audit it now).
 
-    The row is keyed by host: no row is shared by the fleet.
+    ``first_event``: the data of the ``hook.authorized_keys`` event the caller
+    writes for a first (at ``now``, no actor, on ``host``). On PostgreSQL it is
+    written here, by the same statement, and the answer is False. Rows are
+    keyed by host: no row is shared by the fleet, and on PostgreSQL none by
+    two misses.
     """
-    row = _MISS.first(
-        conn,
-        host=host,
-        login=login,
-        fingerprint=fingerprint[:100],
-        window_start=now - now % window,
-        now=now,
-        reason=reason[:200],
-    )
-    return row is not None and row.count == 1
+    params = {
+        "host": host,
+        "login": login,
+        "fingerprint": fingerprint[:100],
+        "window_start": now - now % window,
+        "now": now,
+        "reason": reason[:200],
+    }
+    if first_event is not None and conn.dialect.name == "postgresql":
+        _MISS_AND_EVENT.send(conn, data=audit.canonical(first_event), **params)
+        return False
+    if conn.dialect.name == "sqlite" and _BUMP_MISS.execute(conn, **params):
+        return False
+    row = _MISS.first(conn, **params)
+    return row is not None and bool(row.evented)
 
 
 def count_allow(
@@ -219,29 +261,57 @@ def close_windows(conn: Any, *, now: int, window: int) -> int:
             },
         )
         n += 1
-    rows = conn.execute(_CLOSE_WINDOWS, {"cutoff": now - window}).all()
-    for r in sorted(rows, key=lambda r: (r.window_start, r.host, r.login, r.fingerprint)):
-        if r.count <= 1:
+    misses = conn.execute(_CLOSE_WINDOWS, {"cutoff": now - window}).all()
+    for g in _miss_totals(misses):
+        repeats = g["count"] - g["evented"]
+        if repeats <= 0:
             continue
         audit.append(
             conn,
-            at=r.last_at,
+            at=g["last_at"],
             kind="hook.authorized_keys.repeated",
-            host=r.host,
+            host=g["host"],
             data={
-                "login": r.login,
-                "fingerprint": r.fingerprint,
+                "login": g["login"],
+                "fingerprint": g["fingerprint"],
                 "decision": "deny",
-                "reason": r.reason,
-                "repeats": r.count - 1,
-                "window_start": r.window_start,
+                "reason": g["reason"],
+                "repeats": repeats,
+                "window_start": g["window_start"],
                 "window_seconds": window,
-                "first_at": r.first_at,
-                "last_at": r.last_at,
+                "first_at": g["first_at"],
+                "last_at": g["last_at"],
             },
         )
         n += 1
     return n
+
+
+def _miss_totals(rows: list[Any]) -> list[dict[str, Any]]:
+    """The deleted miss rows summed per (window, host, login, key), in that order.
+
+    The reason is the earliest miss's (what the window's first event said).
+    """
+    groups: dict[tuple, dict[str, Any]] = {}
+    for r in sorted(rows, key=lambda r: r.first_at):
+        key = (r.window_start, r.host, r.login, r.fingerprint)
+        g = groups.get(key)
+        if g is None:
+            groups[key] = {
+                "count": r.count,
+                "evented": int(bool(r.evented)),
+                "first_at": r.first_at,
+                "last_at": r.last_at,
+                "reason": r.reason,
+            }
+            continue
+        g["count"] += r.count
+        g["evented"] += int(bool(r.evented))
+        g["last_at"] = max(g["last_at"], r.last_at)
+    return [
+        dict(zip(("window_start", "host", "login", "fingerprint"), k, strict=True)) | g
+        for k, g in sorted(groups.items())
+    ]
 
 
 def fold(conn: Any, *, now: int, window: int = MISS_WINDOW, wait: bool = False) -> int | None:

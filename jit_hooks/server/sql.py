@@ -35,6 +35,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections import namedtuple
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Connection, Engine, event
@@ -139,6 +140,18 @@ class Prepared:
             raise _wrapped(conn, self._compiled(conn)[0], params, e) from e
         return None if found is None else row._make(found)
 
+    def queue(self, conn: Connection, **params: Any) -> Queued | None:
+        """Send a SELECT now and read its rows later; None outside a pipelined batch.
+
+        In a pipelined batch on PostgreSQL (unit.py) the statement travels with
+        the next one that is waited for: a lookup queued before the token
+        lookup costs no round trip of its own (decisions.Prefetch).
+        """
+        if writes.pipeline is None or conn.dialect.name != "postgresql":
+            return None
+        cur, row = self._run(conn, params)
+        return Queued(conn, cur, row, self._compiled(conn)[0], params)
+
     def executemany(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Run a statement without result rows once per parameter set, in order."""
         if conn.dialect.name != "sqlite":
@@ -177,3 +190,26 @@ class Prepared:
             conn.execute(self.stmt, params)
             return
         self._run(conn, params)
+
+
+class Queued:
+    """The rows of a statement sent by :meth:`Prepared.queue`, read when needed."""
+
+    def __init__(self, conn: Connection, cur: Any, row: Any, sql: str, params: Any) -> None:
+        self._conn, self._cur, self._row, self._sql, self._params = conn, cur, row, sql, params
+
+    def _fetch(self, fetch: Callable[[], Any]) -> Any:
+        try:
+            # The answer (and an error of a statement queued before it) arrives here.
+            return fetch()
+        except Exception as e:
+            raise _wrapped(self._conn, self._sql, self._params, e) from e
+
+    def first(self) -> Any:
+        """The first row (attribute access by column label), or None: as Prepared.first."""
+        found = self._fetch(self._cur.fetchone)
+        return None if found is None else self._row._make(found)
+
+    def scalars(self) -> list[Any]:
+        """The first column of every row."""
+        return [r[0] for r in self._fetch(self._cur.fetchall)]

@@ -240,19 +240,25 @@ break_glass_reports = Table(
 
 # Unauthenticated AKC misses of one (host, login, fingerprint) in one time window:
 # the first writes an event, the rest only count here; the fold writes one
-# event with the count when the window closes (server/fold.py).
+# event with the count when the window closes (server/fold.py). On PostgreSQL
+# insert-only (migration 0015): one row per miss, never updated, so a storm of
+# denied asks shares no row lock; SQLite bumps one row per window.
 audit_misses = Table(
     "audit_misses",
     metadata,
-    Column("host", String(253), primary_key=True),
-    Column("login", String(33), primary_key=True),
-    Column("fingerprint", String(100), primary_key=True),
-    Column("window_start", Integer, primary_key=True),
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(253), nullable=False),
+    Column("login", String(33), nullable=False),
+    Column("fingerprint", String(100), nullable=False),
+    Column("window_start", Integer, nullable=False),
     Column("count", Integer, nullable=False),
     Column("first_at", Integer, nullable=False),
     Column("last_at", Integer, nullable=False),
     Column("reason", String(200), nullable=False),
+    # This row's miss also wrote an event (the window's first, as far as it could see).
+    Column("evented", Boolean, nullable=False),
     Index("ix_audit_misses_window", "window_start"),
+    Index("ix_audit_misses_key", "host", "login", "fingerprint", "window_start"),
 )
 
 # Authorized-keys allows of one (host, login, fingerprint, approval) in one window:

@@ -46,7 +46,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from jit_hooks.server import sql
-from jit_hooks.server.db import BATCH_THREADS
+from jit_hooks.server.db import BATCH_THREADS, batch_engine
 
 T = TypeVar("T")
 Work = Callable[[Connection], T]
@@ -69,8 +69,11 @@ class UnitOfWork:
             if self.sqlite
             else ThreadPoolExecutor(BATCH_THREADS, thread_name_prefix="jit-db-batch")
         )
+        # PostgreSQL: the batches' connections skip the pool's pre-ping (db.batch_engine).
+        self._batch_engine = engine if self.sqlite else batch_engine(engine)
         if not self.sqlite:
             sql.instrument(engine)
+            sql.instrument(self._batch_engine)
         self._lock = threading.Lock()
         self._batch: _Batch | None = None
 
@@ -90,6 +93,8 @@ class UnitOfWork:
     def close(self) -> None:
         self._batches.shutdown(wait=True)
         self._pool.shutdown(wait=True)
+        if self._batch_engine is not self.engine:
+            self._batch_engine.dispose()
 
     def _one(self, work: Work[T]) -> T:
         with self.engine.begin() as conn:
@@ -157,7 +162,7 @@ class UnitOfWork:
         spoiled: tuple[int, BaseException] | None = None
         synced = False
         try:
-            with self.engine.connect() as conn, conn.begin():  # COMMIT on leaving
+            with self._batch_engine.connect() as conn, conn.begin():  # COMMIT on leaving
                 raw: Any = conn.connection.driver_connection
                 with raw.pipeline() as pipeline:
                     sql.writes.pipeline = pipeline
@@ -172,8 +177,9 @@ class UnitOfWork:
             if synced:  # the COMMIT failed: nobody's work is in the database (or unknown)
                 return [e] * len(works)
             if spoiled is None:
-                # No connection, or a queued statement failed at the last sync: rolled
-                # back, so every call again, alone (a fresh, pre-pinged connection each).
+                # No connection (or a dead one: batches are not pre-pinged), or a queued
+                # statement failed at the last sync: rolled back, so every call again,
+                # alone (a fresh, pre-pinged connection each).
                 return [self._alone(w) for w in works]
             i, err = spoiled
             if isinstance(err, DBAPIError):

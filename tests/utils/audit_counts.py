@@ -27,10 +27,12 @@ def hook_decisions(sql: Callable[[str], list]) -> int:
             "SELECT data FROM audit_events WHERE kind = 'hook.authorized_keys.repeated'"
         )
     )
-    # A miss row counts its window's first (an event) and the repeats; allow rows are
-    # one per allow (migration 0012), those flagged ``evented`` also wrote an event.
+    # Miss and allow rows: on PostgreSQL one per miss/allow (migrations 0015, 0012), on
+    # SQLite one per window counting them all; those flagged ``evented`` also wrote an event.
     pending = (
-        sql("SELECT coalesce(sum(count - 1), 0) FROM audit_misses")[0][0]
+        sql(
+            "SELECT coalesce(sum(count - CASE WHEN evented THEN 1 ELSE 0 END), 0) FROM audit_misses"
+        )[0][0]
         + sql(
             "SELECT coalesce(sum(count - CASE WHEN evented THEN 1 ELSE 0 END), 0) "
             "FROM audit_key_allows"

@@ -28,7 +28,9 @@ router = APIRouter(prefix="/api/v1/hook", tags=["hooks"], route_class=LeanRoute)
 # jit_hooks/server/unit.py), on a worker thread: the event loop never waits on
 # the database. The login-path hooks pass batch=True: on SQLite the calls that
 # arrive together share one group-committed transaction, each answering only
-# after the COMMIT; on PostgreSQL each call is its own transaction.
+# after the COMMIT. authorized-keys and account also prefetch their decision
+# lookups: on PostgreSQL they travel with the token lookup, one round trip
+# (decisions.Prefetch).
 
 
 @router.post("/authorized-keys", response_model=AuthorizedKeysOut)
@@ -38,7 +40,7 @@ async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> 
         now = ctx.now()
         found = await ctx.as_host(
             creds,
-            lambda conn, host: decisions.authorized_keys(
+            lambda conn, host, pre: decisions.authorized_keys(
                 conn,
                 host=host,
                 login=body.login,
@@ -48,8 +50,12 @@ async def authorized_keys(body: AuthorizedKeysIn, ctx: CtxDep, creds: Creds) -> 
                 now=now,
                 asked_host=body.host,
                 connection=body.connection,
+                pre=pre,
             ),
             batch=True,
+            prefetch=lambda conn, digest: decisions.prefetch(
+                conn, digest, login=body.login, fingerprint=body.fingerprint, now=now
+            ),
         )
     m.child(m.hook_decisions, "authorized_keys", "allow" if found["keys"] else "deny").inc()
     return found
@@ -62,7 +68,7 @@ async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
         now = ctx.now()
         answer = await ctx.as_host(
             creds,
-            lambda conn, host: decisions.account(
+            lambda conn, host, pre: decisions.account(
                 conn,
                 host=host,
                 login=body.login,
@@ -73,8 +79,12 @@ async def account(body: AccountIn, ctx: CtxDep, creds: Creds) -> dict:
                 now=now,
                 asked_host=body.host,
                 open_session=body.open_session,
+                pre=pre,
             ),
             batch=True,
+            prefetch=lambda conn, digest: decisions.prefetch(
+                conn, digest, login=body.login, fingerprint=body.fingerprint, now=now
+            ),
         )
     m.child(m.hook_decisions, "account", answer["decision"]).inc()
     m.child(m.logins, answer["decision"]).inc()

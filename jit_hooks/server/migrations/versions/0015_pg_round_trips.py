@@ -1,23 +1,83 @@
-"""H-PG2 (issue 11): placeholder reserved for the one-round-trip hook check on PostgreSQL
+"""audit: authorized-keys misses are insert-only rows, no per-key counter row (issue 11)
 
 Revision ID: 0015_pg_round_trips
 Revises: 0014_sso_flow_limits
 
-Reserved by the lead so the chain stays linear while work is in flight; filled
-by the change that needs a schema object here, or left empty (no-op).
+Migration 0004 counted the denied asks of one (host, login, key, window) by an
+upsert on one row: in a storm of asks for one key on one host every deny waited
+for the previous deny's COMMIT on that row, and two group-committed batches
+bumping the same rows in opposite orders deadlocked (docs/performance.md, P3pg).
+As migration 0012 did for allows: on PostgreSQL every miss inserts a row of its
+own (``count`` 1) saying whether it wrote the window's first event (``evented``),
+in the same statement as that event; the fold sums them when the window closes.
+SQLite (one writer at a time) keeps one row per window and bumps its count.
+Existing counter rows are carried over as they are: one row of ``count`` misses
+whose first was audited (``evented`` true).
 """
 
 from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
 
 revision = "0015_pg_round_trips"
 down_revision = "0014_sso_flow_limits"
 branch_labels = None
 depends_on = None
 
+_KEY = ("host", "login", "fingerprint", "window_start")
+_COLUMNS = (*_KEY, "count", "first_at", "last_at", "reason")
+
+
+def _columns() -> list[sa.Column]:
+    return [
+        sa.Column("host", sa.String(length=253), nullable=False),
+        sa.Column("login", sa.String(length=33), nullable=False),
+        sa.Column("fingerprint", sa.String(length=100), nullable=False),
+        sa.Column("window_start", sa.Integer(), nullable=False),
+        sa.Column("count", sa.Integer(), nullable=False),
+        sa.Column("first_at", sa.Integer(), nullable=False),
+        sa.Column("last_at", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.String(length=200), nullable=False),
+    ]
+
 
 def upgrade() -> None:
-    pass
+    # The counter rows of open windows only: a few per recently asked key.
+    cols = ", ".join(_COLUMNS)
+    rows = [
+        dict(r._mapping) for r in op.get_bind().execute(sa.text(f"SELECT {cols} FROM audit_misses"))
+    ]
+    op.drop_index("ix_audit_misses_window", table_name="audit_misses")
+    op.drop_table("audit_misses")
+    table = op.create_table(
+        "audit_misses",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        *_columns(),
+        sa.Column("evented", sa.Boolean(), nullable=False),
+    )
+    op.create_index("ix_audit_misses_window", "audit_misses", ["window_start"])
+    op.create_index("ix_audit_misses_key", "audit_misses", list(_KEY))
+    if rows:
+        op.bulk_insert(table, [r | {"evented": True} for r in rows])
 
 
 def downgrade() -> None:
-    pass
+    keys = ", ".join(_KEY)
+    rows = [
+        dict(r._mapping)
+        for r in op.get_bind().execute(
+            sa.text(
+                f"SELECT {keys}, sum(count) AS count, min(first_at) AS first_at, "
+                f"max(last_at) AS last_at, min(reason) AS reason "
+                f"FROM audit_misses GROUP BY {keys}"
+            )
+        )
+    ]
+    op.drop_index("ix_audit_misses_key", table_name="audit_misses")
+    op.drop_index("ix_audit_misses_window", table_name="audit_misses")
+    op.drop_table("audit_misses")
+    table = op.create_table("audit_misses", *_columns(), sa.PrimaryKeyConstraint(*_KEY))
+    op.create_index("ix_audit_misses_window", "audit_misses", ["window_start"])
+    if rows:
+        op.bulk_insert(table, rows)
