@@ -49,7 +49,8 @@ BAD_LOGINS = [
 
 
 @pytest.fixture(scope="module")
-def hw(tmp_path_factory) -> World:
+def hw(tmp_path_factory, backend: str) -> World:
+    # ``backend``: one service per backend (see tests/server/conftest.py shared_world).
     tmp = tmp_path_factory.mktemp("hostile")
     svc = start_service(tmp / "server")
     try:

@@ -135,8 +135,13 @@ def world(service: Service, tmp_path: Path) -> World:
 
 
 @pytest.fixture(scope="module")
-def shared_world(tmp_path_factory) -> World:
-    """One service per test module, for tests that don't depend on each other's state."""
+def shared_world(tmp_path_factory, backend: str) -> World:
+    """One service per test module and backend, for tests that don't depend on each other's state.
+
+    It asks for ``backend`` so that the PostgreSQL variants get a world of their own: a
+    module fixture that does not depend on the parameter outlives the switch from
+    SQLite to PostgreSQL when a module's variants run back to back (one file run alone).
+    """
     tmp = tmp_path_factory.mktemp("shared")
     svc = start_service(tmp / "server")
     try:
