@@ -203,25 +203,36 @@ def _deprovision(conn: Connection, *, issuer: str, sub: str, name: str, now: int
         )
         .values(revoked_at=now)
     ).rowcount
-    if was != keep:
-        conn.execute(
-            users.update().where(users.c.id == row.id).values(roles=" ".join(sorted(keep)))
-        )
     if was != keep or revoked:
-        audit.append(
-            conn,
-            at=now,
-            kind="user.roles_set",
-            actor="sso",
-            data={
-                "user": name,
-                "roles": sorted(keep),
-                "was": sorted(was),
-                "via": "sso",
-                "reason": "no_role",
-                "sso_tokens_revoked": revoked,
-            },
+        _set_roles(
+            conn, row=row, name=name, roles=keep, was=was, now=now,
+            reason="no_role", sso_tokens_revoked=revoked,
+        )  # fmt: skip
+
+
+def _set_roles(
+    conn: Connection,
+    *,
+    row: Any,
+    name: str,
+    roles: frozenset[str],
+    was: frozenset[str],
+    now: int,
+    **why: Any,
+) -> None:
+    """Give ``row`` the roles its IdP groups map to (if they changed) and audit it,
+    with ``why`` (the groups, or the reason and the tokens revoked) in the event."""
+    if roles != was:
+        conn.execute(
+            users.update().where(users.c.id == row.id).values(roles=" ".join(sorted(roles)))
         )
+    audit.append(
+        conn,
+        at=now,
+        kind="user.roles_set",
+        actor="sso",
+        data={"user": name, "roles": sorted(roles), "was": sorted(was), "via": "sso", **why},
+    )
 
 
 def sign_in(
@@ -297,22 +308,7 @@ def sign_in(
                         "last_admin",
                         f"{name} is the last enabled admin and their groups no longer give admin",
                     ) from None
-            conn.execute(
-                users.update().where(users.c.id == row.id).values(roles=" ".join(sorted(roles)))
-            )
-            audit.append(
-                conn,
-                at=now,
-                kind="user.roles_set",
-                actor="sso",
-                data={
-                    "user": name,
-                    "roles": sorted(roles),
-                    "was": sorted(was),
-                    "via": "sso",
-                    "groups": groups[:20],
-                },
-            )
+            _set_roles(conn, row=row, name=name, roles=roles, was=was, now=now, groups=groups[:20])
     except SsoError as e:
         data = {"via": via, "reason": e.reason}
         if name:
