@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from sqlalchemy import Connection, bindparam, select
 
 from jit_hooks.server.errors import Forbidden, Unauthorized
-from jit_hooks.server.sql import Prepared
+from jit_hooks.server.sql import Prepared, Queued
 from jit_hooks.server.tables import hosts, tokens, users
 
 USER_PREFIX = "jitu_"
@@ -81,15 +81,24 @@ _BY_HASH = Prepared(
 )
 
 
+def queue_lookup(conn: Connection, token: str) -> Queued | None:
+    """Send the token's lookup now, read by :func:`authenticate` later (sql.Prepared.queue).
+
+    None outside a pipelined PostgreSQL batch (unit.py).
+    """
+    return _BY_HASH.queue(conn, digest=token_hash(token))
+
+
 def authenticate(
-    conn: Connection, token: str, now: int | None = None
+    conn: Connection, token: str, now: int | None = None, *, queued: Queued | None = None
 ) -> UserPrincipal | HostPrincipal:
     """Resolve a token to its (enabled) user or (present) host; Unauthorized otherwise.
 
     A token at or past its expires_at is TokenExpired (401 token_expired).
+    ``queued``: this token's lookup, sent earlier by :func:`queue_lookup`.
     """
     digest = token_hash(token)
-    row = _BY_HASH.first(conn, digest=digest)
+    row = queued.first() if queued is not None else _BY_HASH.first(conn, digest=digest)
     # The lookup is by hash; compare again in constant time all the same.
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:
         raise Unauthorized("unknown or revoked token")

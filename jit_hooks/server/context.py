@@ -76,20 +76,48 @@ class Context:
         before the token is looked up and ``work`` is then called as
         ``work(conn, host, prefetched)`` (decisions.Prefetch: one round trip).
         """
-        token = _token(creds)
-        now = self.now()
-
-        def job(conn: Connection) -> T:
-            if prefetch is None:
-                return work(conn, auth.require_host(auth.authenticate(conn, token, now)))
-            pre = prefetch(conn, auth.token_hash(token))
-            return work(conn, auth.require_host(auth.authenticate(conn, token, now)), pre)
-
+        job = _HostJob(_token(creds), self.now(), work, prefetch)
         return await self.unit.run(job, batch=batch)
 
     def close(self) -> None:
         self.unit.close()
         self.engine.dispose()
+
+
+class _HostJob:
+    """A host call's transaction work (Context.as_host), in two steps when batched.
+
+    In a pipelined PostgreSQL batch the unit of work first calls :meth:`queue`
+    on every call of the batch: each sends its token lookup and its decision
+    lookups (reads only), and one round trip brings the answers of the whole
+    batch; then it runs each call, which reads them (unit.py). Run any other
+    way (SQLite, alone) a call sends and reads as it goes.
+    """
+
+    def __init__(
+        self,
+        token: str,
+        now: int,
+        work: Callable[..., Any],
+        prefetch: Callable[[Connection, str], Any] | None,
+    ) -> None:
+        self.token, self.now, self.work, self.prefetch = token, now, work, prefetch
+        self._queued: tuple[Connection, Any, Any] | None = None
+
+    def _prefetch(self, conn: Connection) -> Any:
+        return None if self.prefetch is None else self.prefetch(conn, auth.token_hash(self.token))
+
+    def queue(self, conn: Connection) -> None:
+        self._queued = (conn, self._prefetch(conn), auth.queue_lookup(conn, self.token))
+
+    def __call__(self, conn: Connection) -> Any:
+        queued, self._queued = self._queued, None
+        if queued is not None and queued[0] is conn:  # sent in this transaction
+            pre, lookup = queued[1], queued[2]
+        else:
+            pre, lookup = self._prefetch(conn), None
+        host = auth.require_host(auth.authenticate(conn, self.token, self.now, queued=lookup))
+        return self.work(conn, host) if self.prefetch is None else self.work(conn, host, pre)
 
 
 def _token(creds: HTTPAuthorizationCredentials | None) -> str:

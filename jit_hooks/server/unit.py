@@ -30,7 +30,12 @@ several calls share one:
   back, and every other call of it runs again in a transaction of its own.
   Nothing is committed twice: a rolled-back batch left nothing behind. The
   hooks' writes are insert-only (fold.py, audit.py), so concurrent batches on
-  one or several replicas never wait for each other's row locks.
+  one or several replicas never wait for each other's row locks. A batch
+  first lets each call send its reads (token and decision lookups:
+  ``queue``, Context._HostJob): one waited round trip answers the reads of
+  the whole batch, and the calls then run on the answers. With the pipeline
+  and no pre-ping (db.batch_engine) a batch of N authorized-keys calls waits
+  two round trips: the reads and the COMMIT.
 """
 
 from __future__ import annotations
@@ -167,6 +172,12 @@ class UnitOfWork:
                 with raw.pipeline() as pipeline:
                     sql.writes.pipeline = pipeline
                     try:
+                        # Every call's reads first (Context._HostJob.queue): the first
+                        # call's first read waits one round trip that answers them all.
+                        for work in works:
+                            queue = getattr(work, "queue", None)
+                            if queue is not None:
+                                queue(conn)
                         spoiled = self._calls(conn, works, outcomes)
                     finally:
                         sql.writes.pipeline = None
