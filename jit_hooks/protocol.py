@@ -76,6 +76,19 @@ RequestState = Literal[
 ]
 REQUEST_STATES: tuple[str, ...] = get_args(RequestState)
 
+# The usage report's fields per approval (GET /api/v1/reports/usage), in the column
+# order of its CSV from `jit usage` and `jit-server report usage`.
+USAGE_COLUMNS = (
+    "request_id", "requester", "target", "login", "state", "starts_at", "ends_at",
+    "from_cidrs", "used", "sessions", "open_sessions", "hosts", "sources", "keys",
+    "total_seconds", "longest_seconds",
+)  # fmt: skip
+
+
+def csv_safe(cell: str) -> str:
+    """``cell`` with a leading ' if a spreadsheet would run it as a formula (CSV injection)."""
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
 
 class AuthorizedKeysQuery(TypedDict):
     """POST HOOK_AUTHORIZED_KEYS body: sshd's %u %f %t %k, the host name and connection."""

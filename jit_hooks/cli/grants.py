@@ -13,7 +13,7 @@ import click
 from jit_hooks.cli import output
 from jit_hooks.cli.api_client import clean
 from jit_hooks.cli.options import Duration, api_options, info, json_option, settings
-from jit_hooks.protocol import API_PREFIX
+from jit_hooks.protocol import API_PREFIX, USAGE_COLUMNS, csv_safe
 
 request_id_arg = click.argument("request_id", metavar="ID", type=click.IntRange(min=1))
 _AGO_RE = re.compile(r"\A([0-9]{1,5})([dhm])\Z")
@@ -88,13 +88,6 @@ def parse_since(text: str, now: float) -> int:
     return int(dt.timestamp())
 
 
-USAGE_COLUMNS = (
-    "request_id", "requester", "target", "login", "state", "starts_at", "ends_at",
-    "from_cidrs", "used", "sessions", "open_sessions", "hosts", "sources", "keys",
-    "total_seconds", "longest_seconds",
-)  # fmt: skip
-
-
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -103,11 +96,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(clean(v, 200) for v in value)
     return clean(value, 500)
-
-
-def _csv_safe(cell: str) -> str:
-    # Spreadsheets run a cell starting with these as a formula (CSV injection).
-    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
 
 
 @click.command("usage")
@@ -133,7 +121,7 @@ def usage_cmd(since: str | None, fmt: str) -> None:
         w = csv.writer(out, lineterminator="\n")
         w.writerow(USAGE_COLUMNS)
         for a in items:
-            w.writerow([_csv_safe(_cell(a.get(c))) for c in USAGE_COLUMNS])
+            w.writerow([csv_safe(_cell(a.get(c))) for c in USAGE_COLUMNS])
         click.echo(out.getvalue(), nl=False)
     else:
         output.table(

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from jit_hooks.protocol import USAGE_COLUMNS, csv_safe
 from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.errors import Forbidden
 from jit_hooks.server.tables import hosts, requests, sessions, users
@@ -21,24 +22,6 @@ from jit_hooks.server.tables import hosts, requests, sessions, users
 # Approvals one report lists at most (newest first); the report says when it cut.
 REPORT_LIMIT = 10_000
 NO_KEY = "(no key)"
-COLUMNS = (
-    "request_id",
-    "requester",
-    "target",
-    "login",
-    "state",
-    "starts_at",
-    "ends_at",
-    "from_cidrs",
-    "used",
-    "sessions",
-    "open_sessions",
-    "hosts",
-    "sources",
-    "keys",
-    "total_seconds",
-    "longest_seconds",
-)
 
 
 def _target(row: Any) -> str:
@@ -192,11 +175,6 @@ def printable(value: Any) -> str:
     return "".join(ch if ch.isprintable() else " " for ch in str(value))
 
 
-def csv_safe(cell: str) -> str:
-    """``cell`` with a leading ' if a spreadsheet would run it as a formula (CSV injection)."""
-    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
-
-
 def to_csv(approvals: Iterable[dict]) -> str:
     """One header line, one line per approval; lists space-separated, booleans yes/no.
 
@@ -205,7 +183,7 @@ def to_csv(approvals: Iterable[dict]) -> str:
     """
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(USAGE_COLUMNS)
     for a in approvals:
-        w.writerow([csv_safe(_cell(a[c])) for c in COLUMNS])
+        w.writerow([csv_safe(_cell(a[c])) for c in USAGE_COLUMNS])
     return out.getvalue()
