@@ -63,6 +63,17 @@ class Root:
         cmd = [*jit_hooks_cmd(), sub, "--root", str(self.path), "--bin-dir", bin_dir, *rest]
         return subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=60)
 
+    def sshd_T(self, client: str) -> dict[str, str]:
+        """Real `sshd -T` of this root's config for ``client`` ("user=..,host=..,addr=..")."""
+        r = subprocess.run(
+            ["/usr/sbin/sshd", "-T", "-f", str(self.sshd_config), "-C", client],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        )
+        return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+
     def snapshot(self) -> dict[str, tuple[bytes, int]]:
         """Every file under etc/: bytes and mode, to prove nothing changed."""
         out = {}

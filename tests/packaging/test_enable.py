@@ -21,21 +21,7 @@ pytestmark = pytest.mark.usefixtures("hook_user")
 
 
 def sshd_T(root: Root, user: str) -> dict[str, str]:
-    r = subprocess.run(
-        [
-            "/usr/sbin/sshd",
-            "-T",
-            "-f",
-            str(root.sshd_config),
-            "-C",
-            f"user={user},host=localhost,addr=127.0.0.1",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    return root.sshd_T(f"user={user},host=localhost,addr=127.0.0.1")
 
 
 def test_enable_disable_round_trip(enabled_root):
@@ -196,21 +182,7 @@ def test_enable_moves_a_block_older_versions_appended(enabled_root):
 
 def effective(root: Root) -> dict[str, str]:
     """Real `sshd -T` for an ordinary client of the root's config."""
-    r = subprocess.run(
-        [
-            "/usr/sbin/sshd",
-            "-T",
-            "-f",
-            str(root.sshd_config),
-            "-C",
-            "user=alice,host=x,addr=10.1.2.3",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
+    return root.sshd_T("user=alice,host=x,addr=10.1.2.3")
 
 
 def refused(root: Root, *args: str) -> str:

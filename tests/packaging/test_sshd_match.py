@@ -4,7 +4,6 @@ Real `jit-hooks enable`/`status` on a Debian-shaped root, and the real /usr/sbin
 asked about the clients the Match block matches (not the made-up probe client).
 """
 
-import subprocess
 
 import pytest
 
@@ -18,17 +17,6 @@ from tests.packaging.conftest import (  # noqa: F401 - fixtures
 )
 
 pytestmark = pytest.mark.usefixtures("hook_user")
-
-
-def sshd_T(root, spec: str) -> dict[str, str]:
-    r = subprocess.run(
-        ["/usr/sbin/sshd", "-T", "-f", str(root.sshd_config), "-C", spec],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return dict(line.split(" ", 1) for line in r.stdout.splitlines() if " " in line)
 
 
 HIT = "user=alice,host=x,addr=10.1.2.3"
@@ -45,13 +33,13 @@ def test_match_block_after_the_dropin_loses(enabled_root, match):  # noqa: F811
     r = root.run("enable", "--no-reload")
     assert r.returncode == 0, r.stderr
     assert root.run("status").returncode == 0
-    hit = sshd_T(root, HIT)
+    hit = root.sshd_T(HIT)
     assert hit["passwordauthentication"] == "no"
     assert hit["kbdinteractiveauthentication"] == "no"
     assert hit["authorizedkeysfile"] == "none"
     assert hit["authorizedkeyscommand"].split()[0].endswith("/jit-authorized-keys")
     # Break-glass (root) still reads its own file, without the hook command.
-    bg = sshd_T(root, "user=root,host=x,addr=10.1.2.3")
+    bg = root.sshd_T("user=root,host=x,addr=10.1.2.3")
     assert bg["authorizedkeysfile"] == ".ssh/authorized_keys .ssh/authorized_keys2"
     assert bg["authorizedkeyscommand"] == "none"
 
@@ -68,7 +56,7 @@ def test_match_block_read_before_the_dropin_is_refused(enabled_root):  # noqa: F
     assert root.run("enable", "--no-reload").returncode == 0
     early.write_text("Match User alice\n    AuthorizedKeysFile .ssh/authorized_keys\n")
     # What the scan claims: sshd really would give alice her standing keys back.
-    assert sshd_T(root, HIT)["authorizedkeysfile"] == ".ssh/authorized_keys"
+    assert root.sshd_T(HIT)["authorizedkeysfile"] == ".ssh/authorized_keys"
     st = root.run("status")
     assert st.returncode != 0
     assert f"{early}:2" in st.stdout and "FAIL" in st.stdout
