@@ -4,17 +4,7 @@ Real `jit-hooks enable`/`status` on a Debian-shaped root, and the real /usr/sbin
 asked about the clients the Match block matches (not the made-up probe client).
 """
 
-
 import pytest
-
-from tests.conftest import service  # noqa: F401 - fixture
-from tests.packaging.conftest import (  # noqa: F401 - fixtures
-    enabled_root,
-    hook_user,
-    host_service,
-    privsep_dir,
-    sshd_root,
-)
 
 pytestmark = pytest.mark.usefixtures("hook_user")
 
@@ -23,7 +13,7 @@ HIT = "user=alice,host=x,addr=10.1.2.3"
 
 
 @pytest.mark.parametrize("match", ["Match Address 10.0.0.0/8", "Match User alice"])
-def test_match_block_after_the_dropin_loses(enabled_root, match):  # noqa: F811
+def test_match_block_after_the_dropin_loses(enabled_root, match):
     root = enabled_root
     with root.sshd_config.open("a") as f:
         f.write(
@@ -44,7 +34,7 @@ def test_match_block_after_the_dropin_loses(enabled_root, match):  # noqa: F811
     assert bg["authorizedkeyscommand"] == "none"
 
 
-def test_match_block_read_before_the_dropin_is_refused(enabled_root):  # noqa: F811
+def test_match_block_read_before_the_dropin_is_refused(enabled_root):
     root = enabled_root
     early = root.path / "etc/ssh/sshd_config.d/05-admin.conf"
     early.write_text("# admin's\nMatch Address 10.0.0.0/8\n    PasswordAuthentication yes\n")
@@ -62,7 +52,7 @@ def test_match_block_read_before_the_dropin_is_refused(enabled_root):  # noqa: F
     assert f"{early}:2" in st.stdout and "FAIL" in st.stdout
 
 
-def test_certificate_keyword_in_any_match_block_is_refused(enabled_root):  # noqa: F811
+def test_certificate_keyword_in_any_match_block_is_refused(enabled_root):
     root = enabled_root
     with root.sshd_config.open("a") as f:
         f.write(f"Match Group admins\n    TrustedUserCAKeys {root.path}/etc/ssh/ca.pub\n")
@@ -71,7 +61,7 @@ def test_certificate_keyword_in_any_match_block_is_refused(enabled_root):  # noq
     assert f"{root.sshd_config}:11" in r.stderr and "TrustedUserCAKeys" in r.stderr
 
 
-def test_closing_match_blocks_are_accepted(enabled_root):  # noqa: F811
+def test_closing_match_blocks_are_accepted(enabled_root):
     root = enabled_root
     (root.path / "etc/ssh/sshd_config.d/05-admin.conf").write_text(
         "Match User guest\n    PasswordAuthentication no\n    AuthorizedKeysCommand none\n"

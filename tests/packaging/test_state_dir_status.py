@@ -4,19 +4,10 @@ import os
 
 import pytest
 
-from tests.conftest import service  # noqa: F401 - fixture
-from tests.packaging.conftest import (  # noqa: F401 - fixtures
-    enabled_root,
-    hook_user,
-    host_service,
-    privsep_dir,
-    sshd_root,
-)
-
 pytestmark = pytest.mark.usefixtures("hook_user")
 
 
-def test_status_fails_for_a_state_dir_below_a_writable_directory(enabled_root):  # noqa: F811
+def test_status_fails_for_a_state_dir_below_a_writable_directory(enabled_root):
     root = enabled_root
     assert root.run("enable", "--no-reload").returncode == 0
     assert "state dir:    ok" in root.run("status").stdout
