@@ -112,3 +112,25 @@ def test_pty_session_records_no_notice(world):
     finally:
         stop(proc, seconds)
     assert not notice_path(world).exists()
+
+
+def test_login_near_the_end_of_its_approval_is_told_how_to_extend(world):
+    rid = world.request("alice", duration=300)  # inside the 600 s warning mark
+    world.approve(rid)
+    r = world.ssh("alice", "echo", "in", log_level="INFO")
+    assert r.returncode == 0 and r.stdout == "in\n", r.stderr
+    told = [line for line in r.stderr.splitlines() if line.startswith("jit: ")]
+    assert len(told) == 1, r.stderr
+    assert re.fullmatch(
+        rf"jit: your access as {world.login}@web1 ends at [0-2][0-9]:[0-5][0-9] UTC "
+        rf"\(in about [45] min, request {rid}\)\. To keep it: jit extend {rid} --for 30m",
+        told[0],
+    ), told
+
+
+def test_login_far_from_the_end_is_told_nothing(world):
+    rid = world.request("alice", duration=3600)
+    world.approve(rid)
+    r = world.ssh("alice", "echo", "in", log_level="INFO")
+    assert r.returncode == 0 and r.stdout == "in\n", r.stderr
+    assert not [line for line in r.stderr.splitlines() if line.startswith("jit: ")], r.stderr

@@ -123,3 +123,16 @@ def test_bounded_number_of_notices(spool_dir, monkeypatch):
 def test_break_glass_spool_ignores_notices(spool_dir):
     notices.record(spool_dir, login="deploy", request_id=1, reason="revoked")
     assert not spool.pending(spool_dir)
+
+
+def test_ending_text_says_when_and_how_to_extend():
+    text = notices.ending_text(
+        login="deploy", host="web1", request_id=42, expires_at=3600 + 480, now=3600
+    )
+    assert text == (
+        "jit: your access as deploy@web1 ends at 01:08 UTC (in about 8 min, request 42). "
+        "To keep it: jit extend 42 --for 30m"
+    )
+    assert "\x1b" not in notices.ending_text(
+        login="deploy", host="web1\x1b[2J", request_id=1, expires_at=60, now=0
+    )

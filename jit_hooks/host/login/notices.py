@@ -1,4 +1,4 @@
-"""Next-login notices: why a session without a terminal was ended, told at the next login.
+"""Login notices: why a session without a terminal was ended, and an approval ending soon.
 
 A session with a pty gets its warnings written to its terminal (enforce.warn_users).
 One without (``ssh host cmd``, scp, sftp) has nowhere to write: when enforce or the
@@ -19,6 +19,11 @@ hook user) can read it and, owning the directory, remove it. Bounded: at most
 MAX_BYTES a file and MAX_NOTICES files; a later notice for the same login
 replaces the earlier one. A notice is shown only if it could be removed first,
 so it is shown once.
+
+The same hook also tells a login that starts within the largest
+``sessions.warn_before`` mark of its approval's end when access ends and the
+command to extend (``ending_text``): a session without a terminal gets no
+warning later, and this needs no state (the end comes with the hook's own answer).
 
 Stdlib only: the PAM account hook imports it.
 """
@@ -179,5 +184,17 @@ def text(notice: Notice, host: str | None) -> str:
     line = (
         f"jit: your previous session{where} as {notice['login']} was ended at {end}: "
         f"{what} {REASONS[notice['reason']]}"
+    )
+    return "".join(c if " " <= c <= "~" else "?" for c in line)[:200]
+
+
+def ending_text(*, login: str, host: str | None, request_id: int, expires_at: int, now: int) -> str:
+    """The line a login starting near its approval's end reads: when, and how to extend."""
+    minutes = max(1, round((expires_at - now) / 60))
+    end = time.strftime("%H:%M UTC", time.gmtime(expires_at))
+    where = f"{login}@{host}" if host else login
+    line = (
+        f"jit: your access as {where} ends at {end} (in about {minutes} min, request "
+        f"{request_id}). To keep it: jit extend {request_id} --for 30m"
     )
     return "".join(c if " " <= c <= "~" else "?" for c in line)[:200]

@@ -18,6 +18,8 @@ client is gone (pam_session.py), and by enforce for a connection that vanished.
 
 from __future__ import annotations
 
+import time
+
 from jit_hooks.host.login import answers, break_glass, connection, notices
 from jit_hooks.host.login.answers import grant_too_long as answers_grant_too_long
 from jit_hooks.host.login.answers import sanitize
@@ -150,6 +152,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
     status = conclude(inv, log, fields, answer, config.max_grant)
     if status == 0:
         show_notice(config, log, inv, login)
+        warn_ending(config, inv, login, answer)
     if status != 0 and open_session and answer["decision"] == "allow":
         try:
             with inv.deadline(config.total_timeout + 0.5, lambda: status):
@@ -178,6 +181,23 @@ def show_notice(config: HostConfig, log: HookLog, inv: Invocation, login: str) -
         login=sanitize(login, 32), notice="shown", request=notice["request_id"],
         why=notice["reason"],
     )  # fmt: skip
+
+
+def warn_ending(config: HostConfig, inv: Invocation, login: str, answer: DecisionAnswer) -> None:
+    """A login starting within the largest warning mark of its approval's end is told when
+    access ends and how to extend (a session without a terminal gets no later warning)."""
+    expires_at, rid = answer["expires_at"], answer["request_id"]
+    if expires_at is None or rid is None or not config.warn_before:
+        return
+    now = int(time.time())
+    if 0 < expires_at - now <= max(config.warn_before):
+        inv.write(
+            notices.ending_text(
+                login=login, host=config.host_name, request_id=rid, expires_at=expires_at,
+                now=now,
+            )
+            + "\n"
+        )  # fmt: skip
 
 
 def abort_session(config: HostConfig, query: AccountQuery) -> None:
