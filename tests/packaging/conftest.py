@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,6 +22,36 @@ INSTALLED = os.environ.get("JIT_HOOKS_INSTALLED") == "1"
 BIN_DIR = "/usr/bin" if INSTALLED else str(REPO / "packaging/host/usr/bin")
 # Root-owned 0755 parent of the throw-away roots (left in place, empty, after the tests).
 PACKAGING_PARENT = Path("/var/lib/jit-hooks-test-pkg")
+
+
+needs_analyze = pytest.mark.skipif(
+    not shutil.which("systemd-analyze"), reason="systemd-analyze (package systemd) not installed"
+)
+
+
+def verify_units(*units: Path | str, mention: str) -> None:
+    """`systemd-analyze verify` passes ``units``, with no complaint naming ``mention``."""
+    r = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *map(str, units)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if mention in ln]
+    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+
+
+def exposure(unit: Path) -> float:
+    """systemd's offline rating of a service unit's exposure (0 locked down .. 10)."""
+    r = subprocess.run(
+        ["systemd-analyze", "security", "--offline=true", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    m = re.search(rf"Overall exposure level for {re.escape(unit.name)}: ([0-9.]+)", r.stdout)
+    assert m, r.stdout + r.stderr
+    return float(m.group(1))
 
 
 def jit_hooks_cmd() -> list[str]:

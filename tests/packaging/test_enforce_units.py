@@ -2,43 +2,22 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
-
-import pytest
-
-from tests.packaging.conftest import REPO
+from tests.packaging.conftest import REPO, exposure, needs_analyze, verify_units
 
 UNITS = REPO / "packaging/host/lib/systemd/system"
 NAMES = ("jit-hooks-enforce.service", "jit-hooks-enforce.timer")
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@needs_analyze
 def test_units_verify_and_are_hardened(tmp_path):
     jit_hooks = REPO / ".venv/bin/jit-hooks"
     for name in NAMES:
         text = (UNITS / name).read_text()
         # verify checks that ExecStart binaries exist: point at this checkout's venv.
         (tmp_path / name).write_text(text.replace("/usr/bin/jit-hooks", str(jit_hooks)))
-    r = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *(str(tmp_path / n) for n in NAMES)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if str(tmp_path) in ln]
-    assert r.returncode == 0 and not problems, r.stdout + r.stderr
-    r = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(tmp_path / NAMES[0])],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    m = re.search(r"Overall exposure level for jit-hooks-enforce.service: ([0-9.]+)", r.stdout)
-    assert m, r.stdout + r.stderr
+    verify_units(*(tmp_path / n for n in NAMES), mention=str(tmp_path))
     # Root that signals other users' processes; everything else is locked down.
-    assert float(m.group(1)) <= 3.5
+    assert exposure(tmp_path / NAMES[0]) <= 3.5
 
 
 def test_units_run_enforce_once_every_30s_and_are_installed_disabled():

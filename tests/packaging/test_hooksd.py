@@ -26,16 +26,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.packaging.conftest import HOOK_USER, INSTALLED, REPO
+from tests.packaging.conftest import (
+    HOOK_USER,
+    INSTALLED,
+    REPO,
+    exposure,
+    needs_analyze,
+    verify_units,
+)
 
 UNITS = REPO / "packaging/host/lib/systemd/system"
 SOCKET, SERVICE = "jit-hooksd.socket", "jit-hooksd.service"
 WRAPPER = REPO / "packaging/host/usr/sbin/jit-hooksd"
 needs_installed = pytest.mark.skipif(
     not INSTALLED, reason="needs the installed package (JIT_HOOKS_INSTALLED=1, scripts/ci-deb)"
-)
-needs_analyze = pytest.mark.skipif(
-    not shutil.which("systemd-analyze"), reason="systemd-analyze (package systemd) not installed"
 )
 
 
@@ -137,23 +141,9 @@ def test_units_verify_and_rate_ok(tmp_path):
             # verify checks that ExecStart exists: the checkout's wrapper stands in.
             text = text.replace("/usr/sbin/jit-hooksd", str(WRAPPER))
         (tmp_path / name).write_text(text)
-    r = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", str(tmp_path / SOCKET), str(tmp_path / SERVICE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if str(tmp_path) in ln]
-    assert r.returncode == 0 and not problems, r.stdout + r.stderr
-    r = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(tmp_path / SERVICE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    m = re.search(r"Overall exposure level for jit-hooksd.service: ([0-9.]+)", r.stdout)
-    assert m, r.stdout + r.stderr
-    assert float(m.group(1)) <= 2.0, "systemd rates the helper's exposure above 2.0 (of 10)"
+    verify_units(tmp_path / SOCKET, tmp_path / SERVICE, mention=str(tmp_path))
+    rating = exposure(tmp_path / SERVICE)
+    assert rating <= 2.0, "systemd rates the helper's exposure above 2.0 (of 10)"
 
 
 # -- the installed package -------------------------------------------------------------
@@ -187,20 +177,9 @@ def test_installed_files_and_modes():
 @needs_installed
 @needs_analyze
 def test_installed_units_verify():
-    r = subprocess.run(
-        [
-            "systemd-analyze",
-            "verify",
-            "--man=no",
-            f"/lib/systemd/system/{SOCKET}",
-            f"/lib/systemd/system/{SERVICE}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    verify_units(
+        f"/lib/systemd/system/{SOCKET}", f"/lib/systemd/system/{SERVICE}", mention="jit-hooksd"
     )
-    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if "jit-hooksd" in ln]
-    assert r.returncode == 0 and not problems, r.stdout + r.stderr
 
 
 # -- the installed helper serves the installed thin AKC --------------------------------

@@ -3,7 +3,6 @@ of a LIVE service restores into a fresh service that answers with the same data.
 
 from __future__ import annotations
 
-import re
 import shutil
 import sqlite3
 import subprocess
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from jit_hooks.testing.service import start_service
-from tests.packaging.conftest import REPO
+from tests.packaging.conftest import REPO, exposure, needs_analyze, verify_units
 
 UNITS = REPO / "packaging/server"
 POLICY = """
@@ -28,22 +27,14 @@ reason_required = true
 """
 
 
-@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+@needs_analyze
 def test_units_verify_and_are_hardened(tmp_path):
     venv_server = REPO / ".venv/bin/jit-server"
     for name in ("jit-server.service", "jit-server-backup.service", "jit-server-backup.timer"):
         text = (UNITS / name).read_text()
         # verify checks that ExecStart binaries exist: point at this checkout's venv.
         (tmp_path / name).write_text(text.replace("/usr/bin/jit-server", str(venv_server)))
-    units = [str(p) for p in sorted(tmp_path.iterdir())]
-    r = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *units],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    problems = [ln for ln in (r.stdout + r.stderr).splitlines() if str(tmp_path) in ln]
-    assert r.returncode == 0 and not problems, r.stdout + r.stderr
+    verify_units(*sorted(tmp_path.iterdir()), mention=str(tmp_path))
 
     unit = (UNITS / "jit-server.service").read_text()
     for setting in (
@@ -54,15 +45,8 @@ def test_units_verify_and_are_hardened(tmp_path):
         "CapabilityBoundingSet=\n",
     ):
         assert setting in unit
-    r = subprocess.run(
-        ["systemd-analyze", "security", "--offline=true", str(tmp_path / "jit-server.service")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    m = re.search(r"Overall exposure level for jit-server.service: ([0-9.]+)", r.stdout)
-    assert m, r.stdout + r.stderr
-    assert float(m.group(1)) <= 2.0, "systemd rates the unit's exposure above 2.0 (of 10)"
+    rating = exposure(tmp_path / "jit-server.service")
+    assert rating <= 2.0, "systemd rates the unit's exposure above 2.0 (of 10)"
 
 
 def backup(db: Path, dest: Path, method: str) -> None:
