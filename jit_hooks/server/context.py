@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any, TypeVar
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import Connection, Engine
 
@@ -20,6 +20,7 @@ bearer_scheme = HTTPBearer(auto_error=False, description="user (jitu_) or host (
 # Row ids are 32-bit on PostgreSQL (INTEGER): a larger id in a path or query is
 # refused as invalid (422) instead of reaching the database ("out of range": 500).
 MAX_ID = 2**31 - 1
+IdPath = Annotated[int, Path(ge=1, le=MAX_ID)]  # a row id in a route's path
 T = TypeVar("T")
 
 

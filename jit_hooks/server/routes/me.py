@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Path, Response
+from fastapi import APIRouter, Response
 
 from jit_hooks.server import store
-from jit_hooks.server.context import MAX_ID, Creds, CtxDep
+from jit_hooks.server.context import Creds, CtxDep, IdPath
 from jit_hooks.server.schemas import KeyIn, KeyList, KeyOut, UserOut
 
 router = APIRouter(prefix="/api/v1", tags=["me"])
@@ -37,7 +35,7 @@ async def list_keys(ctx: CtxDep, creds: Creds) -> dict:
 
 @router.delete("/keys/{key_id}", status_code=204, response_class=Response)
 async def remove_key(
-    key_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    key_id: IdPath,
     ctx: CtxDep,
     creds: Creds,
 ) -> Response:

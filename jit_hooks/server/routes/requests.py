@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter
 from sqlalchemy import Connection
 
 from jit_hooks.protocol import RequestState
 from jit_hooks.server import audit, extend, lifecycle
 from jit_hooks.server.auth import UserPrincipal
-from jit_hooks.server.context import MAX_ID, Creds, CtxDep
+from jit_hooks.server.context import Creds, CtxDep, IdPath
 from jit_hooks.server.errors import Forbidden
 from jit_hooks.server.schemas import ExtendIn, RequestIn, RequestList, RequestOut, ReviewIn
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
-RequestId = Annotated[int, Path(ge=1, le=MAX_ID)]
 
 
 @router.post("", response_model=RequestOut, status_code=201)
@@ -60,7 +59,7 @@ async def list_requests(
 
 
 @router.get("/{request_id}", response_model=RequestOut)
-async def show(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
+async def show(request_id: IdPath, ctx: CtxDep, creds: Creds) -> dict:
     now = ctx.now()
     return await ctx.as_user(
         creds,
@@ -115,7 +114,7 @@ async def _review(
 async def approve(
     ctx: CtxDep,
     creds: Creds,
-    request_id: RequestId,
+    request_id: IdPath,
     body: ReviewIn | None = None,
 ) -> dict:
     return await _review(ctx, creds, request_id, "approve", body)
@@ -125,7 +124,7 @@ async def approve(
 async def deny(
     ctx: CtxDep,
     creds: Creds,
-    request_id: RequestId,
+    request_id: IdPath,
     body: ReviewIn | None = None,
 ) -> dict:
     return await _review(ctx, creds, request_id, "deny", body)
@@ -135,7 +134,7 @@ async def deny(
 async def revoke(
     ctx: CtxDep,
     creds: Creds,
-    request_id: RequestId,
+    request_id: IdPath,
     body: ReviewIn | None = None,
 ) -> dict:
     now = ctx.now()
@@ -150,7 +149,7 @@ async def revoke(
 
 
 @router.post("/{request_id}/cancel", response_model=RequestOut)
-async def cancel(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
+async def cancel(request_id: IdPath, ctx: CtxDep, creds: Creds) -> dict:
     now = ctx.now()
     out = await ctx.as_user(
         creds,
@@ -161,7 +160,7 @@ async def cancel(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
 
 
 @router.post("/{request_id}/extend", response_model=RequestOut)
-async def extend_grant(request_id: RequestId, body: ExtendIn, ctx: CtxDep, creds: Creds) -> dict:
+async def extend_grant(request_id: IdPath, body: ExtendIn, ctx: CtxDep, creds: Creds) -> dict:
     """The requester asks for more time on an active grant (the policy decides how)."""
     now = ctx.now()
     out = await ctx.as_user(
@@ -180,7 +179,7 @@ async def extend_grant(request_id: RequestId, body: ExtendIn, ctx: CtxDep, creds
 
 
 @router.post("/{request_id}/drop", response_model=RequestOut)
-async def drop(request_id: RequestId, ctx: CtxDep, creds: Creds) -> dict:
+async def drop(request_id: IdPath, ctx: CtxDep, creds: Creds) -> dict:
     """The requester gives an approved grant back now."""
     now = ctx.now()
     out = await ctx.as_user(
