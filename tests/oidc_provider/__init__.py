@@ -62,6 +62,7 @@ def start_provider(
     redirect_uris: list[str],
     pki: dict | None = None,
     device_code_ttl: int = 600,
+    interval: int | None = None,
 ) -> Provider:
     workdir.mkdir(parents=True, exist_ok=True)
     pki = pki or make_pki(workdir / "pki")
@@ -88,6 +89,8 @@ def start_provider(
             }
         ],
     }
+    if interval is not None:  # the device authorization answer's polling interval
+        conf["interval"] = interval
     conf_path = workdir / "provider.json"
     conf_path.write_text(json.dumps(conf))
     log_path = workdir / "provider.log"

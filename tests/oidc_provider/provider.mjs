@@ -67,6 +67,16 @@ const provider = new Provider(issuer, {
     };
   },
 });
+// RFC 8628's optional polling interval, announced only when the config names one
+// (without it clients use the RFC's 5 s): the device tests' waits are mostly polls.
+if (conf.interval) {
+  provider.use(async (ctx, next) => {
+    await next();
+    if (ctx.oidc?.route === 'device_authorization' && ctx.status === 200 && ctx.body) {
+      ctx.body.interval = conf.interval;
+    }
+  });
+}
 // Plain errors in the test's log, not only in the HTML answer.
 provider.on('server_error', (ctx, err) => console.error('server_error', err));
 // One line per token endpoint error (authorization_pending, slow_down...): tests

@@ -85,8 +85,19 @@ def oidc_toml(provider: Provider, secret_file: Path, port: int, **extra: str) ->
     return "\n".join(lines) + "\n"
 
 
+# The polling interval the test IdP announces: `jit login --sso` waits one interval
+# before each poll, so the RFC's default 5 s made every device sign-in take 5-10 s.
+# None: the IdP announces none, and the service falls back to 5 s.
+IDP_INTERVAL = 1
+
+
 def start_sso_world(
-    tmp: Path, *, env: dict[str, str] | None = None, device_code_ttl: int = 600, **extra: str
+    tmp: Path,
+    *,
+    env: dict[str, str] | None = None,
+    device_code_ttl: int = 600,
+    interval: int | None = IDP_INTERVAL,
+    **extra: str,
 ) -> SsoWorld:
     port = free_port()
     provider = start_provider(
@@ -94,6 +105,7 @@ def start_sso_world(
         accounts=ACCOUNTS,
         redirect_uris=[f"http://127.0.0.1:{port}/ui/sso/callback"],
         device_code_ttl=device_code_ttl,
+        interval=interval,
     )
     try:
         data = tmp / "server"
