@@ -596,7 +596,8 @@ CASES: list[tuple[Case, Callable[[Env], None]]] = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> World:
+def world(tmp_path_factory, backend: str) -> World:
+    # ``backend``: one service per backend (see tests/server/conftest.py shared_world).
     tmp = tmp_path_factory.mktemp("faultworld")
     svc = start_service(tmp / "server")
     try:

@@ -128,7 +128,8 @@ def build_security_world(tmp: Path) -> SecWorld:
 
 
 @pytest.fixture(scope="module")
-def secworld(tmp_path_factory) -> SecWorld:
+def secworld(tmp_path_factory, backend: str) -> SecWorld:
+    # ``backend``: one world per backend (see tests/server/conftest.py shared_world).
     sw = build_security_world(tmp_path_factory.mktemp("sec"))
     try:
         yield sw

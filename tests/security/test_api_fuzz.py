@@ -48,7 +48,11 @@ TOKEN_OPS = ("/api/v1/logout", "/api/v1/tokens/{token_id}")
 
 
 @pytest.fixture(scope="module")
-def fuzz_env(tmp_path_factory):
+def fuzz_env(tmp_path_factory, backend: str):
+    # ``backend``: one service per backend (see tests/server/conftest.py shared_world).
+    # The figures are this backend's: the PostgreSQL run must reach the case count on
+    # its own, not on the SQLite run's (and the report adds both up once each).
+    STATS.update(cases=0, failures=[], by_status={})
     tmp = tmp_path_factory.mktemp("fuzz")
     svc = start_service(tmp / "server")
     try:
