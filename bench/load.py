@@ -18,6 +18,9 @@ class Target:
 
     ``addrs`` ("127.0.0.1:PORT", ...): wrk thread i connects to address i mod n
     instead of the base URL's (several replicas behind one wrk run).
+    ``mix``: a file of "token<TAB>body" lines; each request then takes the next
+    line (per thread, round robin) instead of ``body`` and ``token`` (many hosts
+    and keys in one load: P3pg's fleet shape).
     """
 
     path: str
@@ -25,6 +28,7 @@ class Target:
     body: str = ""
     token: str = ""
     addrs: tuple[str, ...] = ()
+    mix: str = ""
 
 
 def have_wrk() -> bool:
@@ -54,6 +58,7 @@ def wrk(
         JB_TOKEN=target.token,
         JB_MAX=str(max_responses),
         JB_ADDRS=",".join(target.addrs),
+        JB_MIX=target.mix,
     )
     argv = [
         "wrk",

@@ -14,7 +14,18 @@ The load is one wrk run per round with 2 threads and N connections in all three
 cases (for 2 replicas, thread i talks to replica i: one merged latency
 histogram). Every call is a real, audited "allow" for an approved key (checked
 up front on every replica); `jit-server audit verify` runs on both databases
-afterwards. The PostgreSQL cluster is the bench's own (initdb in a temp dir,
+afterwards.
+
+Two more load shapes, SQLite beside PostgreSQL (1 replica) each:
+
+* fleet: FLEET_HOSTS hosts (a host token each) x FLEET_KEYS people (a key and an
+  approval for the whole fleet each); every request is the next (host, key)
+  pair, round robin over all of them (wrk's JB_MIX): the audit rows and the
+  rows read spread over the fleet as real logins do;
+* deny storm: one key with no approval offered to one host over and over (a
+  scanner, or a client offering the wrong key): every call a miss on the same
+  (host, login, key, window) - the case that waited on one counter row before
+  migration 0015. The PostgreSQL cluster is the bench's own (initdb in a temp dir,
 a free port: jit_hooks/testing/postgres.py), never the machine's.
 
 Besides checks/s and p99: CPU seconds per 1,000 checks of the service processes
@@ -33,13 +44,14 @@ import json
 import subprocess
 import time
 from collections import Counter
+from pathlib import Path
 
 from bench.load import Target, summarize_load, wrk
 from bench.p3_throughput import MAX_RESPONSES, hook_target
 from bench.pglocks import DEADLOCK_TIMEOUT_MS, LOCK_LOG_CONF, LockSampler, LockWaitLog
 from bench.procstat import tree_cpu_seconds
 from bench.report import compare, value_row
-from bench.world import build_world, service_env
+from bench.world import build_world, make_key, service_env
 from jit_hooks.testing import postgres
 from jit_hooks.testing.service import Service, free_port
 
@@ -51,7 +63,14 @@ PG2 = "PostgreSQL, 2 replicas"
 # in WAL mode gives up (no fsync per commit). It says how much of the gap to
 # SQLite is the disk flush and how much is CPU.
 PG1_ASYNC = "PostgreSQL, 1 replica, async commit"
+SQLITE_FLEET = "SQLite, fleet"
+PG1_FLEET = "PostgreSQL, 1 replica, fleet"
+SQLITE_DENY = "SQLite, deny storm"
+PG1_DENY = "PostgreSQL, 1 replica, deny storm"
+FLEET_HOSTS = 200
+FLEET_KEYS = 20
 ASYNC_OPTIONS = "?options=-csynchronous_commit%3Doff"
+AKC = "/api/v1/hook/authorized-keys"
 TARGET_PG1_VS_SQLITE = 0.5
 TARGET_PG2_VS_PG1 = 1.0
 WRK_THREADS = 2  # one per replica in the 2-replica case; the same in every case
@@ -81,12 +100,19 @@ def run(ctx) -> dict:  # noqa: ANN001
     try:
         cluster.start()
         url = cluster.create_database("jitbench")
-        lite = build_world(work / "sqlite", sink=False)
+        # req1: a key and a pending request, no approval (the deny storm's key).
+        lite = build_world(work / "sqlite", sink=False, denied=1)
         worlds.append(lite)
-        pg = build_world(work / "pg", sink=False, database_url=url)
+        pg = build_world(work / "pg", sink=False, database_url=url, denied=1)
         worlds.append(pg)
         hook_lite = hook_target(lite)
         hook_pg = hook_target(pg)
+        hosts, keys = (20, 5) if ctx.quick else (FLEET_HOSTS, FLEET_KEYS)
+        (work / "fleet-keys").mkdir()
+        fleet_keys = [make_key(work / "fleet-keys", f"fleet{j}") for j in range(keys)]
+        fleet_lite = fleet_target(lite, fleet_keys, hosts=hosts, mix=work / "mix-sqlite")
+        fleet_pg = fleet_target(pg, fleet_keys, hosts=hosts, mix=work / "mix-pg", url=url)
+        deny_lite, deny_pg = deny_target(lite), deny_target(pg)
         replicas = {}
         for name, db_url in (("b", url), ("c", url + ASYNC_OPTIONS)):
             (work / f"pg-{name}").mkdir()
@@ -112,6 +138,10 @@ def run(ctx) -> dict:  # noqa: ANN001
                 pg_pids,
             ),
             PG1_ASYNC: (c.url, hook_pg, pg_pids),
+            SQLITE_FLEET: (lite.svc.url, fleet_lite, [_pid(lite.svc)]),
+            PG1_FLEET: (pg.svc.url, fleet_pg, pg_pids),
+            SQLITE_DENY: (lite.svc.url, deny_lite, [_pid(lite.svc)]),
+            PG1_DENY: (pg.svc.url, deny_pg, pg_pids),
         }
         ctx.log(
             f"P3pg: {rounds} rounds x {seconds:g} s per case, {conns} connections, "
@@ -126,6 +156,99 @@ def run(ctx) -> dict:  # noqa: ANN001
             w.close()
         cluster.destroy()
     return _result(runs, cpu, locks, problems, rounds=rounds, seconds=seconds, conns=conns)
+
+
+def fleet_target(
+    world,  # noqa: ANN001
+    fleet_keys: list,
+    *,
+    hosts: int,
+    mix: Path,
+    url: str | None = None,
+) -> Target:
+    """``hosts`` hosts x the keys' owners, each approved for the whole fleet; a JB_MIX file.
+
+    ``url``: the world's database if not its SQLite file. Seeded in-process
+    through the store (as `jit-server` does: every change audited), the keys
+    and approvals through the API.
+    """
+    from jit_hooks.server import store
+    from jit_hooks.server.db import make_engine
+    from jit_hooks.server.policy import parse_policy
+
+    svc = world.svc
+    engine = make_engine(url or f"sqlite:///{svc.data_dir / 'jit.db'}")
+    now = int(time.time())
+    tokens: list[str] = []
+    users: dict[str, str] = {}
+    try:
+        with engine.begin() as conn:
+            for i in range(hosts):
+                tokens.append(
+                    store.add_host(
+                        conn, name=f"fleet-{i:03d}", labels={"group": "fleet"}, actor="bench",
+                        now=now,
+                    )
+                )  # fmt: skip
+            spec = {
+                "name": "fleet",
+                "labels": {"group": "fleet"},
+                "logins": [world.login],
+                "requesters": {"roles": ["requester"]},
+                "approvers": {"roles": ["approver"]},
+                "approvals_required": 1,
+                "max_duration": 14400,
+                "options": ["no-agent-forwarding"],
+            }
+            store.put_policy(conn, policy=parse_policy(spec), actor="bench", now=now)
+            for k in fleet_keys:
+                name = k.path.name
+                store.add_user(conn, name=name, roles=["requester"], actor="bench", now=now)
+                users[name] = store.create_user_token(conn, name=name, actor="bench", now=now)
+    finally:
+        engine.dispose()
+    for k in fleet_keys:
+        token = users[k.path.name]
+        world.user_tokens[k.path.name] = token
+        world.call(k.path.name, "POST", "/api/v1/keys", {"public_key": k.line})
+        req = world.call(
+            k.path.name,
+            "POST",
+            "/api/v1/requests",
+            {"selector": {"group": "fleet"}, "login": world.login, "reason": "bench",
+             "duration_seconds": 14400},
+        )  # fmt: skip
+        world.call("approver", "POST", f"/api/v1/requests/{req['id']}/approve", {})
+    bodies = [
+        json.dumps(
+            {
+                "login": world.login,
+                "fingerprint": k.fingerprint,
+                "key_type": k.key_type,
+                "key": k.blob,
+            }
+        )  # fmt: skip
+        for k in fleet_keys
+    ]
+    lines = [f"{t}\t{b}" for t in tokens for b in bodies]
+    mix.write_text("\n".join(lines) + "\n")
+    # Spot checks: the first and the last pair are allowed.
+    for t, b in ((tokens[0], bodies[0]), (tokens[-1], bodies[-1])):
+        status, answer = svc.call("POST", AKC, token=t, body=json.loads(b))
+        if status != 200 or not answer["keys"]:
+            raise RuntimeError(f"the fleet's key is not allowed: {status} {answer}")
+    return Target(AKC, "POST", bodies[0], tokens[0], mix=str(mix))
+
+
+def deny_target(world) -> Target:  # noqa: ANN001
+    """req1's key (a pending request, no approval) offered to the world's host."""
+    key = world.keys["req1"]
+    body = {"login": world.login, "fingerprint": key.fingerprint, "key_type": key.key_type,
+            "key": key.blob}  # fmt: skip
+    status, answer = world.svc.call("POST", AKC, token=world.host_token, body=body)
+    if status != 200 or answer["keys"]:
+        raise RuntimeError(f"the deny storm's key is not denied: {status} {answer}")
+    return Target(AKC, "POST", json.dumps(body), world.host_token)
 
 
 def _pid(svc: Service) -> int:
@@ -218,7 +341,7 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
         c["lock_waits_sampled"] = locks[name]["sampled"]["waits"]
         cases[name] = c
     ratio_cases = {n: {"rps": c["rps"]} for n, c in cases.items()}
-    pg_cases = (PG1, PG2, PG1_ASYNC)
+    pg_cases = (PG1, PG2, PG1_ASYNC, PG1_FLEET, PG1_DENY)
     logged = sum(cases[n]["lock_waits_logged"] for n in pg_cases)
     sampled = sum(cases[n]["lock_waits_sampled"] for n in pg_cases)
     bad_verify = [f"{db}: {why}" for db, why in problems.items() if why]
@@ -256,8 +379,24 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
             key="rps",
             higher_is_better=True,
         ),
+        compare(
+            "fleet shape: PostgreSQL 1 replica / SQLite",
+            PG1_FLEET,
+            SQLITE_FLEET,
+            ratio_cases,
+            key="rps",
+            higher_is_better=True,
+        ),
+        compare(
+            "deny storm: PostgreSQL 1 replica / SQLite",
+            PG1_DENY,
+            SQLITE_DENY,
+            ratio_cases,
+            key="rps",
+            higher_is_better=True,
+        ),
     ]
-    everything = (SQLITE, PG1, PG2, PG1_ASYNC)
+    everything = (SQLITE, PG1, PG2, PG1_ASYNC, SQLITE_FLEET, PG1_FLEET, SQLITE_DENY, PG1_DENY)
     for name in everything:
         rows.append(value_row(f"{name}: hook checks/s", cases[name]["rps"], "/s"))
     for name in everything:
@@ -294,6 +433,21 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
             value_row(f"{name}: checks per CPU-s (service + DB)",
                       c["checks_per_cpu_s"], "/s")
         )  # fmt: skip
+    # Per load shape: the one-key allows (PG1, PG2, async), the fleet, the deny storm.
+    for shape, names in (
+        ("one key", (PG1, PG2, PG1_ASYNC)),
+        ("fleet", (PG1_FLEET,)),
+        ("deny storm", (PG1_DENY,)),
+    ):
+        rows.append(
+            value_row(
+                f"{shape}: lock waits, logged + sampled (PG rounds)",
+                sum(cases[n]["lock_waits_logged"] + cases[n]["lock_waits_sampled"] for n in names),
+                "",
+                target=0,
+                higher_is_better=False,
+            )
+        )
     rows += [
         value_row(
             f"lock waits > {DEADLOCK_TIMEOUT_MS} ms logged by PostgreSQL (PG rounds)",
@@ -341,6 +495,9 @@ def _result(runs, cpu, locks, problems, *, rounds, seconds, conns) -> dict:  # n
         "notes": [
             "each case: one `jit-server serve` (1 worker) per replica; 2 replicas share one "
             "database and split the connections (wrk thread i -> replica i)",
+            f"fleet: {FLEET_HOSTS} hosts x {FLEET_KEYS} keys (full run), each key approved "
+            "for every host, requests round robin over every (host token, key) pair",
+            "deny storm: one unapproved key offered to one host, every call an audited miss",
             f"{PG1_ASYNC}: an experiment, replica C with synchronous_commit=off (no WAL "
             "flush at COMMIT, roughly SQLite's synchronous=NORMAL); not a deployment setting",
             "CPU: utime+stime of the service processes (all 3 PG replicas in every PG case) "

@@ -32,6 +32,27 @@ setup = function(thread)
   next_addr = next_addr + 1
 end
 
+-- JB_MIX=FILE of "token<TAB>body" lines: every request takes the next line, round
+-- robin per thread, so one run spreads over many hosts and keys (P3pg's fleet).
+local mix = os.getenv("JB_MIX") or ""
+if mix ~= "" then
+  local reqs = {}
+  local path = wrk.path
+  for line in io.lines(mix) do
+    local t, b = string.match(line, "^([^\t]+)\t(.*)$")
+    table.insert(reqs, wrk.format(method, path, {
+      ["Authorization"] = "Bearer " .. t, ["Content-Type"] = "application/json"}, b))
+  end
+  local at = 0
+  init = function(args)
+    at = math.random(#reqs) - 1
+  end
+  request = function()
+    at = at % #reqs + 1
+    return reqs[at]
+  end
+end
+
 local count = 0
 response = function(status, headers, resp_body)
   count = count + 1

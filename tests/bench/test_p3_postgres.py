@@ -127,6 +127,10 @@ def test_quick_p3pg_run_reports_every_figure(tmp_path):
         "PostgreSQL, 1 replica",
         "PostgreSQL, 2 replicas",
         "PostgreSQL, 1 replica, async commit",
+        "SQLite, fleet",
+        "PostgreSQL, 1 replica, fleet",
+        "SQLite, deny storm",
+        "PostgreSQL, 1 replica, deny storm",
     ]
     assert list(res["cases"]) == names
     for name in names:
@@ -137,12 +141,18 @@ def test_quick_p3pg_run_reports_every_figure(tmp_path):
         assert 0 < case["checks_per_cpu_s"] < float("inf")
         assert res["lock_waits"][name]["sampled"]["samples"] > 0
         assert case["lock_waits_logged"] >= 0 and case["lock_waits_sampled"] >= 0
-    for name in names[1:]:
-        assert res["cases"][name]["cpu_s_per_1k_postgres"] > 0
+    for name in names:
+        if name.startswith("PostgreSQL"):
+            assert res["cases"][name]["cpu_s_per_1k_postgres"] > 0
     # Every call was audited on both databases and both chains verify.
     assert res["audit_verify"] == {"SQLite": None, "PostgreSQL": None}
     measures = [row["measure"] for row in res["rows"]]
     assert "PostgreSQL 1 replica / SQLite: hook checks/s" in measures
     assert "PostgreSQL 2 replicas / 1 replica: hook checks/s" in measures
+    assert "fleet shape: PostgreSQL 1 replica / SQLite" in measures
+    assert "deny storm: PostgreSQL 1 replica / SQLite" in measures
+    # Each load shape reports its lock waits (0 is the target, not asserted: a figure).
+    for shape in ("one key", "fleet", "deny storm"):
+        assert f"{shape}: lock waits, logged + sampled (PG rounds)" in measures
     assert all(row.get("ratio", 1) > 0 for row in res["rows"])
     assert "PostgreSQL, 2 replicas: PostgreSQL CPU-s per 1,000 checks" in r.stdout
