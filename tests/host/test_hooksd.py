@@ -727,3 +727,37 @@ def test_a_body_stuck_past_its_answer_keeps_its_slot_until_it_really_ends(tmp_pa
         server.shutdown()
         server.server_close()
         sink.close()
+
+
+def test_watchdog_answers_a_body_past_its_deadline_also_after_parking(monkeypatch):
+    """The watchdog answers for an overdue body on its socket (deny, then EOF); idle, it
+    stops ticking, and the next body wakes it (a body must never go unwatched)."""
+    from jit_hooks.host.login import daemon
+
+    monkeypatch.setattr(daemon, "WATCH_IDLE", 0.1)
+    dog = daemon.Watchdog()
+
+    def overdue_body_is_answered() -> None:
+        run = daemon.Run()
+        ours, client = socket.socketpair()
+        try:
+            run.deadline_at = time.monotonic() + 0.05
+            dog.add(run, ours, time.monotonic() + 30)
+            assert run.answered.wait(10)
+            client.settimeout(10)
+            data = b""
+            while chunk := client.recv(1024):
+                data += chunk
+            assert frames.decode_answer(data) == (1, b"")
+            assert not run.finish()  # the body's own answer is not sent any more
+        finally:
+            ours.close()
+            client.close()
+
+    overdue_body_is_answered()
+    for _ in range(200):
+        if dog._parked:
+            break
+        time.sleep(0.01)
+    assert dog._parked
+    overdue_body_is_answered()

@@ -79,8 +79,9 @@ BODY_LIMIT = paths.MAX_TIMEOUT
 PARK_SECONDS = 1.0
 MAX_PARKED = 1024
 # How often the watchdog looks at the running bodies' deadlines: a body is answered
-# for at most this late.
+# for at most this late. With no body for WATCH_IDLE it stops ticking until the next.
 WATCH_TICK = 0.05
+WATCH_IDLE = 10.0
 _CRED = struct.Struct("3i")
 
 
@@ -225,6 +226,8 @@ class Watchdog:
         self._lock = threading.Lock()
         self._runs: dict[Run, tuple[socket.socket, float]] = {}
         self._thread: threading.Thread | None = None
+        self._parked = False
+        self._wake = threading.Event()
 
     def add(self, run: Run, sock: socket.socket, limit: float) -> None:
         with self._lock:
@@ -232,6 +235,9 @@ class Watchdog:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, daemon=True, name="watchdog")
                 self._thread.start()
+            elif self._parked:
+                self._parked = False
+                self._wake.set()
 
     def remove(self, run: Run) -> None:
         with self._lock:
@@ -239,10 +245,21 @@ class Watchdog:
 
     def _loop(self) -> None:
         # A steady tick, not woken per request: a wake-up as each body starts would
-        # compete with that body for the GIL on every login.
+        # compete with that body for the GIL on every login. After WATCH_IDLE with no
+        # body it parks, and the first body after that wakes it.
+        idle_since = time.monotonic()
         while True:
             with self._lock:
                 runs = list(self._runs.items())
+                if runs:
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > WATCH_IDLE:
+                    self._parked = True
+                    self._wake.clear()
+            if self._parked:
+                self._wake.wait()
+                idle_since = time.monotonic()
+                continue
             now = time.monotonic()
             for run, (sock, limit) in runs:
                 expiry = run.expire(now, limit)
