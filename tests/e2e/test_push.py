@@ -129,11 +129,14 @@ def test_warnings_reach_the_pty_and_expiry_holds_without_the_service(world, agen
         agent()  # syncs at start: it knows the session and its end time
 
         # Inside the 10-minute mark at once, then the 1-minute mark: both on the pty.
+        # (ssh's stderr is in `out` too: the login's banner names the same command,
+        # so the agent's pty lines are counted by their own words.)
         extend = f"jit extend {rid} --for 30m"
-        wait_until(lambda: extend in out.text, "first warning on the pty")
-        assert f"request {rid}" in out.text and "ends at" in out.text
+        on_pty = "this session will be closed then"
+        wait_until(lambda: on_pty in out.text, "first warning on the pty")
+        assert f"request {rid}" in out.text and "ends at" in out.text and extend in out.text
         deadline = time.monotonic() + 150 + WAIT
-        while out.text.count(extend) < 2:
+        while out.text.count(on_pty) < 2:
             assert time.monotonic() < deadline, "no 1-minute warning on the pty"
             time.sleep(0.2)
         world.box.sink.wait_for(rf"action=warn login={world.login} connection={conn}", AGENT)
