@@ -761,3 +761,43 @@ def test_watchdog_answers_a_body_past_its_deadline_also_after_parking(monkeypatc
         time.sleep(0.01)
     assert dog._parked
     overdue_body_is_answered()
+
+
+def test_a_watchdog_that_fails_to_start_denies_frees_the_slot_and_is_retried(tmp_path, monkeypatch):
+    """Fault injection (a thread start refused, as under TasksMax, can't be arranged for
+    one thread only): the first watchdog start raises. That request is denied and logged
+    without running its body, its --max-bodies slot comes back, and the next request
+    starts the watchdog, which answers for the body past its deadline."""
+    from jit_hooks.host.login import daemon
+    from jit_hooks.host.login.log import RateLimitedLog
+
+    stuck = StuckBody()
+    monkeypatch.setitem(daemon.HOOKS, "pam-account", stuck)
+    real_start, refused = threading.Thread.start, []
+
+    def start(thread: threading.Thread) -> None:
+        if thread.name == "watchdog" and not refused:
+            refused.append(thread)
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    sink = SyslogSink(tmp_path / "log.sock")
+    path = str(tmp_path / "h.sock")
+    sock, _owned = daemon.listening_socket(path)
+    server = daemon.Server(sock, RateLimitedLog("jit-hooksd", str(sink.path)), max_bodies=1)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    try:
+        assert frames.decode_answer(ask(path)) == (1, b"")
+        assert refused and stuck.started == 0  # no body ran unwatched
+        sink.wait_for("decision=deny reason=watchdog", "jit-hooksd")
+        # The one slot is free again and the watchdog runs: the stuck body is answered
+        # (deny) at its deadline instead of the client waiting for the body.
+        assert frames.decode_answer(ask(path)) == (1, b"")
+        assert stuck.started == 1 and stuck.ended == 0
+        assert server.watchdog._thread is not None and server.watchdog._thread.is_alive()
+    finally:
+        stuck.release.set()
+        server.shutdown()
+        server.server_close()
+        sink.close()

@@ -230,14 +230,17 @@ class Watchdog:
         self._wake = threading.Event()
 
     def add(self, run: Run, sock: socket.socket, limit: float) -> None:
+        """Watch ``run``; raises (RuntimeError) if the thread can't be started, and then
+        ``run`` is not watched and the next ``add`` tries again."""
         with self._lock:
-            self._runs[run] = (sock, limit)
             if self._thread is None:
-                self._thread = threading.Thread(target=self._loop, daemon=True, name="watchdog")
-                self._thread.start()
+                thread = threading.Thread(target=self._loop, daemon=True, name="watchdog")
+                thread.start()  # e.g. "can't start new thread" (TasksMax): nothing kept
+                self._thread = thread
             elif self._parked:
                 self._parked = False
                 self._wake.set()
+            self._runs[run] = (sock, limit)
 
     def remove(self, run: Run) -> None:
         with self._lock:
@@ -432,9 +435,13 @@ class Server(socketserver.UnixStreamServer):
         except BaseException:
             self.bodies.release()
             return 1, b""
-        self.watchdog.add(run, sock, time.monotonic() + BODY_LIMIT)
         status = 1
         try:
+            try:
+                self.watchdog.add(run, sock, time.monotonic() + BODY_LIMIT)
+            except Exception as e:  # noqa: BLE001 - no body runs unwatched: deny
+                self.log.warning(decision="deny", reason="watchdog", mode=mode, error=str(e))
+                return 1, b""
             with httppool.watching(run):
                 status = HOOKS[mode].main(inv=inv)
         except BaseException:  # run() already turns failures into a deny
