@@ -251,3 +251,28 @@ def test_account_allow_logs_the_echoed_host(write_config, fault, pam_env, sink):
     assert pam_account.main(["--config", path]) == 0
     assert fault.requests[0].json()["host"] is None
     sink.wait_for("decision=allow .*host=web7.example.com", ident="jit-pam-account")
+
+
+@pytest.mark.parametrize("broken", ["text", "ending_text"])
+def test_a_failing_notice_never_changes_an_allow(
+    config, fault, pam_env, sink, capsys, monkeypatch, broken
+):
+    """Fault injection (a bug in the notice code can't be produced with the shipped code):
+    rebuilding the next-login notice or the ending line raises. The login is still
+    allowed, the failure is logged as notice=error, and the other line is still printed."""
+    from jit_hooks.host.login import notices
+
+    def boom(*args: object, **kwargs: object) -> str:
+        raise RuntimeError("injected")
+
+    notice = {"login": "deploy", "request_id": 5, "reason": "revoked", "at": int(time.time())}
+    monkeypatch.setattr(notices, "take", lambda spool_dir, login: dict(notice))
+    monkeypatch.setattr(notices, broken, boom)
+    fault.answer = ALLOW | {"expires_at": int(time.time()) + 300}  # inside the 600 s mark
+    pam_env()
+    assert pam_account.main(["--config", config.path]) == 0
+    sink.wait_for("decision=allow login=deploy", ident="jit-pam-account")
+    sink.wait_for("login=deploy notice=error error=RuntimeError", ident="jit-pam-account")
+    kept = "jit: your access as" if broken == "text" else "jit: your previous session"
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith(kept), out

@@ -152,7 +152,10 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
     status = conclude(inv, log, fields, answer, config.max_grant)
     if status == 0:
         show_notice(config, log, inv, login)
-        warn_ending(config, inv, login, answer)
+        try:
+            warn_ending(config, inv, login, answer)
+        except Exception as e:  # noqa: BLE001 - a notice never decides a login
+            log.warning(login=sanitize(login, 32), notice="error", error=type(e).__name__)
     if status != 0 and open_session and answer["decision"] == "allow":
         try:
             with inv.deadline(config.total_timeout + 0.5, lambda: status):
@@ -171,12 +174,12 @@ def show_notice(config: HostConfig, log: HookLog, inv: Invocation, login: str) -
         return  # the helper answered for this run already: the notice stays for the next
     try:
         notice = notices.take(config.spool_dir, login)
+        if notice is None:
+            return
+        inv.write(notices.text(notice, config.host_name) + "\n")
     except Exception as e:  # noqa: BLE001 - a notice never decides a login
         log.warning(login=sanitize(login, 32), notice="error", error=type(e).__name__)
         return
-    if notice is None:
-        return
-    inv.write(notices.text(notice, config.host_name) + "\n")
     log.info(
         login=sanitize(login, 32), notice="shown", request=notice["request_id"],
         why=notice["reason"],
