@@ -801,3 +801,60 @@ def test_a_watchdog_that_fails_to_start_denies_frees_the_slot_and_is_retried(tmp
         server.shutdown()
         server.server_close()
         sink.close()
+
+
+class WedgedLogBody:
+    """Fault injection: bodies stuck past a short deadline whose expiry callback (the
+    deny and its syslog line) is slow for the first body only, as one syslog line is on
+    a wedged /dev/log (HookLog waits up to 1 s per line); a wedged syslog socket that
+    blocks exactly one caller can't be arranged for real."""
+
+    def __init__(self):
+        self.release = threading.Event()
+        self.wedged = threading.Event()
+        self.calls = 0
+
+    def main(self, inv) -> int:  # noqa: ANN001 - hook.Invocation
+        self.calls += 1
+        first = self.calls == 1
+
+        def expiry() -> int:
+            if first:
+                self.wedged.set()
+                self.release.wait(60)
+            inv.write("denied first\n" if first else "denied\n")
+            return 1
+
+        inv.supervisor.default_expiry = expiry
+        with inv.deadline(0.2):
+            self.release.wait(60)
+        return 0
+
+
+def test_a_slow_expiry_callback_delays_no_other_bodys_answer(tmp_path, monkeypatch):
+    from jit_hooks.host.login import daemon
+    from jit_hooks.host.login.log import RateLimitedLog
+
+    body = WedgedLogBody()
+    monkeypatch.setitem(daemon.HOOKS, "pam-account", body)
+    path = str(tmp_path / "h.sock")
+    sock, _owned = daemon.listening_socket(path)
+    server = daemon.Server(sock, RateLimitedLog("jit-hooksd", str(tmp_path / "nolog")))
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    first: list[bytes] = []
+    asker = threading.Thread(target=lambda: first.append(ask(path)), daemon=True)
+    try:
+        asker.start()
+        assert body.wedged.wait(30)  # the first body's callback is stuck in its log line
+        # The second body, overdue while the first callback still blocks, is answered
+        # with its own callback's deny (the old watchdog ran callbacks one after another:
+        # this request timed out).
+        assert frames.decode_answer(ask(path)) == (1, b"denied\n")
+        assert asker.is_alive() and not first
+        body.release.set()
+        asker.join(30)
+        assert [frames.decode_answer(a) for a in first] == [(1, b"denied first\n")]
+    finally:
+        body.release.set()
+        server.shutdown()
+        server.server_close()

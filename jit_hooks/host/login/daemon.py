@@ -269,23 +269,54 @@ class Watchdog:
                 if expiry is False:
                     continue
                 self.remove(run)
+                if not callable(expiry):
+                    _answer(run, sock, frames.encode_answer(1, b""))
+                    continue
+                # The callback logs (syslog can block ~1 s on a wedged /dev/log) and may
+                # spool: on a thread of its own, so no other overdue body's answer waits
+                # for it. Rare (a body past its deadline) and bounded by --max-bodies:
+                # each of these bodies still holds its slot.
                 try:
-                    status = expiry() if callable(expiry) else 1
-                    out = "".join(run.out).encode("utf-8", "replace")
-                    frame = frames.encode_answer(status, out)
-                except Exception:  # noqa: BLE001 - whatever failed, the answer is a deny
-                    frame = frames.encode_answer(1, b"")
-                try:
-                    # Never blocks this thread: an answer is a few bytes into a socket
-                    # the client only reads from; a client that isn't reading gets none.
-                    sock.setblocking(False)
-                    sock.send(frame)
-                    sock.shutdown(socket.SHUT_WR)
-                except OSError:
-                    pass
-                finally:
-                    run.answered.set()
+                    threading.Thread(
+                        target=_answer_by, args=(run, sock, expiry), daemon=True, name="expiry"
+                    ).start()
+                except RuntimeError:  # no thread to be had: deny now, then log
+                    _answer(run, sock, frames.encode_answer(1, b""))
+                    _quietly(expiry)
             time.sleep(WATCH_TICK)
+
+
+def _answer_by(run: Run, sock: socket.socket, expiry: Callable[[], int]) -> None:
+    """Answer for an overdue ``run`` with what its expiry callback gives (any failure: deny)."""
+    with run.lock:
+        run.answering_thread = threading.get_ident()  # its writes and log lines count
+    try:
+        status = expiry()
+        out = "".join(run.out).encode("utf-8", "replace")
+        frame = frames.encode_answer(status, out)
+    except Exception:  # noqa: BLE001 - whatever failed, the answer is a deny
+        frame = frames.encode_answer(1, b"")
+    _answer(run, sock, frame)
+
+
+def _answer(run: Run, sock: socket.socket, frame: bytes) -> None:
+    try:
+        # Never blocks: an answer is a few bytes into a socket the client only reads
+        # from; a client that isn't reading gets none.
+        sock.setblocking(False)
+        sock.send(frame)
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        pass
+    finally:
+        run.answered.set()
+
+
+def _quietly(expiry: Callable[[], int]) -> None:
+    try:
+        expiry()
+    except Exception:  # noqa: BLE001 - the answer went out already; this is its log line
+        pass
 
 
 class Server(socketserver.UnixStreamServer):
