@@ -83,9 +83,9 @@ def test_a_miss_does_not_wait_for_a_concurrent_miss_of_the_same_key(engine):
     # Neither of the two racing misses saw the other: each wrote a first event.
     assert kinds == ["hook.authorized_keys", "hook.authorized_keys"]
     with engine.begin() as conn:
-        assert conn.execute(text("SELECT count(*) FROM audit_misses")).scalar() == 3
+        assert conn.execute(text("SELECT count(*) FROM audit_miss_rows")).scalar() == 3
         assert fold.close_windows(conn, now=NOW + 2 * WINDOW, window=WINDOW) == 1
-        assert conn.execute(text("SELECT count(*) FROM audit_misses")).scalar() == 0
+        assert conn.execute(text("SELECT count(*) FROM audit_miss_rows")).scalar() == 0
     events = _events(engine)
     firsts = [d for k, d in events if k == "hook.authorized_keys"]
     repeated = [d for k, d in events if k == "hook.authorized_keys.repeated"]
@@ -121,7 +121,7 @@ def test_two_batches_asking_about_two_keys_in_opposite_orders_do_not_deadlock(en
         a.close()
         b.close()
     with engine.begin() as conn:
-        total = conn.execute(text("SELECT sum(count) FROM audit_misses")).scalar()
+        total = conn.execute(text("SELECT sum(count) FROM audit_miss_rows")).scalar()
     assert total == 6
 
 
@@ -150,3 +150,20 @@ def test_misses_left_by_migration_0004_are_folded_with_their_counts(cluster):
         assert (events[0][1]["first_at"], events[0][1]["last_at"]) == (1000021, NOW + 30)
     finally:
         eng.dispose()
+
+
+def test_autovacuum_never_truncates_the_insert_only_tables(engine):
+    """Truncating the fold's emptied pages takes ACCESS EXCLUSIVE: every hook INSERT waits."""
+    with engine.connect() as conn:
+        opts = dict(
+            conn.execute(
+                text(
+                    "SELECT relname, reloptions FROM pg_class "
+                    "WHERE relname IN ('audit_miss_rows', 'audit_key_allows')"
+                )
+            ).all()
+        )
+    assert opts == {
+        "audit_miss_rows": ["vacuum_truncate=off"],
+        "audit_key_allows": ["vacuum_truncate=off"],
+    }

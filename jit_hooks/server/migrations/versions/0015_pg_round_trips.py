@@ -13,6 +13,13 @@ in the same statement as that event; the fold sums them when the window closes.
 SQLite (one writer at a time) keeps one row per window and bumps its count.
 Existing counter rows are carried over as they are: one row of ``count`` misses
 whose first was audited (``evented`` true).
+
+The rows live in a NEW table, ``audit_miss_rows``, and ``audit_misses`` is
+dropped: a replica still running the 0014-era code (a rolling upgrade) would
+otherwise read the new rows as counters (``count <= 1``: nothing to report,
+then DELETE) and silently lose repeated-denial evidence. With the old table
+gone its fold and its upsert fail and roll back instead (docs/server.md,
+upgrading: stop or upgrade every replica together for 0015).
 """
 
 from __future__ import annotations
@@ -51,18 +58,27 @@ def upgrade() -> None:
     op.drop_index("ix_audit_misses_window", table_name="audit_misses")
     op.drop_table("audit_misses")
     table = op.create_table(
-        "audit_misses",
+        "audit_miss_rows",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
         *_columns(),
         sa.Column("evented", sa.Boolean(), nullable=False),
     )
-    op.create_index("ix_audit_misses_window", "audit_misses", ["window_start"])
-    op.create_index("ix_audit_misses_key", "audit_misses", list(_KEY))
+    op.create_index("ix_audit_miss_rows_window", "audit_miss_rows", ["window_start"])
+    op.create_index("ix_audit_miss_rows_key", "audit_miss_rows", list(_KEY))
     if rows:
         op.bulk_insert(table, [r | {"evented": True} for r in rows])
+    if op.get_bind().dialect.name == "postgresql":
+        # The fold deletes these rows by the thousand; autovacuum then truncates the
+        # empty tail of the file under an ACCESS EXCLUSIVE lock, which every hook's
+        # INSERT waits for (bench P3pg sampled one such wait). Leaving the empty
+        # pages for the next inserts costs nothing: the tables stay small.
+        for name in ("audit_miss_rows", "audit_key_allows"):
+            op.execute(f"ALTER TABLE {name} SET (vacuum_truncate = off)")
 
 
 def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE audit_key_allows RESET (vacuum_truncate)")
     keys = ", ".join(_KEY)
     rows = [
         dict(r._mapping)
@@ -70,13 +86,13 @@ def downgrade() -> None:
             sa.text(
                 f"SELECT {keys}, sum(count) AS count, min(first_at) AS first_at, "
                 f"max(last_at) AS last_at, min(reason) AS reason "
-                f"FROM audit_misses GROUP BY {keys}"
+                f"FROM audit_miss_rows GROUP BY {keys}"
             )
         )
     ]
-    op.drop_index("ix_audit_misses_key", table_name="audit_misses")
-    op.drop_index("ix_audit_misses_window", table_name="audit_misses")
-    op.drop_table("audit_misses")
+    op.drop_index("ix_audit_miss_rows_key", table_name="audit_miss_rows")
+    op.drop_index("ix_audit_miss_rows_window", table_name="audit_miss_rows")
+    op.drop_table("audit_miss_rows")
     table = op.create_table("audit_misses", *_columns(), sa.PrimaryKeyConstraint(*_KEY))
     op.create_index("ix_audit_misses_window", "audit_misses", ["window_start"])
     if rows:
