@@ -62,8 +62,8 @@ def check_notice_after_revoke(world) -> None:
     shown = [line for line in first.stderr.splitlines() if "previous session" in line]
     assert len(shown) == 1, first.stderr
     assert re.fullmatch(
-        rf"jit: your previous session on web1 as {world.login} was ended at "
-        rf"[0-2][0-9]:[0-5][0-9] UTC: approval {rid} revoked",
+        rf"jit: your previous session on web1 as {world.login} was ended "
+        rf"20[0-9][0-9]-[01][0-9]-[0-3][0-9] [0-2][0-9]:[0-5][0-9] UTC: approval {rid} revoked",
         shown[0],
     ), shown
     assert not notice_path(world).exists()

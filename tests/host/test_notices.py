@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import time
 
 import pytest
 
@@ -23,17 +25,50 @@ def _notice(**changes: object) -> bytes:
 
 
 def test_recorded_notice_is_shown_once(spool_dir):
-    assert notices.record(spool_dir, login="deploy", request_id=42, reason="revoked", at=3600)
+    at = int(time.time()) - 3600
+    assert notices.record(spool_dir, login="deploy", request_id=42, reason="revoked", at=at)
     path = os.path.join(spool_dir, "notice-deploy.json")
     if os.geteuid() == 0:  # root's notice is root:jit-hooks 0640 (jit-hooksd reads it)
         assert os.stat(path).st_mode & 0o777 in (0o640, 0o600)
     else:
         assert os.stat(path).st_mode & 0o777 == 0o600
     notice = notices.take(spool_dir, "deploy")
-    assert notice == {"login": "deploy", "request_id": 42, "reason": "revoked", "at": 3600}
-    assert notices.text(notice, "web1") == (
-        "jit: your previous session on web1 as deploy was ended at 01:00 UTC: approval 42 revoked"
+    assert notice == {"login": "deploy", "request_id": 42, "reason": "revoked", "at": at}
+    assert notices.take(spool_dir, "deploy") is None
+    assert not os.path.exists(path)
+
+
+def test_the_notice_says_the_date_and_time_it_was_ended():
+    notice = {"login": "deploy", "request_id": 42, "reason": "revoked", "at": 1796060880}
+    assert notices.text(notice, "web1") == (  # type: ignore[arg-type]
+        "jit: your previous session on web1 as deploy was ended 2026-11-30 17:48 UTC: "
+        "approval 42 revoked"
     )
+
+
+def test_a_notice_older_than_seven_days_is_dropped_unshown(spool_dir):
+    now = int(time.time())
+    notices.record(spool_dir, login="deploy", request_id=1, reason="revoked", at=now - 8 * 86400)
+    assert notices.take(spool_dir, "deploy") is None
+    assert not os.listdir(spool_dir)
+    notices.record(spool_dir, login="deploy", request_id=2, reason="revoked", at=now - 6 * 86400)
+    assert notices.take(spool_dir, "deploy")["request_id"] == 2
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (chown to the hook user)")
+def test_a_notice_not_owned_by_root_is_dropped_unshown(spool_dir):
+    """jit-hooks owns the spool directory and could plant one; only root writes notices."""
+    notices.record(spool_dir, login="deploy", request_id=1, reason="revoked")
+    path = os.path.join(spool_dir, "notice-deploy.json")
+    hook = pwd.getpwnam("jit-hooks")
+    os.chown(path, hook.pw_uid, hook.pw_gid)
+    assert notices.take(spool_dir, "deploy") is None
+    assert not os.path.exists(path)
+
+
+def test_a_planted_directory_is_removed_not_shown(spool_dir):
+    path = os.path.join(spool_dir, "notice-deploy.json")
+    os.mkdir(path)
     assert notices.take(spool_dir, "deploy") is None
     assert not os.path.exists(path)
 
@@ -109,15 +144,35 @@ def test_unsafe_spool_dir_is_refused(spool_dir):
         notices.record(spool_dir, login="deploy", request_id=1, reason="revoked")
 
 
-def test_bounded_number_of_notices(spool_dir, monkeypatch):
+def _age(spool_dir: str, name: str, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(os.path.join(spool_dir, name), (then, then))
+
+
+def test_a_full_spool_drops_expired_then_oldest_notices(spool_dir, monkeypatch):
     monkeypatch.setattr(notices, "MAX_NOTICES", 3)
     for i, login in enumerate(("a1", "a2", "a3")):
         assert notices.record(spool_dir, login=login, request_id=i, reason="revoked")
-    assert not notices.record(spool_dir, login="a4", request_id=4, reason="revoked")
+    _age(spool_dir, "notice-a1.json", 100)
+    _age(spool_dir, "notice-a2.json", 8 * 86400)  # expired
+    _age(spool_dir, "notice-a3.json", 50)
     assert notices.record(spool_dir, login="a1", request_id=9, reason="expired")  # replaces
-    assert sorted(n for n in os.listdir(spool_dir)) == [
-        "notice-a1.json", "notice-a2.json", "notice-a3.json",
-    ]  # fmt: skip
+    assert notices.record(spool_dir, login="a4", request_id=4, reason="revoked")  # a2 expired
+    assert sorted(os.listdir(spool_dir)) == ["notice-a1.json", "notice-a3.json", "notice-a4.json"]
+    _age(spool_dir, "notice-a1.json", 10)
+    _age(spool_dir, "notice-a4.json", 5)
+    assert notices.record(spool_dir, login="a5", request_id=5, reason="revoked")  # a3 oldest
+    assert sorted(os.listdir(spool_dir)) == ["notice-a1.json", "notice-a4.json", "notice-a5.json"]
+    assert notices.take(spool_dir, "a5")["request_id"] == 5
+
+
+def test_a_killed_writers_temp_file_is_cleaned(spool_dir):
+    stale, fresh = "notice-a1.json.4242.17.tmp", "notice-a2.json.4243.18.tmp"
+    for name in (stale, fresh):
+        open(os.path.join(spool_dir, name), "wb").close()
+    _age(spool_dir, stale, 120)  # a write takes ms: this writer was killed
+    assert notices.record(spool_dir, login="deploy", request_id=1, reason="revoked")
+    assert sorted(os.listdir(spool_dir)) == [fresh, "notice-deploy.json"]
 
 
 def test_break_glass_spool_ignores_notices(spool_dir):

@@ -15,10 +15,11 @@ time, so nothing a service or a file says reaches the user verbatim.
 Where: the spool directory (spool.py's rules: a real directory, owned by root or
 the hook user, mode 0700), one file per login, ``notice-<login>.json``, written
 by root (enforce, the agent) as ``root:jit-hooks 0640`` so that jit-hooksd (the
-hook user) can read it and, owning the directory, remove it. Bounded: at most
-MAX_BYTES a file and MAX_NOTICES files; a later notice for the same login
-replaces the earlier one. A notice is shown only if it could be removed first,
-so it is shown once.
+hook user) can read it and, owning the directory, remove it; only a file owned
+by root is shown. Bounded: at most MAX_BYTES a file and MAX_NOTICES files (a
+full spool drops expired notices, then the oldest); a later notice for the same
+login replaces the earlier one; one older than MAX_AGE is not shown. A notice is
+shown only if it could be removed first, so it is shown once.
 
 The same hook also tells a login that starts within the largest
 ``sessions.warn_before`` mark of its approval's end when access ends and the
@@ -41,8 +42,14 @@ from jit_hooks.host.login import spool
 from jit_hooks.protocol import LOGIN_RE
 
 PREFIX = "notice-"
+SUFFIX = ".json"
 MAX_BYTES = 512
 MAX_NOTICES = 1000
+# A notice older than this is about a session too long gone to matter: not shown,
+# and the first to go when the spool is full.
+MAX_AGE = 7 * 86400
+# A temp file this old belongs to a writer that was killed (a write takes ms).
+STALE_TEMP = 60
 # The service's reasons for ending a session (protocol.SessionToEnd) and how the
 # notice says them; any other reason is not recorded.
 REASONS = {
@@ -63,7 +70,7 @@ class Notice(TypedDict):
 def _name(login: str) -> str:
     if not LOGIN_RE.match(login):
         raise ValueError("invalid login")
-    return f"{PREFIX}{login}.json"
+    return f"{PREFIX}{login}{SUFFIX}"
 
 
 def valid(notice: object) -> bool:
@@ -93,7 +100,10 @@ def _hook_gid() -> int | None:
 def record(
     spool_dir: str, *, login: str, request_id: int | None, reason: str, at: int | None = None
 ) -> bool:
-    """Record (or replace) the notice for ``login``; False if not recorded (full, bad reason).
+    """Record (or replace) the notice for ``login``; False if not recorded (bad reason).
+
+    A full spool makes room: expired notices and a killed writer's temp files go
+    first, then the oldest notices.
 
     Raises spool.SpoolError (OSError) if the directory is missing or unsafe.
     """
@@ -111,9 +121,7 @@ def record(
     name = _name(login)
     dir_fd = spool.open_dir(spool_dir)
     try:
-        names = [n for n in os.listdir(dir_fd) if n.startswith(PREFIX)]
-        if name not in names and len(names) >= MAX_NOTICES:
-            return False
+        _make_room(dir_fd, name, time.time())
         gid = _hook_gid() if os.geteuid() == 0 else None
         mode = 0o640 if gid is not None else 0o600
         atomic.write_atomic(
@@ -127,6 +135,33 @@ def record(
     finally:
         os.close(dir_fd)
     return True
+
+
+def _make_room(dir_fd: int, name: str, now: float) -> None:
+    """Keep at most MAX_NOTICES - 1 notices besides ``name``: expired ones and stale temp
+    files are removed, then the oldest (by mtime) until there is room."""
+    ours: list[tuple[float, str]] = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if not entry.name.startswith(PREFIX) or entry.name == name:
+                continue
+            try:
+                mtime = entry.stat(follow_symlinks=False).st_mtime
+                if entry.name.endswith(SUFFIX):
+                    if now - mtime > MAX_AGE:
+                        os.unlink(entry.name, dir_fd=dir_fd)
+                    else:
+                        ours.append((mtime, entry.name))
+                elif entry.name.endswith(".tmp") and now - mtime > STALE_TEMP:
+                    os.unlink(entry.name, dir_fd=dir_fd)
+            except OSError:
+                pass  # taken meanwhile, or not ours to remove (a planted directory)
+    ours.sort()
+    for _mtime, old in ours[: max(0, len(ours) - (MAX_NOTICES - 1))]:
+        try:
+            os.unlink(old, dir_fd=dir_fd)
+        except OSError:
+            pass
 
 
 def take(spool_dir: str, login: str) -> Notice | None:
@@ -151,11 +186,17 @@ def take(spool_dir: str, login: str) -> Notice | None:
         except OSError:  # a symlink (ELOOP) or worse: never followed, dropped
             os.unlink(name, dir_fd=dir_fd)
             return None
+        if stat.S_ISDIR(os.fstat(fd).st_mode):  # planted: unlink can't drop it, rmdir can
+            os.close(fd)
+            os.rmdir(name, dir_fd=dir_fd)
+            return None
         with os.fdopen(fd, "rb") as f:
             st = os.fstat(f.fileno())
             if (
                 not stat.S_ISREG(st.st_mode)
-                or st.st_uid not in spool._trusted_owners()
+                # Only root (enforce, the agent) writes notices: jit-hooks owns the
+                # spool directory, so a file of its own may have been planted.
+                or st.st_uid != 0
                 or st.st_mode & 0o027  # no group write, nothing for others
                 or st.st_size > MAX_BYTES
             ):
@@ -172,17 +213,20 @@ def take(spool_dir: str, login: str) -> Notice | None:
         os.close(dir_fd)
     if not valid(notice) or notice["login"] != login:  # type: ignore[index]
         return None
+    if time.time() - notice["at"] > MAX_AGE:  # type: ignore[index]
+        return None
     return notice  # type: ignore[return-value]
 
 
 def text(notice: Notice, host: str | None) -> str:
     """The one line the user reads (printable ASCII by construction)."""
     where = f" on {host}" if host else ""
-    end = time.strftime("%H:%M UTC", time.gmtime(notice["at"]))
+    # With the date: it may be shown days later (up to MAX_AGE).
+    end = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(notice["at"]))
     rid = notice["request_id"]
     what = f"approval {rid}" if rid is not None else "its approval"
     line = (
-        f"jit: your previous session{where} as {notice['login']} was ended at {end}: "
+        f"jit: your previous session{where} as {notice['login']} was ended {end}: "
         f"{what} {REASONS[notice['reason']]}"
     )
     return "".join(c if " " <= c <= "~" else "?" for c in line)[:200]
