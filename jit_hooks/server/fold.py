@@ -14,12 +14,13 @@ row whose transaction commits after a fold simply gets a later ``seq``. The
 or skipped (tests/server/test_fold.py).
 
 Also here: AKC misses (decisions.authorized_keys) recorded in
-``audit_misses`` and AKC allows in ``audit_key_allows``: on PostgreSQL one
-row per miss or allow (insert-only, migrations 0012 and 0015: no row shared
-by concurrent asks, so neither a login burst nor a deny storm waits on a row
-lock or deadlocks), on SQLite (one writer at a time) one per window; when a
-window has closed, the fold turns each (host, login, fingerprint,
-window[, approval]) with repeats into one event carrying their count.
+``audit_miss_rows`` (``audit_misses`` before 0015) and AKC allows in
+``audit_key_allows``: on PostgreSQL one row per miss or allow (insert-only,
+migrations 0012 and 0015: no row shared by concurrent asks, so neither a login
+burst nor a deny storm waits on a row lock or deadlocks), on SQLite (one
+writer at a time) one per window; when a window has closed, the fold turns
+each (host, login, fingerprint, window[, approval]) with repeats into one
+event carrying their count.
 """
 
 from __future__ import annotations
@@ -48,13 +49,13 @@ _SET_CHAIN = text(
 # (no row shared by a storm of denied asks: no lock waits, no deadlocks).
 _MISS = Prepared(
     text(
-        "INSERT INTO audit_misses (host, login, fingerprint, window_start, count, "
+        "INSERT INTO audit_miss_rows (host, login, fingerprint, window_start, count, "
         "first_at, last_at, reason, evented) "
         # CAST: PostgreSQL must deduce one type per parameter, here and in the WHERE.
         "SELECT CAST(:host AS VARCHAR), CAST(:login AS VARCHAR), "
         "CAST(:fingerprint AS VARCHAR), :window_start, 1, :now, :now, "
         "CAST(:reason AS VARCHAR), "
-        "NOT EXISTS (SELECT 1 FROM audit_misses WHERE host = :host AND login = :login "
+        "NOT EXISTS (SELECT 1 FROM audit_miss_rows WHERE host = :host AND login = :login "
         "AND fingerprint = :fingerprint AND window_start = :window_start) "
         "RETURNING evented"
     ).columns(evented=Boolean)
@@ -62,8 +63,8 @@ _MISS = Prepared(
 # SQLite: one writer at a time, so a window keeps one row whose count is bumped.
 _BUMP_MISS = Prepared(
     text(
-        "UPDATE audit_misses SET count = count + 1, last_at = :now "
-        "WHERE id = (SELECT id FROM audit_misses WHERE host = :host AND login = :login "
+        "UPDATE audit_miss_rows SET count = count + 1, last_at = :now "
+        "WHERE id = (SELECT id FROM audit_miss_rows WHERE host = :host AND login = :login "
         "AND fingerprint = :fingerprint AND window_start = :window_start LIMIT 1)"
     )
 )
@@ -121,7 +122,7 @@ _MISS_AND_EVENT = Prepared(
 # DELETE ... RETURNING reads each count and removes its row in one step: a
 # concurrent bump either lands before (and is returned) or re-creates the row.
 _CLOSE_WINDOWS = text(
-    "DELETE FROM audit_misses WHERE window_start <= :cutoff "
+    "DELETE FROM audit_miss_rows WHERE window_start <= :cutoff "
     "RETURNING host, login, fingerprint, window_start, count, first_at, last_at, reason, "
     "evented"
 )

@@ -242,9 +242,11 @@ break_glass_reports = Table(
 # the first writes an event, the rest only count here; the fold writes one
 # event with the count when the window closes (server/fold.py). On PostgreSQL
 # insert-only (migration 0015): one row per miss, never updated, so a storm of
-# denied asks shares no row lock; SQLite bumps one row per window.
-audit_misses = Table(
-    "audit_misses",
+# denied asks shares no row lock; SQLite bumps one row per window. A new name
+# (was audit_misses, a counter per window) so 0014-era code fails on it rather
+# than deleting these rows as counters of 1 (migration 0015).
+audit_miss_rows = Table(
+    "audit_miss_rows",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("host", String(253), nullable=False),
@@ -257,8 +259,8 @@ audit_misses = Table(
     Column("reason", String(200), nullable=False),
     # This row's miss also wrote an event (the window's first, as far as it could see).
     Column("evented", Boolean, nullable=False),
-    Index("ix_audit_misses_window", "window_start"),
-    Index("ix_audit_misses_key", "host", "login", "fingerprint", "window_start"),
+    Index("ix_audit_miss_rows_window", "window_start"),
+    Index("ix_audit_miss_rows_key", "host", "login", "fingerprint", "window_start"),
 )
 
 # Authorized-keys allows of one (host, login, fingerprint, approval) in one window:

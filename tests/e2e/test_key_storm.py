@@ -3,7 +3,7 @@
 20 connections from a real ssh client, each offering the same 5 keys nobody
 registered, for the sandbox's valid login. sshd runs the AKC once per offered
 key; the service audits the first miss of each (host, login, fingerprint) in
-its window and only counts the rest (audit_misses), so the audit grows by 5
+its window and only counts the rest (audit_miss_rows), so the audit grows by 5
 rows, not 100, and every offer is still accounted for.
 """
 
@@ -62,7 +62,9 @@ def test_twenty_connections_of_five_stranger_keys(default_window_world, tmp_path
     assert all(e["decision"] == "deny" for e in firsts)
     pending = [
         (fp, ws, n)
-        for fp, ws, n in w.svc.sqlite("SELECT fingerprint, window_start, count FROM audit_misses")
+        for fp, ws, n in w.svc.sqlite(
+            "SELECT fingerprint, window_start, count FROM audit_miss_rows"
+        )
         if fp in fps
     ]
     repeats = {fp: 0 for fp in fps}

@@ -220,7 +220,7 @@ def test_misses_count_per_window_and_fold_into_one_event(engine):
         # Three (key, window)s, 21 misses: SQLite one row each, PostgreSQL one per miss.
         counted = conn.exec_driver_sql(
             "SELECT count(DISTINCT fingerprint || ':' || window_start), sum(count) "
-            "FROM audit_misses"
+            "FROM audit_miss_rows"
         ).one()
         assert tuple(counted) == (3, 21)
     fold.fold_now(engine, now=6060)
@@ -228,7 +228,7 @@ def test_misses_count_per_window_and_fold_into_one_event(engine):
         rows = conn.exec_driver_sql(
             "SELECT host, data FROM audit_events WHERE kind = 'hook.authorized_keys.repeated'"
         ).all()
-        left = conn.exec_driver_sql("SELECT fingerprint, count FROM audit_misses").all()
+        left = conn.exec_driver_sql("SELECT fingerprint, count FROM audit_miss_rows").all()
     import json
 
     repeats = {json.loads(d)["fingerprint"]: json.loads(d)["repeats"] for _, d in rows}

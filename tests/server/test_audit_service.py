@@ -79,7 +79,7 @@ def test_a_key_storm_is_counted_not_written_row_by_row(world, tmp_path):
 
     def settled() -> list | None:
         # Every window of the storm closed and folded: no miss rows left.
-        left = w.svc.sqlite("SELECT count(*) FROM audit_misses")[0][0]
+        left = w.svc.sqlite("SELECT count(*) FROM audit_miss_rows")[0][0]
         return None if left else storm_events()
 
     events = _until(settled, "the miss windows to close and fold")

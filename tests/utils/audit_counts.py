@@ -1,7 +1,7 @@
 """Count hook decisions in the audit log, the way the aggregation records them.
 
 Authorized-keys misses and allows are written once per (host, login, fingerprint
-[, approval]) and window; repeats are counted in audit_misses / recorded in audit_key_allows
+[, approval]) and window; repeats are counted in audit_miss_rows / recorded in audit_key_allows
 and folded into one ``hook.authorized_keys.repeated`` event (with ``repeats``)
 when the window closes (server/fold.py). Every call is in exactly one place.
 """
@@ -31,7 +31,8 @@ def hook_decisions(sql: Callable[[str], list]) -> int:
     # SQLite one per window counting them all; those flagged ``evented`` also wrote an event.
     pending = (
         sql(
-            "SELECT coalesce(sum(count - CASE WHEN evented THEN 1 ELSE 0 END), 0) FROM audit_misses"
+            "SELECT coalesce(sum(count - CASE WHEN evented THEN 1 ELSE 0 END), 0) "
+            "FROM audit_miss_rows"
         )[0][0]
         + sql(
             "SELECT coalesce(sum(count - CASE WHEN evented THEN 1 ELSE 0 END), 0) "
