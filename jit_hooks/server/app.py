@@ -22,6 +22,7 @@ from jit_hooks.server.errors import ServiceDomainError
 from jit_hooks.server.metrics import Metrics
 from jit_hooks.server.schemas import ErrorOut
 from jit_hooks.server.settings import Settings
+from jit_hooks.server.unit import CommitFailed
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +248,13 @@ def create_app(settings: Settings) -> FastAPI:
     @app.exception_handler(OperationalError)
     async def _db(request: Request, exc: OperationalError) -> JSONResponse:
         log.error("database error on %s %s: %s", request.method, request.url.path, exc.orig)
+        return _error(503, "unavailable", "database unavailable, try again")
+
+    @app.exception_handler(CommitFailed)
+    async def _commit(request: Request, exc: CommitFailed) -> JSONResponse:
+        # Not the caller's fault, whatever the COMMIT raised (an IntegrityError of a
+        # deferred constraint is no 409): the batch is gone, try again.
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
         return _error(503, "unavailable", "database unavailable, try again")
 
     @app.exception_handler(PoolTimeout)

@@ -145,6 +145,7 @@ class UnitOfWork:
         failing BEGIN, COMMIT or SAVEPOINT fails the whole batch.
         """
         outcomes: list[Any] = []
+        ran = False
         try:
             with self.engine.connect() as conn:
                 raw: Any = conn.connection.driver_connection
@@ -157,8 +158,9 @@ class UnitOfWork:
                             outcomes.append(e)
                             raw.execute("ROLLBACK TO call")
                         raw.execute("RELEASE call")
+                    ran = True
         except Exception as e:  # nobody's work of this batch is in the database
-            return [e] * len(works)
+            return [CommitFailed(e) if ran else e] * len(works)
         return outcomes
 
     def _run_shared(self, works: list[Work[Any]]) -> list[Any]:
@@ -186,7 +188,7 @@ class UnitOfWork:
                 synced = True  # every statement answered; only the COMMIT is left
         except Exception as e:
             if synced:  # the COMMIT failed: nobody's work is in the database (or unknown)
-                return [e] * len(works)
+                return [CommitFailed(e)] * len(works)
             if spoiled is None:
                 # No connection (or a dead one: batches are not pre-pinged), or a queued
                 # statement failed at the last sync: rolled back, so every call again,
@@ -223,6 +225,19 @@ class UnitOfWork:
             return self._one(work)
         except Exception as e:
             return e
+
+
+class CommitFailed(Exception):
+    """A group-commit batch's COMMIT failed: every call of it fails with this (503).
+
+    Whatever the database raised (a deferred constraint, a serialization
+    failure, a lost connection), no call's work is known to be committed, and
+    no call caused it alone: the hosts deny and log the service unavailable.
+    """
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(f"batch COMMIT failed: {getattr(cause, 'orig', None) or cause}")
+        self.__cause__ = cause
 
 
 class _Spoiled(Exception):
