@@ -208,7 +208,7 @@ def serve(
     import uvicorn
 
     from jit_hooks.server.app import create_app
-    from jit_hooks.server.db import schema_is_current
+    from jit_hooks.server.db import missing_tables, schema_is_current
     from jit_hooks.server.workers import raise_nofile, uvicorn_options
 
     # Host streams hold a descriptor each: use the whole hard limit (workers inherit it).
@@ -227,6 +227,13 @@ def serve(
             click.echo(f"serving TLS with {made_cert} (from jit-server init)", err=True)
     if not schema_is_current(env.engine):
         raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
+    missing = missing_tables(env.engine)
+    if missing:
+        raise click.ClickException(
+            f"database lacks tables this version needs ({', '.join(missing)}) though stamped "
+            "current (migrated by another build?): restore a backup from before that "
+            "upgrade, then run `jit-server db upgrade`"
+        )
     env.engine.dispose()
     settings = env.settings
     if db_pool_size is not None:

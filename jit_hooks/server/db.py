@@ -173,6 +173,22 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             lock.commit()
 
 
+def missing_tables(engine: Engine) -> list[str]:
+    """The tables the code uses (tables.metadata) that the database lacks; one query.
+
+    A database stamped at the head revision by a build whose migration of the
+    same id made other tables (0015 was once an empty placeholder) passes
+    schema_is_current but would answer 500 on every call that needs them.
+    """
+    from sqlalchemy import inspect
+
+    from jit_hooks.server.tables import metadata
+
+    with engine.connect() as conn:
+        present = set(inspect(conn).get_table_names())
+    return sorted(set(metadata.tables) - present)
+
+
 def schema_is_current(engine: Engine) -> bool:
     """True when the database is at the newest migration."""
     from alembic.runtime.migration import MigrationContext
