@@ -196,6 +196,7 @@ class SessionToEnd(TypedDict):
     login: str
     request_id: int | None
     reason: str  # "revoked" | "expired" | "user_disabled" | "not_active"
+    fingerprint: str | None  # the key the session logged in with (next-login notice)
 
 
 class SessionActive(TypedDict):

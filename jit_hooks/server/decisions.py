@@ -714,6 +714,7 @@ def open_sessions(conn: Connection, *, host: HostPrincipal, now: int) -> dict:
             sessions.c.connection,
             sessions.c.login,
             sessions.c.request_id,
+            sessions.c.fingerprint,
             requests.c.state,
             requests.c.starts_at,
             requests.c.ends_at,
@@ -749,8 +750,10 @@ def open_sessions(conn: Connection, *, host: HostPrincipal, now: int) -> dict:
             "request_id": row.request_id,
             "reason": reason,
         }
-        end.append(item)
         _record(conn, host, "hook.enforce", row.user, now, decision="end", **item)
+        # The host binds its next-login notice to the key (a shared login's other users
+        # must not read it); the host sent this fingerprint itself.
+        end.append(item | {"fingerprint": row.fingerprint})
     return {"host": host.name, "end": end, "active": still, "time": now}
 
 

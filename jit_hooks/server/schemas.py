@@ -381,6 +381,7 @@ class SessionEndOut(BaseModel):
     login: str
     request_id: int | None
     reason: str
+    fingerprint: str | None = None  # the session's key: the host's next-login notice
 
 
 class SessionActiveOut(BaseModel):

@@ -134,3 +134,34 @@ def test_login_far_from_the_end_is_told_nothing(world):
     r = world.ssh("alice", "echo", "in", log_level="INFO")
     assert r.returncode == 0 and r.stdout == "in\n", r.stderr
     assert not [line for line in r.stderr.splitlines() if line.startswith("jit: ")], r.stderr
+
+
+def test_another_person_on_the_same_login_is_not_shown_the_notice(world):
+    """The notice is bound to the ended session's key: carol, approved for the same
+    login with her own key, neither reads alice's notice nor uses it up."""
+    rid = world.request("alice")
+    world.approve(rid)
+    seconds = 1209
+    proc = start_session(world, "alice", seconds)
+    try:
+        open_session(world, rid, proc)
+        wait_until(lambda: remote_commands(seconds), "the remote command runs")
+        world.revoke(rid)
+        result = enforce_once(world)
+        assert result.returncode == 0 and "ended 1," in result.stdout, result.stderr
+        proc.wait(timeout=30)
+    finally:
+        stop(proc, seconds)
+    assert notice_path(world).exists()
+
+    world.approve(world.request("carol"))
+    carol = world.ssh("carol", "echo", "in", log_level="INFO")
+    assert carol.returncode == 0 and carol.stdout == "in\n", carol.stderr
+    assert "previous session" not in carol.stderr
+    assert notice_path(world).exists()
+
+    world.approve(world.request("alice"))
+    alice = world.ssh("alice", "echo", "in", log_level="INFO")
+    assert alice.returncode == 0, alice.stderr
+    assert f"approval {rid} revoked" in alice.stderr
+    assert not notice_path(world).exists()

@@ -124,6 +124,8 @@ def test_service_unreachable_ends_nothing(write_config, sink, child):
          "active": [], "time": 1764000000},
         {"end": [{"connection": "1:2", "login": "deploy", "request_id": 1, "reason": "why"}],
          "active": [], "time": 1764000000},
+        {"end": [{"connection": "1:2", "login": "deploy", "request_id": 1, "reason": "revoked",
+                  "fingerprint": "SHA256:\x1b[2J"}], "active": [], "time": 1764000000},
         {"end": "all", "active": [], "time": 1764000000},
         {"end": [], "active": [{"connection": "1:2", "login": "deploy"}], "time": 1764000000},
     ],

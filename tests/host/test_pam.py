@@ -255,7 +255,7 @@ def test_account_allow_logs_the_echoed_host(write_config, fault, pam_env, sink):
 
 @pytest.mark.parametrize("broken", ["text", "ending_text"])
 def test_a_failing_notice_never_changes_an_allow(
-    config, fault, pam_env, sink, capsys, monkeypatch, broken
+    config, fault, pam_env, sink, capsys, monkeypatch, keypair, broken
 ):
     """Fault injection (a bug in the notice code can't be produced with the shipped code):
     rebuilding the next-login notice or the ending line raises. The login is still
@@ -265,8 +265,10 @@ def test_a_failing_notice_never_changes_an_allow(
     def boom(*args: object, **kwargs: object) -> str:
         raise RuntimeError("injected")
 
+    _, pub = keypair
+    record_key(config, pub, login="deploy")  # a notice is bound to the login's key
     notice = {"login": "deploy", "request_id": 5, "reason": "revoked", "at": int(time.time())}
-    monkeypatch.setattr(notices, "take", lambda spool_dir, login: dict(notice))
+    monkeypatch.setattr(notices, "take", lambda spool_dir, login, fingerprint: dict(notice))
     monkeypatch.setattr(notices, broken, boom)
     fault.answer = ALLOW | {"expires_at": int(time.time()) + 300}  # inside the 600 s mark
     pam_env()

@@ -44,10 +44,12 @@ def test_sessions_listing_reasons_and_close(service, tmp_path):
     status, answer = w.call(w.host_tokens["web1"], "GET", PATH)
     assert status == 200
     assert answer["active"] == []
+    fp = w.keys["alice"].fingerprint  # the session's key: the host's next-login notice
     assert answer["end"] == [
-        {"connection": c, "login": "deploy", "request_id": rid, "reason": "user_disabled"}
+        {"connection": c, "login": "deploy", "request_id": rid, "reason": "user_disabled",
+         "fingerprint": fp}
         for c in ("100:1", "101:1")
-    ]
+    ]  # fmt: skip
     query = "SELECT actor, host, data FROM audit_events WHERE kind = 'hook.enforce'"
     events = service.sqlite(query)
     assert [(a, h, json.loads(d)["reason"]) for a, h, d in events] == [

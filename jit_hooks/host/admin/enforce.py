@@ -344,7 +344,7 @@ def _record_notice(config: HostConfig, item: dict) -> str:
     try:
         done = notices.record(
             config.spool_dir, login=item["login"], request_id=item["request_id"],
-            reason=item["reason"],
+            reason=item["reason"], fingerprint=item.get("fingerprint"),
         )  # fmt: skip
     except OSError as e:
         return f"failed_{e.errno or 'unsafe'}"

@@ -257,12 +257,16 @@ def sessions(answer: object, host: str | None = None) -> SessionsAnswer:
         item = _session_base(item)
         if item.get("reason") not in END_REASONS:
             raise BadResponse("schema", "session reason is not a known reason")
+        fp = item.get("fingerprint")  # absent from an older service: no notice
+        if fp is not None and not (isinstance(fp, str) and FINGERPRINT_RE.match(fp)):
+            raise BadResponse("schema", "session fingerprint is not a key fingerprint")
         out_end.append(
             SessionToEnd(
                 connection=item["connection"],
                 login=item["login"],
                 request_id=item.get("request_id"),
                 reason=item["reason"],
+                fingerprint=fp,
             )
         )
     out_active: list[SessionActive] = []

@@ -8,6 +8,10 @@ account hook, which runs on every login anyway, prints it once at that login's
 next login (pam_exec ``stdout``: sshd sends it as a banner, the ssh client shows
 it on stderr). No process and no service call is added to a login.
 
+A notice is bound to the key the ended session logged in with (the service
+names it with the session): on a shared login only that key's next login reads
+it, and another key's login leaves it in place. No key, no notice.
+
 The notice holds fields, not text: the hook rebuilds the one line from a login
 that matches LOGIN_RE, an integer request id, a reason from a fixed table and a
 time, so nothing a service or a file says reaches the user verbatim.
@@ -39,7 +43,7 @@ from typing import TypedDict
 
 from jit_hooks.host import atomic, paths
 from jit_hooks.host.login import spool
-from jit_hooks.protocol import LOGIN_RE
+from jit_hooks.protocol import FINGERPRINT_RE, LOGIN_RE
 
 PREFIX = "notice-"
 SUFFIX = ".json"
@@ -65,6 +69,7 @@ class Notice(TypedDict):
     request_id: int | None
     reason: str
     at: int  # when the session was ended (host clock, Unix seconds)
+    fingerprint: str  # the key the session logged in with: shown only to that key
 
 
 def _name(login: str) -> str:
@@ -85,6 +90,8 @@ def valid(notice: object) -> bool:
         and isinstance(at, int)
         and not isinstance(at, bool)
         and 0 <= at < 10**12
+        and isinstance(notice["fingerprint"], str)
+        and bool(FINGERPRINT_RE.match(notice["fingerprint"]))
     )
 
 
@@ -98,9 +105,16 @@ def _hook_gid() -> int | None:
 
 
 def record(
-    spool_dir: str, *, login: str, request_id: int | None, reason: str, at: int | None = None
+    spool_dir: str,
+    *,
+    login: str,
+    request_id: int | None,
+    reason: str,
+    fingerprint: str | None,
+    at: int | None = None,
 ) -> bool:
-    """Record (or replace) the notice for ``login``; False if not recorded (bad reason).
+    """Record (or replace) the notice for ``login``; False if not recorded (bad reason, or
+    no key to show it to: on a shared login only the ended session's key may read it).
 
     A full spool makes room: expired notices and a killed writer's temp files go
     first, then the oldest notices.
@@ -112,6 +126,7 @@ def record(
         request_id=request_id,
         reason=reason,
         at=int(time.time()) if at is None else at,
+        fingerprint=fingerprint,  # type: ignore[typeddict-item] # None: refused by valid()
     )
     if not valid(notice):
         return False
@@ -164,8 +179,9 @@ def _make_room(dir_fd: int, name: str, now: float) -> None:
             pass
 
 
-def take(spool_dir: str, login: str) -> Notice | None:
-    """The notice for ``login``, removed so it is shown once; None if none (or unsafe).
+def take(spool_dir: str, login: str, fingerprint: str) -> Notice | None:
+    """The notice for ``login`` logging in with key ``fingerprint``, removed so it is shown
+    once; None if none (or unsafe). Another key's notice stays, unshown, for that key.
 
     The common case, no notice, costs one failed open. Raises OSError only for
     unexpected failures; callers treat any failure as "no notice".
@@ -206,16 +222,19 @@ def take(spool_dir: str, login: str) -> Notice | None:
                     notice = json.loads(f.read(MAX_BYTES + 1))
                 except ValueError:
                     notice = None
+        good = (
+            valid(notice)
+            and notice["login"] == login  # type: ignore[index]
+            and time.time() - notice["at"] <= MAX_AGE  # type: ignore[index]
+        )
+        if good and notice["fingerprint"] != fingerprint:  # type: ignore[index]
+            return None  # another person on this shared login: kept for them
         # Removed before it is shown: a notice that can't be removed would be shown
-        # at every login; one that is unsafe or malformed is dropped.
+        # at every login; one that is unsafe, malformed or too old is dropped.
         os.unlink(name, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
-    if not valid(notice) or notice["login"] != login:  # type: ignore[index]
-        return None
-    if time.time() - notice["at"] > MAX_AGE:  # type: ignore[index]
-        return None
-    return notice  # type: ignore[return-value]
+    return notice if good else None  # type: ignore[return-value]
 
 
 def text(notice: Notice, host: str | None) -> str:

@@ -151,7 +151,7 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
         return deny(inv, log, fields, "mismatch", "the service answered another question")
     status = conclude(inv, log, fields, answer, config.max_grant)
     if status == 0:
-        show_notice(config, log, inv, login)
+        show_notice(config, log, inv, login, fingerprint)
         try:
             warn_ending(config, inv, login, answer)
         except Exception as e:  # noqa: BLE001 - a notice never decides a login
@@ -165,15 +165,20 @@ def _main(config: HostConfig, log: HookLog, args: list[str], fields: dict, inv: 
     return status
 
 
-def show_notice(config: HostConfig, log: HookLog, inv: Invocation, login: str) -> None:
-    """Print, once, why this login's last session without a terminal was ended (notices.py).
+def show_notice(
+    config: HostConfig, log: HookLog, inv: Invocation, login: str, fingerprint: str | None
+) -> None:
+    """Print, once, why this login's last session without a terminal was ended, if that
+    session used the same key (notices.py).
 
     Never changes the decision: any failure here is logged and the login goes on.
     """
-    if not inv.live():
-        return  # the helper answered for this run already: the notice stays for the next
+    if fingerprint is None or not inv.live():
+        # No key (a notice is bound to one), or the helper answered for this run
+        # already: the notice stays for the next login with its key.
+        return
     try:
-        notice = notices.take(config.spool_dir, login)
+        notice = notices.take(config.spool_dir, login, fingerprint)
         if notice is None:
             return
         inv.write(notices.text(notice, config.host_name) + "\n")
