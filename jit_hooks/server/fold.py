@@ -160,13 +160,7 @@ def count_miss(
         "now": now,
         "reason": reason[:200],
     }
-    if first_event is not None and conn.dialect.name == "postgresql":
-        _MISS_AND_EVENT.send(conn, data=audit.canonical(first_event), **params)
-        return False
-    if conn.dialect.name == "sqlite" and _BUMP_MISS.execute(conn, **params):
-        return False
-    row = _MISS.first(conn, **params)
-    return row is not None and bool(row.evented)
+    return _count(conn, params, first_event, _MISS_AND_EVENT, _BUMP_MISS, _MISS)
 
 
 def count_allow(
@@ -197,13 +191,22 @@ def count_allow(
         "actor": actor,
         "now": now,
     }
+    return _count(conn, params, first_event, _ALLOW_AND_EVENT, _BUMP, _ALLOW)
+
+
+def _count(
+    conn: Any, params: dict, first_event: dict | None, with_event: Any, bump: Any, row: Any
+) -> bool:
+    """One allow or miss, per dialect: PostgreSQL writes the row and the window's
+    first event in one statement; SQLite bumps the window's counter row when it
+    exists; otherwise the row is written and its ``evented`` says if it is a first."""
     if first_event is not None and conn.dialect.name == "postgresql":
-        _ALLOW_AND_EVENT.send(conn, data=audit.canonical(first_event), **params)
+        with_event.send(conn, data=audit.canonical(first_event), **params)
         return False
-    if conn.dialect.name == "sqlite" and _BUMP.execute(conn, **params):
+    if conn.dialect.name == "sqlite" and bump.execute(conn, **params):
         return False
-    row = _ALLOW.first(conn, **params)
-    return row is not None and bool(row.evented)
+    written = row.first(conn, **params)
+    return written is not None and bool(written.evented)
 
 
 def _allow_totals(rows: list[Any]) -> list[dict[str, Any]]:
