@@ -29,12 +29,9 @@ def notice_path(world):
     return world.box.spool_dir / f"notice-{world.login}.json"
 
 
-def check_notice_after_revoke(world) -> None:
-    """The scenario (also run through jit-hooksd by test_hooksd.py)."""
-    rid = world.request("alice")
-    world.approve(rid)
-    seconds = 1207
-    proc = start_session(world, "alice", seconds)  # no pty: `ssh host sleep N`
+def end_by_revoke(world, rid: int, proc, seconds: int) -> str:  # noqa: ANN001
+    """Revoke the session's approval and end it with one enforce pass; the
+    session's ssh client exits. Returns enforce's syslog line for the session."""
     try:
         open_session(world, rid, proc)
         wait_until(lambda: remote_commands(seconds), "the remote command runs")
@@ -43,12 +40,22 @@ def check_notice_after_revoke(world) -> None:
         assert result.returncode == 0, result.stderr
         assert "ended 1," in result.stdout
         proc.wait(timeout=30)
-        world.box.sink.wait_for(
-            rf"action=end login={world.login} .*request={rid} why=revoked .*notice=recorded",
+        return world.box.sink.wait_for(
+            rf"action=end login={world.login} .*request={rid} why=revoked",
             ident="jit-hooks-enforce",
         )
     finally:
         stop(proc, seconds)
+
+
+def check_notice_after_revoke(world) -> None:
+    """The scenario (also run through jit-hooksd by test_hooksd.py)."""
+    rid = world.request("alice")
+    world.approve(rid)
+    seconds = 1207
+    proc = start_session(world, "alice", seconds)  # no pty: `ssh host sleep N`
+    line = end_by_revoke(world, rid, proc, seconds)
+    assert "notice=recorded" in line, line
 
     st = os.lstat(notice_path(world))
     assert stat.S_ISREG(st.st_mode) and st.st_uid == 0 and stat.S_IMODE(st.st_mode) == 0o640
@@ -96,21 +103,8 @@ def test_pty_session_records_no_notice(world):
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        open_session(world, rid, proc)
-        wait_until(lambda: remote_commands(seconds), "the remote command runs")
-        world.revoke(rid)
-        result = enforce_once(world)
-        assert result.returncode == 0, result.stderr
-        assert "ended 1," in result.stdout
-        proc.wait(timeout=30)
-        line = world.box.sink.wait_for(
-            rf"action=end login={world.login} .*request={rid} why=revoked",
-            ident="jit-hooks-enforce",
-        )
-        assert "notice=" not in line
-    finally:
-        stop(proc, seconds)
+    line = end_by_revoke(world, rid, proc, seconds)
+    assert "notice=" not in line
     assert not notice_path(world).exists()
 
 
@@ -143,15 +137,7 @@ def test_another_person_on_the_same_login_is_not_shown_the_notice(world):
     world.approve(rid)
     seconds = 1209
     proc = start_session(world, "alice", seconds)
-    try:
-        open_session(world, rid, proc)
-        wait_until(lambda: remote_commands(seconds), "the remote command runs")
-        world.revoke(rid)
-        result = enforce_once(world)
-        assert result.returncode == 0 and "ended 1," in result.stdout, result.stderr
-        proc.wait(timeout=30)
-    finally:
-        stop(proc, seconds)
+    end_by_revoke(world, rid, proc, seconds)
     assert notice_path(world).exists()
 
     world.approve(world.request("carol"))
