@@ -27,6 +27,7 @@ class Env:
         self.settings = Settings.from_options(data_dir=data_dir, database_url=database_url)
         self.options = {"data_dir": data_dir, "database_url": database_url}
         self._engine = None
+        self._schema_checked = False
 
     @property
     def engine(self):  # noqa: ANN201
@@ -49,14 +50,29 @@ class Env:
 
     def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
         """Run one store function in a write transaction, after checking the schema."""
-        from jit_hooks.server.db import schema_is_current
-
-        if not schema_is_current(self.engine):
-            raise click.ClickException(
-                "database schema is not current: run `jit-server db upgrade`"
-            )
+        if not self._schema_checked:
+            check_schema(self.engine)
+            self._schema_checked = True
         with self.engine.begin() as conn:
             return fn(conn, **kwargs)
+
+
+def check_schema(engine: Any) -> None:
+    """Refuse (one line, exit 1) a database this version can't use: not migrated to the
+    newest revision, or stamped current yet lacking tables the code needs (a build whose
+    migration of the same id made other tables), which would fail on the first
+    statement that touches one of them. ``serve`` and every admin command ask this."""
+    from jit_hooks.server.db import missing_tables, schema_is_current
+
+    if not schema_is_current(engine):
+        raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
+    missing = missing_tables(engine)
+    if missing:
+        raise click.ClickException(
+            f"database lacks tables this version needs ({', '.join(missing)}) though stamped "
+            "current (migrated by another build?): restore a backup from before that "
+            "upgrade, then run `jit-server db upgrade`"
+        )
 
 
 pass_env = click.make_pass_decorator(Env)
@@ -208,7 +224,6 @@ def serve(
     import uvicorn
 
     from jit_hooks.server.app import create_app
-    from jit_hooks.server.db import missing_tables, schema_is_current
     from jit_hooks.server.workers import raise_nofile, uvicorn_options
 
     # Host streams hold a descriptor each: use the whole hard limit (workers inherit it).
@@ -225,15 +240,7 @@ def serve(
         if made_cert.is_file() and made_key.is_file():  # what `jit-server init` made
             tls_cert, tls_key = str(made_cert), str(made_key)
             click.echo(f"serving TLS with {made_cert} (from jit-server init)", err=True)
-    if not schema_is_current(env.engine):
-        raise click.ClickException("database schema is not current: run `jit-server db upgrade`")
-    missing = missing_tables(env.engine)
-    if missing:
-        raise click.ClickException(
-            f"database lacks tables this version needs ({', '.join(missing)}) though stamped "
-            "current (migrated by another build?): restore a backup from before that "
-            "upgrade, then run `jit-server db upgrade`"
-        )
+    check_schema(env.engine)
     env.engine.dispose()
     settings = env.settings
     if db_pool_size is not None:
