@@ -858,3 +858,105 @@ def test_a_slow_expiry_callback_delays_no_other_bodys_answer(tmp_path, monkeypat
         body.release.set()
         server.shutdown()
         server.server_close()
+
+
+# -- the watchdog survives a failing pass ----------------------------------------------
+
+# Fault injection, run inside a real jit-hooksd process before its main(). (1) The first
+# calls of Run.expire (the watchdog's check of one body) raise FAULTS: nothing in the
+# shipped code raises there (locks, socket shutdowns whose OSError is caught), so a bug
+# or a stray exception in a pass can't be produced for real. (2) pam-account is a body
+# stuck past its 0.3 s deadline (as StuckBody; the shipped bodies' service calls are cut
+# by the watchdog or end by their own budget): its expiry answer is "expired", and if
+# nobody answers for it, it answers for itself after STUCK seconds with an allow.
+WATCHDOG_FAULT = """
+import time
+from jit_hooks.host.login import daemon
+_real, _faults = daemon.Run.expire, list(FAULTS)
+def _expire(self, now, limit):
+    if _faults:
+        raise _faults.pop(0)("injected fault in the watchdog pass")
+    return _real(self, now, limit)
+daemon.Run.expire = _expire
+class _Stuck:
+    def main(self, inv):
+        def expired():
+            inv.write("expired\\n")
+            return 1
+        with inv.deadline(0.3, expired):
+            time.sleep(STUCK)
+        inv.write("late\\n")
+        return 0
+daemon.HOOKS["pam-account"] = _Stuck()
+"""
+STUCK = 10
+
+
+class FaultyDaemon(HooksDaemon):
+    """A real jit-hooksd (as jit-hooks, ``python3 -IS``) with WATCHDOG_FAULT injected."""
+
+    def __init__(self, *args, faults: str, **kw):  # noqa: ANN002, ANN003
+        super().__init__(*args, **kw)
+        self.fault = WATCHDOG_FAULT.replace("FAULTS", faults).replace("STUCK", str(STUCK))
+
+    def command(self) -> list[str]:
+        cmd = super().command()
+        i = cmd.index("-c") + 1
+        assert cmd[i].endswith("sys.exit(main())")
+        cmd[i] = cmd[i].removesuffix("sys.exit(main())") + f"exec({self.fault!r}); sys.exit(main())"
+        return cmd
+
+
+@pytest.fixture
+def faulty_daemon(host):
+    started = []
+
+    def start(faults: str) -> tuple[FaultyDaemon, str]:
+        sock = str(host.root / "run" / f"faulty{len(started)}.sock")
+        d = FaultyDaemon(
+            REPO, sock, user=paths.HOOK_USER, syslog_socket=host.sink.path,
+            log_path=host.root / "faulty.log", faults=faults,
+        ).start()  # fmt: skip
+        started.append(d)
+        host.sink.wait_for(f"event=start socket={sock}", "jit-hooksd")
+        wrapper = host.root / f"faulty{len(started)}-pam-account"
+        wrapper.write_text(wrapper_text(REPO, "pam-account", sock))
+        os.chmod(wrapper, 0o755)
+        return d, str(wrapper)
+
+    yield start
+    for d in started:
+        d.stop()
+
+
+def _stuck_body(host, wrapper: str) -> tuple[int, bytes]:
+    r = host.run("pam-account", pam=pam_env("account"), wrapper=wrapper)
+    return r.returncode, r.stdout
+
+
+def test_a_failing_watchdog_pass_denies_that_body_and_the_watchdog_goes_on(host, faulty_daemon):
+    """The watchdog's check of the first body raises once. That body is denied at once
+    (it can't be watched) with one line from the helper, and the watchdog keeps running:
+    the next stuck body gets its expiry answer. (Before: the exception ended the watchdog
+    thread for good; each stuck body answered for itself when it ended: allowed.)"""
+    d, wrapper = faulty_daemon("[RuntimeError]")
+    assert _stuck_body(host, wrapper) == (1, b"")  # plain deny, not the body's late allow
+    line = host.sink.wait_for("reason=watchdog_error", "jit-hooksd")
+    assert "decision=deny" in line and "RuntimeError: injected fault" in line, line
+    host.sink.clear()
+    assert _stuck_body(host, wrapper) == (1, b"expired\n")
+    assert _stuck_body(host, wrapper) == (1, b"expired\n")
+    assert d.proc.poll() is None
+    # One fault, one line: the later bodies were watched by the same, healthy loop.
+    assert [m for m in host.sink.messages("jit-hooksd") if "watchdog_error" in m] == []
+
+
+def test_a_dead_watchdog_thread_is_started_again(host, faulty_daemon):
+    """An exception no pass catches (SystemExit: it ends the thread quietly) kills the
+    watchdog while a body is stuck. The accept loop starts it again between requests and
+    the new thread gives that body its expiry answer; later bodies are watched too.
+    (Before: the dead thread was kept; each stuck body answered for itself: allowed.)"""
+    d, wrapper = faulty_daemon("[SystemExit]")
+    assert _stuck_body(host, wrapper) == (1, b"expired\n")
+    assert _stuck_body(host, wrapper) == (1, b"expired\n")
+    assert d.proc.poll() is None

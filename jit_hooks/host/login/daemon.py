@@ -220,23 +220,30 @@ class Watchdog:
     leaves the body to end by itself: it is not live any more (output and log lines
     dropped, service connections cut) and keeps its ``bodies`` slot, and its
     connection's thread, until it really ends.
+
+    The thread must not die: a body past its deadline would then hang its client
+    until the thin client's own timeout. An exception while checking one body denies
+    that body at once (it can't be watched, so it isn't trusted to finish) and the
+    loop goes on; one elsewhere in a pass is logged and the next pass runs. Both are
+    logged (``reason=watchdog_error``, rate-limited). Should the thread end anyway,
+    the next ``add`` and the accept loop (``revive``) start it again.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, log: RateLimitedLog | None = None) -> None:
         self._lock = threading.Lock()
         self._runs: dict[Run, tuple[socket.socket, float]] = {}
         self._thread: threading.Thread | None = None
         self._parked = False
         self._wake = threading.Event()
+        self._idle_since = time.monotonic()
+        self._log = log
 
     def add(self, run: Run, sock: socket.socket, limit: float) -> None:
         """Watch ``run``; raises (RuntimeError) if the thread can't be started, and then
         ``run`` is not watched and the next ``add`` tries again."""
         with self._lock:
-            if self._thread is None:
-                thread = threading.Thread(target=self._loop, daemon=True, name="watchdog")
-                thread.start()  # e.g. "can't start new thread" (TasksMax): nothing kept
-                self._thread = thread
+            if self._thread is None or not self._thread.is_alive():
+                self._start()  # e.g. "can't start new thread" (TasksMax): nothing kept
             elif self._parked:
                 self._parked = False
                 self._wake.set()
@@ -246,44 +253,106 @@ class Watchdog:
         with self._lock:
             self._runs.pop(run, None)
 
+    def revive(self) -> None:
+        """Start the thread again if it ended while bodies are watched (the accept loop
+        asks between requests); if it can't be started now, the next call tries again."""
+        with self._lock:
+            if self._runs and self._thread is not None and not self._thread.is_alive():
+                try:
+                    self._start()
+                except RuntimeError:
+                    pass
+
+    def _start(self) -> None:
+        # Under self._lock.
+        thread = threading.Thread(target=self._loop, daemon=True, name="watchdog")
+        thread.start()
+        self._thread = thread
+        self._parked = False
+        self._idle_since = time.monotonic()
+
     def _loop(self) -> None:
+        while True:
+            try:
+                self._pass()
+            except Exception as e:  # noqa: BLE001 - the next pass must run: see the class
+                self._note(e)
+                time.sleep(WATCH_TICK)
+
+    def _pass(self) -> None:
         # A steady tick, not woken per request: a wake-up as each body starts would
         # compete with that body for the GIL on every login. After WATCH_IDLE with no
         # body it parks, and the first body after that wakes it.
-        idle_since = time.monotonic()
-        while True:
-            with self._lock:
-                runs = list(self._runs.items())
-                if runs:
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > WATCH_IDLE:
-                    self._parked = True
-                    self._wake.clear()
-            if self._parked:
-                self._wake.wait()
-                idle_since = time.monotonic()
-                continue
-            now = time.monotonic()
-            for run, (sock, limit) in runs:
-                expiry = run.expire(now, limit)
-                if expiry is False:
-                    continue
-                self.remove(run)
-                if not callable(expiry):
-                    _answer(run, sock, frames.encode_answer(1, b""))
-                    continue
-                # The callback logs (syslog can block ~1 s on a wedged /dev/log) and may
-                # spool: on a thread of its own, so no other overdue body's answer waits
-                # for it. Rare (a body past its deadline) and bounded by --max-bodies:
-                # each of these bodies still holds its slot.
+        with self._lock:
+            runs = list(self._runs.items())
+            if runs:
+                self._idle_since = time.monotonic()
+            elif time.monotonic() - self._idle_since > WATCH_IDLE:
+                self._parked = True
+                self._wake.clear()
+        if self._parked:
+            self._wake.wait()
+            self._idle_since = time.monotonic()
+            return
+        now = time.monotonic()
+        for run, (sock, limit) in runs:
+            try:
+                self._check(run, sock, limit, now)
+            except Exception as e:  # noqa: BLE001 - one body's failure: deny it, go on
+                self._give_up(run, sock, e)
+        time.sleep(WATCH_TICK)
+
+    def _check(self, run: Run, sock: socket.socket, limit: float, now: float) -> None:
+        expiry = run.expire(now, limit)
+        if expiry is False:
+            return
+        self.remove(run)
+        if not callable(expiry):
+            _answer(run, sock, frames.encode_answer(1, b""))
+            return
+        # The callback logs (syslog can block ~1 s on a wedged /dev/log) and may
+        # spool: on a thread of its own, so no other overdue body's answer waits
+        # for it. Rare (a body past its deadline) and bounded by --max-bodies:
+        # each of these bodies still holds its slot.
+        try:
+            threading.Thread(
+                target=_answer_by, args=(run, sock, expiry), daemon=True, name="expiry"
+            ).start()
+        except RuntimeError:  # no thread to be had: deny now, then log
+            _answer(run, sock, frames.encode_answer(1, b""))
+            _quietly(expiry)
+        # Nothing after a started expiry thread: _give_up must not answer twice.
+
+    def _give_up(self, run: Run, sock: socket.socket, error: Exception) -> None:
+        """Checking ``run`` failed: deny it now (unless its answer is out or its own
+        finished body gives it), cut its service connections, stop watching it."""
+        if not run.answered.is_set():
+            with run.lock:
+                body_answers = run.finished and not run.cancelled
+                if not body_answers:
+                    run.cancelled = True  # the body's own answer is not sent any more
+                    run.answering_thread = threading.get_ident()
+                    run.out.clear()
+                conns = [] if body_answers else list(run._conns)
+            for conn in conns:
                 try:
-                    threading.Thread(
-                        target=_answer_by, args=(run, sock, expiry), daemon=True, name="expiry"
-                    ).start()
-                except RuntimeError:  # no thread to be had: deny now, then log
-                    _answer(run, sock, frames.encode_answer(1, b""))
-                    _quietly(expiry)
-            time.sleep(WATCH_TICK)
+                    conn.cut()
+                except Exception:  # noqa: BLE001 - the deny goes out regardless
+                    pass
+            if not body_answers:
+                _answer(run, sock, frames.encode_answer(1, b""))
+        self.remove(run)
+        self._note(error, decision="deny")
+
+    def _note(self, error: BaseException, **fields: object) -> None:
+        # After the answer: a line can block on a wedged /dev/log (see _check).
+        if self._log is None:
+            return
+        try:
+            what = f"{type(error).__name__}: {error}"[:200]
+            self._log.warning(**fields, reason="watchdog_error", error=what)
+        except Exception:  # noqa: BLE001 - logging must not end the watchdog
+            pass
 
 
 def _answer_by(run: Run, sock: socket.socket, expiry: Callable[[], int]) -> None:
@@ -341,7 +410,7 @@ class Server(socketserver.UnixStreamServer):
         self.connections = threading.BoundedSemaphore(max_connections)
         self.bodies = threading.BoundedSemaphore(max_bodies)
         self.parked: collections.deque[tuple[float, socket.socket]] = collections.deque()
-        self.watchdog = Watchdog()
+        self.watchdog = Watchdog(log)
 
     # -- the accept loop (one thread) ------------------------------------------
 
@@ -390,6 +459,7 @@ class Server(socketserver.UnixStreamServer):
         while self.parked and now - self.parked[0][0] >= PARK_SECONDS:
             _close_drained(self.parked.popleft()[1])
         self.log.flush()
+        self.watchdog.revive()  # should its thread have died with bodies watched
         # Break-glass reports spooled during an outage (in a thread, at most once a minute).
         break_glass.flush_if_due()
 
