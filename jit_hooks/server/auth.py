@@ -6,12 +6,15 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import ARRAY, Connection, String, any_, bindparam, cast, select
 
+from jit_hooks.server import sql
 from jit_hooks.server.errors import Forbidden, Unauthorized
-from jit_hooks.server.sql import Prepared, Queued
+from jit_hooks.server.sql import Answer, Prepared, Queued
 from jit_hooks.server.tables import hosts, tokens, users
 
 USER_PREFIX = "jitu_"
@@ -56,41 +59,59 @@ class HostPrincipal:
 
 
 # One indexed lookup (tokens.token_hash is unique) joined to the owner.
-_BY_HASH = Prepared(
-    select(
-        tokens.c.id.label("tid"),
-        tokens.c.last_used_at,
-        tokens.c.token_hash,
-        tokens.c.kind,
-        tokens.c.revoked_at,
-        tokens.c.expires_at,
-        users.c.id.label("uid"),
-        users.c.name.label("uname"),
-        users.c.roles,
-        users.c.disabled,
-        hosts.c.id.label("hid"),
-        hosts.c.name.label("hname"),
-        hosts.c.removed,
+_LOOKUP = select(
+    tokens.c.id.label("tid"),
+    tokens.c.last_used_at,
+    tokens.c.token_hash,
+    tokens.c.kind,
+    tokens.c.revoked_at,
+    tokens.c.expires_at,
+    users.c.id.label("uid"),
+    users.c.name.label("uname"),
+    users.c.roles,
+    users.c.disabled,
+    hosts.c.id.label("hid"),
+    hosts.c.name.label("hname"),
+    hosts.c.removed,
+).select_from(
+    tokens.outerjoin(users, users.c.id == tokens.c.user_id).outerjoin(
+        hosts, hosts.c.id == tokens.c.host_id
     )
-    .select_from(
-        tokens.outerjoin(users, users.c.id == tokens.c.user_id).outerjoin(
-            hosts, hosts.c.id == tokens.c.host_id
-        )
-    )
-    .where(tokens.c.token_hash == bindparam("digest"))
+)
+_BY_HASH = Prepared(_LOOKUP.where(tokens.c.token_hash == bindparam("digest")))
+# A whole batch's tokens in one statement (PostgreSQL: sql.Sets), each hash once.
+_BY_HASHES = Prepared(
+    _LOOKUP.where(tokens.c.token_hash == any_(cast(bindparam("digests"), ARRAY(String)))),
+    binary=True,
 )
 
 
-def queue_lookup(conn: Connection, token: str) -> Queued | None:
+def _read_tokens(conn: Connection, digests: list[str]) -> Callable[[], list[Any]]:
+    """sql.Reader: every asked token's row (or None), by hash."""
+    found = _BY_HASHES.queue(conn, digests=list(dict.fromkeys(digests)))
+    assert found is not None  # Sets exist only in a pipelined batch
+
+    def fetch() -> list[Any]:
+        rows = {r.token_hash: r for r in found.rows()}
+        return [rows.get(d) for d in digests]
+
+    return fetch
+
+
+def queue_lookup(conn: Connection, token: str) -> Queued | Answer | None:
     """Send the token's lookup now, read by :func:`authenticate` later (sql.Prepared.queue).
 
-    None outside a pipelined PostgreSQL batch (unit.py).
+    In a batch with set-oriented reads (sql.Sets) it joins the batch's one
+    token statement instead. None outside a pipelined PostgreSQL batch (unit.py).
     """
+    sets = sql.writes.sets
+    if sets is not None and sets.asking:
+        return sets.ask(_read_tokens, token_hash(token))
     return _BY_HASH.queue(conn, digest=token_hash(token))
 
 
 def authenticate(
-    conn: Connection, token: str, now: int | None = None, *, queued: Queued | None = None
+    conn: Connection, token: str, now: int | None = None, *, queued: Queued | Answer | None = None
 ) -> UserPrincipal | HostPrincipal:
     """Resolve a token to its (enabled) user or (present) host; Unauthorized otherwise.
 

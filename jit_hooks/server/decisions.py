@@ -9,18 +9,32 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
+from collections import namedtuple
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Integer, and_, bindparam, case, select, text
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    select,
+    text,
+    true,
+)
 
 from jit_hooks import sshkeys
 from jit_hooks.errors import KeyParseError
-from jit_hooks.server import audit, fold
+from jit_hooks.server import audit, fold, sql
 from jit_hooks.server.audit_settings import miss_window
 from jit_hooks.server.auth import HostPrincipal
 from jit_hooks.server.notify import events as notify
-from jit_hooks.server.sql import Prepared, Queued
+from jit_hooks.server.sql import Answer, Prepared, Queued
 from jit_hooks.server.tables import keys, request_hosts, requests, sessions, tokens, users
 
 MAX_REASON = 200
@@ -39,12 +53,12 @@ _TOKEN_HOST = (
 )
 
 
-def _active(host_id: Any = None):  # noqa: ANN202
-    """An approval of host ``:host_id`` (or ``host_id``) and login ``:login`` covering ``:now``."""
-    now: Any = bindparam("now")
+def _active(host_id: Any = None, login: Any = None, now: Any = None):  # noqa: ANN202
+    """An approval of host ``:host_id`` and login ``:login`` covering ``:now`` (or these)."""
+    now = bindparam("now") if now is None else now
     return and_(
         request_hosts.c.host_id == (bindparam("host_id") if host_id is None else host_id),
-        requests.c.login == bindparam("login"),
+        requests.c.login == (bindparam("login") if login is None else login),
         requests.c.state == "approved",
         requests.c.starts_at <= now,
         requests.c.ends_at > now,
@@ -53,7 +67,15 @@ def _active(host_id: Any = None):  # noqa: ANN202
 
 
 def _for_key(host_id: Any = None) -> Prepared:
-    return Prepared(
+    return Prepared(_for_key_query(host_id))
+
+
+def _for_key_query(
+    host_id: Any = None, login: Any = None, fingerprint: Any = None, now: Any = None
+):  # noqa: ANN202
+    """The key's approval query; bind parameters, or these expressions where given."""
+    fingerprint = bindparam("fingerprint") if fingerprint is None else fingerprint
+    return (
         select(
             requests.c.id,
             requests.c.ends_at,
@@ -70,7 +92,7 @@ def _for_key(host_id: Any = None) -> Prepared:
             .join(requests, requests.c.requester_id == keys.c.user_id)
             .join(request_hosts, request_hosts.c.request_id == requests.c.id)
         )
-        .where(keys.c.fingerprint == bindparam("fingerprint"), _active(host_id))
+        .where(keys.c.fingerprint == fingerprint, _active(host_id, login, now))
         .order_by(requests.c.ends_at.desc())
         .limit(1)
     )
@@ -102,6 +124,9 @@ _FOR_LOGIN = _for_login()
 # The same, for the host of the token with the sha256 ``:digest`` (Prefetch).
 _FOR_KEY_BY_TOKEN = _for_key(_TOKEN_HOST)
 _FOR_LOGIN_BY_TOKEN = _for_login(_TOKEN_HOST)
+# A row of theirs, as the set-oriented read (_read_keys) hands it to a call.
+_KEY_COLUMNS: list[str] = [c.key for c in _for_key_query().selected_columns]
+_KeyRow = namedtuple("_KeyRow", _KEY_COLUMNS)  # type: ignore[misc]  # noqa: PYI024
 
 
 def approval_for_key(
@@ -145,15 +170,66 @@ class Prefetch:
     """
 
     asked: tuple[str, str | None, int]  # (login, fingerprint, now) the lookups were sent for
-    key: Queued | None = None
+    key: Queued | Answer | None = None
     login: Queued | None = None
     open_requests: Queued | None = None
+
+
+# A whole batch's key lookups in one statement (PostgreSQL: sql.Sets): one row per
+# distinct (token hash, login, fingerprint, now) asked, numbered by ``ord``, each the
+# _FOR_KEY_BY_TOKEN row of its own token's host (a LATERAL subquery per ask: no
+# ask sees another token's host).
+_ASKS = (
+    func.unnest(
+        cast(bindparam("digests"), ARRAY(String)),
+        cast(bindparam("logins"), ARRAY(String)),
+        cast(bindparam("fingerprints"), ARRAY(String)),
+        cast(bindparam("nows"), ARRAY(Integer)),
+    )
+    .table_valued("digest", "login", "fingerprint", "now", with_ordinality="ord")
+    .render_derived(name="ask")
+)
+_ASK_KEY = _for_key_query(
+    select(tokens.c.host_id)
+    .where(tokens.c.token_hash == _ASKS.c.digest)
+    .correlate_except(tokens)
+    .scalar_subquery(),
+    _ASKS.c.login,
+    _ASKS.c.fingerprint,
+    _ASKS.c.now,
+).lateral("found")
+_FOR_KEYS_BY_TOKENS = Prepared(
+    select(_ASKS.c.ord, *_ASK_KEY.c).select_from(_ASKS.join(_ASK_KEY, true())), binary=True
+)
+
+
+def _read_keys(conn: Connection, asks: list[tuple[str, str, str, int]]) -> Any:
+    """sql.Reader: each ask's approval row for its key (or None), as _FOR_KEY_BY_TOKEN's."""
+    distinct = list(dict.fromkeys(asks))
+    found = _FOR_KEYS_BY_TOKENS.queue(
+        conn,
+        digests=[a[0] for a in distinct],
+        logins=[a[1] for a in distinct],
+        fingerprints=[a[2] for a in distinct],
+        nows=[a[3] for a in distinct],
+    )
+    assert found is not None  # Sets exist only in a pipelined batch
+
+    def fetch() -> list[Any]:
+        rows = {distinct[r[0] - 1]: _KeyRow._make(r[1:]) for r in found.rows()}
+        return [rows.get(a) for a in asks]
+
+    return fetch
 
 
 def prefetch(
     conn: Connection, digest: str, *, login: str, fingerprint: str | None, now: int
 ) -> Prefetch | None:
     """Queue the decision lookups of an authorized-keys or account call (see Prefetch)."""
+    sets = sql.writes.sets
+    if fingerprint and sets is not None and sets.asking:
+        ask = sets.ask(_read_keys, (digest, login, fingerprint, now))
+        return Prefetch((login, fingerprint, now), key=ask)
     if fingerprint:
         q = _FOR_KEY_BY_TOKEN.queue(
             conn, digest=digest, login=login, fingerprint=fingerprint, now=now

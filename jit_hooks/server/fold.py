@@ -29,7 +29,7 @@ from typing import Any
 
 from sqlalchemy import Boolean, text
 
-from jit_hooks.server import audit, leader
+from jit_hooks.server import audit, leader, sql
 from jit_hooks.server.sql import Prepared
 
 FOLD_LOCK = "audit.fold"
@@ -119,6 +119,61 @@ _MISS_AND_EVENT = Prepared(
         "CAST(:data AS TEXT) FROM m WHERE m.evented"
     )
 )
+# PostgreSQL, a whole batch (sql.Sets): every call's allow or miss row and each
+# window's first event in one statement. ``evented`` is what the calls' own
+# statements, run one after the other, would have said: no row of the window
+# committed or written earlier in this transaction, and the first of the batch's
+# own (row_number by the calls' order; the CTE ``e`` is computed once).
+_COUNTS_AND_EVENTS = Prepared(
+    text(
+        "WITH i AS (SELECT * FROM unnest(CAST(:allow AS BOOLEAN[]), "
+        "CAST(:host AS VARCHAR[]), CAST(:login AS VARCHAR[]), CAST(:fingerprint AS VARCHAR[]), "
+        "CAST(:window_start AS INTEGER[]), CAST(:request_id AS INTEGER[]), "
+        "CAST(:actor AS VARCHAR[]), CAST(:now AS INTEGER[]), CAST(:reason AS VARCHAR[]), "
+        "CAST(:data AS TEXT[])) WITH ORDINALITY AS i(allow, host, login, fingerprint, "
+        "window_start, request_id, actor, now, reason, data, ord)), "
+        # LATERAL ... LIMIT 1: one index probe per row (a NOT EXISTS here was planned
+        # as a hashed scan of the whole table, growing until the fold empties it).
+        "e AS (SELECT i.*, row_number() OVER (PARTITION BY allow, host, login, fingerprint, "
+        "window_start, request_id ORDER BY ord) = 1 AND seen.hit IS NULL AS evented FROM i "
+        "LEFT JOIN LATERAL (SELECT 1 AS hit FROM audit_key_allows a WHERE i.allow "
+        "AND a.host = i.host AND a.login = i.login AND a.fingerprint = i.fingerprint "
+        "AND a.window_start = i.window_start AND a.request_id = i.request_id "
+        "UNION ALL SELECT 1 FROM audit_miss_rows m WHERE NOT i.allow AND m.host = i.host "
+        "AND m.login = i.login AND m.fingerprint = i.fingerprint "
+        "AND m.window_start = i.window_start LIMIT 1) seen ON true), "
+        "a AS (INSERT INTO audit_key_allows (host, login, fingerprint, window_start, "
+        "request_id, actor, count, first_at, last_at, evented) SELECT host, login, "
+        "fingerprint, window_start, request_id, actor, 1, now, now, evented FROM e "
+        "WHERE allow), "
+        "m AS (INSERT INTO audit_miss_rows (host, login, fingerprint, window_start, count, "
+        "first_at, last_at, reason, evented) SELECT host, login, fingerprint, window_start, "
+        "1, now, now, reason, evented FROM e WHERE NOT allow) "
+        "INSERT INTO audit_events (at, kind, actor, host, data) "
+        "SELECT now, 'hook.authorized_keys', actor, host, data FROM e WHERE evented "
+        "ORDER BY ord"
+    ),
+    binary=True,
+)
+_COUNT_FIELDS = (
+    "allow",
+    "host",
+    "login",
+    "fingerprint",
+    "window_start",
+    "request_id",
+    "actor",
+    "now",
+    "reason",
+    "data",
+)
+
+
+def _write_counts(conn: Any, items: list[dict[str, Any]]) -> None:
+    """sql.Writer: the batch's allows and misses (and first events), in the calls' order."""
+    _COUNTS_AND_EVENTS.send(conn, **{f: [i.get(f) for i in items] for f in _COUNT_FIELDS})
+
+
 # DELETE ... RETURNING reads each count and removes its row in one step: a
 # concurrent bump either lands before (and is returned) or re-creates the row.
 _CLOSE_WINDOWS = text(
@@ -160,7 +215,7 @@ def count_miss(
         "now": now,
         "reason": reason[:200],
     }
-    return _count(conn, params, first_event, _MISS_AND_EVENT, _BUMP_MISS, _MISS)
+    return _count(conn, params, first_event, _MISS_AND_EVENT, _BUMP_MISS, _MISS, allow=False)
 
 
 def count_allow(
@@ -191,17 +246,30 @@ def count_allow(
         "actor": actor,
         "now": now,
     }
-    return _count(conn, params, first_event, _ALLOW_AND_EVENT, _BUMP, _ALLOW)
+    return _count(conn, params, first_event, _ALLOW_AND_EVENT, _BUMP, _ALLOW, allow=True)
 
 
 def _count(
-    conn: Any, params: dict, first_event: dict | None, with_event: Any, bump: Any, row: Any
+    conn: Any,
+    params: dict,
+    first_event: dict | None,
+    with_event: Any,
+    bump: Any,
+    row: Any,
+    *,
+    allow: bool,
 ) -> bool:
     """One allow or miss, per dialect: PostgreSQL writes the row and the window's
-    first event in one statement; SQLite bumps the window's counter row when it
-    exists; otherwise the row is written and its ``evented`` says if it is a first."""
+    first event in one statement (in a batch with sql.Sets: one for the whole
+    batch); SQLite bumps the window's counter row when it exists; otherwise the
+    row is written and its ``evented`` says if it is a first."""
     if first_event is not None and conn.dialect.name == "postgresql":
-        with_event.send(conn, data=audit.canonical(first_event), **params)
+        data = audit.canonical(first_event)
+        sets = sql.writes.sets
+        if sets is not None:
+            sets.add(_write_counts, params | {"allow": allow, "data": data})
+            return False
+        with_event.send(conn, data=data, **params)
         return False
     if conn.dialect.name == "sqlite" and bump.execute(conn, **params):
         return False

@@ -32,6 +32,7 @@ for it.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import threading
 from collections import namedtuple
@@ -50,6 +51,8 @@ class _Writes(threading.local):
     n = 0
     # The psycopg Pipeline this thread's batch runs in (unit.py), or None.
     pipeline: Any = None
+    # That batch's set-oriented statements (:class:`Sets`), or None.
+    sets: Sets | None = None
 
 
 writes = _Writes()
@@ -87,9 +90,12 @@ def _wrapped(conn: Connection, sql: str, args: Any, e: Exception) -> Exception:
 class Prepared:
     """One Core statement with named bind parameters, ready to run fast on its DBAPI."""
 
-    def __init__(self, stmt: Executable) -> None:
+    def __init__(self, stmt: Executable, *, binary: bool = False) -> None:
         assert isinstance(stmt, ClauseElement)
         self.stmt = stmt
+        # PostgreSQL: send the values in binary (a text array of JSON texts is
+        # escaped character by character in Python otherwise).
+        self._binary = binary
         self._clause: ClauseElement = stmt
         # Per dialect name: (sql, positional bind names, defaults, row type, may write).
         self._compiled_for: dict[str, tuple[str, tuple[str, ...], dict[str, Any], Any, bool]] = {}
@@ -105,6 +111,8 @@ class Prepared:
             columns = [c[0] for c in getattr(compiled, "_result_columns", [])]
             row = namedtuple("Row", columns, rename=True) if columns else None  # noqa: PYI024
             sql = str(compiled)
+            if self._binary and name == "postgresql":
+                sql = re.sub(r"%\((\w+)\)s", r"%(\1)b", sql)  # psycopg: %b = send binary
             # Defaults: values the statement carries itself (e.g. LIMIT 1).
             found = (sql, names, dict(compiled.params), row, _may_write(sql))
             self._compiled_for[name] = found
@@ -213,3 +221,76 @@ class Queued:
     def scalars(self) -> list[Any]:
         """The first column of every row."""
         return [r[0] for r in self._fetch(self._cur.fetchall)]
+
+    def rows(self) -> list[Any]:
+        """Every row (attribute access by column label)."""
+        return [self._row._make(r) for r in self._fetch(self._cur.fetchall)]
+
+
+# Reads many calls' items with one statement: sends it now, and returns the function
+# that fetches the answers, one per item, in order (Sets.read).
+Reader = Callable[[Connection, list[Any]], Callable[[], list[Any]]]
+# Sends one statement that writes many calls' items (Sets.flush).
+Writer = Callable[[Connection, list[Any]], None]
+_UNREAD = object()
+
+
+class Answer:
+    """One call's share of a set-oriented read (:meth:`Sets.ask`): read as Queued.first."""
+
+    __slots__ = ("row",)
+
+    def __init__(self) -> None:
+        self.row: Any = _UNREAD
+
+    def first(self) -> Any:
+        if self.row is _UNREAD:
+            raise RuntimeError("a batch's set-oriented read was not run")
+        return self.row
+
+
+class Sets:
+    """A pipelined PostgreSQL batch's set-oriented statements (unit.py).
+
+    Per hook call, psycopg's Python layer (cursor, parameter conversion,
+    pipeline bookkeeping) cost more than the statement itself (perf, bench
+    P3pg): a batch of N calls ran ~3N statements. Here the calls of a batch
+    hand their lookups (:meth:`ask`, before any call runs) and their
+    insert-only audit rows (:meth:`add`, while they run) to one statement per
+    kind, for the whole batch: :meth:`read` sends the reads together (one
+    round trip) and hands each call its answer; :meth:`flush` queues the
+    writes ahead of the COMMIT. A write added counts in :data:`writes` as the
+    call's own, so a call that fails after adding one spoils the batch
+    (unit.py reruns its calls alone) exactly as an executed write would.
+    """
+
+    def __init__(self) -> None:
+        self.asking = True  # until read(): asks are taken; afterwards calls query as usual
+        self._reads: dict[Reader, list[tuple[Any, Answer]]] = {}
+        self._writes: dict[Writer, list[Any]] = {}
+
+    def ask(self, reader: Reader, item: Any) -> Answer:
+        answer = Answer()
+        self._reads.setdefault(reader, []).append((item, answer))
+        return answer
+
+    def add(self, writer: Writer, item: Any) -> None:
+        writes.n += 1
+        self._writes.setdefault(writer, []).append(item)
+
+    def read(self, conn: Connection) -> None:
+        """Send every read statement, then hand each ask its answer (one round trip)."""
+        self.asking = False
+        sent = [
+            (asked, reader(conn, [i for i, _ in asked])) for reader, asked in self._reads.items()
+        ]
+        self._reads = {}
+        for asked, fetch in sent:
+            for (_, answer), row in zip(asked, fetch(), strict=True):
+                answer.row = row
+
+    def flush(self, conn: Connection) -> None:
+        """Send every write statement (queued in the pipeline: the COMMIT waits for them)."""
+        pending, self._writes = self._writes, {}
+        for writer, items in pending.items():
+            writer(conn, items)

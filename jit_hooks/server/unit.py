@@ -54,6 +54,9 @@ from jit_hooks.server import sql
 from jit_hooks.server.db import BATCH_THREADS, batch_engine
 
 T = TypeVar("T")
+# PostgreSQL batches ask and write through one statement per kind for the whole
+# batch (sql.Sets); False: each call its own statements, as before (bench A/B, tests).
+SETS = True
 Work = Callable[[Connection], T]
 
 
@@ -172,17 +175,25 @@ class UnitOfWork:
             with self._batch_engine.connect() as conn, conn.begin():  # COMMIT on leaving
                 raw: Any = conn.connection.driver_connection
                 with raw.pipeline() as pipeline:
+                    sets = sql.writes.sets = sql.Sets() if SETS else None
                     sql.writes.pipeline = pipeline
                     try:
-                        # Every call's reads first (Context._HostJob.queue): the first
-                        # call's first read waits one round trip that answers them all.
+                        # Every call's reads first (Context._HostJob.queue), asked of one
+                        # statement per kind for the whole batch (sql.Sets): one round
+                        # trip answers them all.
                         for work in works:
                             queue = getattr(work, "queue", None)
                             if queue is not None:
                                 queue(conn)
+                        if sets is not None:
+                            sets.read(conn)
                         spoiled = self._calls(conn, works, outcomes)
+                        if sets is not None and spoiled is None:
+                            # The calls' audit rows, one statement, ahead of the COMMIT.
+                            sets.flush(conn)
                     finally:
                         sql.writes.pipeline = None
+                        sql.writes.sets = None
                     if spoiled is not None:
                         raise _Spoiled  # ROLLBACK on leaving
                 synced = True  # every statement answered; only the COMMIT is left

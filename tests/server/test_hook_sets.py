@@ -1,0 +1,262 @@
+"""Set-oriented hook batches on PostgreSQL (sql.Sets) answer and audit as calls run alone.
+
+A group-commit batch on PostgreSQL reads the tokens of all its calls with one
+statement, their keys' approvals with another, and writes all their
+authorized-keys allow/miss rows (and each window's first event) with a third.
+These tests run real batches in-process on the service's real database (both
+backends: on SQLite the batch takes its own path, and must give the same
+answers): a batch mixing two hosts' tokens, a revoked host token, a user
+token, an unknown token, allows, repeats and misses answers each call as the
+same call run alone, and leaves the same audit evidence (rows, their
+``evented`` first-of-window flags, events). On PostgreSQL the number of
+statements a batch of 12 calls executes is counted (psycopg's own cursor
+executes, not a mock): 3, where each call used to execute 3 of its own (36).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import text
+
+from jit_hooks.server import decisions, unit
+from jit_hooks.server.audit_settings import miss_window
+from jit_hooks.server.context import _HostJob
+from jit_hooks.server.db import make_engine
+from jit_hooks.server.unit import UnitOfWork
+
+R = "/api/v1/requests"
+
+# (token, key owner, login): one batch's calls, in order.
+CALLS = [
+    ("web1", "alice", "deploy"),  # allow: alice's approval is for web1
+    ("web1", "alice", "deploy"),  # the same again: a repeat, not the window's first
+    ("web2", "alice", "deploy"),  # web2's token never sees web1's approval: miss
+    ("web1", "mallory", "deploy"),  # no approval: miss
+    ("web1", "mallory", "deploy"),  # its repeat
+    ("web1", "alice", "root"),  # another login: miss
+    ("revoked", "alice", "deploy"),  # web1's rotated-out token: 401
+    ("alice", "alice", "deploy"),  # a user token: 403
+    ("unknown", "alice", "deploy"),  # no such token: 401
+    ("web2", "mallory", "deploy"),  # miss on web2
+    ("web1", "alice", "deploy"),  # a third allow
+    ("web2", "alice", "deploy"),  # web2's repeat miss
+]
+
+
+def _setup(world) -> tuple[int, dict[str, str]]:  # noqa: ANN001
+    """Alice approved for web1; web1's token rotated (the old one revoked); the tokens."""
+    code, req = world.request("alice")
+    assert code == 201, req
+    code, req = world.call("bob", "POST", f"{R}/{req['id']}/approve", {})
+    assert (code, req["state"]) == (200, "approved"), req
+    old = world.host_tokens["web1"]
+    world.host_tokens["web1"] = world.svc.admin("host", "rotate-token", "web1", "--grace", "0")
+    world.host_tokens["web1"] = world.host_tokens["web1"].strip()
+    tokens = dict(world.host_tokens)
+    tokens.update(revoked=old, alice=world.tokens["alice"], unknown="jith_" + "x" * 43)
+    return req["id"], tokens
+
+
+def _job(world, tokens: dict[str, str], call: tuple[str, str, str], now: int) -> _HostJob:  # noqa: ANN001
+    """A call as routes/hooks.py makes it (Context.as_host's job)."""
+    who, owner, login = call
+    k = world.keys[owner]
+    return _HostJob(
+        tokens[who],
+        now,
+        lambda conn, host, pre: decisions.authorized_keys(
+            conn,
+            host=host,
+            login=login,
+            fingerprint=k.fingerprint,
+            key_type=k.key_type,
+            key=k.blob,
+            now=now,
+            pre=pre,
+        ),
+        lambda conn, digest: decisions.prefetch(
+            conn, digest, login=login, fingerprint=k.fingerprint, now=now
+        ),
+    )
+
+
+def _outcome(out: Any) -> Any:
+    if isinstance(out, BaseException):
+        return (type(out).__name__, str(out))
+    return out
+
+
+async def _batch(u: UnitOfWork, jobs: list[_HostJob]) -> list[Any]:
+    # Started in one turn of the event loop: one group-commit batch.
+    found = await asyncio.gather(*(u.run(j, batch=True) for j in jobs), return_exceptions=True)
+    return [_outcome(o) for o in found]
+
+
+async def _alone(u: UnitOfWork, jobs: list[_HostJob]) -> list[Any]:
+    found = []
+    for j in jobs:
+        try:
+            found.append(await u.run(j))
+        except Exception as e:  # noqa: BLE001 - compared with the batch's
+            found.append(_outcome(e))
+    return found
+
+
+def _evidence(conn, window_start: int, at: int) -> dict[str, list]:  # noqa: ANN001
+    """The audit rows one window's calls left: allow/miss rows (summed per key) and events."""
+    q = {
+        "allows": "SELECT host, login, fingerprint, request_id, actor, sum(count), "
+        "sum(CASE WHEN evented THEN 1 ELSE 0 END) FROM audit_key_allows "
+        "WHERE window_start = :w GROUP BY host, login, fingerprint, request_id, actor "
+        "ORDER BY host, login, fingerprint",
+        "misses": "SELECT host, login, fingerprint, reason, sum(count), "
+        "sum(CASE WHEN evented THEN 1 ELSE 0 END) FROM audit_miss_rows "
+        "WHERE window_start = :w GROUP BY host, login, fingerprint, reason "
+        "ORDER BY host, login, fingerprint",
+        "events": "SELECT kind, actor, host, data FROM audit_events WHERE at = :at "
+        "ORDER BY host, data",
+    }
+    return {
+        name: [tuple(r) for r in conn.execute(text(sql), {"w": window_start, "at": at})]
+        for name, sql in q.items()
+    }
+
+
+def _engine(world):  # noqa: ANN001, ANN202
+    url = world.svc.database_url or f"sqlite:///{world.svc.data_dir / 'jit.db'}"
+    return make_engine(url)
+
+
+def test_a_mixed_batch_answers_and_audits_as_its_calls_alone(world):
+    rid, tokens = _setup(world)
+    engine = _engine(world)
+    u = UnitOfWork(engine, threads=2)
+    window = miss_window()
+    with engine.connect() as conn:
+        ends = conn.execute(text("SELECT ends_at FROM requests WHERE id = :i"), {"i": rid})
+        # Two whole windows inside the approval, ahead of the clock: the service's fold
+        # closes no window of them while the test reads them.
+        t1 = ends.scalar() - 3 * window
+        t1 -= t1 % window
+        t2 = t1 + window
+    try:
+        batched = asyncio.run(_batch(u, [_job(world, tokens, c, t1) for c in CALLS]))
+        alone = asyncio.run(_alone(u, [_job(world, tokens, c, t2) for c in CALLS]))
+        with engine.connect() as conn:
+            ev1, ev2 = _evidence(conn, t1, t1), _evidence(conn, t2, t2)
+    finally:
+        u.close()
+        engine.dispose()
+    assert batched == alone
+    # The answers themselves, the same on both backends.
+    keys = [o["keys"] if isinstance(o, dict) else o for o in batched]
+    allowed = [[rid]]
+    assert [[k["request_id"] for k in ks] if isinstance(ks, list) else ks[0] for ks in keys] == [
+        *allowed * 2,
+        [],
+        [],
+        [],
+        [],
+        "Unauthorized",
+        "Forbidden",
+        "Unauthorized",
+        [],
+        *allowed,
+        [],
+    ]
+    assert [o["host"] for o in batched if isinstance(o, dict)] == [
+        "web1", "web1", "web2", "web1", "web1", "web1", "web2", "web1", "web2",
+    ]  # fmt: skip
+    assert ev1 == ev2
+    fp_alice, fp_mallory = world.keys["alice"].fingerprint, world.keys["mallory"].fingerprint
+    # One allow key, three allows, one of them the window's first (evented).
+    assert ev1["allows"] == [("web1", "deploy", fp_alice, rid, "alice", 3, 1)]
+    # Misses per (host, login, key): counted, the window's first evented once.
+    assert sorted((h, lg, fp, n, e) for h, lg, fp, _, n, e in ev1["misses"]) == sorted(
+        [
+            ("web1", "deploy", fp_mallory, 2, 1),
+            ("web1", "root", fp_alice, 1, 1),
+            ("web2", "deploy", fp_alice, 2, 1),
+            ("web2", "deploy", fp_mallory, 1, 1),
+        ]
+    )
+    # Five first-of-window events (1 allow + 4 misses), none for a repeat or a refused token.
+    assert len(ev1["events"]) == 5
+    assert {(e[2], e[1]) for e in ev1["events"]} == {
+        ("web1", "alice"), ("web1", None), ("web2", None),
+    }  # fmt: skip
+
+
+@pytest.fixture
+def executes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every statement psycopg executes in this process, counted at its cursor."""
+    seen: list[str] = []
+    real = psycopg.Cursor.execute
+
+    def counting(self, query, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(str(query))
+        return real(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Cursor, "execute", counting)
+    return seen
+
+
+def test_a_batch_of_12_calls_runs_3_statements_on_postgresql(world, db_backend, executes):
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL's pipelined batches (SQLite runs each call's statements)")
+    rid, tokens = _setup(world)
+    engine = _engine(world)
+    u = UnitOfWork(engine, threads=2)
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
+        now = now.scalar()
+    try:
+        asyncio.run(_batch(u, [_job(world, tokens, c, now) for c in CALLS]))  # warm up
+        executes.clear()
+        found = asyncio.run(_batch(u, [_job(world, tokens, c, now) for c in CALLS]))
+    finally:
+        u.close()
+        engine.dispose()
+    assert [len(o["keys"]) for o in found if isinstance(o, dict)] == [1, 1, 0, 0, 0, 0, 0, 1, 0]
+    # The tokens, the keys' approvals, the audit rows: one statement each for 12 calls.
+    assert len(executes) == 3, executes
+    assert unit.SETS  # the deployed setting (False: each call its own statements)
+
+
+def test_a_failing_batch_write_reruns_its_calls_alone(world, db_backend):
+    """A real statement error in the batch's one write: every call again, alone; only the
+    call that causes it fails (a trigger that refuses misses for login "boom")."""
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL only (the set-oriented write)")
+    world.svc.sql(
+        "CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
+        "IF NEW.login = 'boom' THEN RAISE EXCEPTION 'boom'; END IF; RETURN NEW; "
+        "END $$ LANGUAGE plpgsql"
+    )
+    world.svc.sql(
+        "CREATE TRIGGER boom BEFORE INSERT ON audit_miss_rows FOR EACH ROW EXECUTE FUNCTION boom()"
+    )
+    rid, tokens = _setup(world)
+    engine = _engine(world)
+    u = UnitOfWork(engine, threads=2)
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
+        now = now.scalar()
+    calls = [("web1", "alice", "deploy"), ("web1", "alice", "boom"), ("web2", "mallory", "x")]
+    try:
+        found = asyncio.run(_batch(u, [_job(world, tokens, c, now) for c in calls]))
+    finally:
+        u.close()
+        engine.dispose()
+    assert [k["request_id"] for k in found[0]["keys"]] == [rid]
+    assert isinstance(found[1], tuple) and "boom" in found[1][1]  # its own error, alone
+    assert found[2]["keys"] == [] and found[2]["host"] == "web2"
+    assert world.svc.sql("SELECT count(*) FROM audit_miss_rows WHERE login = 'boom'") == [(0,)]
+    assert world.svc.sql(
+        "SELECT count(*) FROM audit_key_allows WHERE login = 'deploy' AND window_start = ?",
+        (now - now % miss_window(),),
+    ) == [(1,)]
