@@ -424,10 +424,7 @@ def review(
         # A live grant is reviewed again only through its extension (same command).
         return extend.review(conn, user=user, row=row, decision=decision, comment=comment, now=now)
     if state == "pending_expired":
-        raise Conflict(
-            f"request {request_id} expired while pending (nobody decided within the "
-            f"policy's pending_ttl); the requester must ask again"
-        )
+        raise _expired_pending(request_id)
     if state != "pending":
         raise Conflict(f"request {request_id} is {state}, not pending")
     try:
@@ -547,13 +544,55 @@ def _end_grant(
     notify.request_event(conn, row, kind, now=now, actor=actor, details=details)
 
 
-def cancel(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) -> dict:
+def expire_pending(conn: Connection, row: Any, *, now: int) -> bool:
+    """Record a pending request past its TTL as ``pending_expired`` (the row if it is
+    still pending, its audit record and notification); False if it was not pending any
+    more. The leader's sweep does this for every such request (notify/sweep.py), a
+    cancel for the one it finds so before the sweep got to it."""
+    res = conn.execute(
+        requests.update()
+        .where(and_(requests.c.id == row.id, requests.c.state == "pending"))
+        .values(state="pending_expired", closed_at=now)
+    )
+    if res.rowcount != 1:
+        return False
+    audit.append(
+        conn,
+        at=now,
+        kind="request.pending_expired",
+        actor=None,
+        host=row.host_name,
+        data={"request_id": row.id, "created_at": row.created_at},
+    )
+    notify.request_event(conn, row, "request.pending_expired", now=now)
+    return True
+
+
+def _expired_pending(request_id: int) -> Conflict:
+    return Conflict(
+        f"request {request_id} expired while pending (nobody decided within the "
+        f"policy's pending_ttl); the requester must ask again"
+    )
+
+
+def cancel(conn: Connection, *, user: UserPrincipal, request_id: int, now: int) -> dict | Conflict:
+    """The requester takes back a pending request (or an active grant's pending extension).
+
+    A request past its pending TTL is not cancelled: it expired, as approve and deny
+    say (409). If the sweep has not recorded that yet, this records it as the sweep
+    would, in this transaction, and *returns* the 409 for the caller to raise after
+    the commit (raising here would roll the record back).
+    """
     row = _lock(conn, request_id)
     if not can_see(user, row):
         raise NotFound(f"unknown request {request_id}")
     if user.id != row.requester_id:
         raise Forbidden("only the requester can cancel a request")
     state = effective_state(row, now)
+    if state == "pending_expired":
+        if row.state == "pending":
+            expire_pending(conn, row, now=now)
+        return _expired_pending(request_id)
     if state == "approved" and _close_extension(conn, request_id, now):
         # A live grant's pending extension is what the requester takes back.
         audit.append(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, and_, select
+from sqlalchemy import Connection, select
 
-from jit_hooks.server import audit, lifecycle
+from jit_hooks.server import lifecycle
 from jit_hooks.server.notify import events
 from jit_hooks.server.notify.config import NotifyConfig
 from jit_hooks.server.tables import notify_outbox, requests
@@ -29,23 +29,8 @@ def expire_pending(conn: Connection, *, now: int) -> list[int]:
     for row in list(rows):
         if lifecycle.effective_state(row, now) != "pending_expired":
             continue
-        res = conn.execute(
-            requests.update()
-            .where(and_(requests.c.id == row.id, requests.c.state == "pending"))
-            .values(state="pending_expired", closed_at=now)
-        )
-        if res.rowcount != 1:
-            continue
-        audit.append(
-            conn,
-            at=now,
-            kind="request.pending_expired",
-            actor=None,
-            host=row.host_name,
-            data={"request_id": row.id, "created_at": row.created_at},
-        )
-        events.request_event(conn, row, "request.pending_expired", now=now)
-        done.append(row.id)
+        if lifecycle.expire_pending(conn, row, now=now):
+            done.append(row.id)
     return done
 
 

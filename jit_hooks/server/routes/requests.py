@@ -11,7 +11,7 @@ from jit_hooks.protocol import RequestState
 from jit_hooks.server import audit, extend, lifecycle
 from jit_hooks.server.auth import UserPrincipal
 from jit_hooks.server.context import Creds, CtxDep, IdPath
-from jit_hooks.server.errors import Forbidden
+from jit_hooks.server.errors import Conflict, Forbidden
 from jit_hooks.server.schemas import ExtendIn, RequestIn, RequestList, RequestOut, ReviewIn
 
 router = APIRouter(prefix="/api/v1/requests", tags=["requests"])
@@ -155,6 +155,8 @@ async def cancel(request_id: IdPath, ctx: CtxDep, creds: Creds) -> dict:
         creds,
         lambda conn, user: lifecycle.cancel(conn, user=user, request_id=request_id, now=now),
     )
+    if isinstance(out, Conflict):  # it had expired (recorded so, committed): 409
+        raise out
     ctx.metrics.request_events.labels("cancelled").inc()
     return out
 

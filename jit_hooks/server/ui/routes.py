@@ -22,7 +22,7 @@ from sqlalchemy import Connection, select
 
 from jit_hooks.server import audit, auth, lifecycle
 from jit_hooks.server.context import Context
-from jit_hooks.server.errors import Forbidden, ServiceDomainError, Unauthorized
+from jit_hooks.server.errors import Conflict, Forbidden, ServiceDomainError, Unauthorized
 from jit_hooks.server.routes import login as login_route
 from jit_hooks.server.routes.requests import review_or_refuse
 from jit_hooks.server.tables import hosts, request_hosts, requests
@@ -252,7 +252,7 @@ async def _act(request: Request, request_id: int, action: str) -> Response:
     now = ctx.now()
     comment = form.get("comment", "")
 
-    def work(conn: Connection, user: auth.UserPrincipal) -> dict | Forbidden:
+    def work(conn: Connection, user: auth.UserPrincipal) -> dict | Forbidden | Conflict:
         if action in ("approve", "deny"):
             return review_or_refuse(
                 conn, user, request_id=request_id, decision=action, comment=comment, now=now
@@ -269,6 +269,8 @@ async def _act(request: Request, request_id: int, action: str) -> Response:
         return _to_sign_in()
     except ServiceDomainError as e:
         return await _request_page(request, request_id, error=e.detail, status=e.status)
+    if isinstance(out, Conflict):  # a cancel that found the request expired (recorded)
+        return await _request_page(request, request_id, error=out.detail, status=out.status)
     _count(ctx, action, out)
     if isinstance(out, Forbidden):
         return await _request_page(request, request_id, error=out.detail, status=out.status)
