@@ -106,3 +106,32 @@ def test_web_page_cancel_of_an_unswept_expired_request_shows_the_409(world: Worl
     assert r.status_code == 409 and EXPIRED in r.text
     assert w.svc.sql("SELECT state FROM requests WHERE id = ?", (rid,)) == [("pending_expired",)]
     assert _kinds(w, rid) == ["request.created", "request.pending_expired"]
+
+
+def test_the_expiry_is_announced_once_whether_cancel_or_the_sweep_records_it(tmp_path: Path):
+    """With notifications on, the leader's sweep runs too: whichever of the two records
+    the expiry first, there is one request.pending_expired record and one notice to the
+    requester, and the cancel is a 409 either way."""
+    from jit_hooks.testing.receivers import WebhookReceiver
+    from tests.server.test_notify import SECRET, _config, _notified_world
+
+    hook = WebhookReceiver(secret=SECRET).start()
+    w = _notified_world(tmp_path, _config(webhook=hook.url))
+    try:
+        rid = _aged_request(w)
+        status, out = w.call("alice", "POST", f"{R}/{rid}/cancel")
+        assert status == 409 and f"request {rid} {EXPIRED}" in out["detail"]
+        got = hook.wait_for(lambda g: any(d.json["event"] == "request.pending_expired" for d in g))
+        notes = [d.json for d in got if d.json["event"] == "request.pending_expired"]
+        assert len(notes) == 1 and notes[0]["recipients"] == ["alice"], notes
+        # Queued once (one channel), in the transaction that stored the state.
+        queued = w.svc.sql(
+            "SELECT count(*) FROM notify_outbox WHERE request_id = ? AND event = ?",
+            (rid, "request.pending_expired"),
+        )
+        assert queued == [(1,)]
+        assert _kinds(w, rid) == ["request.created", "request.pending_expired"]
+        assert "request.cancelled" not in _kinds(w, rid)
+    finally:
+        w.svc.stop()
+        hook.stop()
