@@ -6,8 +6,11 @@ click (Debian's python3-requests and python3-click are its only Depends)."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.packaging.conftest import REPO
 
@@ -71,3 +74,57 @@ def test_jit_imports_nothing_the_client_package_leaves_out(tmp_path: Path):
     third_party = {m.split(".")[0] for m in loaded} - set(sys.stdlib_module_names)
     extra = third_party - ALLOWED_THIRD_PARTY - {"jit_hooks"}
     assert not extra, sorted(extra)
+
+
+MAKE_COMPLETIONS = REPO / "packaging/deb/jit-client/make-completions"
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completes_on_the_first_tab(tmp_path: Path):
+    """The package's _jit, autoloaded by compinit, completes the first Tab of a shell.
+
+    Debian 12's click writes a zsh script that only registers itself when first
+    called: as a vendor-completions file, the first Tab in every new shell did
+    nothing. A real interactive zsh on a pty types `jit req<Tab>`.
+    """
+    out = tmp_path / "share"
+    # The completion scripts made as debian/rules makes them (Debian's python3 and click).
+    subprocess.run(["sh", str(MAKE_COMPLETIONS), str(REPO), str(out)], check=True, timeout=120)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    jit = bindir / "jit"
+    jit.write_text(
+        "#!/bin/sh\nexec /usr/bin/python3 -I -c 'import sys; sys.path.insert(0, sys.argv.pop(1)); "
+        f'from jit_hooks.cli.jit import main; sys.exit(main())\' {REPO} "$@"\n'
+    )
+    jit.chmod(0o755)
+    r = subprocess.run(
+        [
+            "zsh",
+            "-f",
+            str(REPO / "tests/packaging/zsh_first_tab.zsh"),
+            str(out / "zsh/vendor-completions"),
+            str(tmp_path / "zcompdump"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "jit request", r.stdout
+    # bash: the same command completes through the static script.
+    words = subprocess.run(
+        [
+            "bash",
+            "--norc",
+            "-c",
+            f"source {out}/bash-completion/completions/jit; COMP_WORDS=(jit req); COMP_CWORD=1; "
+            "_jit_completion jit; printf '%s\\n' \"${COMPREPLY[@]}\"",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": f"{bindir}:/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert "request" in words.stdout.split(), words.stdout + words.stderr
