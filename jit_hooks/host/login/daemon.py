@@ -256,6 +256,9 @@ class Watchdog:
     def revive(self) -> None:
         """Start the thread again if it ended while bodies are watched (the accept loop
         asks between requests); if it can't be started now, the next call tries again."""
+        thread = self._thread
+        if thread is None or thread.is_alive():  # the usual case: no lock taken
+            return
         with self._lock:
             if self._runs and self._thread is not None and not self._thread.is_alive():
                 try:
