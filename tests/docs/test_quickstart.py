@@ -125,6 +125,13 @@ def test_quickstart_runs(tmp_path):
                 enrolled = False
                 continue
             assert r.returncode == 0, f"block {i} ({b.note or 'admin'}):\n{script}\n{r.stderr}"
+            if re.search(r"^jit list\b", script, re.M):
+                # The page runs `jit list` to show the request waiting (bob's review):
+                # it must list it, not "no requests" (plain `jit list` is your own).
+                shown = r.stdout + r.stderr
+                assert "no requests" not in shown and re.search(r"^1 +pending", r.stdout, re.M), (
+                    f"block {i}: `jit list` does not show request 1 pending:\n{shown}"
+                )
         # The page's outcome: alice's request, approved by bob.
         cfg = tmp_path / "home" / "alice" / ".config" / "jit" / "config.toml"
         env = base_env | {"HOME": str(cfg.parents[2])}
