@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import stat
 import sys
 import tomllib
 from collections.abc import Callable
@@ -99,6 +100,35 @@ def _print(rows: list[dict], columns: list[str], as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
     else:
         _table(rows, columns)
+
+
+def _private_stdout() -> None:
+    """Before a secret goes to stdout: a file it is redirected to is made 0600.
+
+    `jit-server token create alice > alice.token` makes the file with the shell's
+    umask (0644 on Debian): anyone on the machine could read the token. Called
+    before any change, so a refusal (a file others may read that is not ours to
+    chmod) leaves nothing half done.
+    """
+    try:
+        fd = sys.stdout.fileno()
+        st = os.fstat(fd)
+    except (OSError, ValueError, AttributeError):  # no real stdout (tests, closed)
+        return
+    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o077:
+        return
+    where = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else "stdout"
+    try:
+        os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o600)
+    except OSError as e:
+        raise click.ClickException(
+            f"{where} (stdout) is mode {stat.S_IMODE(st.st_mode):04o}, others may read it, and "
+            f"cannot be made private ({e.strerror}): not writing a secret there"
+        ) from None
+    click.echo(
+        f"{where}: was mode {stat.S_IMODE(st.st_mode):04o}, made 0600 (it holds a secret)",
+        err=True,
+    )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -368,6 +398,8 @@ def init_cmd(
             database_url=init_db_url or env.options["database_url"],
         )
     req = init_mod.Request(list(names), list(ips), cert, key, admin_name, check)
+    if not check:
+        _private_stdout()  # the first admin's token
     rep = init_mod.run(settings, req)
     for line in rep.kept:
         click.echo(f"exists: {line}", err=True)
@@ -544,6 +576,7 @@ def token_create(env: Env, user_name: str, label: str, expires: str) -> None:
     from jit_hooks.server import admin_ops
 
     ttl = None if expires == "never" else admin_ops.parse_duration(expires, what="--expires")
+    _private_stdout()
     click.echo(
         env.run(
             admin_ops.create_named_token,
@@ -606,6 +639,7 @@ def host_add(env: Env, name: str, labels: tuple[str, ...]) -> None:
     from jit_hooks.server import store
 
     parsed = store.parse_labels(list(labels))
+    _private_stdout()
     click.echo(env.run(store.add_host, name=name, labels=parsed, actor=env.actor, now=env.now()))
 
 
@@ -666,6 +700,7 @@ def host_rotate(env: Env, name: str, grace: str) -> None:
     from jit_hooks.server import admin_ops
 
     seconds = admin_ops.parse_duration(grace, what="--grace")
+    _private_stdout()
     now = env.now()
     token = env.run(admin_ops.rotate_host_token, name=name, grace=seconds, actor=env.actor, now=now)
     click.echo(token)

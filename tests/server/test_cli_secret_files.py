@@ -1,0 +1,142 @@
+"""A secret `jit-server` prints into a file (`> alice.token`) is private to its owner.
+
+The shell creates the file with its umask (0644 on Debian): the token inside was
+readable by everyone on the service machine. The commands that print a secret
+(init, token create, host add, host rotate-token) make such a file 0600 before
+writing, or refuse, changing nothing, when they cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from tests.server.test_cli import ok, one_line_error
+
+
+@pytest.fixture(autouse=True)
+def _sqlite_only(db_backend: str) -> None:
+    if db_backend != "sqlite":
+        pytest.skip("the data dir's SQLite file; the file handling is the CLI's")
+
+
+def to_file(data_dir, path, *args: str) -> subprocess.CompletedProcess:  # noqa: ANN001
+    """`jit-server ARGS > path` as a shell with umask 022 runs it."""
+    old = os.umask(0o022)
+    try:
+        with open(path, "w") as out:
+            return subprocess.run(
+                [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(data_dir), *args],
+                stdout=out,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=60,
+            )
+    finally:
+        os.umask(old)
+
+
+def mode(p) -> int:  # noqa: ANN001
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("token", "create", "alice", "--expires", "12h"),
+        ("host", "add", "web2"),
+        ("host", "rotate-token", "web1", "--grace", "1h"),
+    ],
+    ids=["token-create", "host-add", "host-rotate-token"],
+)
+def test_a_token_redirected_to_a_file_is_0600(tmp_path, args):
+    d = tmp_path / "data"
+    ok(d, "db", "upgrade")
+    ok(d, "user", "add", "alice", "--role", "requester")
+    ok(d, "host", "add", "web1")
+    f = tmp_path / "secret.token"
+    r = to_file(d, f, *args)
+    assert r.returncode == 0, r.stderr
+    assert f.read_text().startswith(("jitu_", "jith_"))
+    assert mode(f) == 0o600, oct(mode(f))
+    assert f"{f}: was mode 0644, made 0600" in r.stderr
+
+
+def test_init_admin_token_file_is_0600(tmp_path):
+    f = tmp_path / "ops.token"
+    r = to_file(tmp_path / "data", f, "init", "--name", "localhost", "--admin", "ops")
+    assert r.returncode == 0, r.stderr
+    assert f.read_text().startswith("jitu_") and mode(f) == 0o600
+
+
+def test_a_private_file_and_a_pipe_are_left_as_they_are(tmp_path):
+    d = tmp_path / "data"
+    ok(d, "db", "upgrade")
+    ok(d, "user", "add", "alice", "--role", "requester")
+    f = tmp_path / "t"
+    f.touch(mode=0o600)
+    os.chmod(f, 0o400 | 0o200)
+    r = to_file(d, f, "token", "create", "alice")
+    assert r.returncode == 0 and mode(f) == 0o600 and "made 0600" not in r.stderr
+    assert ok(d, "token", "create", "alice").startswith("jitu_")  # stdout a pipe
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_readable_file_not_ours_is_refused_and_nothing_changes(tmp_path):
+    d = tmp_path / "data"
+    ok(d, "db", "upgrade")
+    f = tmp_path / "web2.token"
+    f.touch()
+    os.chmod(f, 0o644)
+    os.chown(f, 65534, 65534)  # nobody's file: root's fchmod works, so drop root
+    r = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65533",
+            "--regid=65533",
+            "--clear-groups",
+            "--",
+            sys.executable,
+            "-c",
+            "import sys; sys.exit(0)",
+        ],
+        capture_output=True,
+    )
+    if r.returncode != 0:
+        pytest.skip("setpriv cannot switch users here")
+    os.chown(d, 65533, 65533)
+    for p in d.rglob("*"):
+        os.chown(p, 65533, 65533)
+    os.chmod(tmp_path, 0o755)
+    with open(f, "a") as out:
+        r = subprocess.run(
+            [
+                "setpriv",
+                "--reuid=65533",
+                "--regid=65533",
+                "--clear-groups",
+                "--",
+                sys.executable,
+                "-m",
+                "jit_hooks.server.cli",
+                "--data-dir",
+                str(d),
+                "host",
+                "add",
+                "web2",
+            ],
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            cwd="/",
+        )
+    assert r.returncode == 1
+    line = one_line_error(r)
+    assert "others may read it" in line and "not writing a secret there" in line, line
+    assert f.read_text() == "" and mode(f) == 0o644
+    assert "web2" not in ok(d, "host", "list")  # refused before the host was added
