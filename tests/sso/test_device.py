@@ -92,6 +92,8 @@ def test_no_mapped_group_is_refused(sso: SsoWorld, tmp_path: Path) -> None:
     assert no_tokens(sso, "dave")
     assert sso.service.sql("SELECT roles FROM users WHERE name = 'dave'") == [("requester",)]
     assert any('"no_role"' in d and '"dave"' in d for d in events(sso, "login.failed"))
+    # The service's own log says why (docs/server.md: one line per refusal).
+    wait_for(lambda: "sso sign-in refused: reason=no_role" in sso.service.log_path.read_text())
 
 
 def test_a_linked_user_in_no_mapped_group_loses_roles_and_sso_tokens(

@@ -6,7 +6,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.oidc_provider import Person
+from tests.oidc_provider import Person, wait_for
 from tests.sso.conftest import SsoWorld, needs_provider
 from tests.ui.conftest import COOKIE, Browserless
 
@@ -81,3 +81,5 @@ def test_refused_person_gets_the_sign_in_page(sso: SsoWorld) -> None:
     assert r.status_code == 403
     assert "None of your groups gives you a role in jit." in r.text
     assert COOKIE not in browser.cookies
+    # The service's own log says why (docs/server.md: one line per refusal).
+    wait_for(lambda: "sso web sign-in refused: reason=no_role" in sso.service.log_path.read_text())

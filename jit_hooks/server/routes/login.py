@@ -238,6 +238,7 @@ async def sso_device_token(
 
     user, token, refused = await ctx.run(work)
     if refused is not None:
-        log.info("sso sign-in refused: reason=%s", refused.reason)
+        # warning: info never reached the service log (no handler below warning).
+        log.warning("sso sign-in refused: reason=%s", refused.reason)
         raise SsoRefused(refused)
     return {"status": "ok", "token": token, "user": user, "expires_at": now + ttl}

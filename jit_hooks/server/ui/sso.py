@@ -145,7 +145,8 @@ async def callback(request: Request) -> Response:
 
     out = await ctx.run(work)
     if isinstance(out, SsoError):
-        log.info("sso web sign-in refused: reason=%s", out.reason)
+        # warning: info never reached the service log (no handler below warning).
+        log.warning("sso web sign-in refused: reason=%s", out.reason)
         return _failed(request, out.reason)
     resp = HTMLResponse(SIGNED_IN)
     resp.set_cookie(
