@@ -146,6 +146,57 @@ def cli(ctx: click.Context, data_dir: str | None, database_url: str | None) -> N
     """Approval service for just-in-time SSH access."""
     os.umask(0o077)  # database, WAL and exports are private
     ctx.obj = Env(data_dir, database_url)
+    global _database_url
+    _database_url = ctx.obj.settings.database_url
+
+
+# The database this run uses, for main()'s error line (set by cli()).
+_database_url: str | None = None
+
+
+def _sqlite_access_cause(url: str | None) -> str | None:
+    """Why this user cannot use the SQLite file of ``url``, naming file and user.
+
+    SQLite itself only says "unable to open database file" or "attempt to write a
+    readonly database": not which file, nor that it is a permission of the user
+    running the command (root's jit.db, then the service user's command, or the
+    other way round). It needs to read and write the file, its -wal/-shm files
+    and to create them in its directory. None: no such cause found.
+    """
+    if not url or not url.startswith("sqlite:///"):
+        return None
+    db = Path(url.removeprefix("sqlite:///"))
+    need = [
+        (db, os.R_OK | os.W_OK, "read and write"),
+        (db.parent, os.W_OK | os.X_OK, "create files in"),
+    ]
+    need += [
+        (p, os.R_OK | os.W_OK, "read and write") for p in (Path(f"{db}-wal"), Path(f"{db}-shm"))
+    ]
+    for path, mode, what in need:
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            return f"user {_whoami()} cannot reach {path} (a directory above it is closed to it)"
+        if not os.access(path, mode):
+            owner = _owner(st.st_uid)
+            return (
+                f"user {_whoami()} cannot {what} {path} (owner {owner}, mode "
+                f"{stat.S_IMODE(st.st_mode):04o}): run jit-server as {owner} "
+                f"(`runuser -u {owner} -- jit-server ...`) or make it the service user's"
+            )
+    return None
+
+
+def _owner(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
 
 
 # -- db / serve ------------------------------------------------------------------
@@ -800,10 +851,14 @@ def _read_policy_source(file: str) -> str:
 
 
 def _whoami() -> str:
+    """Who this process runs as, by its uid (not $USER/$LOGNAME, which su may keep)."""
+    import pwd
+
+    uid = os.geteuid()
     try:
-        return f"{getpass.getuser()} (uid {os.getuid()})"
-    except Exception:  # no passwd entry
-        return f"uid {os.getuid()}"
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:  # no passwd entry
+        return f"uid {uid}"
 
 
 # -- audit: jit_hooks/server/audit_cli.py ---------------------------------------
@@ -845,6 +900,10 @@ def main() -> None:
         from sqlalchemy.exc import SQLAlchemyError
 
         if isinstance(e, SQLAlchemyError | OSError):
+            cause = _sqlite_access_cause(_database_url)
+            if cause is not None and isinstance(e, SQLAlchemyError | PermissionError):
+                click.echo(f"jit-server: error: {cause}", err=True)
+                sys.exit(1)
             click.echo(f"jit-server: error: {type(e).__name__}: {str(e).splitlines()[0]}", err=True)
             sys.exit(1)
         raise

@@ -216,7 +216,9 @@ def test_policy_add_names_the_real_cause(data_dir, tmp_path):
         user=65534,
         group=65534,
         extra_groups=[],
+        # `su nobody` keeps root's $USER: the name comes from the uid, not from it.
+        env={**os.environ, "USER": "root", "LOGNAME": "root"},
     )
     line = one_line_error(r)
-    assert "permission denied for user" in line and "uid 65534" in line
+    assert "permission denied for user nobody (uid 65534)" in line, line
     assert "policy add - <" in line
