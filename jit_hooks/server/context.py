@@ -89,10 +89,11 @@ class _HostJob:
     """A host call's transaction work (Context.as_host), in two steps when batched.
 
     In a pipelined PostgreSQL batch the unit of work first calls :meth:`queue`
-    on every call of the batch: each sends its token lookup and its decision
-    lookups (reads only), and one round trip brings the answers of the whole
-    batch; then it runs each call, which reads them (unit.py). Run any other
-    way (SQLite, alone) a call sends and reads as it goes.
+    on every call of the batch: each asks its token lookup and its decision
+    lookups (reads only; one statement per kind for the whole batch,
+    sql.Sets), and one round trip brings the answers of the whole batch; then
+    it runs each call, which reads its own (unit.py). Run any other way
+    (SQLite, alone) a call sends and reads as it goes.
     """
 
     def __init__(

@@ -165,8 +165,10 @@ class Prefetch:
     read only once the token has been checked: for a valid host token its
     host is the one ``_TOKEN_HOST`` names, so the rows are the ones the
     host_id form returns (tests run both forms); for any other token the
-    call fails as before and the rows are never read. Outside a pipelined
-    batch (SQLite, a call run alone) there is none: the usual path runs.
+    call fails as before and the rows are never read. In a batch with
+    set-oriented reads (sql.Sets) a key lookup is an ask of the batch's one
+    key statement (``_read_keys``) instead. Outside a pipelined batch
+    (SQLite, a call run alone) there is none: the usual path runs.
     """
 
     asked: tuple[str, str | None, int]  # (login, fingerprint, now) the lookups were sent for

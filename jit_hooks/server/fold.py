@@ -15,7 +15,8 @@ or skipped (tests/server/test_fold.py).
 
 Also here: AKC misses (decisions.authorized_keys) recorded in
 ``audit_miss_rows`` (``audit_misses`` before 0015) and AKC allows in
-``audit_key_allows``: on PostgreSQL one row per miss or allow (insert-only,
+``audit_key_allows``: on PostgreSQL one row per miss or allow, or per key and
+window for a group-commit batch's calls with their count (insert-only,
 migrations 0012 and 0015: no row shared by concurrent asks, so neither a login
 burst nor a deny storm waits on a row lock or deadlocks), on SQLite (one
 writer at a time) one per window; when a window has closed, the fold turns
@@ -119,11 +120,12 @@ _MISS_AND_EVENT = Prepared(
         "CAST(:data AS TEXT) FROM m WHERE m.evented"
     )
 )
-# PostgreSQL, a whole batch (sql.Sets): every call's allow or miss row and each
+# PostgreSQL, a whole batch (sql.Sets): the calls' allow and miss rows and each
 # window's first event in one statement. ``evented`` is what the calls' own
 # statements, run one after the other, would have said: no row of the window
 # committed or written earlier in this transaction, and the first of the batch's
-# own (row_number by the calls' order; the CTE ``e`` is computed once).
+# own (row_number by the calls' order; the CTE ``e`` is computed once). Still
+# insert-only: concurrent batches share no row.
 _COUNTS_AND_EVENTS = Prepared(
     text(
         "WITH i AS (SELECT * FROM unnest(CAST(:allow AS BOOLEAN[]), "
@@ -132,25 +134,32 @@ _COUNTS_AND_EVENTS = Prepared(
         "CAST(:actor AS VARCHAR[]), CAST(:now AS INTEGER[]), CAST(:reason AS VARCHAR[]), "
         "CAST(:data AS TEXT[])) WITH ORDINALITY AS i(allow, host, login, fingerprint, "
         "window_start, request_id, actor, now, reason, data, ord)), "
+        # One row per key (and approval, or reason) and window for the whole batch,
+        # counting its calls: the fold sums counts and evented rows as before.
+        "g AS (SELECT allow, host, login, fingerprint, window_start, request_id, actor, "
+        "reason, min(ord) AS ord, count(*) AS n, min(now) AS first_at, max(now) AS last_at, "
+        "(array_agg(now ORDER BY ord))[1] AS at, (array_agg(data ORDER BY ord))[1] AS data "
+        "FROM i GROUP BY allow, host, login, fingerprint, window_start, request_id, actor, "
+        "reason), "
         # LATERAL ... LIMIT 1: one index probe per row (a NOT EXISTS here was planned
         # as a hashed scan of the whole table, growing until the fold empties it).
-        "e AS (SELECT i.*, row_number() OVER (PARTITION BY allow, host, login, fingerprint, "
-        "window_start, request_id ORDER BY ord) = 1 AND seen.hit IS NULL AS evented FROM i "
-        "LEFT JOIN LATERAL (SELECT 1 AS hit FROM audit_key_allows a WHERE i.allow "
-        "AND a.host = i.host AND a.login = i.login AND a.fingerprint = i.fingerprint "
-        "AND a.window_start = i.window_start AND a.request_id = i.request_id "
-        "UNION ALL SELECT 1 FROM audit_miss_rows m WHERE NOT i.allow AND m.host = i.host "
-        "AND m.login = i.login AND m.fingerprint = i.fingerprint "
-        "AND m.window_start = i.window_start LIMIT 1) seen ON true), "
+        "e AS (SELECT g.*, row_number() OVER (PARTITION BY allow, host, login, fingerprint, "
+        "window_start, request_id ORDER BY ord) = 1 AND seen.hit IS NULL AS evented FROM g "
+        "LEFT JOIN LATERAL (SELECT 1 AS hit FROM audit_key_allows a WHERE g.allow "
+        "AND a.host = g.host AND a.login = g.login AND a.fingerprint = g.fingerprint "
+        "AND a.window_start = g.window_start AND a.request_id = g.request_id "
+        "UNION ALL SELECT 1 FROM audit_miss_rows m WHERE NOT g.allow AND m.host = g.host "
+        "AND m.login = g.login AND m.fingerprint = g.fingerprint "
+        "AND m.window_start = g.window_start LIMIT 1) seen ON true), "
         "a AS (INSERT INTO audit_key_allows (host, login, fingerprint, window_start, "
         "request_id, actor, count, first_at, last_at, evented) SELECT host, login, "
-        "fingerprint, window_start, request_id, actor, 1, now, now, evented FROM e "
+        "fingerprint, window_start, request_id, actor, n, first_at, last_at, evented FROM e "
         "WHERE allow), "
         "m AS (INSERT INTO audit_miss_rows (host, login, fingerprint, window_start, count, "
         "first_at, last_at, reason, evented) SELECT host, login, fingerprint, window_start, "
-        "1, now, now, reason, evented FROM e WHERE NOT allow) "
+        "n, first_at, last_at, reason, evented FROM e WHERE NOT allow) "
         "INSERT INTO audit_events (at, kind, actor, host, data) "
-        "SELECT now, 'hook.authorized_keys', actor, host, data FROM e WHERE evented "
+        "SELECT at, 'hook.authorized_keys', actor, host, data FROM e WHERE evented "
         "ORDER BY ord"
     ),
     binary=True,

@@ -31,11 +31,14 @@ several calls share one:
   Nothing is committed twice: a rolled-back batch left nothing behind. The
   hooks' writes are insert-only (fold.py, audit.py), so concurrent batches on
   one or several replicas never wait for each other's row locks. A batch
-  first lets each call send its reads (token and decision lookups:
-  ``queue``, Context._HostJob): one waited round trip answers the reads of
-  the whole batch, and the calls then run on the answers. With the pipeline
-  and no pre-ping (db.batch_engine) a batch of N authorized-keys calls waits
-  two round trips: the reads and the COMMIT.
+  first lets each call ask its reads (token and decision lookups:
+  ``queue``, Context._HostJob), which go to the database as one statement
+  per kind for the whole batch (sql.Sets): one waited round trip answers
+  the reads of the whole batch, and the calls then run on the answers; the
+  allow/miss rows they hand to the batch go as one INSERT before the
+  COMMIT. With the pipeline and no pre-ping (db.batch_engine) a batch of N
+  authorized-keys calls executes 3 statements and waits two round trips:
+  the reads and the COMMIT.
 """
 
 from __future__ import annotations

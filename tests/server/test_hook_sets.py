@@ -225,6 +225,12 @@ def test_a_batch_of_12_calls_runs_3_statements_on_postgresql(world, db_backend, 
     # The tokens, the keys' approvals, the audit rows: one statement each for 12 calls.
     assert len(executes) == 3, executes
     assert unit.SETS  # the deployed setting (False: each call its own statements)
+    # The batch's three allows of one key are one row counting 3 (the warm-up's too).
+    window_start = now - now % miss_window()
+    assert world.svc.sql(
+        "SELECT count, evented FROM audit_key_allows WHERE window_start = ? ORDER BY id",
+        (window_start,),
+    ) == [(3, 1), (3, 0)]
 
 
 def test_a_failing_batch_write_reruns_its_calls_alone(world, db_backend):
