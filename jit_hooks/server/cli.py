@@ -314,6 +314,7 @@ def serve(
         raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
     if bool(tls_cert) != bool(tls_key):
         raise click.BadParameter("give both --tls-cert and --tls-key", param_hint="--tls-cert")
+    _refuse_root_on_a_users_data_dir(env.settings.data_dir)
     if tls_cert is None and env.settings.data_dir is not None:
         from jit_hooks.server.init import tls_paths
 
@@ -353,6 +354,38 @@ def serve(
         proxy_headers=False,
         **uvicorn_options(),  # httptools + uvloop, TCP_NODELAY (jit_hooks/server/workers.py)
     )
+
+
+def _refuse_root_on_a_users_data_dir(data_dir: Path | None) -> None:
+    """serve, as root, on a data directory that belongs to another user: refused.
+
+    serve makes files there (the audit signing key and checkpoints, SQLite's WAL
+    files), 0600 to whoever runs it: root's, the service started later as its own
+    user (the package's unit) could not read them (its audit folding then failed
+    on every round). init, run as root, hands such a directory's files to its owner.
+    """
+    if data_dir is None or os.geteuid() != 0:
+        return
+    try:
+        st = data_dir.stat()
+    except FileNotFoundError:
+        return
+    if st.st_uid != 0:
+        owner = _owner(st.st_uid)
+        raise click.ClickException(
+            f"{data_dir} belongs to {owner}: run the service as {owner} "
+            f"(`systemctl start jit-server`, or `runuser -u {owner} -- jit-server serve ...`); "
+            "as root, the files it makes there would be root's and unreadable to the service"
+        )
+
+
+def _data_dir_owner(data_dir: Path | None) -> str | None:
+    """The data directory's owner when it is not whoever runs this (init as root)."""
+    try:
+        uid = data_dir.stat().st_uid if data_dir is not None else os.geteuid()
+    except OSError:
+        return None
+    return None if uid == os.geteuid() else _owner(uid)
 
 
 _WORKER_ENV = "JIT_SERVER_WORKER_SETTINGS"
@@ -477,9 +510,13 @@ def _next_steps(settings: Any, rep: Any, admin_name: str) -> None:
     ddir = settings.data_dir
     ca = rep.ca_file or "the CA certificate that issued your server certificate"
     ca_opt = f" --ca-file {rep.ca_file}" if rep.ca_file else " --ca-file CA.pem"
+    by_hand = f"jit-server --data-dir {ddir} serve --listen 0.0.0.0:8443"
+    owner = _data_dir_owner(ddir)
+    if owner is not None:  # the package's /var/lib/jit-server: the service runs as its owner
+        by_hand = f"runuser -u {owner} -- {by_hand}"
     steps = [
         "next steps:",
-        f"  1. run the service: jit-server --data-dir {ddir} serve --listen 0.0.0.0:8443",
+        f"  1. run the service: {by_hand}",
         "     (packaged: systemctl enable --now jit-server)",
     ]
     if rep.admin_token:
