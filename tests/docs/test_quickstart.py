@@ -45,6 +45,17 @@ def blocks(text: str) -> list[Block]:
     return [Block(m["lang"], m["note"] or "", m["body"]) for m in FENCE.finditer(text)]
 
 
+def test_pipx_installs_name_a_path_not_an_index_name():
+    """jit-hooks is not published on PyPI: `pipx install jit-hooks` fails, or installs
+    whatever someone else registered under that name. Every pipx install in the
+    docs names a checkout, sdist or wheel (a path)."""
+    root = DOC.parents[1]
+    for page in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        text = " ".join(page.read_text().split())  # commands wrapped across lines
+        for target in re.findall(r"pipx install ([^\s`]+)", text):
+            assert target.startswith((".", "/", "~")), f"{page.name}: pipx install {target}"
+
+
 def test_the_page_has_runnable_blocks():
     found = blocks(DOC.read_text())
     assert sum(b.lang == "sh" for b in found) >= 8
