@@ -98,27 +98,36 @@ def _read_tokens(conn: Connection, digests: list[str]) -> Callable[[], list[Any]
     return fetch
 
 
-def queue_lookup(conn: Connection, token: str) -> Queued | Answer | None:
+def queue_lookup(
+    conn: Connection, token: str, *, digest: str | None = None
+) -> Queued | Answer | None:
     """Send the token's lookup now, read by :func:`authenticate` later (sql.Prepared.queue).
 
     In a batch with set-oriented reads (sql.Sets) it joins the batch's one
     token statement instead. None outside a pipelined PostgreSQL batch (unit.py).
     """
+    digest = token_hash(token) if digest is None else digest
     sets = sql.writes.sets
     if sets is not None and sets.asking:
-        return sets.ask(_read_tokens, token_hash(token))
-    return _BY_HASH.queue(conn, digest=token_hash(token))
+        return sets.ask(_read_tokens, digest)
+    return _BY_HASH.queue(conn, digest=digest)
 
 
 def authenticate(
-    conn: Connection, token: str, now: int | None = None, *, queued: Queued | Answer | None = None
+    conn: Connection,
+    token: str,
+    now: int | None = None,
+    *,
+    queued: Queued | Answer | None = None,
+    digest: str | None = None,
 ) -> UserPrincipal | HostPrincipal:
     """Resolve a token to its (enabled) user or (present) host; Unauthorized otherwise.
 
     A token at or past its expires_at is TokenExpired (401 token_expired).
-    ``queued``: this token's lookup, sent earlier by :func:`queue_lookup`.
+    ``queued``: this token's lookup, sent earlier by :func:`queue_lookup`;
+    ``digest``: the token's :func:`token_hash`, if the caller has it.
     """
-    digest = token_hash(token)
+    digest = token_hash(token) if digest is None else digest
     row = queued.first() if queued is not None else _BY_HASH.first(conn, digest=digest)
     # The lookup is by hash; compare again in constant time all the same.
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at:

@@ -104,13 +104,15 @@ class _HostJob:
         prefetch: Callable[[Connection, str], Any] | None,
     ) -> None:
         self.token, self.now, self.work, self.prefetch = token, now, work, prefetch
+        self.digest = auth.token_hash(token)
         self._queued: tuple[Connection, Any, Any] | None = None
 
     def _prefetch(self, conn: Connection) -> Any:
-        return None if self.prefetch is None else self.prefetch(conn, auth.token_hash(self.token))
+        return None if self.prefetch is None else self.prefetch(conn, self.digest)
 
     def queue(self, conn: Connection) -> None:
-        self._queued = (conn, self._prefetch(conn), auth.queue_lookup(conn, self.token))
+        pre = self._prefetch(conn)
+        self._queued = (conn, pre, auth.queue_lookup(conn, self.token, digest=self.digest))
 
     def __call__(self, conn: Connection) -> Any:
         queued, self._queued = self._queued, None
@@ -118,7 +120,8 @@ class _HostJob:
             pre, lookup = queued[1], queued[2]
         else:
             pre, lookup = self._prefetch(conn), None
-        host = auth.require_host(auth.authenticate(conn, self.token, self.now, queued=lookup))
+        principal = auth.authenticate(conn, self.token, self.now, queued=lookup, digest=self.digest)
+        host = auth.require_host(principal)
         return self.work(conn, host) if self.prefetch is None else self.work(conn, host, pre)
 
 

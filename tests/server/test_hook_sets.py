@@ -266,3 +266,11 @@ def test_a_failing_batch_write_reruns_its_calls_alone(world, db_backend):
         "SELECT count(*) FROM audit_key_allows WHERE login = 'deploy' AND window_start = ?",
         (now - now % miss_window(),),
     ) == [(1,)]
+
+
+def test_short_reason_fast_path_cleans_as_the_character_loop():
+    """decisions.short_reason skips its per-character loop for printable ASCII only."""
+    slow = lambda t: "".join(c if " " <= c <= "~" else "?" for c in t)[:200]  # noqa: E731
+    samples = [chr(i) for i in range(0x300)] + ["active approval", "a\tb", "x" * 300, "é ok"]
+    for t in samples:
+        assert decisions.short_reason(t) == slow(t), repr(t)
