@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import os
 import stat
@@ -43,10 +42,14 @@ class Env:
 
     @property
     def actor(self) -> str:
+        """cli:<the unix user running this>, from the uid: not $USER or $LOGNAME,
+        which anyone sets and `su` keeps (the audit named root for jit-server)."""
+        import pwd
+
         try:
-            who = getpass.getuser()
-        except Exception:  # no passwd entry for the uid: still audit something
-            who = str(os.getuid())
+            who = pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:  # no passwd entry for the uid: still audit something
+            who = str(os.geteuid())
         return (ACTOR_PREFIX + who)[:64]
 
     def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:

@@ -222,3 +222,24 @@ def test_policy_add_names_the_real_cause(data_dir, tmp_path):
     line = one_line_error(r)
     assert "permission denied for user nobody (uid 65534)" in line, line
     assert "policy add - <" in line
+
+
+def test_audit_actor_is_the_unix_user_of_the_uid_not_USER(data_dir):
+    """`su` keeps root's $USER, and anyone can set it: the audit's cli:<user> comes
+    from the uid (mallory here is only an environment variable)."""
+    import pwd
+
+    r = subprocess.run(
+        [sys.executable, "-m", "jit_hooks.server.cli", "--data-dir", str(data_dir)]
+        + ["user", "add", "erin", "--role", "requester"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "USER": "mallory", "LOGNAME": "mallory", "LNAME": "mallory"},
+    )
+    assert r.returncode == 0, r.stderr
+    with sqlite3.connect(data_dir / "jit.db") as db:
+        (actor,) = db.execute(
+            "SELECT actor FROM audit_events WHERE kind = 'user.added' ORDER BY seq DESC"
+        ).fetchone()
+    assert actor == "cli:" + pwd.getpwuid(os.geteuid()).pw_name
