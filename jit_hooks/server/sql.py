@@ -123,6 +123,9 @@ class Prepared:
         raw: Any = conn.connection.driver_connection
         if may_write:
             writes.n += 1
+            if writes.sets is not None and writes.sets.pending:
+                # Earlier calls' rows first: the batch's events keep the calls' order.
+                writes.sets.flush(conn)
         if conn.dialect.name == "sqlite":
             args: Any = [params[n] if n in params else defaults[n] for n in names]
             try:
@@ -289,8 +292,17 @@ class Sets:
             for (_, answer), row in zip(asked, fetch(), strict=True):
                 answer.row = row
 
+    @property
+    def pending(self) -> bool:
+        """True while writes are waiting for :meth:`flush`."""
+        return bool(self._writes)
+
     def flush(self, conn: Connection) -> None:
-        """Send every write statement (queued in the pipeline: the COMMIT waits for them)."""
+        """Send every write statement (queued in the pipeline: the COMMIT waits for them).
+
+        Also before any other statement that may write (Prepared): a batch's
+        audit events are inserted in the order of its calls.
+        """
         pending, self._writes = self._writes, {}
         for writer, items in pending.items():
             writer(conn, items)

@@ -274,3 +274,42 @@ def test_short_reason_fast_path_cleans_as_the_character_loop():
     samples = [chr(i) for i in range(0x300)] + ["active approval", "a\tb", "x" * 300, "é ok"]
     for t in samples:
         assert decisions.short_reason(t) == slow(t), repr(t)
+
+
+def test_a_batchs_events_keep_the_calls_order(world):
+    """An authorized-keys call's event (handed to the batch's one INSERT) is inserted
+    before the event of an account call that follows it in the same batch."""
+    rid, tokens = _setup(world)
+    engine = _engine(world)
+    u = UnitOfWork(engine, threads=2)
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
+        now = now.scalar()
+    fp = world.keys["alice"].fingerprint
+    account = _HostJob(
+        tokens["web1"],
+        now,
+        lambda conn, host, pre: decisions.account(
+            conn, host=host, login="deploy", rhost="127.0.0.1", service="sshd",
+            connection=None, fingerprint=fp, now=now, pre=pre,
+        ),
+        lambda conn, digest: decisions.prefetch(
+            conn, digest, login="deploy", fingerprint=fp, now=now
+        ),
+    )  # fmt: skip
+    akc = _job(world, tokens, ("web1", "alice", "deploy"), now)
+    try:
+        found = asyncio.run(_batch(u, [akc, account, _job(world, tokens, CALLS[3], now)]))
+    finally:
+        u.close()
+        engine.dispose()
+    assert found[1]["decision"] == "allow", found
+    kinds = world.svc.sql(
+        "SELECT kind, actor FROM audit_events WHERE at = ? AND kind LIKE 'hook.%' ORDER BY id",
+        (now,),
+    )
+    assert kinds == [
+        ("hook.authorized_keys", "alice"),
+        ("hook.account", "alice"),
+        ("hook.authorized_keys", None),
+    ]
