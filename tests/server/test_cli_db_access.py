@@ -43,8 +43,10 @@ def root_db():  # noqa: ANN201
         shutil.rmtree(d)
 
 
-def as_other(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+def as_other(data_dir: Path, *args: str, **run: object) -> subprocess.CompletedProcess:
+    """`jit-server --data-dir DATA_DIR ARGS` as uid OTHER (stdout captured unless ``run`` says)."""
+    run = {"stdout": subprocess.PIPE, **run}
+    return subprocess.run(  # type: ignore[call-overload]
         [
             "setpriv",
             f"--reuid={OTHER}",
@@ -58,10 +60,11 @@ def as_other(data_dir: Path, *args: str) -> subprocess.CompletedProcess:
             str(data_dir),
             *args,
         ],
-        capture_output=True,
+        stderr=subprocess.PIPE,
         text=True,
         timeout=60,
         cwd="/",
+        **run,
     )
 
 

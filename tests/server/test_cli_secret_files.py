@@ -16,6 +16,7 @@ import sys
 import pytest
 
 from tests.server.test_cli import ok, one_line_error
+from tests.server.test_cli_db_access import OTHER, as_other
 
 
 @pytest.fixture(autouse=True)
@@ -93,48 +94,14 @@ def test_a_readable_file_not_ours_is_refused_and_nothing_changes(tmp_path):
     f.touch()
     os.chmod(f, 0o644)
     os.chown(f, 65534, 65534)  # nobody's file: root's fchmod works, so drop root
-    r = subprocess.run(
-        [
-            "setpriv",
-            "--reuid=65533",
-            "--regid=65533",
-            "--clear-groups",
-            "--",
-            sys.executable,
-            "-c",
-            "import sys; sys.exit(0)",
-        ],
-        capture_output=True,
-    )
-    if r.returncode != 0:
+    if subprocess.run(["setpriv", f"--reuid={OTHER}", "--", "true"]).returncode != 0:
         pytest.skip("setpriv cannot switch users here")
-    os.chown(d, 65533, 65533)
+    os.chown(d, OTHER, OTHER)
     for p in d.rglob("*"):
-        os.chown(p, 65533, 65533)
+        os.chown(p, OTHER, OTHER)
     os.chmod(tmp_path, 0o755)
     with open(f, "a") as out:
-        r = subprocess.run(
-            [
-                "setpriv",
-                "--reuid=65533",
-                "--regid=65533",
-                "--clear-groups",
-                "--",
-                sys.executable,
-                "-m",
-                "jit_hooks.server.cli",
-                "--data-dir",
-                str(d),
-                "host",
-                "add",
-                "web2",
-            ],
-            stdout=out,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-            cwd="/",
-        )
+        r = as_other(d, "host", "add", "web2", stdout=out)
     assert r.returncode == 1
     line = one_line_error(r)
     assert "others may read it" in line and "not writing a secret there" in line, line
