@@ -74,6 +74,9 @@ def instrument(engine: Engine) -> None:
     def _count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
         if _may_write(statement):
             writes.n += 1
+            if writes.sets is not None and writes.sets.pending:
+                # As Prepared._run: earlier calls' rows first, whatever runs the write.
+                writes.sets.flush(conn)
 
     @event.listens_for(engine, "after_cursor_execute")
     def _sync(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001

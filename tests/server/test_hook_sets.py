@@ -313,3 +313,33 @@ def test_a_batchs_events_keep_the_calls_order(world):
         ("hook.account", "alice"),
         ("hook.authorized_keys", None),
     ]
+
+
+def test_a_write_through_sqlalchemy_comes_after_earlier_calls_rows(world, db_backend):
+    """A call that writes through SQLAlchemy (conn.execute, not a Prepared) still sees
+    the earlier calls' rows of the batch inserted first: the authorized-keys call's event
+    is in the transaction when the next call's INSERT runs (it counts it)."""
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL only (the batch's set-oriented write)")
+    world.svc.sql("CREATE TABLE probe (events integer NOT NULL)")
+    rid, tokens = _setup(world)
+    engine = _engine(world)
+    u = UnitOfWork(engine, threads=2)
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
+        now = now.scalar()
+    probe = text(
+        "INSERT INTO probe (events) SELECT count(*) FROM audit_events "
+        "WHERE at = :at AND kind = 'hook.authorized_keys'"
+    )
+    writer = _HostJob(
+        tokens["web1"], now, lambda conn, host: conn.execute(probe, {"at": now}).rowcount, None
+    )
+    akc = _job(world, tokens, ("web1", "alice", "deploy"), now)
+    try:
+        found = asyncio.run(_batch(u, [akc, writer]))
+    finally:
+        u.close()
+        engine.dispose()
+    assert [k["request_id"] for k in found[0]["keys"]] == [rid], found
+    assert world.svc.sql("SELECT events FROM probe") == [(1,)]
