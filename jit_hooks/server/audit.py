@@ -242,6 +242,21 @@ def chain_start(conn: Connection) -> tuple[int, str]:
     return (1, GENESIS) if m is None else (m.last_seq + 1, m.last_hash)
 
 
+def open_rows(conn: Connection) -> dict[str, tuple[int, int]]:
+    """Per counted-row table: (rows, calls they count) not yet folded into the chain.
+
+    Evidence the chain does not cover yet (docs/server.md, audit design): the
+    fold turns them into events when their window closes.
+    """
+    from jit_hooks.server.tables import audit_key_allows, audit_miss_rows
+
+    found = {}
+    for t in (audit_key_allows, audit_miss_rows):
+        n, total = conn.execute(select(func.count(), func.coalesce(func.sum(t.c.count), 0))).one()
+        found[t.name] = (int(n), int(total))
+    return found
+
+
 def verify(conn: Connection, *, now: int | None = None) -> VerifyResult:
     """Walk the database's chain; report the first event that breaks it.
 

@@ -203,6 +203,11 @@ class UnitOfWork:
         except Exception as e:
             if synced:  # the COMMIT failed: nobody's work is in the database (or unknown)
                 return [CommitFailed(e)] * len(works)
+            fault = _database_fault(e if spoiled is None else spoiled[1])
+            if fault is not None:
+                # The database's fault, not a call's (a timeout, a lock it waits
+                # for): alone, each call would meet it again, one after the other.
+                return [fault] * len(works)
             if spoiled is None:
                 # No connection (or a dead one: batches are not pre-pinged), or a queued
                 # statement failed at the last sync: rolled back, so every call again,
@@ -241,6 +246,27 @@ class UnitOfWork:
             return e
 
 
+# SQLSTATEs (or their two-character classes) a batch answers 503 at once: faults
+# of the database that every call of the batch meets again alone.
+# 57014 query_canceled (statement_timeout), 55P03 lock_not_available
+# (lock_timeout), 53 insufficient resources (out of memory, disk full, too many
+# connections). A lost connection (class 08, 57P01 admin_shutdown,...: SQLAlchemy
+# invalidates it) is not one: batches are not pre-pinged, so the calls rerun alone
+# on fresh, pre-pinged connections (a failover answers them).
+_FAULTS = frozenset({"57014", "55P03", "53"})
+
+
+def _database_fault(err: BaseException) -> Unavailable | None:
+    """``err`` as the whole batch's 503 if it is the database's fault (_FAULTS), else None."""
+    if isinstance(err, DBAPIError) and err.connection_invalidated:
+        return None
+    orig = getattr(err, "orig", None) or err
+    state = getattr(orig, "sqlstate", None) or ""
+    if state in _FAULTS or state[:2] in _FAULTS:
+        return Unavailable(err)
+    return None
+
+
 class CommitFailed(Exception):
     """A group-commit batch's COMMIT failed: every call of it fails with this (503).
 
@@ -252,6 +278,14 @@ class CommitFailed(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"batch COMMIT failed: {getattr(cause, 'orig', None) or cause}")
         self.__cause__ = cause
+
+
+class Unavailable(CommitFailed):
+    """A batch met a fault of the database's (_FAULTS): every call of it fails (503)."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(cause)
+        self.args = (f"batch failed: {getattr(cause, 'orig', None) or cause}",)
 
 
 class _Spoiled(Exception):

@@ -343,3 +343,69 @@ def test_a_write_through_sqlalchemy_comes_after_earlier_calls_rows(world, db_bac
         engine.dispose()
     assert [k["request_id"] for k in found[0]["keys"]] == [rid], found
     assert world.svc.sql("SELECT events FROM probe") == [(1,)]
+
+
+def test_a_batch_that_times_out_on_a_lock_answers_503_at_once(world, db_backend, executes):
+    """The reviewer's fault: a statement_timeout for the database and another session
+    holding ACCESS EXCLUSIVE on audit_key_allows. Every call of the batch answers
+    unavailable (503: a CommitFailed, as the app maps it), none is rerun alone to meet
+    the same timeout again (counted: transactions of one call, statements sent)."""
+    if db_backend != "postgresql":
+        pytest.skip("PostgreSQL only (statement_timeout, the shared batch transaction)")
+    rid, tokens = _setup(world)
+    engine = _engine(world)
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
+        now = now.scalar()
+        db = conn.execute(text("SELECT current_database()")).scalar()
+    world.svc.sql(f'ALTER DATABASE "{db}" SET statement_timeout = 300')
+    dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    locker = psycopg.connect(dsn)
+    u = UnitOfWork(engine, threads=2)
+    alone: list[Any] = []
+    one = u._one
+    u._one = lambda work: (alone.append(work), one(work))[1]  # type: ignore[method-assign]
+    calls = [_job(world, tokens, ("web1", "alice", "deploy"), now) for _ in range(6)]
+    try:
+        locker.execute("LOCK TABLE audit_key_allows IN ACCESS EXCLUSIVE MODE")
+        executes.clear()
+        found = asyncio.run(_batch(u, calls))
+        sent = [s for s in executes if "audit_key_allows" in s]
+    finally:
+        locker.rollback()
+        locker.close()
+        u.close()
+        engine.dispose()
+        world.svc.sql(f'ALTER DATABASE "{db}" RESET statement_timeout')
+    assert [o[0] for o in found] == ["Unavailable"] * 6, found
+    assert issubclass(unit.Unavailable, unit.CommitFailed)  # app.py: 503 "unavailable"
+    assert "statement timeout" in found[0][1], found
+    assert alone == []  # not rerun call by call
+    assert len(sent) == 1, sent  # the batch's one INSERT of allow rows, once
+
+
+def test_audit_verify_reports_the_open_counted_rows(world):
+    """`jit-server audit verify` names the allow/miss rows not yet folded into the chain:
+    per table, their number and the calls they count (here: 3 allows and 4 misses)."""
+    rid, tokens = _setup(world)
+    engine = _engine(world)
+    u = UnitOfWork(engine, threads=2)
+    with engine.connect() as conn:
+        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
+        now = now.scalar()
+    calls = [CALLS[0], CALLS[1], CALLS[2], CALLS[3], CALLS[4], CALLS[9], CALLS[10]]
+    try:
+        asyncio.run(_batch(u, [_job(world, tokens, c, now) for c in calls]))
+    finally:
+        u.close()
+        engine.dispose()
+    rows = {
+        t: world.svc.sql(f"SELECT count(*) FROM {t}")[0][0]
+        for t in ("audit_key_allows", "audit_miss_rows")
+    }
+    out = world.svc.admin("audit", "verify", "--no-fold")
+    assert "audit chain OK" in out
+    allows = f"open (not yet in the chain): audit_key_allows {rows['audit_key_allows']} rows "
+    assert allows + "counting 3 calls" in out, out
+    misses = f"open (not yet in the chain): audit_miss_rows {rows['audit_miss_rows']} rows "
+    assert misses + "counting 4 calls" in out, out
