@@ -353,12 +353,11 @@ def test_a_batch_that_times_out_on_a_lock_answers_503_at_once(world, db_backend,
     if db_backend != "postgresql":
         pytest.skip("PostgreSQL only (statement_timeout, the shared batch transaction)")
     rid, tokens = _setup(world)
-    engine = _engine(world)
-    with engine.connect() as conn:
-        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
-        now = now.scalar()
-        db = conn.execute(text("SELECT current_database()")).scalar()
+    [(now,)] = world.svc.sql("SELECT ends_at - 1 FROM requests WHERE id = ?", (rid,))
+    [(db,)] = world.svc.sql("SELECT current_database()")
     world.svc.sql(f'ALTER DATABASE "{db}" SET statement_timeout = 300')
+    # Made after the setting: every connection of the engine (batch or alone) has it.
+    engine = _engine(world)
     dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
     locker = psycopg.connect(dsn)
     u = UnitOfWork(engine, threads=2)
