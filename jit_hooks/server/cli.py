@@ -106,21 +106,32 @@ def _print(rows: list[dict], columns: list[str], as_json: bool) -> None:
 
 
 def _private_stdout() -> None:
-    """Before a secret goes to stdout: a file it is redirected to is made 0600.
+    """Before a secret goes to stdout: a regular file it is redirected to must be ours
+    and is made 0600.
 
     `jit-server token create alice > alice.token` makes the file with the shell's
-    umask (0644 on Debian): anyone on the machine could read the token. Called
-    before any change, so a refusal (a file others may read that is not ours to
-    chmod) leaves nothing half done.
+    umask (0644 on Debian): anyone on the machine could read the token. The chmod
+    is a safety net only: whoever opened the file before keeps reading it, which
+    umask 077 or a pipe avoids. A file of another user is refused even as root:
+    its owner reads it whatever its mode. Called before any change, so a refusal
+    leaves nothing half done.
     """
     try:
         fd = sys.stdout.fileno()
         st = os.fstat(fd)
     except (OSError, ValueError, AttributeError):  # no real stdout (tests, closed)
         return
-    if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o077:
+    if not stat.S_ISREG(st.st_mode):
         return
     where = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else "stdout"
+    if st.st_uid != os.geteuid():
+        owner = _owner(st.st_uid)
+        raise click.ClickException(
+            f"{where} (stdout) belongs to {owner}, who can read it whatever its mode: not "
+            "writing a secret there (redirect to a new file of yours under umask 077, or a pipe)"
+        )
+    if not st.st_mode & 0o077:
+        return
     try:
         os.fchmod(fd, stat.S_IMODE(st.st_mode) & 0o600)
     except OSError as e:
@@ -128,10 +139,21 @@ def _private_stdout() -> None:
             f"{where} (stdout) is mode {stat.S_IMODE(st.st_mode):04o}, others may read it, and "
             f"cannot be made private ({e.strerror}): not writing a secret there"
         ) from None
+    if _same_file(st, 2):
+        return  # `> f 2>&1`: the notice would be the file's first line, read as the secret
     click.echo(
-        f"{where}: was mode {stat.S_IMODE(st.st_mode):04o}, made 0600 (it holds a secret)",
+        f"{where}: was mode {stat.S_IMODE(st.st_mode):04o}, made 0600 (it holds a secret; "
+        "anyone who opened it before still can read it: use umask 077 or a pipe)",
         err=True,
     )
+
+
+def _same_file(st: os.stat_result, fd: int) -> bool:
+    try:
+        other = os.fstat(fd)
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -183,6 +205,8 @@ def _sqlite_access_cause(url: str | None) -> str | None:
             continue
         except PermissionError:
             return f"user {_whoami()} cannot reach {path} (a directory above it is closed to it)"
+        except OSError as e:  # ENOTDIR, ELOOP, ENAMETOOLONG...: the path, not a traceback
+            return _path_error(path, e)
         if not os.access(path, mode):
             owner = _owner(st.st_uid)
             return (
@@ -191,6 +215,16 @@ def _sqlite_access_cause(url: str | None) -> str | None:
                 f"(`runuser -u {owner} -- jit-server ...`) or make it the service user's"
             )
     return None
+
+
+def _path_error(path: Path, e: OSError) -> str:
+    """One line naming ``path`` and the OS error that stopped this run there."""
+    line = f"cannot use {path}: {e.strerror or e}"
+    if isinstance(e, NotADirectoryError):
+        above = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if above is not None:  # the usual cause: --data-dir names a file
+            line += f" ({above} is a file, not a directory)"
+    return line
 
 
 def _owner(uid: int) -> str:
@@ -373,6 +407,8 @@ def _refuse_root_on_a_users_data_dir(data_dir: Path | None) -> None:
         st = data_dir.stat()
     except FileNotFoundError:
         return
+    except OSError as e:
+        raise click.ClickException(_path_error(data_dir, e)) from None
     if st.st_uid != 0:
         owner = _owner(st.st_uid)
         raise click.ClickException(
@@ -941,7 +977,9 @@ def main() -> None:
 
         if isinstance(e, SQLAlchemyError | OSError):
             cause = _sqlite_access_cause(_database_url)
-            if cause is not None and isinstance(e, SQLAlchemyError | PermissionError):
+            # Any other OSError: the database's own path error, when it has one, is the
+            # cause (mkdir of a data dir that is a file says only "File exists").
+            if cause is not None:
                 click.echo(f"jit-server: error: {cause}", err=True)
                 sys.exit(1)
             click.echo(f"jit-server: error: {type(e).__name__}: {str(e).splitlines()[0]}", err=True)

@@ -62,6 +62,18 @@ def test_the_page_has_runnable_blocks():
     assert {b.lang for b in found} <= {"sh", "console", "toml"}
 
 
+def test_token_files_are_made_under_umask_077():
+    """The shell creates `> ops.token` with its umask (0644 on Debian) before jit-server
+    runs; its chmod to 0600 cannot take the file back from whoever opened it in
+    between. Every block that sends a token to a file sets umask 077 before."""
+    found = 0
+    for b in blocks(DOC.read_text()):
+        for m in re.finditer(r"^jit-server .*> *\S+\.token$", b.body, re.M):
+            found += 1
+            assert "umask 077" in b.body[: m.start()], b.body
+    assert found >= 4
+
+
 @pytest.fixture
 def _sqlite_only(db_backend: str) -> None:
     if db_backend != "sqlite":
