@@ -34,6 +34,14 @@ def _fold(env: Env) -> int:
     return fold.fold_now(env.engine, now=env.now(), window=_settings(env).miss_window)
 
 
+def _not_root_elsewhere(env: Env, command: str) -> None:
+    """Before anything is written: root on another user's data dir would make the
+    signing key root's 0600, which the service (as that user) then cannot read."""
+    from jit_hooks.server.cli import refuse_root_on_a_users_data_dir
+
+    refuse_root_on_a_users_data_dir(env.settings.data_dir, command)
+
+
 def _private_key(env: Env) -> Any:
     from jit_hooks.server.checkpoints import load_key
 
@@ -203,6 +211,7 @@ def audit_checkpoint(env: Env) -> None:
     """Fold, then sign and export a checkpoint of the head now (also printed on stdout)."""
     from jit_hooks.server import checkpoints
 
+    _not_root_elsewhere(env, "audit checkpoint")
     _fold(env)
     key, s = _private_key(env), _settings(env)
     doc = env.run(lambda conn: checkpoints.make(conn, key, now=env.now()))
@@ -215,6 +224,7 @@ def audit_pubkey(env: Env) -> None:
     """Print the checkpoint signing key's public half (PEM); made on first need."""
     from jit_hooks.server import checkpoints
 
+    _not_root_elsewhere(env, "audit pubkey")
     click.echo(checkpoints.public_pem(_private_key(env)), nl=False)
 
 
@@ -242,6 +252,7 @@ def audit_archive(env: Env, before: str, out: Path) -> None:
     ts = _date(before)
     if out.exists():
         raise click.ClickException(f"{out}: exists; archives are never overwritten")
+    _not_root_elsewhere(env, "audit archive ...")
     _fold(env)
     key = _private_key(env)
     try:

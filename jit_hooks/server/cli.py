@@ -351,7 +351,7 @@ def serve(
         raise click.BadParameter("expected HOST:PORT", param_hint="--listen")
     if bool(tls_cert) != bool(tls_key):
         raise click.BadParameter("give both --tls-cert and --tls-key", param_hint="--tls-cert")
-    _refuse_root_on_a_users_data_dir(env.settings.data_dir)
+    refuse_root_on_a_users_data_dir(env.settings.data_dir)
     if tls_cert is None and env.settings.data_dir is not None:
         from jit_hooks.server.init import tls_paths
 
@@ -393,11 +393,12 @@ def serve(
     )
 
 
-def _refuse_root_on_a_users_data_dir(data_dir: Path | None) -> None:
-    """serve, as root, on a data directory that belongs to another user: refused.
+def refuse_root_on_a_users_data_dir(data_dir: Path | None, command: str = "serve") -> None:
+    """``command`` (serve, or an audit command that makes the signing key), as root,
+    on a data directory that belongs to another user: refused before writing.
 
-    serve makes files there (the audit signing key and checkpoints, SQLite's WAL
-    files), 0600 to whoever runs it: root's, the service started later as its own
+    They make files there (the audit signing key and checkpoints, SQLite's WAL
+    files), 0600 to whoever runs them: root's, the service started later as its own
     user (the package's unit) could not read them (its audit folding then failed
     on every round). init, run as root, hands such a directory's files to its owner.
     """
@@ -409,13 +410,20 @@ def _refuse_root_on_a_users_data_dir(data_dir: Path | None) -> None:
         return
     except OSError as e:
         raise click.ClickException(_path_error(data_dir, e)) from None
-    if st.st_uid != 0:
-        owner = _owner(st.st_uid)
+    if st.st_uid == 0:
+        return
+    owner = _owner(st.st_uid)
+    if command == "serve":
         raise click.ClickException(
             f"{data_dir} belongs to {owner}: run the service as {owner} "
             f"(`systemctl start jit-server`, or `runuser -u {owner} -- jit-server serve ...`); "
             "as root, the files it makes there would be root's and unreadable to the service"
         )
+    raise click.ClickException(
+        f"{data_dir} belongs to {owner}: run `runuser -u {owner} -- jit-server {command}`; "
+        "as root, the audit signing key it makes there would be root's and unreadable to "
+        "the service"
+    )
 
 
 def _data_dir_owner(data_dir: Path | None) -> str | None:

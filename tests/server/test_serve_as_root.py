@@ -1,4 +1,5 @@
-"""Root's `serve` on the service user's data directory is refused, and init, run
+"""Root's `serve` (and `audit pubkey/checkpoint/archive`, which make the signing
+key) on the service user's data directory is refused, and init, run
 as root on such a directory, says to run the service as its owner.
 
 serve makes the audit signing key and checkpoints (and SQLite's WAL files) in the
@@ -62,3 +63,29 @@ def test_init_by_the_owner_says_to_serve_plainly(tmp_path):
     r = run(d, "init", "--name", "localhost")
     assert r.returncode == 0, r.stderr
     assert f"1. run the service: jit-server --data-dir {d} serve" in r.stderr
+
+
+@pytest.mark.parametrize("command", [("audit", "pubkey"), ("audit", "checkpoint")])
+def test_root_audit_key_commands_on_a_users_data_dir_are_refused(tmp_path, command):
+    # The old code made audit-signing.key root's 0600 there; the service, as the
+    # directory's owner, then refused that key on every fold.
+    d = tmp_path / "data"
+    ok(d, "db", "upgrade")
+    for p in (d, *d.rglob("*")):
+        os.chown(p, NOBODY, NOBODY)
+    before = sorted(p.name for p in d.iterdir())
+    line = one_line_error(run(d, *command))
+    assert line == (
+        f"jit-server: error: {d} belongs to nobody: run `runuser -u nobody -- jit-server "
+        f"{' '.join(command)}`; as root, the audit signing key it makes there would be "
+        "root's and unreadable to the service"
+    )
+    assert sorted(p.name for p in d.iterdir()) == before
+    assert not (d / "audit-signing.key").exists()
+
+
+def test_root_audit_pubkey_on_its_own_data_dir_makes_the_key(tmp_path):
+    d = tmp_path / "data"
+    ok(d, "db", "upgrade")
+    assert ok(d, "audit", "pubkey").startswith("-----BEGIN PUBLIC KEY-----")
+    assert (d / "audit-signing.key").stat().st_uid == 0
