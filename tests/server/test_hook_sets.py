@@ -16,6 +16,8 @@ executes, not a mock): 3, where each call used to execute 3 of its own (36).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import psycopg
@@ -131,26 +133,37 @@ def _engine(world):  # noqa: ANN001, ANN202
     return make_engine(url)
 
 
-def test_a_mixed_batch_answers_and_audits_as_its_calls_alone(world):
-    rid, tokens = _setup(world)
+@contextmanager
+def _unit(world) -> Iterator[UnitOfWork]:  # noqa: ANN001
+    """A unit of work on the service's database, as the service makes one (2 threads)."""
     engine = _engine(world)
     u = UnitOfWork(engine, threads=2)
-    window = miss_window()
-    with engine.connect() as conn:
-        ends = conn.execute(text("SELECT ends_at FROM requests WHERE id = :i"), {"i": rid})
-        # Two whole windows inside the approval, ahead of the clock: the service's fold
-        # closes no window of them while the test reads them.
-        t1 = ends.scalar() - 3 * window
-        t1 -= t1 % window
-        t2 = t1 + window
     try:
-        batched = asyncio.run(_batch(u, [_job(world, tokens, c, t1) for c in CALLS]))
-        alone = asyncio.run(_alone(u, [_job(world, tokens, c, t2) for c in CALLS]))
-        with engine.connect() as conn:
-            ev1, ev2 = _evidence(conn, t1, t1), _evidence(conn, t2, t2)
+        yield u
     finally:
         u.close()
         engine.dispose()
+
+
+def _last_second(world, rid: int) -> int:  # noqa: ANN001
+    """The last second of request ``rid``'s approval: inside it, ahead of the clock."""
+    [(now,)] = world.svc.sql("SELECT ends_at - 1 FROM requests WHERE id = ?", (rid,))
+    return now
+
+
+def test_a_mixed_batch_answers_and_audits_as_its_calls_alone(world):
+    rid, tokens = _setup(world)
+    window = miss_window()
+    # Two whole windows inside the approval, ahead of the clock: the service's fold
+    # closes no window of them while the test reads them.
+    t1 = _last_second(world, rid) + 1 - 3 * window
+    t1 -= t1 % window
+    t2 = t1 + window
+    with _unit(world) as u:
+        batched = asyncio.run(_batch(u, [_job(world, tokens, c, t1) for c in CALLS]))
+        alone = asyncio.run(_alone(u, [_job(world, tokens, c, t2) for c in CALLS]))
+        with u.engine.connect() as conn:
+            ev1, ev2 = _evidence(conn, t1, t1), _evidence(conn, t2, t2)
     assert batched == alone
     # The answers themselves, the same on both backends.
     keys = [o["keys"] if isinstance(o, dict) else o for o in batched]
@@ -209,18 +222,11 @@ def test_a_batch_of_12_calls_runs_3_statements_on_postgresql(world, db_backend, 
     if db_backend != "postgresql":
         pytest.skip("PostgreSQL's pipelined batches (SQLite runs each call's statements)")
     rid, tokens = _setup(world)
-    engine = _engine(world)
-    u = UnitOfWork(engine, threads=2)
-    with engine.connect() as conn:
-        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
-        now = now.scalar()
-    try:
+    now = _last_second(world, rid)
+    with _unit(world) as u:
         asyncio.run(_batch(u, [_job(world, tokens, c, now) for c in CALLS]))  # warm up
         executes.clear()
         found = asyncio.run(_batch(u, [_job(world, tokens, c, now) for c in CALLS]))
-    finally:
-        u.close()
-        engine.dispose()
     assert [len(o["keys"]) for o in found if isinstance(o, dict)] == [1, 1, 0, 0, 0, 0, 0, 1, 0]
     # The tokens, the keys' approvals, the audit rows: one statement each for 12 calls.
     assert len(executes) == 3, executes
@@ -247,17 +253,10 @@ def test_a_failing_batch_write_reruns_its_calls_alone(world, db_backend):
         "CREATE TRIGGER boom BEFORE INSERT ON audit_miss_rows FOR EACH ROW EXECUTE FUNCTION boom()"
     )
     rid, tokens = _setup(world)
-    engine = _engine(world)
-    u = UnitOfWork(engine, threads=2)
-    with engine.connect() as conn:
-        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
-        now = now.scalar()
+    now = _last_second(world, rid)
     calls = [("web1", "alice", "deploy"), ("web1", "alice", "boom"), ("web2", "mallory", "x")]
-    try:
+    with _unit(world) as u:
         found = asyncio.run(_batch(u, [_job(world, tokens, c, now) for c in calls]))
-    finally:
-        u.close()
-        engine.dispose()
     assert [k["request_id"] for k in found[0]["keys"]] == [rid]
     assert isinstance(found[1], tuple) and "boom" in found[1][1]  # its own error, alone
     assert found[2]["keys"] == [] and found[2]["host"] == "web2"
@@ -280,11 +279,7 @@ def test_a_batchs_events_keep_the_calls_order(world):
     """An authorized-keys call's event (handed to the batch's one INSERT) is inserted
     before the event of an account call that follows it in the same batch."""
     rid, tokens = _setup(world)
-    engine = _engine(world)
-    u = UnitOfWork(engine, threads=2)
-    with engine.connect() as conn:
-        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
-        now = now.scalar()
+    now = _last_second(world, rid)
     fp = world.keys["alice"].fingerprint
     account = _HostJob(
         tokens["web1"],
@@ -298,11 +293,8 @@ def test_a_batchs_events_keep_the_calls_order(world):
         ),
     )  # fmt: skip
     akc = _job(world, tokens, ("web1", "alice", "deploy"), now)
-    try:
+    with _unit(world) as u:
         found = asyncio.run(_batch(u, [akc, account, _job(world, tokens, CALLS[3], now)]))
-    finally:
-        u.close()
-        engine.dispose()
     assert found[1]["decision"] == "allow", found
     kinds = world.svc.sql(
         "SELECT kind, actor FROM audit_events WHERE at = ? AND kind LIKE 'hook.%' ORDER BY id",
@@ -323,11 +315,7 @@ def test_a_write_through_sqlalchemy_comes_after_earlier_calls_rows(world, db_bac
         pytest.skip("PostgreSQL only (the batch's set-oriented write)")
     world.svc.sql("CREATE TABLE probe (events integer NOT NULL)")
     rid, tokens = _setup(world)
-    engine = _engine(world)
-    u = UnitOfWork(engine, threads=2)
-    with engine.connect() as conn:
-        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
-        now = now.scalar()
+    now = _last_second(world, rid)
     probe = text(
         "INSERT INTO probe (events) SELECT count(*) FROM audit_events "
         "WHERE at = :at AND kind = 'hook.authorized_keys'"
@@ -336,11 +324,8 @@ def test_a_write_through_sqlalchemy_comes_after_earlier_calls_rows(world, db_bac
         tokens["web1"], now, lambda conn, host: conn.execute(probe, {"at": now}).rowcount, None
     )
     akc = _job(world, tokens, ("web1", "alice", "deploy"), now)
-    try:
+    with _unit(world) as u:
         found = asyncio.run(_batch(u, [akc, writer]))
-    finally:
-        u.close()
-        engine.dispose()
     assert [k["request_id"] for k in found[0]["keys"]] == [rid], found
     assert world.svc.sql("SELECT events FROM probe") == [(1,)]
 
@@ -353,7 +338,7 @@ def test_a_batch_that_times_out_on_a_lock_answers_503_at_once(world, db_backend,
     if db_backend != "postgresql":
         pytest.skip("PostgreSQL only (statement_timeout, the shared batch transaction)")
     rid, tokens = _setup(world)
-    [(now,)] = world.svc.sql("SELECT ends_at - 1 FROM requests WHERE id = ?", (rid,))
+    now = _last_second(world, rid)
     [(db,)] = world.svc.sql("SELECT current_database()")
     world.svc.sql(f'ALTER DATABASE "{db}" SET statement_timeout = 300')
     # Made after the setting: every connection of the engine (batch or alone) has it.
@@ -387,17 +372,10 @@ def test_audit_verify_reports_the_open_counted_rows(world):
     """`jit-server audit verify` names the allow/miss rows not yet folded into the chain:
     per table, their number and the calls they count (here: 3 allows and 4 misses)."""
     rid, tokens = _setup(world)
-    engine = _engine(world)
-    u = UnitOfWork(engine, threads=2)
-    with engine.connect() as conn:
-        now = conn.execute(text("SELECT ends_at - 1 FROM requests WHERE id = :i"), {"i": rid})
-        now = now.scalar()
+    now = _last_second(world, rid)
     calls = [CALLS[0], CALLS[1], CALLS[2], CALLS[3], CALLS[4], CALLS[9], CALLS[10]]
-    try:
+    with _unit(world) as u:
         asyncio.run(_batch(u, [_job(world, tokens, c, now) for c in calls]))
-    finally:
-        u.close()
-        engine.dispose()
     rows = {
         t: world.svc.sql(f"SELECT count(*) FROM {t}")[0][0]
         for t in ("audit_key_allows", "audit_miss_rows")
