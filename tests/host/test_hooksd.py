@@ -523,21 +523,26 @@ def threads_of(pid: int) -> int:
 @pytest.fixture
 def small_daemon(host):
     """A second helper on its own socket with small caps (the module's stays as it is)."""
-    daemons = []
+    daemons: list[HooksDaemon] = []
 
     def start(*args: str) -> HooksDaemon:
-        sock = str(host.root / "run" / f"small{len(daemons)}.sock")
-        d = HooksDaemon(
-            REPO, sock, user=paths.HOOK_USER, syslog_socket=host.sink.path,
-            log_path=host.root / "small.log", args=args,
-        ).start()  # fmt: skip
-        daemons.append(d)
-        host.sink.wait_for(f"event=start socket={sock}", "jit-hooksd")
-        return d
+        return _start_helper(host, daemons, "small", HooksDaemon, args=args)
 
     yield start
     for d in daemons:
         d.stop()
+
+
+def _start_helper(host, started: list, name: str, cls: type[HooksDaemon], **kw) -> HooksDaemon:  # noqa: ANN001, ANN003
+    """Another jit-hooksd (``cls``) on its own socket ``NAME<n>.sock``, started and awaited."""
+    sock = str(host.root / "run" / f"{name}{len(started)}.sock")
+    d = cls(
+        REPO, sock, user=paths.HOOK_USER, syslog_socket=host.sink.path,
+        log_path=host.root / f"{name}.log", **kw,
+    ).start()  # fmt: skip
+    started.append(d)
+    host.sink.wait_for(f"event=start socket={sock}", "jit-hooksd")
+    return d
 
 
 CLIENTS = """
@@ -912,15 +917,9 @@ def faulty_daemon(host):
     started = []
 
     def start(faults: str) -> tuple[FaultyDaemon, str]:
-        sock = str(host.root / "run" / f"faulty{len(started)}.sock")
-        d = FaultyDaemon(
-            REPO, sock, user=paths.HOOK_USER, syslog_socket=host.sink.path,
-            log_path=host.root / "faulty.log", faults=faults,
-        ).start()  # fmt: skip
-        started.append(d)
-        host.sink.wait_for(f"event=start socket={sock}", "jit-hooksd")
+        d = _start_helper(host, started, "faulty", FaultyDaemon, faults=faults)
         wrapper = host.root / f"faulty{len(started)}-pam-account"
-        wrapper.write_text(wrapper_text(REPO, "pam-account", sock))
+        wrapper.write_text(wrapper_text(REPO, "pam-account", d.socket_path))
         os.chmod(wrapper, 0o755)
         return d, str(wrapper)
 
