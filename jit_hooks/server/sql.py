@@ -62,6 +62,14 @@ def _may_write(sql: str) -> bool:
     return not sql.lstrip()[:6].upper() == "SELECT" or " FOR UPDATE" in sql.upper()
 
 
+def _before_write(conn: Connection) -> None:
+    """Count a statement that may write; in a batch, send the earlier calls' rows first
+    (Sets.flush), so the batch's audit events keep the calls' order."""
+    writes.n += 1
+    if writes.sets is not None and writes.sets.pending:
+        writes.sets.flush(conn)
+
+
 def instrument(engine: Engine) -> None:
     """Count the engine's statements that may write in :data:`writes` (this thread's).
 
@@ -73,10 +81,7 @@ def instrument(engine: Engine) -> None:
     @event.listens_for(engine, "before_cursor_execute")
     def _count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
         if _may_write(statement):
-            writes.n += 1
-            if writes.sets is not None and writes.sets.pending:
-                # As Prepared._run: earlier calls' rows first, whatever runs the write.
-                writes.sets.flush(conn)
+            _before_write(conn)  # as Prepared._run: whatever runs the write
 
     @event.listens_for(engine, "after_cursor_execute")
     def _sync(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001, ARG001
@@ -125,10 +130,7 @@ class Prepared:
         sql, names, defaults, row, may_write = self._compiled(conn)
         raw: Any = conn.connection.driver_connection
         if may_write:
-            writes.n += 1
-            if writes.sets is not None and writes.sets.pending:
-                # Earlier calls' rows first: the batch's events keep the calls' order.
-                writes.sets.flush(conn)
+            _before_write(conn)
         if conn.dialect.name == "sqlite":
             args: Any = [params[n] if n in params else defaults[n] for n in names]
             try:
