@@ -44,12 +44,8 @@ class Env:
     def actor(self) -> str:
         """cli:<the unix user running this>, from the uid: not $USER or $LOGNAME,
         which anyone sets and `su` keeps (the audit named root for jit-server)."""
-        import pwd
-
-        try:
-            who = pwd.getpwuid(os.geteuid()).pw_name
-        except KeyError:  # no passwd entry for the uid: still audit something
-            who = str(os.geteuid())
+        uid = os.geteuid()
+        who = _user_name(uid) or str(uid)  # no passwd entry for the uid: still audit something
         return (ACTOR_PREFIX + who)[:64]
 
     def run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
@@ -228,12 +224,17 @@ def _path_error(path: Path, e: OSError) -> str:
 
 
 def _owner(uid: int) -> str:
+    return _user_name(uid) or f"uid {uid}"
+
+
+def _user_name(uid: int) -> str | None:
+    """The passwd name of ``uid``, or None when it has no entry."""
     import pwd
 
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return f"uid {uid}"
+        return None
 
 
 # -- db / serve ------------------------------------------------------------------
@@ -936,13 +937,9 @@ def _read_policy_source(file: str) -> str:
 
 def _whoami() -> str:
     """Who this process runs as, by its uid (not $USER/$LOGNAME, which su may keep)."""
-    import pwd
-
     uid = os.geteuid()
-    try:
-        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
-    except KeyError:  # no passwd entry
-        return f"uid {uid}"
+    name = _user_name(uid)
+    return f"{name} (uid {uid})" if name else f"uid {uid}"
 
 
 # -- audit: jit_hooks/server/audit_cli.py ---------------------------------------
